@@ -1,0 +1,496 @@
+//! The trust store: CA certificates, CRLs and namespace policies.
+//!
+//! Read from an IGTF trust directory (`/etc/grid-security/certificates`) or from a PEM bundle.
+//!
+//! In a directory:
+//! * `<hash>.0` ... `<hash>.9` are CA certificates (PEM; under OpenSSL's new or old hash
+//!   names, often both as links to one file: duplicates are recognised by fingerprint);
+//! * `<hash>.r0` ... `<hash>.r9` are CRLs as `fetch-crl` writes them (PEM or DER); a CRL is
+//!   checked against its CA's key when the store is loaded;
+//! * `<hash>.namespaces` and `<hash>.signing_policy` hold namespace constraints
+//!   ([`crate::namespaces`]).
+//!
+//! Nothing is skipped silently: a CA file that cannot be read is reported in
+//! [`TrustStore::warnings`] (and so logged); a CRL or policy file that cannot be used makes
+//! its CA unusable (certificates it issued are refused, fail closed) unless the matching
+//! check is configured `ignore`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
+use openssl::x509::{X509, X509Crl, X509PurposeId};
+use thiserror::Error;
+
+use crate::dn::DistinguishedName;
+use crate::namespaces::{NamespacePolicy, PolicyFormat, PolicyIssuer, load_policy_file};
+
+/// Why a trust store could not be loaded at all.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}: no CA certificate found (expected <hash>.0 files or a PEM bundle)")]
+    NoAnchors(PathBuf),
+}
+
+/// A trusted CA certificate.
+#[derive(Debug, Clone)]
+pub struct TrustAnchor {
+    pub(crate) cert: X509,
+    subject: DistinguishedName,
+    file: PathBuf,
+    fingerprint: String,
+}
+
+impl TrustAnchor {
+    pub fn subject(&self) -> &DistinguishedName {
+        &self.subject
+    }
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+    /// SHA-256 of the DER certificate, hex.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+/// A CRL read from the trust directory, with what was learned about it at load time.
+#[derive(Clone)]
+pub struct LoadedCrl {
+    pub(crate) crl: Arc<X509Crl>,
+    pub file: PathBuf,
+    pub issuer: DistinguishedName,
+    /// Unix seconds.
+    pub this_update: i64,
+    pub next_update: Option<i64>,
+    /// Problems that make this CRL unusable (RFC 5280 5.2: CRL number present and not
+    /// critical, no unknown critical extension, issuer allowed to sign CRLs).
+    pub defects: Vec<String>,
+    /// Whether the signature was checked against a trust anchor at load time.
+    pub signature_checked: bool,
+}
+
+impl std::fmt::Debug for LoadedCrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedCrl")
+            .field("file", &self.file)
+            .field("issuer", &self.issuer)
+            .field("this_update", &self.this_update)
+            .field("next_update", &self.next_update)
+            .field("defects", &self.defects)
+            .field("signature_checked", &self.signature_checked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The CRL situation of one CA.
+#[derive(Debug, Clone)]
+pub enum CrlState {
+    Loaded(Box<LoadedCrl>),
+    /// A CRL file exists for this CA but cannot be used.
+    Broken { file: PathBuf, reason: String },
+}
+
+/// The namespace policy situation of one CA.
+#[derive(Debug, Clone)]
+pub enum PolicyState {
+    Loaded { file: PathBuf, policy: NamespacePolicy },
+    Broken { file: PathBuf, reason: String },
+}
+
+/// Which certificate purpose to check (OpenSSL's purpose checks on key usage and EKU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// User certificates: `clientAuth` when an EKU is present (the default).
+    ClientAuth,
+    ServerAuth,
+    /// No purpose check (test harnesses only).
+    Any,
+}
+
+type StoreKey = (i64, Purpose, u32);
+
+/// CA certificates, CRLs and namespace policies from one source.
+pub struct TrustStore {
+    source: PathBuf,
+    anchors: Vec<TrustAnchor>,
+    crls: HashMap<DistinguishedName, CrlState>,
+    policies: HashMap<DistinguishedName, PolicyState>,
+    warnings: Vec<String>,
+    /// OpenSSL stores carry the verification time, so one is built per second of use.
+    store_cache: Mutex<Option<(StoreKey, Arc<X509Store>)>>,
+}
+
+impl std::fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustStore")
+            .field("source", &self.source)
+            .field("anchors", &self.anchors)
+            .field("crls", &self.crls)
+            .field("policies", &self.policies)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for TrustStore {
+    fn clone(&self) -> Self {
+        Self {
+            source: self.source.clone(),
+            anchors: self.anchors.clone(),
+            crls: self.crls.clone(),
+            policies: self.policies.clone(),
+            warnings: self.warnings.clone(),
+            store_cache: Mutex::new(None),
+        }
+    }
+}
+
+fn fingerprint(cert: &X509) -> String {
+    match cert.digest(openssl::hash::MessageDigest::sha256()) {
+        Ok(d) => d.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => String::from("unavailable"),
+    }
+}
+
+fn anchor_from(cert: X509, file: &Path) -> Result<TrustAnchor, String> {
+    let der = cert.to_der().map_err(|e| e.to_string())?;
+    let subject = DistinguishedName::from_certificate_der(&der).map_err(|e| e.to_string())?;
+    Ok(TrustAnchor { fingerprint: fingerprint(&cert), cert, subject, file: file.to_path_buf() })
+}
+
+/// `<8 hex>.<suffix>` file names of a trust directory.
+fn hash_name(name: &str) -> Option<(&str, &str)> {
+    let (hash, suffix) = name.split_once('.')?;
+    (hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((hash, suffix))
+}
+
+fn is_digit_suffix(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(|d| d.len() == 1 && d.as_bytes()[0].is_ascii_digit())
+}
+
+fn unix(t: &x509_parser::time::ASN1Time) -> i64 {
+    t.timestamp()
+}
+
+impl TrustStore {
+    /// Load from a directory (IGTF layout) or a PEM bundle file.
+    pub fn load(path: &Path) -> Result<Self, TrustError> {
+        let meta = std::fs::metadata(path).map_err(|source| TrustError::Io { path: path.to_path_buf(), source })?;
+        if meta.is_dir() { Self::load_dir(path) } else { Self::load_bundle(path) }
+    }
+
+    /// A PEM bundle: anchors only, no CRLs or namespace policies.
+    pub fn load_bundle(path: &Path) -> Result<Self, TrustError> {
+        let pem = std::fs::read(path).map_err(|source| TrustError::Io { path: path.to_path_buf(), source })?;
+        let certs = X509::stack_from_pem(&pem)
+            .map_err(|e| TrustError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut anchors = Vec::new();
+        for cert in certs {
+            let anchor =
+                anchor_from(cert, path).map_err(|message| TrustError::Invalid { path: path.to_path_buf(), message })?;
+            anchors.push(anchor);
+        }
+        Self::from_parts(path, anchors, HashMap::new(), HashMap::new(), Vec::new())
+    }
+
+    /// An IGTF trust directory.
+    pub fn load_dir(dir: &Path) -> Result<Self, TrustError> {
+        let io = |source| TrustError::Io { path: dir.to_path_buf(), source };
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let mut warnings = Vec::new();
+        let mut anchors: Vec<TrustAnchor> = Vec::new();
+        // file hash -> CA subject, to resolve SELF and files that cannot be parsed
+        let mut by_hash: HashMap<String, DistinguishedName> = HashMap::new();
+        for name in &names {
+            let Some((hash, suffix)) = hash_name(name) else { continue };
+            if !(suffix.len() == 1 && suffix.as_bytes()[0].is_ascii_digit()) {
+                continue;
+            }
+            let file = dir.join(name);
+            let loaded = std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| X509::stack_from_pem(&pem).map_err(|e| e.to_string()));
+            let certs = match loaded {
+                Ok(c) if !c.is_empty() => c,
+                Ok(_) => {
+                    warnings.push(format!("{}: no certificate in file; CA not loaded", file.display()));
+                    continue;
+                }
+                Err(e) => {
+                    warnings.push(format!("{}: cannot read CA certificate: {e}; CA not loaded", file.display()));
+                    continue;
+                }
+            };
+            for cert in certs {
+                match anchor_from(cert, &file) {
+                    Ok(a) => {
+                        by_hash.entry(hash.to_ascii_lowercase()).or_insert_with(|| a.subject.clone());
+                        if !anchors.iter().any(|b| b.fingerprint == a.fingerprint) {
+                            anchors.push(a);
+                        }
+                    }
+                    Err(e) => warnings.push(format!("{}: {e}; CA not loaded", file.display())),
+                }
+            }
+        }
+
+        let mut crls: HashMap<DistinguishedName, CrlState> = HashMap::new();
+        let mut policies: HashMap<DistinguishedName, PolicyState> = HashMap::new();
+        for name in &names {
+            let Some((hash, suffix)) = hash_name(name) else { continue };
+            let file = dir.join(name);
+            let owner = by_hash.get(&hash.to_ascii_lowercase()).cloned();
+            if is_digit_suffix(suffix, "r") {
+                match load_crl(&file, &anchors) {
+                    Ok(crl) => {
+                        // two CRL files for one CA: keep the newer
+                        let replace = match crls.get(&crl.issuer) {
+                            Some(CrlState::Loaded(old)) => crl.this_update > old.this_update,
+                            Some(CrlState::Broken { .. }) => false,
+                            None => true,
+                        };
+                        if replace {
+                            crls.insert(crl.issuer.clone(), CrlState::Loaded(Box::new(crl)));
+                        }
+                    }
+                    Err(reason) => match owner {
+                        Some(ca) => {
+                            crls.insert(ca, CrlState::Broken { file: file.clone(), reason });
+                        }
+                        None => warnings.push(format!("{}: unusable CRL for an unknown CA: {reason}", file.display())),
+                    },
+                }
+            } else if suffix == "namespaces" || suffix == "signing_policy" {
+                match load_policy_file(&file) {
+                    Ok(list) => {
+                        for mut policy in list {
+                            if let Some(ca) = &owner {
+                                policy.resolve_self(ca);
+                            }
+                            let PolicyIssuer::Dn(issuer) = policy.issuer().clone() else {
+                                warnings.push(format!(
+                                    "{}: SELF rule in a file that names no loaded CA; rule ignored",
+                                    file.display()
+                                ));
+                                continue;
+                            };
+                            // .namespaces wins over .signing_policy for the same CA
+                            let keep_old = matches!(
+                                policies.get(&issuer),
+                                Some(PolicyState::Loaded { policy: old, .. })
+                                    if old.format() == PolicyFormat::Namespaces
+                                        && policy.format() == PolicyFormat::SigningPolicy
+                            ) || matches!(policies.get(&issuer), Some(PolicyState::Broken { .. }));
+                            if !keep_old {
+                                policies.insert(issuer, PolicyState::Loaded { file: file.clone(), policy });
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let reason = format!("unusable {suffix} file: {e}");
+                        match owner {
+                            Some(ca) => {
+                                policies.insert(ca, PolicyState::Broken { file: file.clone(), reason });
+                            }
+                            None => warnings.push(format!("{}: {reason} (for an unknown CA)", file.display())),
+                        }
+                    }
+                }
+            }
+        }
+        Self::from_parts(dir, anchors, crls, policies, warnings)
+    }
+
+    fn from_parts(
+        source: &Path,
+        anchors: Vec<TrustAnchor>,
+        crls: HashMap<DistinguishedName, CrlState>,
+        policies: HashMap<DistinguishedName, PolicyState>,
+        warnings: Vec<String>,
+    ) -> Result<Self, TrustError> {
+        if anchors.is_empty() {
+            return Err(TrustError::NoAnchors(source.to_path_buf()));
+        }
+        for w in &warnings {
+            tracing::warn!(target: "hpccert::trust", "{w}");
+        }
+        Ok(Self {
+            source: source.to_path_buf(),
+            anchors,
+            crls,
+            policies,
+            warnings,
+            store_cache: Mutex::new(None),
+        })
+    }
+
+    /// Trust anchors built in memory (tests, harnesses, dev mode).
+    pub fn from_certificates(
+        anchors: Vec<X509>,
+        crls: Vec<X509Crl>,
+        policies: Vec<NamespacePolicy>,
+    ) -> Result<Self, TrustError> {
+        let here = PathBuf::from("<memory>");
+        let mut list = Vec::new();
+        for cert in anchors {
+            list.push(anchor_from(cert, &here).map_err(|message| TrustError::Invalid { path: here.clone(), message })?);
+        }
+        let mut crl_map = HashMap::new();
+        for crl in crls {
+            let der = crl.to_der().map_err(|e| TrustError::Invalid { path: here.clone(), message: e.to_string() })?;
+            let loaded = crl_from_der(&der, crl, &here, &list)
+                .map_err(|message| TrustError::Invalid { path: here.clone(), message })?;
+            crl_map.insert(loaded.issuer.clone(), CrlState::Loaded(Box::new(loaded)));
+        }
+        let mut policy_map = HashMap::new();
+        for policy in policies {
+            if let PolicyIssuer::Dn(dn) = policy.issuer().clone() {
+                policy_map.insert(dn, PolicyState::Loaded { file: here.clone(), policy });
+            }
+        }
+        Self::from_parts(&here, list, crl_map, policy_map, Vec::new())
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+    pub fn anchors(&self) -> &[TrustAnchor] {
+        &self.anchors
+    }
+    /// Problems met while loading (each also logged).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+    pub fn crl_for(&self, issuer: &DistinguishedName) -> Option<&CrlState> {
+        self.crls.get(issuer)
+    }
+    pub fn policy_for(&self, issuer: &DistinguishedName) -> Option<&PolicyState> {
+        self.policies.get(issuer)
+    }
+    pub fn policies(&self) -> impl Iterator<Item = (&DistinguishedName, &PolicyState)> {
+        self.policies.iter()
+    }
+
+    /// An OpenSSL store for verification at `now` (unix seconds), cached per second.
+    pub(crate) fn openssl_store(&self, now: i64, purpose: Purpose, depth: u32) -> Result<Arc<X509Store>, String> {
+        let key = (now, purpose, depth);
+        if let Ok(cache) = self.store_cache.lock()
+            && let Some((k, store)) = cache.as_ref()
+            && *k == key
+        {
+            return Ok(store.clone());
+        }
+        let store = Arc::new(
+            self.build_store(now, purpose, depth).map_err(|e| format!("building the OpenSSL store: {e}"))?,
+        );
+        if let Ok(mut cache) = self.store_cache.lock() {
+            *cache = Some((key, store.clone()));
+        }
+        Ok(store)
+    }
+
+    fn build_store(&self, now: i64, purpose: Purpose, depth: u32) -> Result<X509Store, openssl::error::ErrorStack> {
+        let mut builder = X509StoreBuilder::new()?;
+        for a in &self.anchors {
+            builder.add_cert(a.cert.clone())?;
+        }
+        let mut param = X509VerifyParam::new()?;
+        param.set_time(now as _);
+        param.set_depth(depth.min(i32::MAX as u32) as i32);
+        // RFC 3820 proxies are verified natively by OpenSSL (name rules, ProxyCertInfo
+        // path length, issuer key usage); our own policy (limited, lifetime) is applied on
+        // the verified chain afterwards.
+        param.set_flags(X509VerifyFlags::ALLOW_PROXY_CERTS | X509VerifyFlags::USE_CHECK_TIME)?;
+        builder.set_param(&param)?;
+        match purpose {
+            Purpose::ClientAuth => builder.set_purpose(X509PurposeId::SSL_CLIENT)?,
+            Purpose::ServerAuth => builder.set_purpose(X509PurposeId::SSL_SERVER)?,
+            Purpose::Any => {}
+        }
+        Ok(builder.build())
+    }
+}
+
+/// Parse a CRL file (PEM or DER) and check it against the anchors.
+fn load_crl(file: &Path, anchors: &[TrustAnchor]) -> Result<LoadedCrl, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
+    let crl = X509Crl::from_pem(&bytes).or_else(|_| X509Crl::from_der(&bytes)).map_err(|e| format!("not a CRL: {e}"))?;
+    let der = crl.to_der().map_err(|e| e.to_string())?;
+    crl_from_der(&der, crl, file, anchors)
+}
+
+const OID_CRL_NUMBER: &str = "2.5.29.20";
+const OID_DELTA_CRL: &str = "2.5.29.27";
+const OID_AKI: &str = "2.5.29.35";
+const OID_ISSUING_DP: &str = "2.5.29.28";
+
+pub(crate) fn crl_from_der(der: &[u8], crl: X509Crl, file: &Path, anchors: &[TrustAnchor]) -> Result<LoadedCrl, String> {
+    let (_, parsed) = x509_parser::parse_x509_crl(der).map_err(|e| format!("not a CRL: {e}"))?;
+    let issuer = DistinguishedName::from_x509_name(parsed.issuer()).map_err(|e| e.to_string())?;
+    let mut defects = Vec::new();
+    let mut has_number = false;
+    for ext in parsed.extensions() {
+        let oid = ext.oid.to_id_string();
+        match oid.as_str() {
+            OID_CRL_NUMBER => {
+                has_number = true;
+                if ext.critical {
+                    defects.push("the CRL number extension is marked critical".to_string());
+                }
+            }
+            OID_DELTA_CRL => defects.push("delta CRLs are not supported".to_string()),
+            OID_AKI => {}
+            OID_ISSUING_DP if ext.critical => {
+                defects.push("partitioned CRLs (critical issuing distribution point) are not supported".to_string())
+            }
+            _ if ext.critical => defects.push(format!("unknown critical CRL extension {oid}")),
+            _ => {}
+        }
+    }
+    if !has_number {
+        defects.push("the CRL has no CRL number".to_string());
+    }
+    let mut signature_checked = false;
+    if let Some(anchor) = anchors.iter().find(|a| a.subject == issuer) {
+        check_crl_signer(&crl, &anchor.cert, &mut defects)?;
+        signature_checked = true;
+    }
+    Ok(LoadedCrl {
+        crl: Arc::new(crl),
+        file: file.to_path_buf(),
+        issuer,
+        this_update: unix(&parsed.last_update()),
+        next_update: parsed.next_update().map(|t| unix(&t)),
+        defects,
+        signature_checked,
+    })
+}
+
+/// Verify a CRL's signature with its issuer, and that the issuer may sign CRLs.
+pub(crate) fn check_crl_signer(crl: &X509Crl, issuer: &X509, defects: &mut Vec<String>) -> Result<(), String> {
+    let key = issuer.public_key().map_err(|e| format!("issuer key: {e}"))?;
+    if !crl.verify(&key).unwrap_or(false) {
+        return Err("CRL signature does not verify with its CA's key".to_string());
+    }
+    if let Ok(der) = issuer.to_der()
+        && let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der)
+        && let Ok(Some(ku)) = cert.key_usage()
+        && !ku.value.crl_sign()
+    {
+        defects.push("the CA's key usage does not allow signing CRLs (no cRLSign)".to_string());
+    }
+    Ok(())
+}
