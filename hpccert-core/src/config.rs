@@ -21,7 +21,10 @@ pub const VERSION: u32 = 1;
 #[non_exhaustive]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -95,27 +98,39 @@ pub struct MappingConfig {
 
 impl Default for MappingConfig {
     fn default() -> Self {
-        Self { grid_mapfile: PathBuf::from("/etc/grid-security/grid-mapfile") }
+        Self {
+            grid_mapfile: PathBuf::from("/etc/grid-security/grid-mapfile"),
+        }
     }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { version: VERSION, trust: TrustConfig::default(), mapping: MappingConfig::default() }
+        Self {
+            version: VERSION,
+            trust: TrustConfig::default(),
+            mapping: MappingConfig::default(),
+        }
     }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parse `text`; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
-        let config: Config = toml::from_str(text).map_err(|e| invalid(describe_toml_error(text, &e)))?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let config: Config =
+            toml::from_str(text).map_err(|e| invalid(describe_toml_error(text, &e)))?;
         if config.version != VERSION {
             return Err(invalid(format!(
                 "version = {} is not supported (this build reads version = {VERSION})",
@@ -123,7 +138,9 @@ impl Config {
             )));
         }
         if config.trust.ca_dir.is_some() && config.trust.ca_bundle.is_some() {
-            return Err(invalid("[trust] ca_dir and ca_bundle are exclusive: give one".into()));
+            return Err(invalid(
+                "[trust] ca_dir and ca_bundle are exclusive: give one".into(),
+            ));
         }
         Ok(config)
     }
@@ -161,21 +178,36 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let e = Config::parse("version = 1\n[trust]\ncrl = \"sometimes\"\n", Path::new("/etc/h.toml")).unwrap_err();
+        let e = Config::parse(
+            "version = 1\n[trust]\ncrl = \"sometimes\"\n",
+            Path::new("/etc/h.toml"),
+        )
+        .unwrap_err();
         let s = e.to_string();
         assert!(s.starts_with("/etc/h.toml: line 3:"), "{s}");
         assert!(s.contains("require") && s.contains("crl"), "{s}");
 
-        let s = Config::parse("version = 1\n[trust]\nca_dri = \"/x\"\n", Path::new("h.toml")).unwrap_err().to_string();
+        let s = Config::parse(
+            "version = 1\n[trust]\nca_dri = \"/x\"\n",
+            Path::new("h.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(s.contains("line 3") && s.contains("ca_dri"), "{s}");
 
-        let s = Config::parse("version = 2\n", Path::new("h.toml")).unwrap_err().to_string();
+        let s = Config::parse("version = 2\n", Path::new("h.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("version = 2 is not supported"), "{s}");
 
-        let s = Config::parse("[trust]\n", Path::new("h.toml")).unwrap_err().to_string();
+        let s = Config::parse("[trust]\n", Path::new("h.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("version"), "{s}");
 
-        let s = Config::parse("version = 1\n[sshd]\nport = 2\n", Path::new("h.toml")).unwrap_err().to_string();
+        let s = Config::parse("version = 1\n[sshd]\nport = 2\n", Path::new("h.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("sshd"), "{s}");
     }
 
@@ -183,6 +215,10 @@ mod tests {
     fn shipped_example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/hpccert.toml");
         let c = Config::load(&path).unwrap();
-        assert_eq!(c, Config::default(), "the shipped file documents the defaults");
+        assert_eq!(
+            c,
+            Config::default(),
+            "the shipped file documents the defaults"
+        );
     }
 }

@@ -14,8 +14,13 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier};
-use openssl::x509::{X509, X509Builder, X509Crl, X509CrlBuilder, X509Extension, X509Name, X509NameBuilder, X509RevokedBuilder};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
+};
+use openssl::x509::{
+    X509, X509Builder, X509Crl, X509CrlBuilder, X509Extension, X509Name, X509NameBuilder,
+    X509RevokedBuilder,
+};
 
 use crate::dn::DistinguishedName;
 
@@ -105,7 +110,11 @@ impl CertSpec {
 
     /// A CA certificate valid from `now - 1h` for `days`.
     pub fn ca(subject: &str, now: SystemTime, days: u64) -> Result<Self, String> {
-        Ok(Self { ca: Some(None), client_auth: false, ..Self::user(subject, now, days)? })
+        Ok(Self {
+            ca: Some(None),
+            client_auth: false,
+            ..Self::user(subject, now, days)?
+        })
     }
 }
 
@@ -141,8 +150,12 @@ fn err(e: impl std::fmt::Display) -> String {
 pub fn generate_key(kind: KeyKind) -> Result<PKey<Private>, ErrorStack> {
     match kind {
         KeyKind::Rsa(bits) => PKey::from_rsa(Rsa::generate(bits)?),
-        KeyKind::EcP256 => PKey::from_ec_key(EcKey::generate(EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?.as_ref())?),
-        KeyKind::EcP384 => PKey::from_ec_key(EcKey::generate(EcGroup::from_curve_name(Nid::SECP384R1)?.as_ref())?),
+        KeyKind::EcP256 => PKey::from_ec_key(EcKey::generate(
+            EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?.as_ref(),
+        )?),
+        KeyKind::EcP384 => PKey::from_ec_key(EcKey::generate(
+            EcGroup::from_curve_name(Nid::SECP384R1)?.as_ref(),
+        )?),
     }
 }
 
@@ -164,7 +177,8 @@ pub fn x509_name(dn: &DistinguishedName) -> Result<X509Name, String> {
             "emailAddress" => "emailAddress",
             other => other,
         };
-        b.append_entry_by_text(name, ava.value()).map_err(|e| format!("{name}: {e}"))?;
+        b.append_entry_by_text(name, ava.value())
+            .map_err(|e| format!("{name}: {e}"))?;
     }
     Ok(b.build())
 }
@@ -187,7 +201,11 @@ pub fn issue(issuer: &Credential, spec: &CertSpec) -> Result<Credential, String>
     build(spec, &key, Some(issuer)).map(|cert| Credential { cert, key })
 }
 
-fn build(spec: &CertSpec, key: &PKey<Private>, issuer: Option<&Credential>) -> Result<X509, String> {
+fn build(
+    spec: &CertSpec,
+    key: &PKey<Private>,
+    issuer: Option<&Credential>,
+) -> Result<X509, String> {
     let mut b = X509Builder::new().map_err(err)?;
     b.set_version(2).map_err(err)?;
     let serial = random_serial().map_err(err)?;
@@ -210,24 +228,43 @@ fn build(spec: &CertSpec, key: &PKey<Private>, issuer: Option<&Credential>) -> R
                 bc.pathlen(p);
             }
             b.append_extension(bc.build().map_err(err)?).map_err(err)?;
-            b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().map_err(err)?)
-                .map_err(err)?;
+            b.append_extension(
+                KeyUsage::new()
+                    .critical()
+                    .key_cert_sign()
+                    .crl_sign()
+                    .build()
+                    .map_err(err)?,
+            )
+            .map_err(err)?;
         }
         None => {
-            b.append_extension(BasicConstraints::new().critical().build().map_err(err)?).map_err(err)?;
+            b.append_extension(BasicConstraints::new().critical().build().map_err(err)?)
+                .map_err(err)?;
             b.append_extension(
-                KeyUsage::new().critical().digital_signature().key_encipherment().build().map_err(err)?,
+                KeyUsage::new()
+                    .critical()
+                    .digital_signature()
+                    .key_encipherment()
+                    .build()
+                    .map_err(err)?,
             )
             .map_err(err)?;
             if spec.client_auth {
-                b.append_extension(ExtendedKeyUsage::new().client_auth().build().map_err(err)?).map_err(err)?;
+                b.append_extension(ExtendedKeyUsage::new().client_auth().build().map_err(err)?)
+                    .map_err(err)?;
             }
         }
     }
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None)).map_err(err)?;
+    let ski = SubjectKeyIdentifier::new()
+        .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))
+        .map_err(err)?;
     b.append_extension(ski).map_err(err)?;
     if let Some(i) = issuer {
-        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&b.x509v3_context(Some(&i.cert), None)).map_err(err)?;
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(&i.cert), None))
+            .map_err(err)?;
         b.append_extension(aki).map_err(err)?;
     }
     let signer = issuer.map(|i| &i.key).unwrap_or(key);
@@ -237,7 +274,10 @@ fn build(spec: &CertSpec, key: &PKey<Private>, issuer: Option<&Credential>) -> R
 
 /// DER of an OBJECT IDENTIFIER (tag included).
 fn der_oid(oid: &str) -> Result<Vec<u8>, String> {
-    let arcs: Vec<u64> = oid.split('.').map(|a| a.parse::<u64>().map_err(err)).collect::<Result<_, _>>()?;
+    let arcs: Vec<u64> = oid
+        .split('.')
+        .map(|a| a.parse::<u64>().map_err(err))
+        .collect::<Result<_, _>>()?;
     if arcs.len() < 2 {
         return Err(format!("bad OID {oid}"));
     }
@@ -274,7 +314,12 @@ fn der_tlv(tag: u8, body: &[u8]) -> Vec<u8> {
 }
 
 fn der_small_int(v: u32) -> Vec<u8> {
-    let mut bytes: Vec<u8> = v.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+    let mut bytes: Vec<u8> = v
+        .to_be_bytes()
+        .iter()
+        .copied()
+        .skip_while(|b| *b == 0)
+        .collect();
     if bytes.first().is_none_or(|b| b & 0x80 != 0) {
         bytes.insert(0, 0);
     }
@@ -296,25 +341,45 @@ pub fn issue_proxy(issuer: &Credential, spec: &ProxySpec) -> Result<Credential, 
     b.set_serial_number(&serial).map_err(err)?;
     let mut name = X509NameBuilder::new().map_err(err)?;
     for e in issuer.cert.subject_name().entries() {
-        name.append_entry_by_nid(e.object().nid(), &String::from_utf8_lossy(e.data().as_slice())).map_err(err)?;
+        name.append_entry_by_nid(
+            e.object().nid(),
+            &String::from_utf8_lossy(e.data().as_slice()),
+        )
+        .map_err(err)?;
     }
-    name.append_entry_by_nid(Nid::COMMONNAME, &spec.cn).map_err(err)?;
+    name.append_entry_by_nid(Nid::COMMONNAME, &spec.cn)
+        .map_err(err)?;
     b.set_subject_name(&name.build()).map_err(err)?;
     b.set_issuer_name(issuer.cert.subject_name()).map_err(err)?;
     let (not_before, not_after) = (asn1_time(spec.not_before)?, asn1_time(spec.not_after)?);
     b.set_not_before(&not_before).map_err(err)?;
     b.set_not_after(&not_after).map_err(err)?;
     b.set_pubkey(&key).map_err(err)?;
-    b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build().map_err(err)?)
-        .map_err(err)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_encipherment()
+            .build()
+            .map_err(err)?,
+    )
+    .map_err(err)?;
     let mut info = Vec::new();
     if let Some(p) = spec.path_len {
         info.extend(der_small_int(p));
     }
     info.extend(der_tlv(0x30, &der_oid(spec.policy.oid())?));
-    b.append_extension(extension("1.3.6.1.5.5.7.1.14", true, &der_tlv(0x30, &info))?).map_err(err)?;
+    b.append_extension(extension(
+        "1.3.6.1.5.5.7.1.14",
+        true,
+        &der_tlv(0x30, &info),
+    )?)
+    .map_err(err)?;
     b.sign(&issuer.key, MessageDigest::sha256()).map_err(err)?;
-    Ok(Credential { cert: b.build(), key })
+    Ok(Credential {
+        cert: b.build(),
+        key,
+    })
 }
 
 /// A CRL signed by `ca` listing `revoked` (certificate, revocation time).
@@ -337,7 +402,15 @@ pub fn crl(
         r.set_revocation_date(&at).map_err(err)?;
         b.add_revoked(r.build()).map_err(err)?;
     }
-    b.append_extension(extension("2.5.29.20", false, &der_small_int(number))?).map_err(err)?;
+    b.append_extension(extension("2.5.29.20", false, &der_small_int(number))?)
+        .map_err(err)?;
+    let ski = ca
+        .cert
+        .subject_key_id()
+        .ok_or("the CA has no subject key identifier")?;
+    let aki = der_tlv(0x30, &der_tlv(0x80, ski.as_slice()));
+    b.append_extension(extension("2.5.29.35", false, &aki)?)
+        .map_err(err)?;
     b.sign(&ca.key, MessageDigest::sha256()).map_err(err)?;
     b.build().map_err(err)
 }
@@ -348,7 +421,12 @@ pub fn subject_hash(cert: &X509) -> String {
 }
 
 /// Write a CA (and optionally its CRL and namespaces text) into an IGTF-style directory.
-pub fn install_ca(dir: &Path, ca: &X509, crl: Option<&X509Crl>, namespaces: Option<&str>) -> Result<(), String> {
+pub fn install_ca(
+    dir: &Path,
+    ca: &X509,
+    crl: Option<&X509Crl>,
+    namespaces: Option<&str>,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(err)?;
     let hash = subject_hash(ca);
     let mut n = 0;

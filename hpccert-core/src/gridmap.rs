@@ -32,9 +32,14 @@ pub struct AccountName(String);
 
 impl AccountName {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ok_first = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
         let body = s.strip_suffix('$').unwrap_or(s);
-        let ok_rest = body.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        let ok_rest = body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if s.is_empty() {
             Err("empty account name".into())
         } else if s.len() > 32 {
@@ -68,7 +73,9 @@ pub enum MappedAccount {
 impl MappedAccount {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.strip_prefix('.') {
-            Some(pool) => AccountName::parse(pool).map(Self::Pool).map_err(|e| format!("pool: {e}")),
+            Some(pool) => AccountName::parse(pool)
+                .map(Self::Pool)
+                .map_err(|e| format!("pool: {e}")),
             None => AccountName::parse(s).map(Self::Local),
         }
     }
@@ -107,7 +114,10 @@ pub struct LineError {
 #[non_exhaustive]
 pub enum GridMapError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} error(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Syntax(Vec<LineError>),
 }
@@ -133,18 +143,29 @@ pub struct GridMapfile {
 pub enum ParsedLine {
     Blank,
     Comment,
-    Mapping { dn: DistinguishedName, accounts: Vec<MappedAccount> },
+    Mapping {
+        dn: DistinguishedName,
+        accounts: Vec<MappedAccount>,
+    },
 }
 
 impl GridMapfile {
     /// Read and parse a file.
     pub fn load(path: &Path) -> Result<Self, GridMapError> {
-        let text = std::fs::read(path)
-            .map_err(|source| GridMapError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read(path).map_err(|source| GridMapError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let text = String::from_utf8_lossy(&text);
         Self::parse(&text).map_err(|errors| {
             GridMapError::Syntax(
-                errors.into_iter().map(|e| LineError { path: Some(path.to_path_buf()), ..e }).collect(),
+                errors
+                    .into_iter()
+                    .map(|e| LineError {
+                        path: Some(path.to_path_buf()),
+                        ..e
+                    })
+                    .collect(),
             )
         })
     }
@@ -156,12 +177,22 @@ impl GridMapfile {
         for (n, raw) in text.lines().enumerate() {
             let line = n + 1;
             match parse_line(raw) {
-                Ok(ParsedLine::Mapping { dn, accounts }) => map.push(GridMapEntry { line, dn, accounts }),
+                Ok(ParsedLine::Mapping { dn, accounts }) => {
+                    map.push(GridMapEntry { line, dn, accounts })
+                }
                 Ok(_) => {}
-                Err(message) => errors.push(LineError { path: None, line, message }),
+                Err(message) => errors.push(LineError {
+                    path: None,
+                    line,
+                    message,
+                }),
             }
         }
-        if errors.is_empty() { Ok(map) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(map)
+        } else {
+            Err(errors)
+        }
     }
 
     fn push(&mut self, entry: GridMapEntry) {
@@ -214,7 +245,9 @@ pub fn parse_line(raw: &str) -> Result<ParsedLine, String> {
         let end = closing_quote(body).ok_or("missing closing quote after the DN")?;
         (unescape_dn(&body[..end])?, &body[end + 1..])
     } else {
-        let end = line.find(char::is_whitespace).ok_or("nothing follows the DN (expected an account)")?;
+        let end = line
+            .find(char::is_whitespace)
+            .ok_or("nothing follows the DN (expected an account)")?;
         (unescape_dn(&line[..end])?, &line[end..])
     };
     if !rest.starts_with(char::is_whitespace) && !rest.is_empty() {
@@ -241,7 +274,9 @@ pub fn parse_line(raw: &str) -> Result<ParsedLine, String> {
             return Err(format!("empty account in list {list:?}"));
         }
         if part.contains(char::is_whitespace) {
-            return Err(format!("unexpected text after the accounts: {part:?} (accounts are separated by commas)"));
+            return Err(format!(
+                "unexpected text after the accounts: {part:?} (accounts are separated by commas)"
+            ));
         }
         let account = MappedAccount::parse(part)?;
         if accounts.contains(&account) {
@@ -366,7 +401,10 @@ mod tests {
         assert!(map.lookup(&dn(r#"/O=Grid/CN=Quote "Q" \\ x"#)).is_some());
         assert!(map.lookup(&dn("/O=Grid/CN=Jürgen")).is_some());
         // lookups use DN comparison rules, not string equality
-        assert!(map.lookup(&dn("CN=John Smith A251,O=Example,C=US,DC=cilogon,DC=org")).is_some());
+        assert!(
+            map.lookup(&dn("CN=John Smith A251,O=Example,C=US,DC=cilogon,DC=org"))
+                .is_some()
+        );
         assert!(map.lookup(&dn("/O=Grid/CN=jane doe")).is_none());
     }
 
@@ -376,28 +414,68 @@ mod tests {
         let errors = GridMapfile::parse(text).unwrap_err();
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
-        assert!(errors[0].message.contains("closing quote"), "{}", errors[0].message);
-        assert!(errors[1].message.contains("no account"), "{}", errors[1].message);
-        assert!(errors[2].message.contains("slash form"), "{}", errors[2].message);
-        assert!(errors[3].message.contains("unexpected text"), "{}", errors[3].message);
-        assert!(errors[4].message.contains("empty account"), "{}", errors[4].message);
-        assert!(errors[5].message.contains("invalid account"), "{}", errors[5].message);
+        assert!(
+            errors[0].message.contains("closing quote"),
+            "{}",
+            errors[0].message
+        );
+        assert!(
+            errors[1].message.contains("no account"),
+            "{}",
+            errors[1].message
+        );
+        assert!(
+            errors[2].message.contains("slash form"),
+            "{}",
+            errors[2].message
+        );
+        assert!(
+            errors[3].message.contains("unexpected text"),
+            "{}",
+            errors[3].message
+        );
+        assert!(
+            errors[4].message.contains("empty account"),
+            "{}",
+            errors[4].message
+        );
+        assert!(
+            errors[5].message.contains("invalid account"),
+            "{}",
+            errors[5].message
+        );
     }
 
     #[test]
     fn first_line_wins_and_duplicates_are_kept_for_lint() {
         let text = "\"/O=Grid/CN=a\" first\n\"/o=Grid/cn=a\" second\n";
         let map = GridMapfile::parse(text).unwrap();
-        assert_eq!(map.lookup(&dn("/O=Grid/CN=a")).unwrap().accounts[0].to_string(), "first");
-        assert_eq!(map.duplicates(), &[Duplicate { dn: dn("/O=Grid/CN=a"), first_line: 1, line: 2 }]);
+        assert_eq!(
+            map.lookup(&dn("/O=Grid/CN=a")).unwrap().accounts[0].to_string(),
+            "first"
+        );
+        assert_eq!(
+            map.duplicates(),
+            &[Duplicate {
+                dn: dn("/O=Grid/CN=a"),
+                first_line: 1,
+                line: 2
+            }]
+        );
     }
 
     #[test]
     fn format_line_round_trips() {
         let d = dn(r#"/O=Grid/CN=Q "x" \ y/OU=z"#);
-        let accounts = vec![MappedAccount::parse("a").unwrap(), MappedAccount::parse(".pool").unwrap()];
+        let accounts = vec![
+            MappedAccount::parse("a").unwrap(),
+            MappedAccount::parse(".pool").unwrap(),
+        ];
         let line = format_line(&d, &accounts);
-        assert_eq!(parse_line(&line).unwrap(), ParsedLine::Mapping { dn: d, accounts });
+        assert_eq!(
+            parse_line(&line).unwrap(),
+            ParsedLine::Mapping { dn: d, accounts }
+        );
     }
 
     #[test]

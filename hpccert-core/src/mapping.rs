@@ -26,7 +26,11 @@ pub enum Refusal {
     #[error("DN not in grid-mapfile: {dn}")]
     NotMapped { dn: String },
     #[error("account {requested} is not mapped to {dn} (allowed: {})", allowed.join(", "))]
-    AccountNotAllowed { dn: String, requested: String, allowed: Vec<String> },
+    AccountNotAllowed {
+        dn: String,
+        requested: String,
+        allowed: Vec<String>,
+    },
     #[error("invalid login name {requested:?}: {reason}")]
     BadLoginName { requested: String, reason: String },
     #[error("{dn} maps only to pool .{pool}, and pool account leases are not available yet")]
@@ -100,10 +104,22 @@ impl<'a> Mapper<'a> {
     }
 
     /// Which account `dn` may use, given the requested login name.
-    pub fn choose(&self, dn: &DistinguishedName, requested: Option<&str>) -> Result<AccountChoice, Refusal> {
-        let entry = self.gridmap.lookup(dn).ok_or_else(|| Refusal::NotMapped { dn: dn.to_slash() })?;
+    pub fn choose(
+        &self,
+        dn: &DistinguishedName,
+        requested: Option<&str>,
+    ) -> Result<AccountChoice, Refusal> {
+        let entry = self
+            .gridmap
+            .lookup(dn)
+            .ok_or_else(|| Refusal::NotMapped { dn: dn.to_slash() })?;
         let listed: Vec<String> = entry.accounts.iter().map(ToString::to_string).collect();
-        let mut reasons = vec![format!("grid-mapfile line {} maps {} to {}", entry.line, dn, listed.join(", "))];
+        let mut reasons = vec![format!(
+            "grid-mapfile line {} maps {} to {}",
+            entry.line,
+            dn,
+            listed.join(", ")
+        )];
         let account = match requested {
             None => {
                 let account = entry
@@ -124,18 +140,30 @@ impl<'a> Mapper<'a> {
                             Some(MappedAccount::Pool(p)) => p.to_string(),
                             _ => String::new(),
                         };
-                        return Err(Refusal::PoolUnavailable { dn: dn.to_slash(), pool });
+                        return Err(Refusal::PoolUnavailable {
+                            dn: dn.to_slash(),
+                            pool,
+                        });
                     }
                 }
             }
             Some(name) => {
-                let wanted = AccountName::parse(name)
-                    .map_err(|reason| Refusal::BadLoginName { requested: name.to_string(), reason })?;
-                if entry.accounts.contains(&MappedAccount::Local(wanted.clone())) {
+                let wanted = AccountName::parse(name).map_err(|reason| Refusal::BadLoginName {
+                    requested: name.to_string(),
+                    reason,
+                })?;
+                if entry
+                    .accounts
+                    .contains(&MappedAccount::Local(wanted.clone()))
+                {
                     reasons.push(format!("requested account {wanted} is listed for this DN"));
                     wanted
                 } else {
-                    return Err(Refusal::AccountNotAllowed { dn: dn.to_slash(), requested: name.to_string(), allowed: listed });
+                    return Err(Refusal::AccountNotAllowed {
+                        dn: dn.to_slash(),
+                        requested: name.to_string(),
+                        allowed: listed,
+                    });
                 }
             }
         };
@@ -143,7 +171,11 @@ impl<'a> Mapper<'a> {
     }
 
     /// The login decision for a verified certificate chain.
-    pub fn decide(&self, chain: &VerifiedChain, requested: Option<&str>) -> Result<Decision, Refusal> {
+    pub fn decide(
+        &self,
+        chain: &VerifiedChain,
+        requested: Option<&str>,
+    ) -> Result<Decision, Refusal> {
         let choice = self.choose(chain.identity(), requested)?;
         let mut reasons = vec![format!(
             "certificate chain verified: {} under CA {}{}",
@@ -151,7 +183,10 @@ impl<'a> Mapper<'a> {
             chain.ca(),
             match chain.proxy_depth() {
                 0 => String::new(),
-                n => format!(" through {n} RFC 3820 prox{}", if n == 1 { "y" } else { "ies" }),
+                n => format!(
+                    " through {n} RFC 3820 prox{}",
+                    if n == 1 { "y" } else { "ies" }
+                ),
             }
         )];
         reasons.extend(choice.reasons);
@@ -180,7 +215,9 @@ mod tests {
     #[test]
     fn first_account_is_the_default() {
         let m = map();
-        let c = Mapper::new(&m).choose(&dn("/O=Grid/CN=alice"), None).unwrap();
+        let c = Mapper::new(&m)
+            .choose(&dn("/O=Grid/CN=alice"), None)
+            .unwrap();
         assert_eq!(c.account().as_str(), "alice");
         assert!(c.reasons()[0].contains("line 1"));
     }
@@ -189,12 +226,31 @@ mod tests {
     fn requested_account_must_be_listed() {
         let m = map();
         let mapper = Mapper::new(&m);
-        assert_eq!(mapper.choose(&dn("/O=Grid/CN=alice"), Some("shared")).unwrap().account().as_str(), "shared");
-        let e = mapper.choose(&dn("/O=Grid/CN=alice"), Some("root")).unwrap_err();
-        assert_eq!(e.to_string(), "account root is not mapped to /O=Grid/CN=alice (allowed: alice, shared)");
-        assert!(matches!(mapper.choose(&dn("/O=Grid/CN=alice"), Some("../x")), Err(Refusal::BadLoginName { .. })));
+        assert_eq!(
+            mapper
+                .choose(&dn("/O=Grid/CN=alice"), Some("shared"))
+                .unwrap()
+                .account()
+                .as_str(),
+            "shared"
+        );
+        let e = mapper
+            .choose(&dn("/O=Grid/CN=alice"), Some("root"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "account root is not mapped to /O=Grid/CN=alice (allowed: alice, shared)"
+        );
+        assert!(matches!(
+            mapper.choose(&dn("/O=Grid/CN=alice"), Some("../x")),
+            Err(Refusal::BadLoginName { .. })
+        ));
         // a pool name is never a login name
-        assert!(mapper.choose(&dn("/O=Grid/CN=pooled"), Some(".atlas")).is_err());
+        assert!(
+            mapper
+                .choose(&dn("/O=Grid/CN=pooled"), Some(".atlas"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -203,11 +259,26 @@ mod tests {
         let mapper = Mapper::new(&m);
         assert_eq!(
             mapper.choose(&dn("/O=Grid/CN=eve"), None).unwrap_err(),
-            Refusal::NotMapped { dn: "/O=Grid/CN=eve".into() }
+            Refusal::NotMapped {
+                dn: "/O=Grid/CN=eve".into()
+            }
         );
-        assert!(matches!(mapper.choose(&dn("/O=Grid/CN=pooled"), None), Err(Refusal::PoolUnavailable { .. })));
+        assert!(matches!(
+            mapper.choose(&dn("/O=Grid/CN=pooled"), None),
+            Err(Refusal::PoolUnavailable { .. })
+        ));
         // first target is a pool: the default would need a lease, even if a named account follows
-        assert!(matches!(mapper.choose(&dn("/O=Grid/CN=mixed"), None), Err(Refusal::PoolUnavailable { .. })));
-        assert_eq!(mapper.choose(&dn("/O=Grid/CN=mixed"), Some("bob")).unwrap().account().as_str(), "bob");
+        assert!(matches!(
+            mapper.choose(&dn("/O=Grid/CN=mixed"), None),
+            Err(Refusal::PoolUnavailable { .. })
+        ));
+        assert_eq!(
+            mapper
+                .choose(&dn("/O=Grid/CN=mixed"), Some("bob"))
+                .unwrap()
+                .account()
+                .as_str(),
+            "bob"
+        );
     }
 }

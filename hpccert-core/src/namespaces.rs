@@ -116,7 +116,11 @@ impl NamespacePolicy {
                         Rule::Deny(_) => None,
                     })
                     .collect();
-                Err(format!("outside the CA's {} (allowed: {})", self.format, allowed.join(", ")))
+                Err(format!(
+                    "outside the CA's {} (allowed: {})",
+                    self.format,
+                    allowed.join(", ")
+                ))
             }
         }
     }
@@ -124,8 +128,10 @@ impl NamespacePolicy {
 
 /// Read a `.namespaces` or `.signing_policy` file (chosen by its extension).
 pub fn load_policy_file(path: &Path) -> Result<Vec<NamespacePolicy>, PolicyError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| PolicyError { line: 0, message: format!("cannot read: {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("namespaces") => parse_namespaces(&text),
         _ => parse_signing_policy(&text),
@@ -153,7 +159,10 @@ fn tokenize(line: &str, lineno: usize) -> Result<Vec<(String, bool)>, PolicyErro
                 s.push(d);
             }
             if !closed {
-                return Err(PolicyError { line: lineno, message: format!("unterminated {c} quote") });
+                return Err(PolicyError {
+                    line: lineno,
+                    message: format!("unterminated {c} quote"),
+                });
             }
             tokens.push((s, true));
         } else {
@@ -196,12 +205,17 @@ fn regex(pattern: &str, lineno: usize) -> Result<Regex, PolicyError> {
         .case_insensitive(true)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| PolicyError { line: lineno, message: format!("bad pattern {pattern:?}: {e}") })
+        .map_err(|e| PolicyError {
+            line: lineno,
+            message: format!("bad pattern {pattern:?}: {e}"),
+        })
 }
 
 fn issuer_dn(text: &str, lineno: usize) -> Result<DistinguishedName, PolicyError> {
-    DistinguishedName::parse_slash(text)
-        .map_err(|e| PolicyError { line: lineno, message: format!("bad issuer DN {text:?}: {e}") })
+    DistinguishedName::parse_slash(text).map_err(|e| PolicyError {
+        line: lineno,
+        message: format!("bad issuer DN {text:?}: {e}"),
+    })
 }
 
 /// Parse the EUGridPMA namespaces format.
@@ -213,13 +227,18 @@ pub fn parse_namespaces(text: &str) -> Result<Vec<NamespacePolicy>, PolicyError>
             continue;
         }
         let words: Vec<&str> = tokens.iter().map(|(t, _)| t.as_str()).collect();
-        let bad = |m: &str| PolicyError { line: lineno, message: m.to_string() };
+        let bad = |m: &str| PolicyError {
+            line: lineno,
+            message: m.to_string(),
+        };
         if words.len() != 6
             || !words[0].eq_ignore_ascii_case("TO")
             || !words[1].eq_ignore_ascii_case("Issuer")
             || !words[4].eq_ignore_ascii_case("Subject")
         {
-            return Err(bad("expected: TO Issuer \"DN\"|SELF PERMIT|DENY Subject \"pattern\""));
+            return Err(bad(
+                "expected: TO Issuer \"DN\"|SELF PERMIT|DENY Subject \"pattern\"",
+            ));
         }
         let issuer = if !tokens[2].1 && words[2].eq_ignore_ascii_case("SELF") {
             PolicyIssuer::SelfCa
@@ -231,7 +250,10 @@ pub fn parse_namespaces(text: &str) -> Result<Vec<NamespacePolicy>, PolicyError>
         if !tokens[5].1 {
             return Err(bad("the subject pattern must be quoted"));
         }
-        let pattern = Pattern { source: words[5].to_string(), regex: regex(words[5], lineno)? };
+        let pattern = Pattern {
+            source: words[5].to_string(),
+            regex: regex(words[5], lineno)?,
+        };
         let rule = if words[3].eq_ignore_ascii_case("PERMIT") {
             Rule::Permit(pattern)
         } else if words[3].eq_ignore_ascii_case("DENY") {
@@ -241,7 +263,11 @@ pub fn parse_namespaces(text: &str) -> Result<Vec<NamespacePolicy>, PolicyError>
         };
         match policies.iter_mut().find(|p| p.issuer == issuer) {
             Some(p) => p.rules.push(rule),
-            None => policies.push(NamespacePolicy { issuer, format: PolicyFormat::Namespaces, rules: vec![rule] }),
+            None => policies.push(NamespacePolicy {
+                issuer,
+                format: PolicyFormat::Namespaces,
+                rules: vec![rule],
+            }),
         }
     }
     Ok(policies)
@@ -269,7 +295,10 @@ pub fn parse_signing_policy(text: &str) -> Result<Vec<NamespacePolicy>, PolicyEr
         if tokens.is_empty() {
             continue;
         }
-        let bad = |m: String| PolicyError { line: lineno, message: m };
+        let bad = |m: String| PolicyError {
+            line: lineno,
+            message: m,
+        };
         let key = tokens[0].0.to_ascii_lowercase();
         match key.as_str() {
             "access_id_ca" => {
@@ -296,7 +325,9 @@ pub fn parse_signing_policy(text: &str) -> Result<Vec<NamespacePolicy>, PolicyEr
                     return Err(bad("cond_subjects without pos_rights globus CA:sign".into()));
                 }
                 if tokens.len() != 3 {
-                    return Err(bad("expected: cond_subjects globus '\"pattern\" ...'".into()));
+                    return Err(bad(
+                        "expected: cond_subjects globus '\"pattern\" ...'".into()
+                    ));
                 }
                 // the third token holds one or more double-quoted patterns
                 let inner = tokenize(&tokens[2].0, lineno)?;
@@ -313,7 +344,11 @@ pub fn parse_signing_policy(text: &str) -> Result<Vec<NamespacePolicy>, PolicyEr
                 let issuer = PolicyIssuer::Dn(ca);
                 match policies.iter_mut().find(|p| p.issuer == issuer) {
                     Some(p) => p.rules.extend(rules),
-                    None => policies.push(NamespacePolicy { issuer, format: PolicyFormat::SigningPolicy, rules }),
+                    None => policies.push(NamespacePolicy {
+                        issuer,
+                        format: PolicyFormat::SigningPolicy,
+                        rules,
+                    }),
                 }
             }
             "neg_rights" => {}
@@ -346,12 +381,27 @@ TO Issuer SELF PERMIT Subject "/C=DE/O=Other/.*"
         let p = parse_namespaces(NAMESPACES).unwrap();
         assert_eq!(p.len(), 2);
         let gridka = &p[0];
-        assert_eq!(gridka.issuer, PolicyIssuer::Dn(dn("/C=DE/O=GermanGrid/CN=GridKa-CA")));
-        assert!(gridka.check(&dn("/C=DE/O=GermanGrid/OU=KIT/CN=Jane")).is_ok());
-        assert!(gridka.check(&dn("/c=de/o=germangrid/OU=KIT/CN=Jane")).is_ok());
-        let e = gridka.check(&dn("/C=DE/O=GermanGrid/OU=Banned/CN=Eve")).unwrap_err();
+        assert_eq!(
+            gridka.issuer,
+            PolicyIssuer::Dn(dn("/C=DE/O=GermanGrid/CN=GridKa-CA"))
+        );
+        assert!(
+            gridka
+                .check(&dn("/C=DE/O=GermanGrid/OU=KIT/CN=Jane"))
+                .is_ok()
+        );
+        assert!(
+            gridka
+                .check(&dn("/c=de/o=germangrid/OU=KIT/CN=Jane"))
+                .is_ok()
+        );
+        let e = gridka
+            .check(&dn("/C=DE/O=GermanGrid/OU=Banned/CN=Eve"))
+            .unwrap_err();
         assert!(e.contains("denied"), "{e}");
-        let e = gridka.check(&dn("/C=US/O=Elsewhere/CN=Mallory")).unwrap_err();
+        let e = gridka
+            .check(&dn("/C=US/O=Elsewhere/CN=Mallory"))
+            .unwrap_err();
         assert!(e.contains("outside"), "{e}");
         let mut own = p[1].clone();
         own.resolve_self(&dn("/C=DE/O=Other/CN=CA"));
@@ -384,7 +434,9 @@ TO Issuer SELF PERMIT Subject "/C=DE/O=Other/.*"
         assert!(e.message.contains("bad pattern"));
         let e = parse_signing_policy("cond_subjects globus '\"/O=*\"'").unwrap_err();
         assert!(e.message.contains("before access_id_CA"));
-        let e = parse_signing_policy("access_id_CA X509 '/O=x'\npos_rights globus CA:sign\nbogus x").unwrap_err();
+        let e =
+            parse_signing_policy("access_id_CA X509 '/O=x'\npos_rights globus CA:sign\nbogus x")
+                .unwrap_err();
         assert_eq!(e.line, 3);
     }
 }

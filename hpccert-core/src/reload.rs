@@ -57,7 +57,9 @@ pub struct Reloading<T> {
 
 impl<T> std::fmt::Debug for Reloading<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloading").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Reloading")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +78,12 @@ impl<T: Send + Sync + 'static> Reloading<T> {
             path: path.to_path_buf(),
             loader,
             check_interval,
-            state: Mutex::new(State { value: Arc::new(value), fingerprint, checked: Instant::now(), last_error: None }),
+            state: Mutex::new(State {
+                value: Arc::new(value),
+                fingerprint,
+                checked: Instant::now(),
+                last_error: None,
+            }),
         })
     }
 
@@ -84,7 +91,12 @@ impl<T: Send + Sync + 'static> Reloading<T> {
     pub fn current(&self) -> Arc<T> {
         let Ok(mut state) = self.state.lock() else {
             // a poisoned lock means a loader panicked; the old value is still intact
-            return self.state.lock().unwrap_or_else(|p| p.into_inner()).value.clone();
+            return self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .value
+                .clone();
         };
         if state.checked.elapsed() >= self.check_interval {
             state.checked = Instant::now();
@@ -124,8 +136,8 @@ impl<T: Send + Sync + 'static> Reloading<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gridmap::GridMapfile;
     use crate::dn::DistinguishedName;
+    use crate::gridmap::GridMapfile;
 
     #[test]
     fn reloads_on_change_and_keeps_last_good() {
@@ -137,7 +149,8 @@ mod tests {
         let b = DistinguishedName::parse("/O=Grid/CN=b").unwrap();
         assert!(map.current().lookup(&a).is_some());
 
-        crate::atomic_file::write_atomic(&f, b"\"/O=Grid/CN=a\" alice\n\"/O=Grid/CN=b\" bob\n").unwrap();
+        crate::atomic_file::write_atomic(&f, b"\"/O=Grid/CN=a\" alice\n\"/O=Grid/CN=b\" bob\n")
+            .unwrap();
         assert!(map.current().lookup(&b).is_some());
         assert!(map.last_error().is_none());
 
@@ -145,6 +158,10 @@ mod tests {
         crate::atomic_file::write_atomic(&f, b"\"/O=Grid/CN=a alice\n").unwrap();
         let current = map.current();
         assert!(current.lookup(&a).is_some() && current.lookup(&b).is_some());
-        assert!(map.last_error().unwrap().contains("line 1"), "{:?}", map.last_error());
+        assert!(
+            map.last_error().unwrap().contains("line 1"),
+            "{:?}",
+            map.last_error()
+        );
     }
 }

@@ -32,7 +32,10 @@ use crate::namespaces::{NamespacePolicy, PolicyFormat, PolicyIssuer, load_policy
 #[non_exhaustive]
 pub enum TrustError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{0}: no CA certificate found (expected <hash>.0 files or a PEM bundle)")]
@@ -95,14 +98,23 @@ impl std::fmt::Debug for LoadedCrl {
 pub enum CrlState {
     Loaded(Box<LoadedCrl>),
     /// A CRL file exists for this CA but cannot be used.
-    Broken { file: PathBuf, reason: String },
+    Broken {
+        file: PathBuf,
+        reason: String,
+    },
 }
 
 /// The namespace policy situation of one CA.
 #[derive(Debug, Clone)]
 pub enum PolicyState {
-    Loaded { file: PathBuf, policy: NamespacePolicy },
-    Broken { file: PathBuf, reason: String },
+    Loaded {
+        file: PathBuf,
+        policy: NamespacePolicy,
+    },
+    Broken {
+        file: PathBuf,
+        reason: String,
+    },
 }
 
 /// Which certificate purpose to check (OpenSSL's purpose checks on key usage and EKU).
@@ -163,7 +175,12 @@ fn fingerprint(cert: &X509) -> String {
 fn anchor_from(cert: X509, file: &Path) -> Result<TrustAnchor, String> {
     let der = cert.to_der().map_err(|e| e.to_string())?;
     let subject = DistinguishedName::from_certificate_der(&der).map_err(|e| e.to_string())?;
-    Ok(TrustAnchor { fingerprint: fingerprint(&cert), cert, subject, file: file.to_path_buf() })
+    Ok(TrustAnchor {
+        fingerprint: fingerprint(&cert),
+        cert,
+        subject,
+        file: file.to_path_buf(),
+    })
 }
 
 /// `<8 hex>.<suffix>` file names of a trust directory.
@@ -173,7 +190,8 @@ fn hash_name(name: &str) -> Option<(&str, &str)> {
 }
 
 fn is_digit_suffix(s: &str, prefix: &str) -> bool {
-    s.strip_prefix(prefix).is_some_and(|d| d.len() == 1 && d.as_bytes()[0].is_ascii_digit())
+    s.strip_prefix(prefix)
+        .is_some_and(|d| d.len() == 1 && d.as_bytes()[0].is_ascii_digit())
 }
 
 fn unix(t: &x509_parser::time::ASN1Time) -> i64 {
@@ -183,19 +201,33 @@ fn unix(t: &x509_parser::time::ASN1Time) -> i64 {
 impl TrustStore {
     /// Load from a directory (IGTF layout) or a PEM bundle file.
     pub fn load(path: &Path) -> Result<Self, TrustError> {
-        let meta = std::fs::metadata(path).map_err(|source| TrustError::Io { path: path.to_path_buf(), source })?;
-        if meta.is_dir() { Self::load_dir(path) } else { Self::load_bundle(path) }
+        let meta = std::fs::metadata(path).map_err(|source| TrustError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if meta.is_dir() {
+            Self::load_dir(path)
+        } else {
+            Self::load_bundle(path)
+        }
     }
 
     /// A PEM bundle: anchors only, no CRLs or namespace policies.
     pub fn load_bundle(path: &Path) -> Result<Self, TrustError> {
-        let pem = std::fs::read(path).map_err(|source| TrustError::Io { path: path.to_path_buf(), source })?;
-        let certs = X509::stack_from_pem(&pem)
-            .map_err(|e| TrustError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+        let pem = std::fs::read(path).map_err(|source| TrustError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let certs = X509::stack_from_pem(&pem).map_err(|e| TrustError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let mut anchors = Vec::new();
         for cert in certs {
-            let anchor =
-                anchor_from(cert, path).map_err(|message| TrustError::Invalid { path: path.to_path_buf(), message })?;
+            let anchor = anchor_from(cert, path).map_err(|message| TrustError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
             anchors.push(anchor);
         }
         Self::from_parts(path, anchors, HashMap::new(), HashMap::new(), Vec::new())
@@ -203,7 +235,10 @@ impl TrustStore {
 
     /// An IGTF trust directory.
     pub fn load_dir(dir: &Path) -> Result<Self, TrustError> {
-        let io = |source| TrustError::Io { path: dir.to_path_buf(), source };
+        let io = |source| TrustError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok())
@@ -215,7 +250,9 @@ impl TrustStore {
         // file hash -> CA subject, to resolve SELF and files that cannot be parsed
         let mut by_hash: HashMap<String, DistinguishedName> = HashMap::new();
         for name in &names {
-            let Some((hash, suffix)) = hash_name(name) else { continue };
+            let Some((hash, suffix)) = hash_name(name) else {
+                continue;
+            };
             if !(suffix.len() == 1 && suffix.as_bytes()[0].is_ascii_digit()) {
                 continue;
             }
@@ -226,18 +263,26 @@ impl TrustStore {
             let certs = match loaded {
                 Ok(c) if !c.is_empty() => c,
                 Ok(_) => {
-                    warnings.push(format!("{}: no certificate in file; CA not loaded", file.display()));
+                    warnings.push(format!(
+                        "{}: no certificate in file; CA not loaded",
+                        file.display()
+                    ));
                     continue;
                 }
                 Err(e) => {
-                    warnings.push(format!("{}: cannot read CA certificate: {e}; CA not loaded", file.display()));
+                    warnings.push(format!(
+                        "{}: cannot read CA certificate: {e}; CA not loaded",
+                        file.display()
+                    ));
                     continue;
                 }
             };
             for cert in certs {
                 match anchor_from(cert, &file) {
                     Ok(a) => {
-                        by_hash.entry(hash.to_ascii_lowercase()).or_insert_with(|| a.subject.clone());
+                        by_hash
+                            .entry(hash.to_ascii_lowercase())
+                            .or_insert_with(|| a.subject.clone());
                         if !anchors.iter().any(|b| b.fingerprint == a.fingerprint) {
                             anchors.push(a);
                         }
@@ -250,7 +295,9 @@ impl TrustStore {
         let mut crls: HashMap<DistinguishedName, CrlState> = HashMap::new();
         let mut policies: HashMap<DistinguishedName, PolicyState> = HashMap::new();
         for name in &names {
-            let Some((hash, suffix)) = hash_name(name) else { continue };
+            let Some((hash, suffix)) = hash_name(name) else {
+                continue;
+            };
             let file = dir.join(name);
             let owner = by_hash.get(&hash.to_ascii_lowercase()).cloned();
             if is_digit_suffix(suffix, "r") {
@@ -268,9 +315,18 @@ impl TrustStore {
                     }
                     Err(reason) => match owner {
                         Some(ca) => {
-                            crls.insert(ca, CrlState::Broken { file: file.clone(), reason });
+                            crls.insert(
+                                ca,
+                                CrlState::Broken {
+                                    file: file.clone(),
+                                    reason,
+                                },
+                            );
                         }
-                        None => warnings.push(format!("{}: unusable CRL for an unknown CA: {reason}", file.display())),
+                        None => warnings.push(format!(
+                            "{}: unusable CRL for an unknown CA: {reason}",
+                            file.display()
+                        )),
                     },
                 }
             } else if suffix == "namespaces" || suffix == "signing_policy" {
@@ -293,9 +349,18 @@ impl TrustStore {
                                 Some(PolicyState::Loaded { policy: old, .. })
                                     if old.format() == PolicyFormat::Namespaces
                                         && policy.format() == PolicyFormat::SigningPolicy
-                            ) || matches!(policies.get(&issuer), Some(PolicyState::Broken { .. }));
+                            ) || matches!(
+                                policies.get(&issuer),
+                                Some(PolicyState::Broken { .. })
+                            );
                             if !keep_old {
-                                policies.insert(issuer, PolicyState::Loaded { file: file.clone(), policy });
+                                policies.insert(
+                                    issuer,
+                                    PolicyState::Loaded {
+                                        file: file.clone(),
+                                        policy,
+                                    },
+                                );
                             }
                         }
                     }
@@ -303,9 +368,16 @@ impl TrustStore {
                         let reason = format!("unusable {suffix} file: {e}");
                         match owner {
                             Some(ca) => {
-                                policies.insert(ca, PolicyState::Broken { file: file.clone(), reason });
+                                policies.insert(
+                                    ca,
+                                    PolicyState::Broken {
+                                        file: file.clone(),
+                                        reason,
+                                    },
+                                );
                             }
-                            None => warnings.push(format!("{}: {reason} (for an unknown CA)", file.display())),
+                            None => warnings
+                                .push(format!("{}: {reason} (for an unknown CA)", file.display())),
                         }
                     }
                 }
@@ -346,19 +418,36 @@ impl TrustStore {
         let here = PathBuf::from("<memory>");
         let mut list = Vec::new();
         for cert in anchors {
-            list.push(anchor_from(cert, &here).map_err(|message| TrustError::Invalid { path: here.clone(), message })?);
+            list.push(
+                anchor_from(cert, &here).map_err(|message| TrustError::Invalid {
+                    path: here.clone(),
+                    message,
+                })?,
+            );
         }
         let mut crl_map = HashMap::new();
         for crl in crls {
-            let der = crl.to_der().map_err(|e| TrustError::Invalid { path: here.clone(), message: e.to_string() })?;
-            let loaded = crl_from_der(&der, crl, &here, &list)
-                .map_err(|message| TrustError::Invalid { path: here.clone(), message })?;
+            let der = crl.to_der().map_err(|e| TrustError::Invalid {
+                path: here.clone(),
+                message: e.to_string(),
+            })?;
+            let loaded =
+                crl_from_der(&der, crl, &here, &list).map_err(|message| TrustError::Invalid {
+                    path: here.clone(),
+                    message,
+                })?;
             crl_map.insert(loaded.issuer.clone(), CrlState::Loaded(Box::new(loaded)));
         }
         let mut policy_map = HashMap::new();
         for policy in policies {
             if let PolicyIssuer::Dn(dn) = policy.issuer().clone() {
-                policy_map.insert(dn, PolicyState::Loaded { file: here.clone(), policy });
+                policy_map.insert(
+                    dn,
+                    PolicyState::Loaded {
+                        file: here.clone(),
+                        policy,
+                    },
+                );
             }
         }
         Self::from_parts(&here, list, crl_map, policy_map, Vec::new())
@@ -385,7 +474,12 @@ impl TrustStore {
     }
 
     /// An OpenSSL store for verification at `now` (unix seconds), cached per second.
-    pub(crate) fn openssl_store(&self, now: i64, purpose: Purpose, depth: u32) -> Result<Arc<X509Store>, String> {
+    pub(crate) fn openssl_store(
+        &self,
+        now: i64,
+        purpose: Purpose,
+        depth: u32,
+    ) -> Result<Arc<X509Store>, String> {
         let key = (now, purpose, depth);
         if let Ok(cache) = self.store_cache.lock()
             && let Some((k, store)) = cache.as_ref()
@@ -394,7 +488,8 @@ impl TrustStore {
             return Ok(store.clone());
         }
         let store = Arc::new(
-            self.build_store(now, purpose, depth).map_err(|e| format!("building the OpenSSL store: {e}"))?,
+            self.build_store(now, purpose, depth)
+                .map_err(|e| format!("building the OpenSSL store: {e}"))?,
         );
         if let Ok(mut cache) = self.store_cache.lock() {
             *cache = Some((key, store.clone()));
@@ -402,7 +497,12 @@ impl TrustStore {
         Ok(store)
     }
 
-    fn build_store(&self, now: i64, purpose: Purpose, depth: u32) -> Result<X509Store, openssl::error::ErrorStack> {
+    fn build_store(
+        &self,
+        now: i64,
+        purpose: Purpose,
+        depth: u32,
+    ) -> Result<X509Store, openssl::error::ErrorStack> {
         let mut builder = X509StoreBuilder::new()?;
         for a in &self.anchors {
             builder.add_cert(a.cert.clone())?;
@@ -427,7 +527,9 @@ impl TrustStore {
 /// Parse a CRL file (PEM or DER) and check it against the anchors.
 fn load_crl(file: &Path, anchors: &[TrustAnchor]) -> Result<LoadedCrl, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-    let crl = X509Crl::from_pem(&bytes).or_else(|_| X509Crl::from_der(&bytes)).map_err(|e| format!("not a CRL: {e}"))?;
+    let crl = X509Crl::from_pem(&bytes)
+        .or_else(|_| X509Crl::from_der(&bytes))
+        .map_err(|e| format!("not a CRL: {e}"))?;
     let der = crl.to_der().map_err(|e| e.to_string())?;
     crl_from_der(&der, crl, file, anchors)
 }
@@ -437,7 +539,12 @@ const OID_DELTA_CRL: &str = "2.5.29.27";
 const OID_AKI: &str = "2.5.29.35";
 const OID_ISSUING_DP: &str = "2.5.29.28";
 
-pub(crate) fn crl_from_der(der: &[u8], crl: X509Crl, file: &Path, anchors: &[TrustAnchor]) -> Result<LoadedCrl, String> {
+pub(crate) fn crl_from_der(
+    der: &[u8],
+    crl: X509Crl,
+    file: &Path,
+    anchors: &[TrustAnchor],
+) -> Result<LoadedCrl, String> {
     let (_, parsed) = x509_parser::parse_x509_crl(der).map_err(|e| format!("not a CRL: {e}"))?;
     let issuer = DistinguishedName::from_x509_name(parsed.issuer()).map_err(|e| e.to_string())?;
     let mut defects = Vec::new();
@@ -453,9 +560,10 @@ pub(crate) fn crl_from_der(der: &[u8], crl: X509Crl, file: &Path, anchors: &[Tru
             }
             OID_DELTA_CRL => defects.push("delta CRLs are not supported".to_string()),
             OID_AKI => {}
-            OID_ISSUING_DP if ext.critical => {
-                defects.push("partitioned CRLs (critical issuing distribution point) are not supported".to_string())
-            }
+            OID_ISSUING_DP if ext.critical => defects.push(
+                "partitioned CRLs (critical issuing distribution point) are not supported"
+                    .to_string(),
+            ),
             _ if ext.critical => defects.push(format!("unknown critical CRL extension {oid}")),
             _ => {}
         }
@@ -480,8 +588,14 @@ pub(crate) fn crl_from_der(der: &[u8], crl: X509Crl, file: &Path, anchors: &[Tru
 }
 
 /// Verify a CRL's signature with its issuer, and that the issuer may sign CRLs.
-pub(crate) fn check_crl_signer(crl: &X509Crl, issuer: &X509, defects: &mut Vec<String>) -> Result<(), String> {
-    let key = issuer.public_key().map_err(|e| format!("issuer key: {e}"))?;
+pub(crate) fn check_crl_signer(
+    crl: &X509Crl,
+    issuer: &X509,
+    defects: &mut Vec<String>,
+) -> Result<(), String> {
+    let key = issuer
+        .public_key()
+        .map_err(|e| format!("issuer key: {e}"))?;
     if !crl.verify(&key).unwrap_or(false) {
         return Err("CRL signature does not verify with its CA's key".to_string());
     }

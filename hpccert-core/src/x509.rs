@@ -102,14 +102,25 @@ pub enum VerifyError {
     NotYetValid { subject: String, not_before: String },
     #[error("unknown CA: no trusted CA issued {subject} (issuer {issuer})")]
     UnknownCa { subject: String, issuer: String },
-    #[error("certificate revoked: {subject} (serial {serial}, revoked {revoked_at}) by the CRL of {ca}")]
-    Revoked { subject: String, serial: String, revoked_at: String, ca: String },
+    #[error(
+        "certificate revoked: {subject} (serial {serial}, revoked {revoked_at}) by the CRL of {ca}"
+    )]
+    Revoked {
+        subject: String,
+        serial: String,
+        revoked_at: String,
+        ca: String,
+    },
     #[error("no CRL for CA {ca} (CRL checking is `require`)")]
     CrlMissing { ca: String },
     #[error("CRL of CA {ca} cannot be used: {reason}")]
     CrlUnusable { ca: String, reason: String },
     #[error("namespace violation: {subject} issued by {ca}: {reason}")]
-    Namespace { subject: String, ca: String, reason: String },
+    Namespace {
+        subject: String,
+        ca: String,
+        reason: String,
+    },
     #[error("no namespace policy for CA {ca} (namespaces is `require`)")]
     NamespaceMissing { ca: String },
     #[error("limited proxy refused: {subject} (allow_limited_proxies is off)")]
@@ -133,8 +144,16 @@ pub struct PresentedChain {
 
 impl PresentedChain {
     pub fn from_pem(pem: &[u8]) -> Result<Self, VerifyError> {
-        let certs = X509::stack_from_pem(pem)
-            .map_err(|e| VerifyError::Malformed { index: 0, reason: format!("PEM: {e}") })?;
+        let certs = X509::stack_from_pem(pem).map_err(|e| VerifyError::Malformed {
+            index: 0,
+            reason: format!("PEM: {e}"),
+        })?;
+        if certs.is_empty() {
+            return Err(VerifyError::Malformed {
+                index: 0,
+                reason: "no PEM certificate found".into(),
+            });
+        }
         Self::from_certs(certs)
     }
 
@@ -142,8 +161,10 @@ impl PresentedChain {
         let mut certs = Vec::new();
         for (index, der) in ders.iter().enumerate() {
             certs.push(
-                X509::from_der(der.as_ref())
-                    .map_err(|e| VerifyError::Malformed { index, reason: e.to_string() })?,
+                X509::from_der(der.as_ref()).map_err(|e| VerifyError::Malformed {
+                    index,
+                    reason: e.to_string(),
+                })?,
             );
         }
         Self::from_certs(certs)
@@ -219,7 +240,10 @@ fn unix_seconds(t: SystemTime) -> i64 {
 fn format_time(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| secs.to_string())
 }
 
@@ -241,7 +265,10 @@ impl PathCert {
     fn parsed(&self) -> Result<X509Certificate<'_>, VerifyError> {
         X509Certificate::from_der(&self.der)
             .map(|(_, c)| c)
-            .map_err(|e| VerifyError::Invalid { subject: subject_of(&self.x509), reason: e.to_string() })
+            .map_err(|e| VerifyError::Invalid {
+                subject: subject_of(&self.x509),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -259,7 +286,8 @@ fn proxy_kind(cert: &X509Certificate<'_>) -> Result<ProxyKind, String> {
             if !ext.critical {
                 return Err("ProxyCertInfo must be critical (RFC 3820 3.8)".to_string());
             }
-            return proxy_policy_language(ext.value).map(|language| ProxyKind::Rfc3820 { language });
+            return proxy_policy_language(ext.value)
+                .map(|language| ProxyKind::Rfc3820 { language });
         }
         if oid == OID_PROXY_CERT_INFO_DRAFT {
             return Ok(ProxyKind::Legacy);
@@ -286,13 +314,17 @@ fn proxy_policy_language(value: &[u8]) -> Result<String, String> {
     if !rest.is_empty() {
         return Err(bad());
     }
-    let BerObjectContent::Sequence(items) = obj.content else { return Err(bad()) };
+    let BerObjectContent::Sequence(items) = obj.content else {
+        return Err(bad());
+    };
     let policy = match items.as_slice() {
         [len, policy] if matches!(len.content, BerObjectContent::Integer(_)) => policy,
         [policy] => policy,
         _ => return Err(bad()),
     };
-    let BerObjectContent::Sequence(parts) = &policy.content else { return Err(bad()) };
+    let BerObjectContent::Sequence(parts) = &policy.content else {
+        return Err(bad());
+    };
     match parts.first().map(|p| &p.content) {
         Some(BerObjectContent::OID(oid)) => Ok(oid.to_id_string()),
         _ => Err(bad()),
@@ -307,17 +339,28 @@ fn key_problem(cert: &X509Certificate<'_>) -> Option<String> {
             if bits < 2048 {
                 Some(format!("RSA key of {bits} bits (at least 2048 required)"))
             } else if bits % 8 != 0 {
-                Some(format!("RSA modulus of {bits} bits is not a whole number of bytes"))
+                Some(format!(
+                    "RSA modulus of {bits} bits is not a whole number of bytes"
+                ))
             } else {
                 None
             }
         }
         Ok(PublicKey::EC(_)) => {
-            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string());
             match curve.as_deref() {
                 Some("1.2.840.10045.3.1.7" | "1.3.132.0.34" | "1.3.132.0.35") => None,
-                Some(other) => Some(format!("elliptic curve {other} is not allowed (P-256, P-384, P-521)")),
-                None => Some("EC key without a named curve (explicit curve parameters)".to_string()),
+                Some(other) => Some(format!(
+                    "elliptic curve {other} is not allowed (P-256, P-384, P-521)"
+                )),
+                None => {
+                    Some("EC key without a named curve (explicit curve parameters)".to_string())
+                }
             }
         }
         Ok(PublicKey::DSA(_)) => Some("DSA keys are not allowed".to_string()),
@@ -333,23 +376,31 @@ fn key_problem(cert: &X509Certificate<'_>) -> Option<String> {
 }
 
 /// Map an OpenSSL verification failure to a typed refusal.
-fn openssl_refusal(code: X509VerifyResult, cert: Option<(String, String, i64, i64)>) -> VerifyError {
+fn openssl_refusal(
+    code: X509VerifyResult,
+    cert: Option<(String, String, i64, i64)>,
+) -> VerifyError {
     use openssl_sys as ffi;
     let (subject, issuer, not_before, not_after) =
         cert.unwrap_or_else(|| ("<unknown>".into(), "<unknown>".into(), 0, 0));
     let raw = code.as_raw();
     match raw {
-        ffi::X509_V_ERR_CERT_HAS_EXPIRED => VerifyError::Expired { subject, not_after: format_time(not_after) },
-        ffi::X509_V_ERR_CERT_NOT_YET_VALID => {
-            VerifyError::NotYetValid { subject, not_before: format_time(not_before) }
-        }
+        ffi::X509_V_ERR_CERT_HAS_EXPIRED => VerifyError::Expired {
+            subject,
+            not_after: format_time(not_after),
+        },
+        ffi::X509_V_ERR_CERT_NOT_YET_VALID => VerifyError::NotYetValid {
+            subject,
+            not_before: format_time(not_before),
+        },
         ffi::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
         | ffi::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
         | ffi::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
         | ffi::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT => VerifyError::UnknownCa { subject, issuer },
-        ffi::X509_V_ERR_PROXY_PATH_LENGTH_EXCEEDED => {
-            VerifyError::BadProxy { subject, reason: "proxy path length constraint exceeded".into() }
-        }
+        ffi::X509_V_ERR_PROXY_PATH_LENGTH_EXCEEDED => VerifyError::BadProxy {
+            subject,
+            reason: "proxy path length constraint exceeded".into(),
+        },
         // X509_V_ERR_PROXY_SUBJECT_NAME_VIOLATION (not exported by openssl-sys)
         67 => VerifyError::BadProxy {
             subject,
@@ -357,9 +408,14 @@ fn openssl_refusal(code: X509VerifyResult, cert: Option<(String, String, i64, i6
         },
         ffi::X509_V_ERR_CERT_SIGNATURE_FAILURE if subject != issuer => VerifyError::Invalid {
             subject,
-            reason: "signature does not verify with the issuer's key (wrong key or altered certificate)".into(),
+            reason:
+                "signature does not verify with the issuer's key (wrong key or altered certificate)"
+                    .into(),
         },
-        _ => VerifyError::Invalid { subject, reason: code.error_string().to_string() },
+        _ => VerifyError::Invalid {
+            subject,
+            reason: code.error_string().to_string(),
+        },
     }
 }
 
@@ -367,8 +423,12 @@ fn cert_facts(cert: &openssl::x509::X509Ref) -> (String, String, i64, i64) {
     let der = cert.to_der().unwrap_or_default();
     match X509Certificate::from_der(&der) {
         Ok((_, c)) => (
-            DistinguishedName::from_x509_name(c.subject()).map(|d| d.to_slash()).unwrap_or_default(),
-            DistinguishedName::from_x509_name(c.issuer()).map(|d| d.to_slash()).unwrap_or_default(),
+            DistinguishedName::from_x509_name(c.subject())
+                .map(|d| d.to_slash())
+                .unwrap_or_default(),
+            DistinguishedName::from_x509_name(c.issuer())
+                .map(|d| d.to_slash())
+                .unwrap_or_default(),
             c.validity().not_before.timestamp(),
             c.validity().not_after.timestamp(),
         ),
@@ -387,21 +447,33 @@ pub fn verify_chain(
     let leaf = &presented.certs[0];
     // every presented certificate must parse strictly before anything else happens
     for (index, cert) in presented.certs.iter().enumerate() {
-        let der = cert.to_der().map_err(|e| VerifyError::Malformed { index, reason: e.to_string() })?;
-        X509Certificate::from_der(&der)
-            .map_err(|e| VerifyError::Malformed { index, reason: e.to_string() })?;
+        let der = cert.to_der().map_err(|e| VerifyError::Malformed {
+            index,
+            reason: e.to_string(),
+        })?;
+        X509Certificate::from_der(&der).map_err(|e| VerifyError::Malformed {
+            index,
+            reason: e.to_string(),
+        })?;
     }
-    let store = trust.openssl_store(now, options.purpose, options.max_depth).map_err(VerifyError::Internal)?;
+    let store = trust
+        .openssl_store(now, options.purpose, options.max_depth)
+        .map_err(VerifyError::Internal)?;
     let mut untrusted = Stack::new().map_err(|e| VerifyError::Internal(e.to_string()))?;
     for cert in &presented.certs[1..] {
-        untrusted.push(cert.clone()).map_err(|e| VerifyError::Internal(e.to_string()))?;
+        untrusted
+            .push(cert.clone())
+            .map_err(|e| VerifyError::Internal(e.to_string()))?;
     }
     let mut ctx = X509StoreContext::new().map_err(|e| VerifyError::Internal(e.to_string()))?;
     let outcome = ctx
         .init(&store, leaf, &untrusted, |c| {
             let ok = c.verify_cert()?;
             if ok {
-                let chain: Vec<X509> = c.chain().map(|s| s.iter().map(|x| x.to_owned()).collect()).unwrap_or_default();
+                let chain: Vec<X509> = c
+                    .chain()
+                    .map(|s| s.iter().map(|x| x.to_owned()).collect())
+                    .unwrap_or_default();
                 Ok(Ok(chain))
             } else {
                 let facts = c.current_cert().map(cert_facts);
@@ -414,32 +486,49 @@ pub fn verify_chain(
         Err((code, facts)) => return Err(openssl_refusal(code, facts)),
     };
     if chain.is_empty() {
-        return Err(VerifyError::Internal("OpenSSL returned an empty chain".into()));
+        return Err(VerifyError::Internal(
+            "OpenSSL returned an empty chain".into(),
+        ));
     }
     let path: Vec<PathCert> = chain
         .into_iter()
         .map(|x509| {
-            let der = x509.to_der().map_err(|e| VerifyError::Internal(e.to_string()))?;
+            let der = x509
+                .to_der()
+                .map_err(|e| VerifyError::Internal(e.to_string()))?;
             Ok(PathCert { x509, der })
         })
         .collect::<Result<_, VerifyError>>()?;
     check_path(trust, &path, options, now)
 }
 
-fn check_path(trust: &TrustStore, path: &[PathCert], options: &VerifyOptions, now: i64) -> Result<VerifiedChain, VerifyError> {
-    let parsed: Vec<X509Certificate<'_>> = path.iter().map(PathCert::parsed).collect::<Result<_, _>>()?;
+fn check_path(
+    trust: &TrustStore,
+    path: &[PathCert],
+    options: &VerifyOptions,
+    now: i64,
+) -> Result<VerifiedChain, VerifyError> {
+    let parsed: Vec<X509Certificate<'_>> = path
+        .iter()
+        .map(PathCert::parsed)
+        .collect::<Result<_, _>>()?;
     let names: Vec<DistinguishedName> = parsed
         .iter()
         .map(|c| {
-            DistinguishedName::from_x509_name(c.subject())
-                .map_err(|e| VerifyError::Invalid { subject: c.subject().to_string(), reason: e.to_string() })
+            DistinguishedName::from_x509_name(c.subject()).map_err(|e| VerifyError::Invalid {
+                subject: c.subject().to_string(),
+                reason: e.to_string(),
+            })
         })
         .collect::<Result<_, _>>()?;
 
     if options.key_policy {
         for (cert, name) in parsed.iter().zip(&names) {
             if let Some(reason) = key_problem(cert) {
-                return Err(VerifyError::WeakKey { subject: name.to_slash(), reason });
+                return Err(VerifyError::WeakKey {
+                    subject: name.to_slash(),
+                    reason,
+                });
             }
         }
     }
@@ -449,7 +538,10 @@ fn check_path(trust: &TrustStore, path: &[PathCert], options: &VerifyOptions, no
     let mut limited = false;
     for (i, cert) in parsed.iter().enumerate() {
         let subject = names[i].to_slash();
-        match proxy_kind(cert).map_err(|reason| VerifyError::BadProxy { subject: subject.clone(), reason })? {
+        match proxy_kind(cert).map_err(|reason| VerifyError::BadProxy {
+            subject: subject.clone(),
+            reason,
+        })? {
             ProxyKind::NotProxy => break,
             ProxyKind::Legacy => {
                 return Err(VerifyError::BadProxy {
@@ -464,7 +556,8 @@ fn check_path(trust: &TrustStore, path: &[PathCert], options: &VerifyOptions, no
                     OID_PPL_INDEPENDENT => {
                         return Err(VerifyError::BadProxy {
                             subject,
-                            reason: "independent proxy: it carries none of its issuer's identity".into(),
+                            reason: "independent proxy: it carries none of its issuer's identity"
+                                .into(),
                         });
                     }
                     other => {
@@ -475,7 +568,10 @@ fn check_path(trust: &TrustStore, path: &[PathCert], options: &VerifyOptions, no
                     }
                 }
                 let Some(issuer) = parsed.get(i + 1) else {
-                    return Err(VerifyError::BadProxy { subject, reason: "proxy without issuer".into() });
+                    return Err(VerifyError::BadProxy {
+                        subject,
+                        reason: "proxy without issuer".into(),
+                    });
                 };
                 if cert.validity().not_after.timestamp() > issuer.validity().not_after.timestamp() {
                     return Err(VerifyError::BadProxy {
@@ -492,11 +588,16 @@ fn check_path(trust: &TrustStore, path: &[PathCert], options: &VerifyOptions, no
         }
     }
     if limited && !options.allow_limited_proxies {
-        return Err(VerifyError::LimitedProxy { subject: names[0].to_slash() });
+        return Err(VerifyError::LimitedProxy {
+            subject: names[0].to_slash(),
+        });
     }
     let eec = proxy_depth;
     if eec >= path.len() {
-        return Err(VerifyError::BadProxy { subject: names[0].to_slash(), reason: "no end-entity certificate".into() });
+        return Err(VerifyError::BadProxy {
+            subject: names[0].to_slash(),
+            reason: "no end-entity certificate".into(),
+        });
     }
 
     // CA-issued certificates: the EEC and any intermediates below the anchor
@@ -508,11 +609,21 @@ fn check_path(trust: &TrustStore, path: &[PathCert], options: &VerifyOptions, no
         check_namespace(trust, subject, ca, options.namespaces)?;
     }
 
-    let not_after = parsed.iter().map(|c| c.validity().not_after.timestamp()).min().unwrap_or(now);
+    let not_after = parsed
+        .iter()
+        .map(|c| c.validity().not_after.timestamp())
+        .min()
+        .unwrap_or(now);
     let fingerprint = {
         let digest = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &path[0].der)
             .map_err(|e| VerifyError::Internal(e.to_string()))?;
-        format!("SHA256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!(
+            "SHA256:{}",
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
     };
     Ok(VerifiedChain {
         identity: names[eec].clone(),
@@ -538,11 +649,18 @@ fn check_revocation(
     if policy == CrlPolicy::Ignore {
         return Ok(());
     }
-    let unusable = |reason: String| VerifyError::CrlUnusable { ca: ca.to_slash(), reason };
+    let unusable = |reason: String| VerifyError::CrlUnusable {
+        ca: ca.to_slash(),
+        reason,
+    };
     let crl = match trust.crl_for(ca) {
-        None if policy == CrlPolicy::Require => return Err(VerifyError::CrlMissing { ca: ca.to_slash() }),
+        None if policy == CrlPolicy::Require => {
+            return Err(VerifyError::CrlMissing { ca: ca.to_slash() });
+        }
         None => return Ok(()),
-        Some(CrlState::Broken { file, reason }) => return Err(unusable(format!("{}: {reason}", file.display()))),
+        Some(CrlState::Broken { file, reason }) => {
+            return Err(unusable(format!("{}: {reason}", file.display())));
+        }
         Some(CrlState::Loaded(crl)) => crl,
     };
     if !crl.signature_checked {
@@ -556,16 +674,24 @@ fn check_revocation(
         return Err(unusable(d.clone()));
     }
     if crl.this_update > now {
-        return Err(unusable(format!("CRL not yet valid (this update {})", format_time(crl.this_update))));
+        return Err(unusable(format!(
+            "CRL not yet valid (this update {})",
+            format_time(crl.this_update)
+        )));
     }
     match crl.next_update {
         Some(next) if next < now => {
-            return Err(unusable(format!("CRL expired (next update was due {})", format_time(next))));
+            return Err(unusable(format!(
+                "CRL expired (next update was due {})",
+                format_time(next)
+            )));
         }
         None => return Err(unusable("CRL has no next update time".into())),
         _ => {}
     }
-    if let openssl::x509::CrlStatus::Revoked(entry) = crl.crl.get_by_serial(cert.x509.serial_number()) {
+    if let openssl::x509::CrlStatus::Revoked(entry) =
+        crl.crl.get_by_serial(cert.x509.serial_number())
+    {
         let serial = cert
             .x509
             .serial_number()
@@ -590,15 +716,23 @@ fn check_namespace(
 ) -> Result<(), VerifyError> {
     match (enforcement, trust.policy_for(ca)) {
         (NamespaceEnforcement::Ignore, _) => Ok(()),
-        (NamespaceEnforcement::Require, None) => Err(VerifyError::NamespaceMissing { ca: ca.to_slash() }),
+        (NamespaceEnforcement::Require, None) => {
+            Err(VerifyError::NamespaceMissing { ca: ca.to_slash() })
+        }
         (NamespaceEnforcement::IfPresent, None) => Ok(()),
         (_, Some(PolicyState::Broken { file, reason })) => Err(VerifyError::Namespace {
             subject: subject.to_slash(),
             ca: ca.to_slash(),
             reason: format!("{}: {reason}", file.display()),
         }),
-        (_, Some(PolicyState::Loaded { policy, .. })) => policy.check(subject).map_err(|reason| {
-            VerifyError::Namespace { subject: subject.to_slash(), ca: ca.to_slash(), reason }
-        }),
+        (_, Some(PolicyState::Loaded { policy, .. })) => {
+            policy
+                .check(subject)
+                .map_err(|reason| VerifyError::Namespace {
+                    subject: subject.to_slash(),
+                    ca: ca.to_slash(),
+                    reason,
+                })
+        }
     }
 }

@@ -7,6 +7,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    eprintln!("sshd-gsi: not built yet (see issue #4); use `gridmap-tool explain` to test decisions");
+    eprintln!(
+        "sshd-gsi: not built yet (see issue #4); use `gridmap-tool explain` to test decisions"
+    );
     ExitCode::from(2)
 }
