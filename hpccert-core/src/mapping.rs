@@ -177,18 +177,7 @@ impl<'a> Mapper<'a> {
         requested: Option<&str>,
     ) -> Result<Decision, Refusal> {
         let choice = self.choose(chain.identity(), requested)?;
-        let mut reasons = vec![format!(
-            "certificate chain verified: {} under CA {}{}",
-            chain.identity(),
-            chain.ca(),
-            match chain.proxy_depth() {
-                0 => String::new(),
-                n => format!(
-                    " through {n} RFC 3820 prox{}",
-                    if n == 1 { "y" } else { "ies" }
-                ),
-            }
-        )];
+        let mut reasons = vec![chain.summary()];
         reasons.extend(choice.reasons);
         Ok(Decision {
             account: choice.account,

@@ -224,6 +224,17 @@ impl VerifiedChain {
     pub fn not_after(&self) -> i64 {
         self.not_after
     }
+    /// One line for logs and explanations.
+    pub fn summary(&self) -> String {
+        let proxies = match self.proxy_depth {
+            0 => String::new(),
+            1 => " through 1 RFC 3820 proxy".to_string(),
+            n => format!(" through {n} RFC 3820 proxies"),
+        };
+        let limited = if self.limited { " (limited)" } else { "" };
+        format!("certificate chain verified: {} under CA {}{proxies}{limited}", self.identity, self.ca)
+    }
+
     /// Subjects from the presented certificate up to the anchor.
     pub fn path(&self) -> &[DistinguishedName] {
         &self.path
@@ -245,6 +256,12 @@ fn format_time(secs: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| secs.to_string())
+}
+
+fn asn1_unix(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    Some(i64::from(d.days) * 86400 + i64::from(d.secs))
 }
 
 fn subject_of(cert: &openssl::x509::X509Ref) -> String {
@@ -701,7 +718,9 @@ fn check_revocation(
         return Err(VerifyError::Revoked {
             subject: subject.to_slash(),
             serial,
-            revoked_at: entry.revocation_date().to_string(),
+            revoked_at: asn1_unix(entry.revocation_date())
+                .map(format_time)
+                .unwrap_or_else(|| entry.revocation_date().to_string()),
             ca: ca.to_slash(),
         });
     }

@@ -1,0 +1,149 @@
+//! Command-line definitions and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hpccert_core::x509::CrlPolicy;
+
+/// Manage and explain hpccert's grid-mapfile, trust store and login decisions.
+///
+/// Exit codes: 0 success (accepted, clean), 1 refused or findings, 2 usage, configuration or
+/// input error.
+#[derive(Debug, Parser)]
+#[command(name = "gridmap-tool", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// Log debug details to stderr (or set HPCCERT_LOG=debug).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where configuration comes from; flags override the config file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Config file [default: /etc/hpccert/hpccert.toml, built-in defaults if it does not exist].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Trust directory (IGTF layout) or PEM bundle; overrides [trust] ca_dir.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// grid-mapfile; overrides [mapping] grid_mapfile.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub gridmap: Option<PathBuf>,
+    /// Revocation checking; overrides [trust] crl.
+    #[arg(long, global = true, value_enum)]
+    pub crl: Option<CrlArg>,
+    /// Accept Globus limited proxies; overrides [trust] allow_limited_proxies.
+    #[arg(long, global = true)]
+    pub allow_limited_proxies: bool,
+    /// Validate at this time instead of now (RFC 3339, e.g. 2026-01-31T12:00:00Z).
+    #[arg(long, global = true, value_name = "RFC3339")]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CrlArg {
+    Require,
+    IfPresent,
+    Ignore,
+}
+
+impl From<CrlArg> for CrlPolicy {
+    fn from(a: CrlArg) -> Self {
+        match a {
+            CrlArg::Require => CrlPolicy::Require,
+            CrlArg::IfPresent => CrlPolicy::IfPresent,
+            CrlArg::Ignore => CrlPolicy::Ignore,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DnForm {
+    /// RFC 4514: CN=x,O=y,DC=org
+    Rfc4514,
+    /// OpenSSL/Globus slash form: /DC=org/O=y/CN=x
+    Openssl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and lint a grid-mapfile: syntax errors, duplicate DNs, unknown accounts, DNs outside
+    /// every trusted CA's namespace. Exit 0 clean, 1 findings, 2 unreadable.
+    Check {
+        /// The file [default: the configured grid-mapfile].
+        file: Option<PathBuf>,
+    },
+    /// Run the real decision engine and print the decision with every reason.
+    /// Exit 0 accepted, 1 refused, 2 usage or configuration error.
+    Explain {
+        /// Certificate chain in PEM: the presented certificate (EEC or proxy) first.
+        #[arg(long, value_name = "CHAIN.pem", conflicts_with = "dn", required_unless_present = "dn")]
+        cert: Option<PathBuf>,
+        /// A DN (either form): mapping only, no credential is checked.
+        #[arg(long, value_name = "DN")]
+        dn: Option<String>,
+        /// The requested login name [default: the first mapped account].
+        #[arg(long, value_name = "LOGIN")]
+        user: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Map DN to ACCOUNT (added to the DN's line if it has one). Keeps comments and order;
+    /// locks and replaces the file atomically.
+    Add {
+        /// The DN, slash or RFC 4514 form.
+        dn: String,
+        /// Account, or several separated by commas; `.pool` for a pool.
+        account: String,
+    },
+    /// Remove ACCOUNT from DN's mapping, or the whole mapping when no account is given.
+    Remove { dn: String, account: Option<String> },
+    /// List the effective mappings.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a DN between RFC 4514 and the OpenSSL/Globus slash form.
+    ConvertDn {
+        dn: String,
+        #[arg(long, value_enum)]
+        to: DnForm,
+    },
+    /// A local demo on a generated dev PKI: a CA, a user certificate and proxies, a trust
+    /// directory and grid-mapfile, and the engine's decisions on them.
+    Demo {
+        /// Keep the demo files here instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Check { file } => crate::check::run(&g, file),
+        Command::Explain { cert, dn, user, json } => crate::explain::run(&g, cert, dn, user, json),
+        Command::Add { dn, account } => crate::edit::add(&g, &dn, &account),
+        Command::Remove { dn, account } => crate::edit::remove(&g, &dn, account.as_deref()),
+        Command::List { json } => crate::edit::list(&g, json),
+        Command::ConvertDn { dn, to } => {
+            let parsed = hpccert_core::dn::DistinguishedName::parse(&dn)
+                .map_err(|e| anyhow::anyhow!("cannot parse DN {dn:?}: {e}"))?;
+            println!(
+                "{}",
+                match to {
+                    DnForm::Rfc4514 => parsed.to_rfc4514(),
+                    DnForm::Openssl => parsed.to_slash(),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir } => crate::demo::run(dir),
+    }
+}

@@ -1,0 +1,142 @@
+//! `gridmap-tool explain`: the decision sshd-gsi and the PAM module would make, with reasons.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use hpccert_core::config::Config;
+use hpccert_core::dn::DistinguishedName;
+use hpccert_core::gridmap::GridMapfile;
+use hpccert_core::mapping::Mapper;
+use hpccert_core::trust::TrustStore;
+use hpccert_core::x509::{PresentedChain, verify_chain};
+use serde::Serialize;
+
+use crate::cli::GlobalArgs;
+use crate::settings::{effective_config, validation_time};
+
+/// What the engine decided, in a form for people and for scripts.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub decision: &'static str,
+    /// `credential` (the certificate was refused) or `mapping` (no account for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_at: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_depth: Option<usize>,
+    pub reasons: Vec<String>,
+}
+
+impl Outcome {
+    fn refused(stage: &'static str, identity: Option<String>, mut reasons: Vec<String>, why: String) -> Self {
+        reasons.push(why);
+        Self {
+            decision: "refuse",
+            refused_at: Some(stage),
+            account: None,
+            identity,
+            credential: None,
+            proxy_depth: None,
+            reasons,
+        }
+    }
+
+    pub fn accepted(&self) -> bool {
+        self.decision == "accept"
+    }
+
+    pub fn print(&self) {
+        let who = self.identity.as_deref().unwrap_or("(credential not accepted)");
+        match &self.account {
+            Some(account) if self.accepted() => println!("ACCEPT {who} -> {account}"),
+            _ => println!("REFUSE {who}"),
+        }
+        for r in &self.reasons {
+            println!("  - {r}");
+        }
+    }
+}
+
+fn load_gridmap(path: &Path) -> anyhow::Result<GridMapfile> {
+    GridMapfile::load(path).with_context(|| "the grid-mapfile is unusable".to_string())
+}
+
+/// Verify `chain_file` and map it, as a login would.
+pub fn explain_certificate(config: &Config, chain_file: &Path, user: Option<&str>, now: SystemTime) -> anyhow::Result<Outcome> {
+    let trust_source = config.trust.source();
+    let trust = TrustStore::load(&trust_source)
+        .with_context(|| format!("cannot load the trust store {}", trust_source.display()))?;
+    let gridmap = load_gridmap(&config.mapping.grid_mapfile)?;
+    let pem = std::fs::read(chain_file).with_context(|| format!("cannot read {}", chain_file.display()))?;
+    let mut reasons = vec![format!("trust store {} ({} CA(s))", trust_source.display(), trust.anchors().len())];
+    let chain = match PresentedChain::from_pem(&pem) {
+        Ok(c) => c,
+        Err(e) => return Ok(Outcome::refused("credential", None, reasons, e.to_string())),
+    };
+    let verified = match verify_chain(&trust, &chain, &config.trust.verify_options(), now) {
+        Ok(v) => v,
+        Err(e) => return Ok(Outcome::refused("credential", None, reasons, e.to_string())),
+    };
+    reasons.clear();
+    match Mapper::new(&gridmap).decide(&verified, user) {
+        Ok(decision) => Ok(Outcome {
+            decision: "accept",
+            refused_at: None,
+            account: Some(decision.account().to_string()),
+            identity: Some(decision.identity().to_slash()),
+            credential: Some(decision.credential().to_string()),
+            proxy_depth: Some(decision.proxy_depth()),
+            reasons: decision.reasons().to_vec(),
+        }),
+        Err(refusal) => {
+            let reasons = vec![verified.summary()];
+            Ok(Outcome::refused("mapping", Some(verified.identity().to_slash()), reasons, refusal.to_string()))
+        }
+    }
+}
+
+/// Map a bare DN (no credential).
+pub fn explain_dn(config: &Config, dn: &str, user: Option<&str>) -> anyhow::Result<Outcome> {
+    let dn = DistinguishedName::parse(dn).map_err(|e| anyhow::anyhow!("cannot parse DN {dn:?}: {e}"))?;
+    let gridmap = load_gridmap(&config.mapping.grid_mapfile)?;
+    let note = "no credential checked (--dn): mapping only".to_string();
+    match Mapper::new(&gridmap).choose(&dn, user) {
+        Ok(choice) => {
+            let mut reasons = vec![note];
+            reasons.extend(choice.reasons().iter().cloned());
+            Ok(Outcome {
+                decision: "accept",
+                refused_at: None,
+                account: Some(choice.account().to_string()),
+                identity: Some(dn.to_slash()),
+                credential: None,
+                proxy_depth: None,
+                reasons,
+            })
+        }
+        Err(refusal) => Ok(Outcome::refused("mapping", Some(dn.to_slash()), vec![note], refusal.to_string())),
+    }
+}
+
+pub fn run(g: &GlobalArgs, cert: Option<PathBuf>, dn: Option<String>, user: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let config = effective_config(g)?;
+    let now = validation_time(g)?;
+    let outcome = match (cert, dn) {
+        (Some(cert), _) => explain_certificate(&config, &cert, user.as_deref(), now)?,
+        (None, Some(dn)) => explain_dn(&config, &dn, user.as_deref())?,
+        (None, None) => anyhow::bail!("give --cert CHAIN.pem or --dn DN"),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        outcome.print();
+    }
+    Ok(if outcome.accepted() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
