@@ -348,6 +348,13 @@ fn proxy_policy_language(value: &[u8]) -> Result<String, String> {
     }
 }
 
+fn legacy_proxy(subject: String) -> VerifyError {
+    VerifyError::BadProxy {
+        subject,
+        reason: "legacy (pre-RFC 3820) Globus proxy; create an RFC 3820 proxy (grid-proxy-init -rfc)".into(),
+    }
+}
+
 fn key_problem(cert: &X509Certificate<'_>) -> Option<String> {
     let spki = cert.public_key();
     match spki.parsed() {
@@ -468,10 +475,14 @@ pub fn verify_chain(
             index,
             reason: e.to_string(),
         })?;
-        X509Certificate::from_der(&der).map_err(|e| VerifyError::Malformed {
+        let (_, parsed) = X509Certificate::from_der(&der).map_err(|e| VerifyError::Malformed {
             index,
             reason: e.to_string(),
         })?;
+        // OpenSSL would only say "invalid CA certificate" about a legacy proxy's issuer
+        if matches!(proxy_kind(&parsed), Ok(ProxyKind::Legacy)) {
+            return Err(legacy_proxy(subject_of(cert)));
+        }
     }
     let store = trust
         .openssl_store(now, options.purpose, options.max_depth)
@@ -560,12 +571,7 @@ fn check_path(
             reason,
         })? {
             ProxyKind::NotProxy => break,
-            ProxyKind::Legacy => {
-                return Err(VerifyError::BadProxy {
-                    subject,
-                    reason: "legacy (pre-RFC 3820) Globus proxy; create an RFC 3820 proxy (grid-proxy-init -rfc)".into(),
-                });
-            }
+            ProxyKind::Legacy => return Err(legacy_proxy(subject)),
             ProxyKind::Rfc3820 { language } => {
                 match language.as_str() {
                     OID_PPL_INHERIT_ALL => {}
