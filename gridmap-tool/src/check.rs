@@ -27,7 +27,10 @@ pub fn run(g: &GlobalArgs, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             for e in &errors {
                 println!("{shown}:{}: error: {}", e.line, e.message);
             }
-            println!("{shown}: {} syntax error(s); the file would not be loaded", errors.len());
+            println!(
+                "{shown}: {} syntax error(s); the file would not be loaded",
+                errors.len()
+            );
             return Ok(ExitCode::from(1));
         }
     };
@@ -45,11 +48,17 @@ pub fn run(g: &GlobalArgs, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         findings += 1;
-                        println!("{shown}:{}: warning: account {name} does not exist on this host", entry.line);
+                        println!(
+                            "{shown}:{}: warning: account {name} does not exist on this host",
+                            entry.line
+                        );
                     }
                     Err(e) => {
                         findings += 1;
-                        println!("{shown}:{}: warning: cannot look up account {name}: {e}", entry.line);
+                        println!(
+                            "{shown}:{}: warning: cannot look up account {name}: {e}",
+                            entry.line
+                        );
                     }
                 }
             }
@@ -66,12 +75,21 @@ pub fn run(g: &GlobalArgs, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                     PolicyState::Broken { .. } => None,
                 })
                 .collect();
-            let without = trust.anchors().iter().filter(|a| trust.policy_for(a.subject()).is_none()).count();
+            let without = trust
+                .anchors()
+                .iter()
+                .filter(|a| trust.policy_for(a.subject()).is_none())
+                .count();
             if policies.is_empty() {
-                eprintln!("note: no namespace policy in {}; namespace check skipped", source.display());
+                eprintln!(
+                    "note: no namespace policy in {}; namespace check skipped",
+                    source.display()
+                );
             } else {
                 if without > 0 {
-                    eprintln!("note: {without} trusted CA(s) have no namespace policy; their DNs cannot be checked");
+                    eprintln!(
+                        "note: {without} trusted CA(s) have no namespace policy; their DNs cannot be checked"
+                    );
                 }
                 for entry in map.entries() {
                     if without == 0 && !policies.iter().any(|p| p.check(&entry.dn).is_ok()) {
@@ -87,5 +105,9 @@ pub fn run(g: &GlobalArgs, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         Err(e) => eprintln!("note: namespace check skipped: {e}"),
     }
     println!("{shown}: {} mapping(s), {findings} finding(s)", map.len());
-    Ok(if findings == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if findings == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

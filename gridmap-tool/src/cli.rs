@@ -82,7 +82,12 @@ pub enum Command {
     /// Exit 0 accepted, 1 refused, 2 usage or configuration error.
     Explain {
         /// Certificate chain in PEM: the presented certificate (EEC or proxy) first.
-        #[arg(long, value_name = "CHAIN.pem", conflicts_with = "dn", required_unless_present = "dn")]
+        #[arg(
+            long,
+            value_name = "CHAIN.pem",
+            conflicts_with = "dn",
+            required_unless_present = "dn"
+        )]
         cert: Option<PathBuf>,
         /// A DN (either form): mapping only, no credential is checked.
         #[arg(long, value_name = "DN")]
@@ -128,7 +133,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = cli.global;
     match cli.command {
         Command::Check { file } => crate::check::run(&g, file),
-        Command::Explain { cert, dn, user, json } => crate::explain::run(&g, cert, dn, user, json),
+        Command::Explain {
+            cert,
+            dn,
+            user,
+            json,
+        } => crate::explain::run(&g, cert, dn, user, json),
         Command::Add { dn, account } => crate::edit::add(&g, &dn, &account),
         Command::Remove { dn, account } => crate::edit::remove(&g, &dn, account.as_deref()),
         Command::List { json } => crate::edit::list(&g, json),

@@ -53,8 +53,10 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let e = |e: String| anyhow!(e);
     let user = login_name();
 
-    let ca = devpki::self_signed_ca(&CertSpec::ca(&format!("{DOMAIN}/CN=hpccert Demo CA"), now, 365).map_err(e)?)
-        .map_err(e)?;
+    let ca = devpki::self_signed_ca(
+        &CertSpec::ca(&format!("{DOMAIN}/CN=hpccert Demo CA"), now, 365).map_err(e)?,
+    )
+    .map_err(e)?;
     let issue = |cn: &str, ou: &str| -> anyhow::Result<Credential> {
         let spec = CertSpec::user(&format!("{ou}/CN={cn}"), now, 30).map_err(e)?;
         devpki::issue(&ca, &spec).map_err(e)
@@ -67,15 +69,23 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let mut limited_spec = ProxySpec::new("1002", now, 12);
     limited_spec.policy = ProxyPolicy::Limited;
     let limited = devpki::issue_proxy(&alice, &limited_spec).map_err(e)?;
-    let crl = devpki::crl(&ca, &[(&revoked.cert, now)], now - Duration::from_secs(60), now + Duration::from_secs(7 * 86400), 1)
-        .map_err(e)?;
+    let crl = devpki::crl(
+        &ca,
+        &[(&revoked.cert, now)],
+        now - Duration::from_secs(60),
+        now + Duration::from_secs(7 * 86400),
+        1,
+    )
+    .map_err(e)?;
 
     let trust = dir.join("certificates");
     devpki::install_ca(
         &trust,
         &ca.cert,
         Some(&crl),
-        Some(&format!("TO Issuer SELF PERMIT Subject \"{DOMAIN}/O=Demo/.*\"\n")),
+        Some(&format!(
+            "TO Issuer SELF PERMIT Subject \"{DOMAIN}/O=Demo/.*\"\n"
+        )),
     )
     .map_err(e)?;
     let gridmap = dir.join("grid-mapfile");
@@ -83,9 +93,18 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         &gridmap,
         format!(
             "# demo grid-mapfile\n{}\n{}\n{}\n",
-            hpccert_core::gridmap::format_line(&alice.subject(), &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]),
-            hpccert_core::gridmap::format_line(&revoked.subject(), &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]),
-            hpccert_core::gridmap::format_line(&outsider.subject(), &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]),
+            hpccert_core::gridmap::format_line(
+                &alice.subject(),
+                &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]
+            ),
+            hpccert_core::gridmap::format_line(
+                &revoked.subject(),
+                &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]
+            ),
+            hpccert_core::gridmap::format_line(
+                &outsider.subject(),
+                &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]
+            ),
         ),
     )?;
     let config_path = dir.join("hpccert.toml");
@@ -102,13 +121,20 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cases: Vec<(&str, Vec<&Credential>, Option<&str>)> = vec![
         ("user certificate", vec![&alice], None),
         ("RFC 3820 proxy", vec![&proxy, &alice], None),
-        ("proxy, asking for an account the DN is not mapped to", vec![&proxy, &alice], Some("other-account")),
+        (
+            "proxy, asking for an account the DN is not mapped to",
+            vec![&proxy, &alice],
+            Some("other-account"),
+        ),
         ("limited proxy", vec![&limited, &alice], None),
         ("revoked certificate", vec![&revoked], None),
         ("outside the CA namespace", vec![&outsider], None),
         ("valid but not in the grid-mapfile", vec![&unmapped], None),
     ];
-    println!("hpccert demo: dev CA, trust directory, grid-mapfile and config in {}\n", dir.display());
+    println!(
+        "hpccert demo: dev CA, trust directory, grid-mapfile and config in {}\n",
+        dir.display()
+    );
     let mut expected_ok = true;
     for (n, (title, chain, login)) in cases.iter().enumerate() {
         let file = dir.join(format!("chain{}.pem", n + 1));
@@ -131,7 +157,10 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     if temp.is_some() {
-        println!("(the files in {} are removed on exit; use --dir DIR to keep them)", dir.display());
+        println!(
+            "(the files in {} are removed on exit; use --dir DIR to keep them)",
+            dir.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,8 +25,15 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     if let Err(errors) = GridMapfile::parse(&text) {
-        let list: Vec<String> = errors.iter().map(|e| format!("  line {}: {}", e.line, e.message)).collect();
-        bail!("{} does not parse; fix it first (nothing was changed):\n{}", path.display(), list.join("\n"));
+        let list: Vec<String> = errors
+            .iter()
+            .map(|e| format!("  line {}: {}", e.line, e.message))
+            .collect();
+        bail!(
+            "{} does not parse; fix it first (nothing was changed):\n{}",
+            path.display(),
+            list.join("\n")
+        );
     }
     Ok(text.lines().map(str::to_string).collect())
 }
@@ -53,12 +60,17 @@ pub fn add(g: &GlobalArgs, dn: &str, accounts: &str) -> anyhow::Result<ExitCode>
         .split(',')
         .map(|a| MappedAccount::parse(a.trim()).map_err(|e| anyhow!("{e}")))
         .collect::<anyhow::Result<_>>()?;
-    let _lock = WriteLock::acquire(&path).with_context(|| format!("cannot lock {}", path.display()))?;
+    let _lock =
+        WriteLock::acquire(&path).with_context(|| format!("cannot lock {}", path.display()))?;
     let mut lines = read_lines(&path)?;
-    let existing = lines.iter().position(|l| mapping(l).is_some_and(|(d, _)| d == dn));
+    let existing = lines
+        .iter()
+        .position(|l| mapping(l).is_some_and(|(d, _)| d == dn));
     match existing {
         Some(i) => {
-            let Some((_, mut list)) = mapping(&lines[i]) else { bail!("line {} changed under us", i + 1) };
+            let Some((_, mut list)) = mapping(&lines[i]) else {
+                bail!("line {} changed under us", i + 1)
+            };
             let before = list.len();
             for a in new {
                 if !list.contains(&a) {
@@ -66,7 +78,10 @@ pub fn add(g: &GlobalArgs, dn: &str, accounts: &str) -> anyhow::Result<ExitCode>
                 }
             }
             if list.len() == before {
-                println!("{dn} already maps to {accounts} (line {}); nothing changed", i + 1);
+                println!(
+                    "{dn} already maps to {accounts} (line {}); nothing changed",
+                    i + 1
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             lines[i] = format_line(&dn, &list);
@@ -84,8 +99,11 @@ pub fn add(g: &GlobalArgs, dn: &str, accounts: &str) -> anyhow::Result<ExitCode>
 pub fn remove(g: &GlobalArgs, dn: &str, account: Option<&str>) -> anyhow::Result<ExitCode> {
     let path = effective_config(g)?.mapping.grid_mapfile;
     let dn = parse_dn(dn)?;
-    let account = account.map(|a| MappedAccount::parse(a).map_err(|e| anyhow!("{e}"))).transpose()?;
-    let _lock = WriteLock::acquire(&path).with_context(|| format!("cannot lock {}", path.display()))?;
+    let account = account
+        .map(|a| MappedAccount::parse(a).map_err(|e| anyhow!("{e}")))
+        .transpose()?;
+    let _lock =
+        WriteLock::acquire(&path).with_context(|| format!("cannot lock {}", path.display()))?;
     let lines = read_lines(&path)?;
     let mut out = Vec::with_capacity(lines.len());
     let mut changed = 0;

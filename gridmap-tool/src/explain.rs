@@ -35,7 +35,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn refused(stage: &'static str, identity: Option<String>, mut reasons: Vec<String>, why: String) -> Self {
+    fn refused(
+        stage: &'static str,
+        identity: Option<String>,
+        mut reasons: Vec<String>,
+        why: String,
+    ) -> Self {
         reasons.push(why);
         Self {
             decision: "refuse",
@@ -53,7 +58,10 @@ impl Outcome {
     }
 
     pub fn print(&self) {
-        let who = self.identity.as_deref().unwrap_or("(credential not accepted)");
+        let who = self
+            .identity
+            .as_deref()
+            .unwrap_or("(credential not accepted)");
         match &self.account {
             Some(account) if self.accepted() => println!("ACCEPT {who} -> {account}"),
             _ => println!("REFUSE {who}"),
@@ -69,13 +77,23 @@ fn load_gridmap(path: &Path) -> anyhow::Result<GridMapfile> {
 }
 
 /// Verify `chain_file` and map it, as a login would.
-pub fn explain_certificate(config: &Config, chain_file: &Path, user: Option<&str>, now: SystemTime) -> anyhow::Result<Outcome> {
+pub fn explain_certificate(
+    config: &Config,
+    chain_file: &Path,
+    user: Option<&str>,
+    now: SystemTime,
+) -> anyhow::Result<Outcome> {
     let trust_source = config.trust.source();
     let trust = TrustStore::load(&trust_source)
         .with_context(|| format!("cannot load the trust store {}", trust_source.display()))?;
     let gridmap = load_gridmap(&config.mapping.grid_mapfile)?;
-    let pem = std::fs::read(chain_file).with_context(|| format!("cannot read {}", chain_file.display()))?;
-    let mut reasons = vec![format!("trust store {} ({} CA(s))", trust_source.display(), trust.anchors().len())];
+    let pem = std::fs::read(chain_file)
+        .with_context(|| format!("cannot read {}", chain_file.display()))?;
+    let mut reasons = vec![format!(
+        "trust store {} ({} CA(s))",
+        trust_source.display(),
+        trust.anchors().len()
+    )];
     let chain = match PresentedChain::from_pem(&pem) {
         Ok(c) => c,
         Err(e) => return Ok(Outcome::refused("credential", None, reasons, e.to_string())),
@@ -97,14 +115,20 @@ pub fn explain_certificate(config: &Config, chain_file: &Path, user: Option<&str
         }),
         Err(refusal) => {
             let reasons = vec![verified.summary()];
-            Ok(Outcome::refused("mapping", Some(verified.identity().to_slash()), reasons, refusal.to_string()))
+            Ok(Outcome::refused(
+                "mapping",
+                Some(verified.identity().to_slash()),
+                reasons,
+                refusal.to_string(),
+            ))
         }
     }
 }
 
 /// Map a bare DN (no credential).
 pub fn explain_dn(config: &Config, dn: &str, user: Option<&str>) -> anyhow::Result<Outcome> {
-    let dn = DistinguishedName::parse(dn).map_err(|e| anyhow::anyhow!("cannot parse DN {dn:?}: {e}"))?;
+    let dn =
+        DistinguishedName::parse(dn).map_err(|e| anyhow::anyhow!("cannot parse DN {dn:?}: {e}"))?;
     let gridmap = load_gridmap(&config.mapping.grid_mapfile)?;
     let note = "no credential checked (--dn): mapping only".to_string();
     match Mapper::new(&gridmap).choose(&dn, user) {
@@ -121,11 +145,22 @@ pub fn explain_dn(config: &Config, dn: &str, user: Option<&str>) -> anyhow::Resu
                 reasons,
             })
         }
-        Err(refusal) => Ok(Outcome::refused("mapping", Some(dn.to_slash()), vec![note], refusal.to_string())),
+        Err(refusal) => Ok(Outcome::refused(
+            "mapping",
+            Some(dn.to_slash()),
+            vec![note],
+            refusal.to_string(),
+        )),
     }
 }
 
-pub fn run(g: &GlobalArgs, cert: Option<PathBuf>, dn: Option<String>, user: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(
+    g: &GlobalArgs,
+    cert: Option<PathBuf>,
+    dn: Option<String>,
+    user: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let config = effective_config(g)?;
     let now = validation_time(g)?;
     let outcome = match (cert, dn) {
@@ -138,5 +173,9 @@ pub fn run(g: &GlobalArgs, cert: Option<PathBuf>, dn: Option<String>, user: Opti
     } else {
         outcome.print();
     }
-    Ok(if outcome.accepted() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if outcome.accepted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -36,9 +36,13 @@ pub fn validation_time(g: &GlobalArgs) -> anyhow::Result<SystemTime> {
     match &g.at {
         None => Ok(hpccert_core::clock::now()),
         Some(text) => {
-            let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .with_context(|| format!("--at {text:?} is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)"))?;
-            let secs = u64::try_from(t.unix_timestamp()).map_err(|_| anyhow!("--at {text:?} is before 1970"))?;
+            let t =
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .with_context(|| {
+                    format!("--at {text:?} is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)")
+                })?;
+            let secs = u64::try_from(t.unix_timestamp())
+                .map_err(|_| anyhow!("--at {text:?} is before 1970"))?;
             Ok(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         }
     }

@@ -1,4 +1,5 @@
 //! gridmap-tool as an administrator runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,11 +27,27 @@ fn code(o: &Output) -> i32 {
 
 #[test]
 fn convert_dn_both_ways() {
-    let o = tool(&["convert-dn", "/DC=org/DC=cilogon/C=US/O=Example/CN=John Smith A251", "--to", "rfc4514"]);
+    let o = tool(&[
+        "convert-dn",
+        "/DC=org/DC=cilogon/C=US/O=Example/CN=John Smith A251",
+        "--to",
+        "rfc4514",
+    ]);
     assert_eq!(code(&o), 0);
-    assert_eq!(stdout(&o).trim(), "CN=John Smith A251,O=Example,C=US,DC=cilogon,DC=org");
-    let o = tool(&["convert-dn", "CN=John Smith A251,O=Example,C=US,DC=cilogon,DC=org", "--to", "openssl"]);
-    assert_eq!(stdout(&o).trim(), "/DC=org/DC=cilogon/C=US/O=Example/CN=John Smith A251");
+    assert_eq!(
+        stdout(&o).trim(),
+        "CN=John Smith A251,O=Example,C=US,DC=cilogon,DC=org"
+    );
+    let o = tool(&[
+        "convert-dn",
+        "CN=John Smith A251,O=Example,C=US,DC=cilogon,DC=org",
+        "--to",
+        "openssl",
+    ]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "/DC=org/DC=cilogon/C=US/O=Example/CN=John Smith A251"
+    );
     let o = tool(&["convert-dn", "not a dn", "--to", "openssl"]);
     assert_eq!(code(&o), 2);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot parse DN"));
@@ -40,17 +57,31 @@ fn convert_dn_both_ways() {
 fn check_reports_findings_with_line_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("grid-mapfile");
-    std::fs::write(&f, "# ok\n\"/O=Grid/CN=a\" root\n\"/O=Grid/CN=a\" root\n\"/O=Grid/CN=b\" no-such-user-xyz\n").unwrap();
+    std::fs::write(
+        &f,
+        "# ok\n\"/O=Grid/CN=a\" root\n\"/O=Grid/CN=a\" root\n\"/O=Grid/CN=b\" no-such-user-xyz\n",
+    )
+    .unwrap();
     let o = tool(&["--ca-dir", "/nonexistent", "check", f.to_str().unwrap()]);
     let out = stdout(&o);
     assert_eq!(code(&o), 1, "{out}");
-    assert!(out.contains(":3: warning: duplicate DN /O=Grid/CN=a (line 2 wins"), "{out}");
-    assert!(out.contains(":4: warning: account no-such-user-xyz does not exist"), "{out}");
+    assert!(
+        out.contains(":3: warning: duplicate DN /O=Grid/CN=a (line 2 wins"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":4: warning: account no-such-user-xyz does not exist"),
+        "{out}"
+    );
 
     std::fs::write(&f, "\"/O=Grid/CN=a\" root\n\"/O=Grid/CN=b\n").unwrap();
     let o = tool(&["--ca-dir", "/nonexistent", "check", f.to_str().unwrap()]);
     assert_eq!(code(&o), 1);
-    assert!(stdout(&o).contains(":2: error: missing closing quote"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(":2: error: missing closing quote"),
+        "{}",
+        stdout(&o)
+    );
 
     std::fs::write(&f, "\"/O=Grid/CN=a\" root\n").unwrap();
     let o = tool(&["--ca-dir", "/nonexistent", "check", f.to_str().unwrap()]);
@@ -119,10 +150,20 @@ fn now() -> SystemTime {
 
 fn site() -> Site {
     let dir = tempfile::tempdir().unwrap();
-    let ca = devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Test CA", now(), 3650).unwrap()).unwrap();
-    let user = devpki::issue(&ca, &CertSpec::user("/DC=org/DC=test/CN=Alice", now(), 365).unwrap()).unwrap();
+    let ca =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Test CA", now(), 3650).unwrap())
+            .unwrap();
+    let user = devpki::issue(
+        &ca,
+        &CertSpec::user("/DC=org/DC=test/CN=Alice", now(), 365).unwrap(),
+    )
+    .unwrap();
     devpki::install_ca(&dir.path().join("certificates"), &ca.cert, None, None).unwrap();
-    std::fs::write(dir.path().join("grid-mapfile"), "\"/DC=org/DC=test/CN=Alice\" alice,shared\n").unwrap();
+    std::fs::write(
+        dir.path().join("grid-mapfile"),
+        "\"/DC=org/DC=test/CN=Alice\" alice,shared\n",
+    )
+    .unwrap();
     Site { dir, user, ca }
 }
 
@@ -159,9 +200,19 @@ fn explain_certificates() {
     let eec = s.chain("eec.pem", &[&s.user]);
     let o = s.explain(&["--cert", eec.to_str().unwrap()]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
-    assert!(stdout(&o).starts_with("ACCEPT /DC=org/DC=test/CN=Alice -> alice\n"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("ACCEPT /DC=org/DC=test/CN=Alice -> alice\n"),
+        "{}",
+        stdout(&o)
+    );
 
-    let o = s.explain(&["--cert", eec.to_str().unwrap(), "--user", "shared", "--json"]);
+    let o = s.explain(&[
+        "--cert",
+        eec.to_str().unwrap(),
+        "--user",
+        "shared",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["decision"], "accept");
     assert_eq!(v["account"], "shared");
@@ -172,7 +223,13 @@ fn explain_certificates() {
     assert_eq!(code(&o), 1);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["refused_at"], "mapping");
-    assert!(v["reasons"][1].as_str().unwrap().contains("account root is not mapped"), "{v}");
+    assert!(
+        v["reasons"][1]
+            .as_str()
+            .unwrap()
+            .contains("account root is not mapped"),
+        "{v}"
+    );
 
     let mut spec = ProxySpec::new("123", now(), 12);
     spec.policy = ProxyPolicy::Limited;
@@ -180,7 +237,11 @@ fn explain_certificates() {
     let lp = s.chain("limited.pem", &[&limited, &s.user]);
     let o = s.explain(&["--cert", lp.to_str().unwrap()]);
     assert_eq!(code(&o), 1);
-    assert!(stdout(&o).contains("limited proxy refused"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("limited proxy refused"),
+        "{}",
+        stdout(&o)
+    );
     let o = s.explain(&["--allow-limited-proxies", "--cert", lp.to_str().unwrap()]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
 
@@ -215,7 +276,13 @@ fn explain_dn_and_usage_errors() {
     let o = s.explain(&[]);
     assert_eq!(code(&o), 2);
     let o = Command::new(env!("CARGO_BIN_EXE_gridmap-tool"))
-        .args(["--config", "/nonexistent.toml", "explain", "--dn", "/O=x/CN=y"])
+        .args([
+            "--config",
+            "/nonexistent.toml",
+            "explain",
+            "--dn",
+            "/O=x/CN=y",
+        ])
         .output()
         .unwrap();
     assert_eq!(code(&o), 2);
@@ -226,8 +293,17 @@ fn explain_dn_and_usage_errors() {
 
 #[test]
 fn demo_runs_to_the_expected_decisions() {
-    let o = Command::new(env!("CARGO_BIN_EXE_gridmap-tool")).arg("demo").output().unwrap();
-    assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(env!("CARGO_BIN_EXE_gridmap-tool"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert_eq!(
+        code(&o),
+        0,
+        "{}\n{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = stdout(&o);
     assert_eq!(out.matches("\nACCEPT ").count(), 2, "{out}");
     assert_eq!(out.matches("\nREFUSE ").count(), 5, "{out}");

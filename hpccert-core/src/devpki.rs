@@ -172,11 +172,7 @@ pub fn x509_name(dn: &DistinguishedName) -> Result<X509Name, String> {
             return Err("multi-valued RDNs are not supported by the dev PKI".into());
         }
         let ava = &rdn.avas()[0];
-        let name = match ava.attr().name() {
-            "UID" => "UID",
-            "emailAddress" => "emailAddress",
-            other => other,
-        };
+        let name = ava.attr().name();
         b.append_entry_by_text(name, ava.value())
             .map_err(|e| format!("{name}: {e}"))?;
     }

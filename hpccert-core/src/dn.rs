@@ -568,7 +568,7 @@ fn escape_rfc4514_value(value: &str, out: &mut String) {
 
 /// Decode a BMPString (UCS-2 big endian) value, which some old CAs used.
 fn bmp_string(data: &[u8]) -> Result<String, ()> {
-    if data.len() % 2 != 0 {
+    if !data.len().is_multiple_of(2) {
         return Err(());
     }
     let units: Vec<u16> = data

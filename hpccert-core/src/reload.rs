@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+type Loader<T> = Box<dyn Fn(&Path) -> Result<T, String> + Send + Sync>;
 type Fingerprint = Vec<(PathBuf, u64, i64, i64, u64, i64)>;
 
 fn stat(path: &Path) -> Option<(u64, i64, i64, u64, i64)> {
@@ -50,7 +51,7 @@ struct State<T> {
 /// A value loaded from a path, reloaded when the path changes.
 pub struct Reloading<T> {
     path: PathBuf,
-    loader: Box<dyn Fn(&Path) -> Result<T, String> + Send + Sync>,
+    loader: Loader<T>,
     check_interval: Duration,
     state: Mutex<State<T>>,
 }
@@ -70,8 +71,7 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         check_interval: Duration,
         loader: impl Fn(&Path) -> Result<T, E> + Send + Sync + 'static,
     ) -> Result<Self, String> {
-        let loader: Box<dyn Fn(&Path) -> Result<T, String> + Send + Sync> =
-            Box::new(move |p| loader(p).map_err(|e| e.to_string()));
+        let loader: Loader<T> = Box::new(move |p| loader(p).map_err(|e| e.to_string()));
         let fingerprint = fingerprint(path);
         let value = loader(path)?;
         Ok(Self {

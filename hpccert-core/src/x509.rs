@@ -232,7 +232,10 @@ impl VerifiedChain {
             n => format!(" through {n} RFC 3820 proxies"),
         };
         let limited = if self.limited { " (limited)" } else { "" };
-        format!("certificate chain verified: {} under CA {}{proxies}{limited}", self.identity, self.ca)
+        format!(
+            "certificate chain verified: {} under CA {}{proxies}{limited}",
+            self.identity, self.ca
+        )
     }
 
     /// Subjects from the presented certificate up to the anchor.
@@ -351,7 +354,9 @@ fn proxy_policy_language(value: &[u8]) -> Result<String, String> {
 fn legacy_proxy(subject: String) -> VerifyError {
     VerifyError::BadProxy {
         subject,
-        reason: "legacy (pre-RFC 3820) Globus proxy; create an RFC 3820 proxy (grid-proxy-init -rfc)".into(),
+        reason:
+            "legacy (pre-RFC 3820) Globus proxy; create an RFC 3820 proxy (grid-proxy-init -rfc)"
+                .into(),
     }
 }
 

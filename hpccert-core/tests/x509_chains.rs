@@ -1,4 +1,5 @@
 //! Chain validation with test PKI made here (OpenSSL through hpccert_core::devpki).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 use std::time::{Duration, SystemTime};
 
@@ -196,7 +197,8 @@ fn crl_required_but_missing_or_stale() {
     );
     // with a current CRL it passes
     let trust = with_crl(&p, &[], now() - HOUR, now() + DAY);
-    verify_chain(&trust, &chain(&[&p.user]), &require, now()).unwrap();
+    let v = verify_chain(&trust, &chain(&[&p.user]), &require, now()).unwrap();
+    assert_eq!(v.proxy_depth(), 0);
     // an expired CRL refuses, even under if-present
     let stale = with_crl(&p, &[], now() - 10 * DAY, now() - DAY);
     let e = verify(&stale, &[&p.user]).unwrap_err();
@@ -399,7 +401,8 @@ fn igtf_directory_end_to_end() {
         namespaces: NamespaceEnforcement::Require,
         ..VerifyOptions::default()
     };
-    verify_chain(&trust, &chain(&[&p.user]), &require, now()).unwrap();
+    let v = verify_chain(&trust, &chain(&[&p.user]), &require, now()).unwrap();
+    assert_eq!(v.proxy_depth(), 0);
     assert!(matches!(
         verify_chain(&trust, &chain(&[&revoked]), &require, now()),
         Err(VerifyError::Revoked { .. })

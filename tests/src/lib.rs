@@ -3,6 +3,8 @@
 //! A test whose peer is missing skips with a printed reason, so that `cargo test` passes on a
 //! bare machine; CI sets `HPCCERT_E2E_REQUIRED=1`, which turns every such skip into a failure.
 #![forbid(unsafe_code)]
+// Test support: a failed helper is a failed test.
+#![allow(clippy::panic)]
 
 use std::path::Path;
 use std::process::Command;
@@ -23,7 +25,9 @@ pub fn peer_available(program: &str, package: &str) -> bool {
 
 /// Run a command; return (exit code, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -35,5 +39,6 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
 pub fn write_mode(path: &Path, data: &[u8], mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -1,5 +1,6 @@
 //! Real grid tooling as a peer: Globus `grid-proxy-init -rfc` proxies, `grid-mapfile-add-entry`
 //! grid-mapfiles, and OpenSSL's own proxy verification as a reference verdict.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,12 +33,22 @@ impl Site {
         let signing_policy = "access_id_CA X509 '/DC=org/DC=test/CN=Test Grid CA'\npos_rights globus CA:sign\ncond_subjects globus '\"/DC=org/DC=test/*\"'\n";
         devpki::install_ca(&dir.path().join("certificates"), &ca.cert, None, None).unwrap();
         std::fs::write(
-            dir.path().join("certificates").join(format!("{}.signing_policy", devpki::subject_hash(&ca.cert))),
+            dir.path()
+                .join("certificates")
+                .join(format!("{}.signing_policy", devpki::subject_hash(&ca.cert))),
             signing_policy,
         )
         .unwrap();
-        write_mode(&dir.path().join("usercert.pem"), &user.cert_pem().unwrap(), 0o644);
-        write_mode(&dir.path().join("userkey.pem"), &user.key_pem_traditional().unwrap(), 0o400);
+        write_mode(
+            &dir.path().join("usercert.pem"),
+            &user.cert_pem().unwrap(),
+            0o644,
+        );
+        write_mode(
+            &dir.path().join("userkey.pem"),
+            &user.key_pem_traditional().unwrap(),
+            0o400,
+        );
         Site { dir, _user: user }
     }
 
@@ -65,9 +76,18 @@ impl Site {
         assert_eq!(code, 0, "grid-proxy-init failed:\n{stdout}\n{stderr}");
     }
 
-    fn verify(&self, file: &Path, options: &VerifyOptions) -> Result<hpccert_core::x509::VerifiedChain, VerifyError> {
+    fn verify(
+        &self,
+        file: &Path,
+        options: &VerifyOptions,
+    ) -> Result<hpccert_core::x509::VerifiedChain, VerifyError> {
         let pem = std::fs::read(file).unwrap();
-        verify_chain(&self.trust(), &PresentedChain::from_pem(&pem).unwrap(), options, clock::now())
+        verify_chain(
+            &self.trust(),
+            &PresentedChain::from_pem(&pem).unwrap(),
+            options,
+            clock::now(),
+        )
     }
 }
 
@@ -78,13 +98,26 @@ fn grid_proxy_init_rfc_proxies() {
     }
     let site = Site::new();
     let proxy = site.path("x509up");
-    site.proxy_init(&site.path("usercert.pem"), &site.path("userkey.pem"), &proxy, &[]);
+    site.proxy_init(
+        &site.path("usercert.pem"),
+        &site.path("userkey.pem"),
+        &proxy,
+        &[],
+    );
     // the file holds proxy cert, proxy key and user cert, as Globus writes it
     let v = site.verify(&proxy, &VerifyOptions::default()).unwrap();
     assert_eq!(v.identity(), &DistinguishedName::parse(USER_DN).unwrap());
     assert_eq!(v.proxy_depth(), 1);
-    assert!(v.presented_subject().to_slash().starts_with(&format!("{USER_DN}/CN=")));
-    assert!(DistinguishedName::parse(USER_DN).unwrap().is_parent_of(v.presented_subject()));
+    assert!(
+        v.presented_subject()
+            .to_slash()
+            .starts_with(&format!("{USER_DN}/CN="))
+    );
+    assert!(
+        DistinguishedName::parse(USER_DN)
+            .unwrap()
+            .is_parent_of(v.presented_subject())
+    );
 
     // a proxy of that proxy
     let proxy2 = site.path("x509up2");
@@ -95,23 +128,48 @@ fn grid_proxy_init_rfc_proxies() {
 
     // limited proxies are refused unless allowed
     let limited = site.path("x509up_limited");
-    site.proxy_init(&site.path("usercert.pem"), &site.path("userkey.pem"), &limited, &["-limited"]);
-    let e = site.verify(&limited, &VerifyOptions::default()).unwrap_err();
+    site.proxy_init(
+        &site.path("usercert.pem"),
+        &site.path("userkey.pem"),
+        &limited,
+        &["-limited"],
+    );
+    let e = site
+        .verify(&limited, &VerifyOptions::default())
+        .unwrap_err();
     assert!(matches!(e, VerifyError::LimitedProxy { .. }), "{e}");
-    let allow = VerifyOptions { allow_limited_proxies: true, ..VerifyOptions::default() };
+    let allow = VerifyOptions {
+        allow_limited_proxies: true,
+        ..VerifyOptions::default()
+    };
     assert!(site.verify(&limited, &allow).unwrap().is_limited());
 
     // path length: a proxy made with -path-length 1 may sign one more proxy, not two
     // (grid-proxy-init treats -path-length 0 as "no limit")
     let pl1 = site.path("x509up_pl1");
-    site.proxy_init(&site.path("usercert.pem"), &site.path("userkey.pem"), &pl1, &["-path-length", "1"]);
+    site.proxy_init(
+        &site.path("usercert.pem"),
+        &site.path("userkey.pem"),
+        &pl1,
+        &["-path-length", "1"],
+    );
     let child = site.path("x509up_pl1_child");
     site.proxy_init(&pl1, &pl1, &child, &["-valid", "2:00"]);
-    assert_eq!(site.verify(&child, &VerifyOptions::default()).unwrap().proxy_depth(), 2);
+    assert_eq!(
+        site.verify(&child, &VerifyOptions::default())
+            .unwrap()
+            .proxy_depth(),
+        2
+    );
     let grandchild = site.path("x509up_pl1_grandchild");
     site.proxy_init(&child, &child, &grandchild, &["-valid", "1:00"]);
-    let e = site.verify(&grandchild, &VerifyOptions::default()).unwrap_err();
-    assert!(matches!(&e, VerifyError::BadProxy { reason, .. } if reason.contains("path length")), "{e}");
+    let e = site
+        .verify(&grandchild, &VerifyOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&e, VerifyError::BadProxy { reason, .. } if reason.contains("path length")),
+        "{e}"
+    );
 
     // legacy (pre-RFC) proxies are refused with a hint
     let legacy = site.path("x509up_old");
@@ -126,7 +184,10 @@ fn grid_proxy_init_rfc_proxies() {
         .stdin(std::process::Stdio::null()));
     if code == 0 {
         let e = site.verify(&legacy, &VerifyOptions::default()).unwrap_err();
-        assert!(matches!(&e, VerifyError::BadProxy { reason, .. } if reason.contains("grid-proxy-init -rfc")), "{e}");
+        assert!(
+            matches!(&e, VerifyError::BadProxy { reason, .. } if reason.contains("grid-proxy-init -rfc")),
+            "{e}"
+        );
     } else {
         eprintln!("grid-proxy-init -old not supported here: {out}{err}");
     }
@@ -135,12 +196,19 @@ fn grid_proxy_init_rfc_proxies() {
 /// OpenSSL's `verify -allow_proxy_certs` and ours agree on real proxies.
 #[test]
 fn openssl_reference_verdicts_agree() {
-    if !peer_available("grid-proxy-init", "globus-proxy-utils") || !peer_available("openssl", "openssl") {
+    if !peer_available("grid-proxy-init", "globus-proxy-utils")
+        || !peer_available("openssl", "openssl")
+    {
         return;
     }
     let site = Site::new();
     let proxy = site.path("x509up");
-    site.proxy_init(&site.path("usercert.pem"), &site.path("userkey.pem"), &proxy, &[]);
+    site.proxy_init(
+        &site.path("usercert.pem"),
+        &site.path("userkey.pem"),
+        &proxy,
+        &[],
+    );
     let proxy_cert = site.path("proxy-only.pem");
     let first = openssl::x509::X509::stack_from_pem(&std::fs::read(&proxy).unwrap()).unwrap();
     std::fs::write(&proxy_cert, first[0].to_pem().unwrap()).unwrap();
@@ -165,7 +233,15 @@ fn openssl_reference_verdicts_agree() {
     let mut pem = first[0].to_pem().unwrap();
     pem.extend(std::fs::read(imposter_site.path("usercert.pem")).unwrap());
     let chain = PresentedChain::from_pem(&pem).unwrap();
-    assert!(verify_chain(&site.trust(), &chain, &VerifyOptions::default(), clock::now()).is_err());
+    assert!(
+        verify_chain(
+            &site.trust(),
+            &chain,
+            &VerifyOptions::default(),
+            clock::now()
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -177,9 +253,18 @@ fn grid_mapfile_add_entry_files_parse_to_the_same_mappings() {
     let map = dir.path().join("grid-mapfile");
     std::fs::write(&map, "").unwrap();
     let entries: &[(&str, &[&str])] = &[
-        ("/DC=org/DC=cilogon/C=US/O=Example University/CN=John Smith A251", &["jsmith"]),
-        ("/DC=org/DC=test/O=Grid/CN=Jürgen Müller", &["juergen", "shared"]),
-        ("/C=DE/O=GermanGrid/OU=KIT/CN=host/login.example.org", &["hostsvc"]),
+        (
+            "/DC=org/DC=cilogon/C=US/O=Example University/CN=John Smith A251",
+            &["jsmith"],
+        ),
+        (
+            "/DC=org/DC=test/O=Grid/CN=Jürgen Müller",
+            &["juergen", "shared"],
+        ),
+        (
+            "/C=DE/O=GermanGrid/OU=KIT/CN=host/login.example.org",
+            &["hostsvc"],
+        ),
         ("/O=Grid/CN=back\\slash", &["bs"]),
     ];
     for (dn, accounts) in entries {
@@ -198,11 +283,17 @@ fn grid_mapfile_add_entry_files_parse_to_the_same_mappings() {
         .arg("-force"));
     assert_eq!(code, 0, "{out}{err}");
 
-    let parsed = GridMapfile::load(&map).unwrap_or_else(|e| panic!("{e}\n{}", std::fs::read_to_string(&map).unwrap()));
+    let parsed = GridMapfile::load(&map)
+        .unwrap_or_else(|e| panic!("{e}\n{}", std::fs::read_to_string(&map).unwrap()));
     let accounts = |dn: &str| -> Vec<String> {
         parsed
             .lookup(&DistinguishedName::parse(dn).unwrap())
-            .unwrap_or_else(|| panic!("{dn} not found in\n{}", std::fs::read_to_string(&map).unwrap()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{dn} not found in\n{}",
+                    std::fs::read_to_string(&map).unwrap()
+                )
+            })
             .accounts
             .iter()
             .map(ToString::to_string)
