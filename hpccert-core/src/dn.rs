@@ -369,6 +369,9 @@ impl DistinguishedName {
             }
         }
         rdns.reverse();
+        for rdn in &mut rdns {
+            rdn.avas.reverse();
+        }
         Ok(Self::from_rdns(rdns))
     }
 
@@ -446,11 +449,13 @@ impl DistinguishedName {
     /// RFC 4514 form (`CN=x,DC=org`).
     pub fn to_rfc4514(&self) -> String {
         let mut out = String::new();
+        // the whole sequence reversed, AVAs of a multi-valued RDN included, as OpenSSL's
+        // RFC 2253 printer does
         for (r, rdn) in self.rdns.iter().rev().enumerate() {
             if r > 0 {
                 out.push(',');
             }
-            for (n, ava) in rdn.avas.iter().enumerate() {
+            for (n, ava) in rdn.avas.iter().rev().enumerate() {
                 if n > 0 {
                     out.push('+');
                 }

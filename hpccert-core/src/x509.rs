@@ -364,10 +364,20 @@ fn key_problem(cert: &X509Certificate<'_>) -> Option<String> {
     let spki = cert.public_key();
     match spki.parsed() {
         Ok(PublicKey::RSA(rsa)) => {
-            let bits = rsa.key_size();
+            // x509-parser's `key_size()` assumes a leading 0x00 and rounds down to whole
+            // bytes (a 2052-bit modulus reads as 2048): count the bits ourselves.
+            let modulus = rsa.modulus;
+            let start = modulus
+                .iter()
+                .position(|b| *b != 0)
+                .unwrap_or(modulus.len());
+            let bits = match modulus.get(start) {
+                Some(first) => (modulus.len() - start) * 8 - first.leading_zeros() as usize,
+                None => 0,
+            };
             if bits < 2048 {
                 Some(format!("RSA key of {bits} bits (at least 2048 required)"))
-            } else if bits % 8 != 0 {
+            } else if !bits.is_multiple_of(8) {
                 Some(format!(
                     "RSA modulus of {bits} bits is not a whole number of bytes"
                 ))
@@ -625,6 +635,12 @@ fn check_path(
         return Err(VerifyError::BadProxy {
             subject: names[0].to_slash(),
             reason: "no end-entity certificate".into(),
+        });
+    }
+    if names[eec].is_empty() {
+        return Err(VerifyError::Invalid {
+            subject: "<empty subject>".into(),
+            reason: "the end-entity certificate has an empty subject DN, so no identity".into(),
         });
     }
 

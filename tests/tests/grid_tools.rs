@@ -307,3 +307,66 @@ fn grid_mapfile_add_entry_files_parse_to_the_same_mappings() {
     assert_eq!(parsed.len(), 4);
     assert!(parsed.duplicates().is_empty());
 }
+
+/// DNs read from certificates match what OpenSSL prints, in both forms, including multi-valued
+/// RDNs, e-mail attributes and characters that need escaping.
+#[test]
+fn dns_from_certificates_match_openssl() {
+    if !peer_available("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("c.pem");
+    for subject in [
+        "/DC=org/DC=cilogon/C=US/O=Example/CN=John Smith A251",
+        "/DC=org/DC=test/CN=Jane Doe+UID=jdoe/emailAddress=jane@example.org",
+        "/O=Grid/OU=a,b/CN=Smith\\, John",
+        "/O=Grid/CN=host\\/login.example.org",
+    ] {
+        let (code, out, err) = run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args([
+                "-keyout",
+                "/dev/null",
+                "-days",
+                "1",
+                "-multivalue-rdn",
+                "-subj",
+                subject,
+                "-out",
+            ])
+            .arg(&cert));
+        assert_eq!(code, 0, "{out}{err}");
+        let ours = DistinguishedName::from_certificate_der(
+            &openssl::x509::X509::from_pem(&std::fs::read(&cert).unwrap())
+                .unwrap()
+                .to_der()
+                .unwrap(),
+        )
+        .unwrap();
+        let print = |nameopt: &str| {
+            let (code, out, err) = run(Command::new("openssl")
+                .args(["x509", "-noout", "-subject", "-nameopt", nameopt, "-in"])
+                .arg(&cert));
+            assert_eq!(code, 0, "{err}");
+            out.trim().trim_start_matches("subject=").trim().to_string()
+        };
+        let rfc = print("RFC2253");
+        assert_eq!(ours.to_rfc4514(), rfc, "{subject}");
+        assert_eq!(DistinguishedName::parse(&rfc).unwrap(), ours, "{subject}");
+        let compat = print("compat");
+        assert_eq!(
+            DistinguishedName::parse(&compat).unwrap(),
+            ours,
+            "{subject}: {compat}"
+        );
+    }
+}
