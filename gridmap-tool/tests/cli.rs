@@ -309,3 +309,38 @@ fn demo_runs_to_the_expected_decisions() {
     assert_eq!(out.matches("\nREFUSE ").count(), 5, "{out}");
     assert!(out.contains("certificate revoked"));
 }
+
+#[test]
+fn check_reports_dns_outside_every_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Test CA", now(), 3650).unwrap())
+            .unwrap();
+    let certs = dir.path().join("certificates");
+    devpki::install_ca(
+        &certs,
+        &ca.cert,
+        None,
+        Some("TO Issuer SELF PERMIT Subject \"/DC=org/DC=test/.*\"\n"),
+    )
+    .unwrap();
+    let map = dir.path().join("grid-mapfile");
+    std::fs::write(
+        &map,
+        "\"/DC=org/DC=test/CN=In\" root\n\"/DC=org/DC=other/CN=Out\" root\n",
+    )
+    .unwrap();
+    let o = tool(&[
+        "--ca-dir",
+        certs.to_str().unwrap(),
+        "check",
+        map.to_str().unwrap(),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), 1, "{out}");
+    assert!(
+        out.contains(":2: warning: no trusted CA's namespace allows /DC=org/DC=other/CN=Out"),
+        "{out}"
+    );
+    assert!(!out.contains(":1: warning"), "{out}");
+}

@@ -461,3 +461,47 @@ fn pem_bundle_and_presented_pem() {
         Err(VerifyError::Malformed { .. })
     ));
 }
+
+#[test]
+fn trust_directory_reloads_on_change() {
+    use hpccert_core::reload::Reloading;
+    let p = pki();
+    let other =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=other/CN=Other CA", now(), 3650).unwrap())
+            .unwrap();
+    let bob = devpki::issue(
+        &other,
+        &CertSpec::user("/DC=org/DC=other/CN=Bob", now(), 30).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    devpki::install_ca(dir.path(), &p.ca.cert, None, None).unwrap();
+    let trust = Reloading::open(dir.path(), Duration::ZERO, TrustStore::load).unwrap();
+    assert!(verify(&trust.current(), &[&p.user]).is_ok());
+    assert!(matches!(
+        verify(&trust.current(), &[&bob]),
+        Err(VerifyError::UnknownCa { .. })
+    ));
+    // a new CA dropped into the directory is trusted without a restart
+    devpki::install_ca(dir.path(), &other.cert, None, None).unwrap();
+    assert!(verify(&trust.current(), &[&bob]).is_ok());
+    // a new CRL revokes without a restart
+    let crl = devpki::crl(
+        &other,
+        &[(&bob.cert, now() - DAY)],
+        now() - HOUR,
+        now() + DAY,
+        2,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path()
+            .join(format!("{}.r0", devpki::subject_hash(&other.cert))),
+        crl.to_pem().unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        verify(&trust.current(), &[&bob]),
+        Err(VerifyError::Revoked { .. })
+    ));
+}
