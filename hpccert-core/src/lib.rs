@@ -17,5 +17,6 @@ pub mod gridmap;
 pub mod mapping;
 pub mod namespaces;
 pub mod reload;
+pub mod token;
 pub mod trust;
 pub mod x509;

@@ -251,7 +251,8 @@ fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
-fn format_time(secs: i64) -> String {
+/// RFC 3339 text of a unix time.
+pub fn format_unix(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| {
@@ -426,11 +427,11 @@ fn openssl_refusal(
     match raw {
         ffi::X509_V_ERR_CERT_HAS_EXPIRED => VerifyError::Expired {
             subject,
-            not_after: format_time(not_after),
+            not_after: format_unix(not_after),
         },
         ffi::X509_V_ERR_CERT_NOT_YET_VALID => VerifyError::NotYetValid {
             subject,
-            not_before: format_time(not_before),
+            not_before: format_unix(not_before),
         },
         ffi::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
         | ffi::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
@@ -616,8 +617,8 @@ fn check_path(
                         subject,
                         reason: format!(
                             "proxy outlives its issuer (proxy not after {}, issuer not after {})",
-                            format_time(cert.validity().not_after.timestamp()),
-                            format_time(issuer.validity().not_after.timestamp())
+                            format_unix(cert.validity().not_after.timestamp()),
+                            format_unix(issuer.validity().not_after.timestamp())
                         ),
                     });
                 }
@@ -720,14 +721,14 @@ fn check_revocation(
     if crl.this_update > now {
         return Err(unusable(format!(
             "CRL not yet valid (this update {})",
-            format_time(crl.this_update)
+            format_unix(crl.this_update)
         )));
     }
     match crl.next_update {
         Some(next) if next < now => {
             return Err(unusable(format!(
                 "CRL expired (next update was due {})",
-                format_time(next)
+                format_unix(next)
             )));
         }
         None => return Err(unusable("CRL has no next update time".into())),
@@ -746,7 +747,7 @@ fn check_revocation(
             subject: subject.to_slash(),
             serial,
             revoked_at: asn1_unix(entry.revocation_date())
-                .map(format_time)
+                .map(format_unix)
                 .unwrap_or_else(|| entry.revocation_date().to_string()),
             ca: ca.to_slash(),
         });
