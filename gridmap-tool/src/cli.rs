@@ -80,18 +80,32 @@ pub enum Command {
     },
     /// Run the real decision engine and print the decision with every reason.
     /// Exit 0 accepted, 1 refused, 2 usage or configuration error.
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["cert", "dn", "token"]))]
     Explain {
         /// Certificate chain in PEM: the presented certificate (EEC or proxy) first.
-        #[arg(
-            long,
-            value_name = "CHAIN.pem",
-            conflicts_with = "dn",
-            required_unless_present = "dn"
-        )]
+        #[arg(long, value_name = "CHAIN.pem")]
         cert: Option<PathBuf>,
         /// A DN (either form): mapping only, no credential is checked.
         #[arg(long, value_name = "DN")]
         dn: Option<String>,
+        /// A JWT access token in FILE (`-` reads stdin), verified with the cached issuer keys.
+        #[arg(long, value_name = "FILE")]
+        token: Option<PathBuf>,
+        /// Ad-hoc issuer for --token instead of the configured [[issuer]] tables.
+        #[arg(long, value_name = "URL", requires = "token")]
+        issuer: Option<String>,
+        /// Audience the ad-hoc issuer's tokens must name (repeatable).
+        #[arg(long, value_name = "AUD", requires = "issuer")]
+        audience: Vec<String>,
+        /// JWKS file of the ad-hoc issuer (else its keys come from the key cache).
+        #[arg(long, value_name = "FILE", requires = "issuer")]
+        jwks: Option<PathBuf>,
+        /// Token map; overrides [mapping] token_mapfile.
+        #[arg(long, value_name = "FILE", requires = "token")]
+        token_mapfile: Option<PathBuf>,
+        /// Scope a login needs (repeatable); overrides the issuers' required_scopes.
+        #[arg(long, value_name = "SCOPE", requires = "token")]
+        require_scope: Vec<String>,
         /// The requested login name [default: the first mapped account].
         #[arg(long, value_name = "LOGIN")]
         user: Option<String>,
@@ -114,6 +128,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Issuer signing keys: fetch them into the cache, or show what is cached.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The token map (issuer, subject) -> accounts.
+    Tokenmap {
+        #[command(subcommand)]
+        command: TokenmapCommand,
+    },
     /// Convert a DN between RFC 4514 and the OpenSSL/Globus slash form.
     ConvertDn {
         dn: String,
@@ -129,6 +153,37 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Fetch the keys of every configured issuer (discovery or jwks_uri) and replace its
+    /// cache file atomically; a failing issuer keeps its last good keys. For a systemd timer.
+    /// Exit 0 all refreshed, 1 any failed.
+    Refresh {
+        /// Only this issuer.
+        #[arg(long, value_name = "URL")]
+        issuer: Option<String>,
+    },
+    /// List issuers, key ids, algorithms and the age of the cached keys.
+    /// Exit 1 when a configured issuer has no usable or only stale keys.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenmapCommand {
+    /// Parse and lint a token map: syntax errors, duplicate rules, unknown accounts,
+    /// unconfigured issuers. Exit 0 clean, 1 findings, 2 unreadable.
+    Check {
+        /// The file [default: the configured token_mapfile].
+        file: Option<PathBuf>,
+    },
+    /// Convert an HTCondor mapfile's SCITOKENS lines to token map lines (on stdout; what
+    /// cannot be converted is listed on stderr and makes the exit status 1).
+    ImportCondor { file: PathBuf },
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = cli.global;
     match cli.command {
@@ -136,9 +191,51 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain {
             cert,
             dn,
+            token,
+            issuer,
+            audience,
+            jwks,
+            token_mapfile,
+            require_scope,
             user,
             json,
-        } => crate::explain::run(&g, cert, dn, user, json),
+        } => {
+            use crate::explain::Subject;
+            let subject = match (cert, dn, token) {
+                (Some(c), _, _) => Subject::Cert(c),
+                (_, Some(d), _) => Subject::Dn(d),
+                (_, _, Some(t)) => Subject::Token(
+                    t,
+                    crate::tokens::AdHoc {
+                        issuer,
+                        audience,
+                        jwks,
+                        token_mapfile,
+                        require_scope,
+                    },
+                ),
+                (None, None, None) => {
+                    anyhow::bail!("give --cert CHAIN.pem, --dn DN or --token FILE")
+                }
+            };
+            crate::explain::run(&g, subject, user, json)
+        }
+        Command::Keys { command } => {
+            let config = crate::settings::effective_config(&g)?;
+            let now = crate::settings::validation_time(&g)?;
+            match command {
+                KeysCommand::Refresh { issuer } => {
+                    crate::tokens::keys_refresh(&config, issuer.as_deref(), now)
+                }
+                KeysCommand::Show { json } => crate::tokens::keys_show(&config, json, now),
+            }
+        }
+        Command::Tokenmap { command } => match command {
+            TokenmapCommand::Check { file } => {
+                crate::tokens::tokenmap_check(&crate::settings::effective_config(&g)?, file)
+            }
+            TokenmapCommand::ImportCondor { file } => crate::tokens::tokenmap_import_condor(&file),
+        },
         Command::Add { dn, account } => crate::edit::add(&g, &dn, &account),
         Command::Remove { dn, account } => crate::edit::remove(&g, &dn, account.as_deref()),
         Command::List { json } => crate::edit::list(&g, json),

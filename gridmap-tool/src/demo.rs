@@ -2,7 +2,8 @@
 //!
 //! Writes a trust directory in IGTF layout (CA, CRL, namespaces), a grid-mapfile, a config
 //! file and several credentials, then asks the engine about each credential exactly as
-//! `gridmap-tool explain --config DIR/hpccert.toml --cert FILE` does.
+//! `gridmap-tool explain --config DIR/hpccert.toml --cert FILE` does; then the same for
+//! access tokens of a dev issuer (`explain --token FILE`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,10 +12,16 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use hpccert_core::config::Config;
 use hpccert_core::devpki::{self, CertSpec, Credential, ProxyPolicy, ProxySpec};
+use hpccert_core::devtoken::{self, DevKey};
+use hpccert_core::token::JwsAlgorithm;
+use serde_json::json;
 
 use crate::explain::explain_certificate;
 
 const DOMAIN: &str = "/DC=org/DC=hpccert-demo";
+const ISSUER: &str = "https://issuer.hpccert-demo.example";
+const AUDIENCE: &str = "https://login.hpccert-demo.example";
+const SUBJECT: &str = "9f2c6c1e-demo-user";
 
 fn login_name() -> String {
     nix::unistd::User::from_uid(nix::unistd::getuid())
@@ -107,13 +114,25 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             ),
         ),
     )?;
+    // a dev token issuer: its JWKS as a local file, a token map for the demo user
+    let issuer_key = DevKey::generate("demo-es256-1", JwsAlgorithm::ES256)?;
+    let jwks_file = dir.join("issuer-jwks.json");
+    std::fs::write(&jwks_file, devtoken::jwks(&[&issuer_key])?.to_string())?;
+    let token_map = dir.join("token-mapfile");
+    std::fs::write(
+        &token_map,
+        format!("# demo token map\n\"{ISSUER}\" \"{SUBJECT}\" {user}\n"),
+    )?;
     let config_path = dir.join("hpccert.toml");
     std::fs::write(
         &config_path,
         format!(
-            "version = 1\n[trust]\nca_dir = \"{}\"\ncrl = \"require\"\nnamespaces = \"require\"\n[mapping]\ngrid_mapfile = \"{}\"\n",
+            "version = 1\n[trust]\nca_dir = \"{}\"\ncrl = \"require\"\nnamespaces = \"require\"\n[mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\n\
+             [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\n",
             trust.display(),
-            gridmap.display()
+            gridmap.display(),
+            token_map.display(),
+            jwks_file.display()
         ),
     )?;
     let config = Config::load(&config_path)?;
@@ -151,6 +170,71 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         println!();
         // the first two are the only logins that may succeed
         expected_ok &= outcome.accepted() == (n < 2);
+    }
+    let t = hpccert_core::token::unix_seconds(now);
+    let claims = |sub: &str, aud: &str, exp: i64, scope: &str| {
+        json!({"iss": ISSUER, "sub": sub, "aud": aud, "iat": t - 60, "exp": exp,
+               "wlcg.ver": "1.0", "scope": scope, "wlcg.groups": ["/demo"]})
+    };
+    let good = claims(
+        SUBJECT,
+        AUDIENCE,
+        t + 1200,
+        "compute.create storage.read:/home",
+    );
+    let forged = {
+        let signed = issuer_key.mint(&claims(
+            "someone-else",
+            AUDIENCE,
+            t + 1200,
+            "compute.create",
+        ))?;
+        let header = devtoken::b64(br#"{"alg":"none"}"#);
+        let body = signed.split('.').nth(1).unwrap_or_default().to_string();
+        format!("{header}.{body}.")
+    };
+    let token_cases: Vec<(&str, String, bool)> = vec![
+        (
+            "WLCG access token, mapped by the token map",
+            issuer_key.mint(&good)?,
+            true,
+        ),
+        (
+            "expired token",
+            issuer_key.mint(&claims(SUBJECT, AUDIENCE, t - 600, "compute.create"))?,
+            false,
+        ),
+        (
+            "token for another service (audience)",
+            issuer_key.mint(&claims(
+                SUBJECT,
+                "https://elsewhere.example",
+                t + 1200,
+                "compute.create",
+            ))?,
+            false,
+        ),
+        (
+            "storage-only token (no compute.create)",
+            issuer_key.mint(&claims(SUBJECT, AUDIENCE, t + 1200, "storage.read:/home"))?,
+            false,
+        ),
+        ("forged token (alg none)", forged, false),
+    ];
+    for (i, (title, token, ok)) in token_cases.iter().enumerate() {
+        let n = cases.len() + i + 1;
+        let file = dir.join(format!("token{}.jwt", i + 1));
+        std::fs::write(&file, token)?;
+        let outcome = crate::tokens::explain_token(&config, &file, None, now)?;
+        println!("== {n}: {title}");
+        println!(
+            "$ gridmap-tool explain --config {} --token {}",
+            config_path.display(),
+            file.display()
+        );
+        outcome.print();
+        println!();
+        expected_ok &= outcome.accepted() == *ok;
     }
     if !expected_ok {
         eprintln!("demo: a decision differs from what the demo expects");

@@ -31,11 +31,14 @@ pub struct Outcome {
     pub credential: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_depth: Option<usize>,
+    /// What a token allows (scopes as capabilities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
     pub reasons: Vec<String>,
 }
 
 impl Outcome {
-    fn refused(
+    pub fn refused(
         stage: &'static str,
         identity: Option<String>,
         mut reasons: Vec<String>,
@@ -49,6 +52,7 @@ impl Outcome {
             identity,
             credential: None,
             proxy_depth: None,
+            capabilities: None,
             reasons,
         }
     }
@@ -108,9 +112,10 @@ pub fn explain_certificate(
             decision: "accept",
             refused_at: None,
             account: Some(decision.account().to_string()),
-            identity: Some(decision.identity().to_slash()),
+            identity: Some(decision.identity().to_string()),
             credential: Some(decision.credential().to_string()),
             proxy_depth: Some(decision.proxy_depth()),
+            capabilities: None,
             reasons: decision.reasons().to_vec(),
         }),
         Err(refusal) => {
@@ -142,6 +147,7 @@ pub fn explain_dn(config: &Config, dn: &str, user: Option<&str>) -> anyhow::Resu
                 identity: Some(dn.to_slash()),
                 credential: None,
                 proxy_depth: None,
+                capabilities: None,
                 reasons,
             })
         }
@@ -154,19 +160,29 @@ pub fn explain_dn(config: &Config, dn: &str, user: Option<&str>) -> anyhow::Resu
     }
 }
 
+/// What `explain` is asked about.
+#[derive(Debug)]
+pub enum Subject {
+    Cert(PathBuf),
+    Dn(String),
+    Token(PathBuf, crate::tokens::AdHoc),
+}
+
 pub fn run(
     g: &GlobalArgs,
-    cert: Option<PathBuf>,
-    dn: Option<String>,
+    subject: Subject,
     user: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = effective_config(g)?;
+    let mut config = effective_config(g)?;
     let now = validation_time(g)?;
-    let outcome = match (cert, dn) {
-        (Some(cert), _) => explain_certificate(&config, &cert, user.as_deref(), now)?,
-        (None, Some(dn)) => explain_dn(&config, &dn, user.as_deref())?,
-        (None, None) => anyhow::bail!("give --cert CHAIN.pem or --dn DN"),
+    let outcome = match subject {
+        Subject::Cert(cert) => explain_certificate(&config, &cert, user.as_deref(), now)?,
+        Subject::Dn(dn) => explain_dn(&config, &dn, user.as_deref())?,
+        Subject::Token(token, adhoc) => {
+            adhoc.apply(&mut config)?;
+            crate::tokens::explain_token(&config, &token, user.as_deref(), now)?
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);

@@ -7,6 +7,7 @@ mod demo;
 mod edit;
 mod explain;
 mod settings;
+mod tokens;
 
 use std::process::ExitCode;
 

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::mapping::TokenRules;
+use crate::token::{Capability, IssuerPolicy, JwsAlgorithm, Profile};
 use crate::trust::Purpose;
 use crate::x509::{CrlPolicy, NamespaceEnforcement, VerifyOptions};
 
@@ -39,6 +41,206 @@ pub struct Config {
     pub trust: TrustConfig,
     #[serde(default)]
     pub mapping: MappingConfig,
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// `[[issuer]]` tables: the trusted token issuers.
+    #[serde(default, rename = "issuer", skip_serializing_if = "Vec::is_empty")]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// `[tokens]`: settings shared by every issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// The issuer key cache (one file per issuer, written by `gridmap-tool keys refresh`).
+    pub key_cache_dir: PathBuf,
+    /// Longest token accepted, bytes.
+    pub max_token_bytes: usize,
+    /// Daemons refetch cached keys older than this, seconds.
+    pub refresh_after: i64,
+    /// After a failed fetch, daemons leave that issuer alone for this long, seconds.
+    pub negative_ttl: i64,
+    /// At most one refetch per issuer for an unknown key id in this interval, seconds.
+    pub min_refetch_interval: i64,
+    /// Timeout of one HTTP request for issuer metadata or keys, seconds.
+    pub fetch_timeout: u64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            key_cache_dir: PathBuf::from(crate::token::keys::DEFAULT_CACHE_DIR),
+            max_token_bytes: crate::token::DEFAULT_MAX_TOKEN_BYTES,
+            refresh_after: 3600,
+            negative_ttl: 60,
+            min_refetch_interval: 60,
+            fetch_timeout: 10,
+        }
+    }
+}
+
+fn default_algorithms() -> Vec<JwsAlgorithm> {
+    vec![JwsAlgorithm::RS256, JwsAlgorithm::ES256]
+}
+fn default_leeway() -> i64 {
+    60
+}
+fn default_max_key_age() -> i64 {
+    7 * 86400
+}
+fn default_min_uid() -> u32 {
+    1000
+}
+
+/// One `[[issuer]]` table: a trusted token issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The exact `iss` value (e.g. "https://cilogon.org").
+    pub issuer: String,
+    /// Accepted `aud` values: a token must name one of them.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accept the WLCG "any" audience (https://wlcg.cern.ch/jwt/v1/any).
+    #[serde(default)]
+    pub accept_any_audience: bool,
+    /// Signature algorithms accepted from this issuer.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<JwsAlgorithm>,
+    /// `oidc` (generic access token), `scitoken` or `wlcg`.
+    #[serde(default)]
+    pub profile: Profile,
+    /// Keys from this JWKS URL instead of discovery (`ISSUER/.well-known/openid-configuration`).
+    pub jwks_uri: Option<String>,
+    /// Keys from this local JWKS file (no fetching; never stale).
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew allowed on exp/nbf/iat, seconds (at most 300).
+    #[serde(default = "default_leeway")]
+    pub leeway: i64,
+    /// Longest token lifetime accepted (exp - iat), seconds.
+    pub max_lifetime: Option<i64>,
+    /// Keys not refreshed for this long are not used, seconds.
+    #[serde(default = "default_max_key_age")]
+    pub max_key_age: i64,
+    /// Require `typ: at+jwt` (RFC 9068).
+    #[serde(default)]
+    pub require_at_jwt: bool,
+    /// A claim naming the account when the token map has no rule (e.g. "preferred_username").
+    pub username_claim: Option<String>,
+    /// Domains whose `user@domain` claim values map to `user`.
+    #[serde(default)]
+    pub username_domains: Vec<String>,
+    /// Scopes a token needs to log in [default: "compute.create" for scitoken and wlcg, none
+    /// for oidc].
+    pub required_scopes: Option<Vec<String>>,
+    /// At least one of these groups is needed, when given.
+    #[serde(default)]
+    pub required_groups: Vec<String>,
+    /// Claim-derived accounts below this uid are refused.
+    #[serde(default = "default_min_uid")]
+    pub min_uid: u32,
+}
+
+impl IssuerConfig {
+    /// An issuer with every default (for ad-hoc checks).
+    pub fn new(issuer: &str, audiences: &[String]) -> Self {
+        Self {
+            issuer: issuer.to_string(),
+            audiences: audiences.to_vec(),
+            accept_any_audience: false,
+            algorithms: default_algorithms(),
+            profile: Profile::default(),
+            jwks_uri: None,
+            jwks_file: None,
+            leeway: default_leeway(),
+            max_lifetime: None,
+            max_key_age: default_max_key_age(),
+            require_at_jwt: false,
+            username_claim: None,
+            username_domains: Vec::new(),
+            required_scopes: None,
+            required_groups: Vec::new(),
+            min_uid: default_min_uid(),
+        }
+    }
+
+    /// What a token of this issuer must look like.
+    pub fn policy(&self) -> IssuerPolicy {
+        IssuerPolicy {
+            issuer: self.issuer.clone(),
+            audiences: self.audiences.clone(),
+            accept_any_audience: self.accept_any_audience,
+            algorithms: self.algorithms.clone(),
+            profile: self.profile,
+            leeway: self.leeway,
+            max_lifetime: self.max_lifetime,
+            require_at_jwt: self.require_at_jwt,
+            max_key_age: self.max_key_age,
+        }
+    }
+
+    /// The scopes a login needs.
+    pub fn login_scopes(&self) -> Vec<Capability> {
+        match &self.required_scopes {
+            Some(list) => list.iter().map(|s| Capability::parse(s)).collect(),
+            None => match self.profile {
+                Profile::Oidc => Vec::new(),
+                Profile::Scitoken | Profile::Wlcg => vec![Capability::ComputeCreate],
+            },
+        }
+    }
+
+    /// How this issuer's tokens map to accounts.
+    pub fn rules(&self) -> TokenRules {
+        TokenRules {
+            issuer: self.issuer.clone(),
+            username_claim: self.username_claim.clone(),
+            username_domains: self.username_domains.clone(),
+            required_scopes: self.login_scopes(),
+            required_groups: self.required_groups.clone(),
+            min_uid: self.min_uid,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let name = &self.issuer;
+        if name.is_empty() {
+            return Err("[[issuer]] issuer is empty".into());
+        }
+        if self.audiences.is_empty() && !self.accept_any_audience {
+            return Err(format!(
+                "[[issuer]] {name}: audiences is empty (a token must be for this service)"
+            ));
+        }
+        if self.algorithms.is_empty() {
+            return Err(format!("[[issuer]] {name}: algorithms is empty"));
+        }
+        if self.jwks_uri.is_some() && self.jwks_file.is_some() {
+            return Err(format!(
+                "[[issuer]] {name}: jwks_uri and jwks_file are exclusive"
+            ));
+        }
+        if !(0..=300).contains(&self.leeway) {
+            return Err(format!(
+                "[[issuer]] {name}: leeway must be 0 to 300 seconds"
+            ));
+        }
+        if self.max_key_age <= 0 || self.max_lifetime.is_some_and(|l| l <= 0) {
+            return Err(format!(
+                "[[issuer]] {name}: max_key_age and max_lifetime must be positive"
+            ));
+        }
+        if let Some(scopes) = &self.required_scopes {
+            for s in scopes {
+                if s.is_empty() || s.contains(char::is_whitespace) {
+                    return Err(format!(
+                        "[[issuer]] {name}: required_scopes entry {s:?} is not one scope"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[trust]`: where CAs come from and how chains are checked.
@@ -94,12 +296,15 @@ impl TrustConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MappingConfig {
     pub grid_mapfile: PathBuf,
+    /// Token identities (issuer, subject) -> accounts; optional.
+    pub token_mapfile: Option<PathBuf>,
 }
 
 impl Default for MappingConfig {
     fn default() -> Self {
         Self {
             grid_mapfile: PathBuf::from("/etc/grid-security/grid-mapfile"),
+            token_mapfile: None,
         }
     }
 }
@@ -110,6 +315,8 @@ impl Default for Config {
             version: VERSION,
             trust: TrustConfig::default(),
             mapping: MappingConfig::default(),
+            tokens: TokensConfig::default(),
+            issuers: Vec::new(),
         }
     }
 }
@@ -141,6 +348,18 @@ impl Config {
             return Err(invalid(
                 "[trust] ca_dir and ca_bundle are exclusive: give one".into(),
             ));
+        }
+        for (i, issuer) in config.issuers.iter().enumerate() {
+            issuer.check().map_err(invalid)?;
+            if config.issuers[..i]
+                .iter()
+                .any(|o| o.issuer == issuer.issuer)
+            {
+                return Err(invalid(format!(
+                    "[[issuer]] {} is configured twice",
+                    issuer.issuer
+                )));
+            }
         }
         Ok(config)
     }
@@ -209,6 +428,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(s.contains("sshd"), "{s}");
+    }
+
+    #[test]
+    fn parses_issuers() {
+        let c = Config::parse(
+            "version = 1\n[tokens]\nkey_cache_dir = \"/k\"\n[mapping]\ntoken_mapfile = \"/t\"\n\
+             [[issuer]]\nissuer = \"https://cilogon.org\"\naudiences = [\"https://login.example.org\"]\n\
+             username_claim = \"eppn\"\nusername_domains = [\"example.edu\"]\n\
+             [[issuer]]\nissuer = \"https://wlcg.example\"\nprofile = \"wlcg\"\naccept_any_audience = true\n\
+             algorithms = [\"ES256\", \"EdDSA\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.tokens.key_cache_dir, PathBuf::from("/k"));
+        assert_eq!(c.mapping.token_mapfile, Some(PathBuf::from("/t")));
+        assert_eq!(c.issuers.len(), 2);
+        assert!(c.issuers[0].login_scopes().is_empty());
+        assert_eq!(c.issuers[1].login_scopes(), vec![Capability::ComputeCreate]);
+        assert_eq!(
+            c.issuers[1].policy().algorithms,
+            vec![JwsAlgorithm::ES256, JwsAlgorithm::EdDSA]
+        );
+        assert_eq!(
+            c.issuers[0].rules().username_domains,
+            vec!["example.edu".to_string()]
+        );
+    }
+
+    #[test]
+    fn bad_issuers_are_named() {
+        let bad = |body: &str| {
+            Config::parse(
+                &format!("version = 1\n[[issuer]]\n{body}"),
+                Path::new("h.toml"),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(bad("issuer = \"https://i\"\n").contains("https://i: audiences is empty"));
+        let s = bad("issuer = \"https://i\"\naudiences = [\"a\"]\nalgorithms = [\"HS256\"]\n");
+        assert!(s.contains("line 5") && s.contains("HS256"), "{s}");
+        let s = bad("issuer = \"https://i\"\naudiences = [\"a\"]\naudience = \"b\"\n");
+        assert!(s.contains("audience"), "{s}");
+        let s = bad(
+            "issuer = \"https://i\"\naudiences = [\"a\"]\n[[issuer]]\nissuer = \"https://i\"\naudiences = [\"a\"]\n",
+        );
+        assert!(s.contains("configured twice"), "{s}");
+        let s = bad("issuer = \"https://i\"\naudiences = [\"a\"]\nleeway = 3600\n");
+        assert!(s.contains("leeway"), "{s}");
     }
 
     #[test]

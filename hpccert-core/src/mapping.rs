@@ -10,6 +10,16 @@
 //! * a requested account must be one the line lists;
 //! * pool entries (`.atlas`) are recognised; leasing pool accounts is not available yet, so
 //!   a login that would need a lease is refused with that reason.
+//!
+//! Rules for token identities `(iss, sub)` ([`Mapper::decide_token`]), in this order:
+//! 1. authorisation of the issuer's [`TokenRules`]: every required scope held (a storage
+//!    scope covers the paths below it), and at least one required group when groups are
+//!    configured (`wlcg.groups`, `groups`, `isMemberOf`, `eduperson_entitlement`);
+//! 2. the token map ([`crate::tokenmap`]): a rule for `(iss, sub)` gives the accounts;
+//! 3. otherwise the issuer's username claim (`preferred_username`, `eppn`, ...): a value
+//!    with `@domain` counts only for a configured domain and gives its local part; the name
+//!    must be a valid POSIX account name and not a reserved or system account;
+//! 4. the requested account must be one of those; the first is the default.
 
 use std::fmt;
 
@@ -17,6 +27,8 @@ use thiserror::Error;
 
 use crate::dn::DistinguishedName;
 use crate::gridmap::{AccountName, GridMapfile, MappedAccount};
+use crate::token::{Capability, VerifiedToken};
+use crate::tokenmap::TokenMapfile;
 use crate::x509::VerifiedChain;
 
 /// Why no account was granted.
@@ -35,6 +47,113 @@ pub enum Refusal {
     BadLoginName { requested: String, reason: String },
     #[error("{dn} maps only to pool .{pool}, and pool account leases are not available yet")]
     PoolUnavailable { dn: String, pool: String },
+    #[error("token of {issuer} subject {subject} is not mapped: {reason}")]
+    TokenNotMapped {
+        issuer: String,
+        subject: String,
+        reason: String,
+    },
+    #[error("account {requested} is not mapped to {identity} (allowed: {})", allowed.join(", "))]
+    TokenAccountNotAllowed {
+        identity: String,
+        requested: String,
+        allowed: Vec<String>,
+    },
+    #[error("token lacks required scope {required} (it has: {held})")]
+    MissingScope { required: String, held: String },
+    #[error("token is in none of the required groups {} (it has: {held})", required.join(", "))]
+    NotInGroup { required: Vec<String>, held: String },
+}
+
+/// Who authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The end-entity DN of a verified certificate chain.
+    Certificate(DistinguishedName),
+    /// The issuer and subject of a verified token.
+    Token { issuer: String, subject: String },
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Certificate(dn) => write!(f, "{}", dn.to_slash()),
+            Self::Token { issuer, subject } => write!(f, "{subject} (issuer {issuer})"),
+        }
+    }
+}
+
+/// Names that a claim rule never maps to, whatever the token says.
+pub const RESERVED_ACCOUNTS: &[&str] = &[
+    "root",
+    "toor",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "sshd",
+    "admin",
+    "administrator",
+    "operator",
+    "adm",
+    "wheel",
+    "sudo",
+    "systemd-network",
+    "messagebus",
+];
+
+/// How one issuer's tokens map and what they must allow (from its `[[issuer]]` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    pub issuer: String,
+    /// A claim that names the account, when the token map has no rule.
+    pub username_claim: Option<String>,
+    /// Domains whose `user@domain` claim values map to `user`; values of other domains map
+    /// to nothing.
+    pub username_domains: Vec<String>,
+    /// Every one of these must be held.
+    pub required_scopes: Vec<Capability>,
+    /// At least one of these must be held, when not empty.
+    pub required_groups: Vec<String>,
+    /// Claim-derived accounts with a uid below this are refused (system accounts).
+    pub min_uid: u32,
+}
+
+impl TokenRules {
+    pub fn new(issuer: &str) -> Self {
+        Self {
+            issuer: issuer.to_string(),
+            username_claim: None,
+            username_domains: Vec::new(),
+            required_scopes: Vec::new(),
+            required_groups: Vec::new(),
+            min_uid: 1000,
+        }
+    }
+}
+
+/// The uid of a local account (a parameter so tests decide what exists).
+pub type UidLookup = fn(&str) -> Option<u32>;
+
+/// The system's account database.
+pub fn system_uid(name: &str) -> Option<u32> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
 }
 
 /// The account an identity may use, and the reasons, before any credential is involved
@@ -60,9 +179,10 @@ impl AccountChoice {
 #[must_use]
 pub struct Decision {
     account: AccountName,
-    identity: DistinguishedName,
+    identity: Identity,
     credential: String,
     proxy_depth: usize,
+    capabilities: Vec<Capability>,
     reasons: Vec<String>,
 }
 
@@ -70,8 +190,12 @@ impl Decision {
     pub fn account(&self) -> &AccountName {
         &self.account
     }
-    pub fn identity(&self) -> &DistinguishedName {
+    pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+    /// What a token allows (empty for certificates, which carry no scopes).
+    pub fn capabilities(&self) -> &[Capability] {
+        &self.capabilities
     }
     /// Fingerprint of the credential that was verified.
     pub fn credential(&self) -> &str {
@@ -96,11 +220,220 @@ impl fmt::Display for Decision {
 #[derive(Debug, Clone, Copy)]
 pub struct Mapper<'a> {
     gridmap: &'a GridMapfile,
+    token_map: Option<&'a TokenMapfile>,
+    token_rules: &'a [TokenRules],
+    uid_of: UidLookup,
 }
 
 impl<'a> Mapper<'a> {
     pub fn new(gridmap: &'a GridMapfile) -> Self {
-        Self { gridmap }
+        Self {
+            gridmap,
+            token_map: None,
+            token_rules: &[],
+            uid_of: system_uid,
+        }
+    }
+
+    /// Map tokens with this token map and these per-issuer rules.
+    pub fn with_tokens(
+        mut self,
+        token_map: Option<&'a TokenMapfile>,
+        rules: &'a [TokenRules],
+    ) -> Self {
+        self.token_map = token_map;
+        self.token_rules = rules;
+        self
+    }
+
+    /// Look local accounts up with `uid_of` instead of the system database.
+    pub fn with_uid_lookup(mut self, uid_of: UidLookup) -> Self {
+        self.uid_of = uid_of;
+        self
+    }
+
+    /// The login decision for a verified token.
+    pub fn decide_token(
+        &self,
+        token: &VerifiedToken,
+        requested: Option<&str>,
+    ) -> Result<Decision, Refusal> {
+        let default_rules = TokenRules::new(token.issuer());
+        let rules = self
+            .token_rules
+            .iter()
+            .find(|r| r.issuer == token.issuer())
+            .unwrap_or(&default_rules);
+        let mut reasons = vec![token.summary()];
+        let held = || {
+            let caps: Vec<String> = token
+                .capabilities()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if caps.is_empty() {
+                "no scopes".to_string()
+            } else {
+                caps.join(" ")
+            }
+        };
+        for required in &rules.required_scopes {
+            if !token.capabilities().iter().any(|c| c.satisfies(required)) {
+                return Err(Refusal::MissingScope {
+                    required: required.to_string(),
+                    held: held(),
+                });
+            }
+        }
+        if !rules.required_scopes.is_empty() {
+            let names: Vec<String> = rules
+                .required_scopes
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            reasons.push(format!("required scope(s) held: {}", names.join(" ")));
+        }
+        if !rules.required_groups.is_empty() {
+            match rules
+                .required_groups
+                .iter()
+                .find(|g| token.groups().contains(g))
+            {
+                Some(g) => reasons.push(format!("member of required group {g}")),
+                None => {
+                    let held = if token.groups().is_empty() {
+                        "no groups".to_string()
+                    } else {
+                        token.groups().join(", ")
+                    };
+                    return Err(Refusal::NotInGroup {
+                        required: rules.required_groups.clone(),
+                        held,
+                    });
+                }
+            }
+        }
+        let not_mapped = |reason: String| Refusal::TokenNotMapped {
+            issuer: token.issuer().to_string(),
+            subject: token.subject().to_string(),
+            reason,
+        };
+        let allowed: Vec<AccountName> = match self
+            .token_map
+            .and_then(|m| m.lookup(token.issuer(), token.subject()))
+        {
+            Some(rule) => {
+                let names: Vec<&str> = rule.accounts.iter().map(AccountName::as_str).collect();
+                reasons.push(format!(
+                    "token map line {} maps it to {}",
+                    rule.line,
+                    names.join(", ")
+                ));
+                rule.accounts.clone()
+            }
+            None => match &rules.username_claim {
+                None => {
+                    return Err(not_mapped(
+                        "no token map rule and no username claim configured".into(),
+                    ));
+                }
+                Some(claim) => {
+                    let account = self
+                        .claim_account(token, claim, rules)
+                        .map_err(not_mapped)?;
+                    reasons.push(format!(
+                        "no token map rule; claim {claim} names account {account}"
+                    ));
+                    vec![account]
+                }
+            },
+        };
+        let identity = Identity::Token {
+            issuer: token.issuer().to_string(),
+            subject: token.subject().to_string(),
+        };
+        let account = match requested {
+            None => {
+                let Some(first) = allowed.first() else {
+                    return Err(not_mapped("no account".into()));
+                };
+                reasons.push(format!(
+                    "no login name requested: the first account, {first}"
+                ));
+                first.clone()
+            }
+            Some(name) => {
+                let wanted = AccountName::parse(name).map_err(|reason| Refusal::BadLoginName {
+                    requested: name.to_string(),
+                    reason,
+                })?;
+                if !allowed.contains(&wanted) {
+                    return Err(Refusal::TokenAccountNotAllowed {
+                        identity: identity.to_string(),
+                        requested: name.to_string(),
+                        allowed: allowed.iter().map(ToString::to_string).collect(),
+                    });
+                }
+                reasons.push(format!("requested account {wanted} is allowed"));
+                wanted
+            }
+        };
+        Ok(Decision {
+            account,
+            identity,
+            credential: token.fingerprint().to_string(),
+            proxy_depth: 0,
+            capabilities: token.capabilities().to_vec(),
+            reasons,
+        })
+    }
+
+    /// The account a claim names, under the domain and reserved-account guards.
+    fn claim_account(
+        &self,
+        token: &VerifiedToken,
+        claim: &str,
+        rules: &TokenRules,
+    ) -> Result<AccountName, String> {
+        let value = token
+            .claim_str(claim)
+            .ok_or_else(|| format!("the token has no string claim {claim}"))?;
+        let name = match value.rsplit_once('@') {
+            Some((local, domain)) => {
+                if !rules
+                    .username_domains
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(domain))
+                {
+                    return Err(format!(
+                        "claim {claim} is in domain {domain:?}, not one of the configured username_domains ({})",
+                        if rules.username_domains.is_empty() {
+                            "none".to_string()
+                        } else {
+                            rules.username_domains.join(", ")
+                        }
+                    ));
+                }
+                local
+            }
+            None => value,
+        };
+        let account = AccountName::parse(name).map_err(|e| format!("claim {claim}: {e}"))?;
+        if RESERVED_ACCOUNTS.contains(&account.as_str()) {
+            return Err(format!(
+                "claim {claim} names the reserved account {account}"
+            ));
+        }
+        match (self.uid_of)(account.as_str()) {
+            None => Err(format!(
+                "claim {claim} names {account}, which is not an account on this host"
+            )),
+            Some(uid) if uid < rules.min_uid => Err(format!(
+                "claim {claim} names the system account {account} (uid {uid} < {})",
+                rules.min_uid
+            )),
+            Some(_) => Ok(account),
+        }
     }
 
     /// Which account `dn` may use, given the requested login name.
@@ -181,9 +514,10 @@ impl<'a> Mapper<'a> {
         reasons.extend(choice.reasons);
         Ok(Decision {
             account: choice.account,
-            identity: chain.identity().clone(),
+            identity: Identity::Certificate(chain.identity().clone()),
             credential: chain.fingerprint().to_string(),
             proxy_depth: chain.proxy_depth(),
+            capabilities: Vec::new(),
             reasons,
         })
     }

@@ -121,7 +121,10 @@ pub fn list_cached(dir: &Path) -> Vec<CacheListing> {
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<CachedKeys>(&b).map_err(|e| e.to_string()))
             .and_then(|c| read_cached(dir, &c.issuer));
-        out.push(CacheListing { path: p, content: parsed });
+        out.push(CacheListing {
+            path: p,
+            content: parsed,
+        });
     }
     out
 }
@@ -164,7 +167,11 @@ impl FileKeySource {
 
     fn stamp(path: &Path) -> Option<FileStamp> {
         let m = std::fs::metadata(path).ok()?;
-        Some(FileStamp { mtime: m.mtime(), mtime_nsec: m.mtime_nsec(), ino: m.ino() })
+        Some(FileStamp {
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ino: m.ino(),
+        })
     }
 
     fn load(&self, issuer: &str) -> Result<IssuerKeys, String> {

@@ -74,11 +74,11 @@ pub enum TokenError {
         claim: &'static str,
         expected: &'static str,
     },
-    #[error("token expired at {exp} (now {now}, leeway {leeway} s)")]
+    #[error("token expired at {} (now {}, leeway {leeway} s)", crate::x509::format_unix(*.exp), crate::x509::format_unix(*.now))]
     Expired { exp: i64, now: i64, leeway: i64 },
-    #[error("token not valid before {nbf} (now {now}, leeway {leeway} s)")]
+    #[error("token not valid before {} (now {}, leeway {leeway} s)", crate::x509::format_unix(*.nbf), crate::x509::format_unix(*.now))]
     NotYetValid { nbf: i64, now: i64, leeway: i64 },
-    #[error("token issued in the future (iat {iat}, now {now})")]
+    #[error("token issued in the future (iat {}, now {})", crate::x509::format_unix(*.iat), crate::x509::format_unix(*.now))]
     IssuedInFuture { iat: i64, now: i64 },
     #[error("token lifetime {lifetime} s exceeds the issuer's limit of {limit} s")]
     LifetimeTooLong { lifetime: i64, limit: i64 },
