@@ -305,9 +305,12 @@ fn demo_runs_to_the_expected_decisions() {
         String::from_utf8_lossy(&o.stderr)
     );
     let out = stdout(&o);
-    assert_eq!(out.matches("\nACCEPT ").count(), 2, "{out}");
-    assert_eq!(out.matches("\nREFUSE ").count(), 5, "{out}");
+    // 7 certificate cases (2 accepted), 5 token cases (1 accepted)
+    assert_eq!(out.matches("\nACCEPT ").count(), 3, "{out}");
+    assert_eq!(out.matches("\nREFUSE ").count(), 9, "{out}");
     assert!(out.contains("certificate revoked"));
+    assert!(out.contains("alg none refused"));
+    assert!(out.contains("lacks required scope compute.create"));
 }
 
 #[test]

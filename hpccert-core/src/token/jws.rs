@@ -200,6 +200,15 @@ fn roca_fingerprint(n: &[u8]) -> bool {
 
 fn parse_key(m: &Map<String, Value>) -> Result<VerificationKey, String> {
     let kty = str_field(m, "kty")?;
+    // a published key set never holds private parts: one that does is a leaked key
+    if let Some(private) = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
+        .iter()
+        .find(|f| m.contains_key(**f))
+    {
+        return Err(format!(
+            "the key carries private key material ({private}): a leaked key is never used"
+        ));
+    }
     if let Some(u) = m.get("use")
         && u.as_str() != Some("sig")
     {
