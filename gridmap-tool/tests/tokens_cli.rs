@@ -46,7 +46,7 @@ fn code(o: &Output) -> i32 {
 }
 
 fn now() -> i64 {
-    hpccert_core::token::unix_seconds(std::time::SystemTime::now())
+    hpccert_core::token::unix_seconds(hpccert_core::clock::now())
 }
 
 fn claims(iss: &str, aud: &str, scope: &str) -> Value {
