@@ -43,9 +43,109 @@ pub struct Config {
     pub mapping: MappingConfig,
     #[serde(default)]
     pub tokens: TokensConfig,
+    #[serde(default)]
+    pub sshd: SshdConfig,
     /// `[[issuer]]` tables: the trusted token issuers.
     #[serde(default, rename = "issuer", skip_serializing_if = "Vec::is_empty")]
     pub issuers: Vec<IssuerConfig>,
+}
+
+/// An authentication method sshd-gsi can offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SshMethod {
+    /// RFC 6187 X.509 certificates (and RFC 3820 proxies) in publickey authentication.
+    X509,
+    /// A bearer token answered to keyboard-interactive prompts.
+    KeyboardInteractive,
+    /// A bearer token given as the password (for clients that only do passwords).
+    Password,
+}
+
+/// The RFC 6187 algorithms offered by default (no SHA-1).
+pub const DEFAULT_X509_ALGORITHMS: &[&str] = &[
+    "x509v3-rsa2048-sha256",
+    "x509v3-ecdsa-sha2-nistp256",
+    "x509v3-ecdsa-sha2-nistp384",
+    "x509v3-ecdsa-sha2-nistp521",
+    "x509v3-ssh-ed25519",
+];
+
+/// Every RFC 6187 algorithm sshd-gsi implements; `x509v3-ssh-rsa` and `x509v3-sign-rsa` sign
+/// with SHA-1 and are offered only when listed in `x509_algorithms`.
+pub const KNOWN_X509_ALGORITHMS: &[&str] = &[
+    "x509v3-rsa2048-sha256",
+    "x509v3-ecdsa-sha2-nistp256",
+    "x509v3-ecdsa-sha2-nistp384",
+    "x509v3-ecdsa-sha2-nistp521",
+    "x509v3-ssh-ed25519",
+    "x509v3-ssh-rsa",
+    "x509v3-sign-rsa",
+];
+
+/// `[sshd]`: the SSH server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshdConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<String>,
+    /// Host private keys (OpenSSH format).
+    pub host_keys: Vec<PathBuf>,
+    /// Methods offered, exactly; an empty list offers none.
+    pub methods: Vec<SshMethod>,
+    /// RFC 6187 algorithms offered for `x509`.
+    pub x509_algorithms: Vec<String>,
+    /// The program run for `subsystem sftp`, as the user.
+    pub sftp_server: PathBuf,
+    /// Environment variables a client may set (`*` at the end matches a prefix).
+    pub accept_env: Vec<String>,
+    /// A file sent to clients before authentication.
+    pub banner: Option<PathBuf>,
+    /// Seconds a client has to authenticate.
+    pub login_grace_time: u64,
+    /// Authentication attempts per connection.
+    pub max_auth_tries: usize,
+}
+
+impl Default for SshdConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["0.0.0.0:2222".into(), "[::]:2222".into()],
+            host_keys: vec![PathBuf::from("/etc/hpccert/ssh_host_ed25519_key")],
+            methods: vec![SshMethod::X509, SshMethod::KeyboardInteractive],
+            x509_algorithms: DEFAULT_X509_ALGORITHMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            sftp_server: PathBuf::from("/usr/lib/openssh/sftp-server"),
+            accept_env: vec!["LANG".into(), "LC_*".into()],
+            banner: None,
+            login_grace_time: 120,
+            max_auth_tries: 6,
+        }
+    }
+}
+
+impl SshdConfig {
+    fn check(&self) -> Result<(), String> {
+        for a in &self.x509_algorithms {
+            if !KNOWN_X509_ALGORITHMS.contains(&a.as_str()) {
+                return Err(format!(
+                    "[sshd] x509_algorithms: unknown algorithm {a:?} (known: {})",
+                    KNOWN_X509_ALGORITHMS.join(", ")
+                ));
+            }
+        }
+        for l in &self.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!("[sshd] listen: {l:?} is not an address:port"));
+            }
+        }
+        if self.max_auth_tries == 0 {
+            return Err("[sshd] max_auth_tries must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[tokens]`: settings shared by every issuer.
@@ -316,6 +416,7 @@ impl Default for Config {
             trust: TrustConfig::default(),
             mapping: MappingConfig::default(),
             tokens: TokensConfig::default(),
+            sshd: SshdConfig::default(),
             issuers: Vec::new(),
         }
     }
@@ -349,6 +450,7 @@ impl Config {
                 "[trust] ca_dir and ca_bundle are exclusive: give one".into(),
             ));
         }
+        config.sshd.check().map_err(invalid)?;
         for (i, issuer) in config.issuers.iter().enumerate() {
             issuer.check().map_err(invalid)?;
             if config.issuers[..i]
@@ -427,7 +529,21 @@ mod tests {
         let s = Config::parse("version = 1\n[sshd]\nport = 2\n", Path::new("h.toml"))
             .unwrap_err()
             .to_string();
-        assert!(s.contains("sshd"), "{s}");
+        assert!(s.contains("line 3") && s.contains("port"), "{s}");
+        let s = Config::parse(
+            "version = 1\n[sshd]\nx509_algorithms = [\"x509v3-dsa\"]\n",
+            Path::new("h.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(s.contains("unknown algorithm \"x509v3-dsa\""), "{s}");
+        let s = Config::parse(
+            "version = 1\n[sshd]\nmethods = [\"hostbased\"]\n",
+            Path::new("h.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(s.contains("hostbased"), "{s}");
     }
 
     #[test]

@@ -62,6 +62,24 @@ impl DevKey {
         })
     }
 
+    /// The private key, PKCS#8 PEM (to keep a dev issuer across runs).
+    pub fn private_pem(&self) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        self.key.private_key_to_pem_pkcs8()
+    }
+
+    /// A key saved with [`DevKey::private_pem`].
+    pub fn from_pem(
+        kid: &str,
+        alg: JwsAlgorithm,
+        pem: &[u8],
+    ) -> Result<Self, openssl::error::ErrorStack> {
+        Ok(Self {
+            kid: kid.to_string(),
+            alg,
+            key: PKey::private_key_from_pem(pem)?,
+        })
+    }
+
     /// The public key as a JWK.
     pub fn jwk(&self) -> Result<Value, openssl::error::ErrorStack> {
         let mut jwk = match self.alg {

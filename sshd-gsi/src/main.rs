@@ -1,14 +1,111 @@
-//! sshd-gsi: the SSH server on port 2222 (RFC 6187 X.509 and bearer-token logins).
+//! sshd-gsi: the SSH server on port 2222 for certificate- and token-based logins.
 //!
-//! Not built yet: authentication and sessions arrive with issue #4. Until then the binary
-//! refuses to start rather than pretend to serve.
-#![forbid(unsafe_code)]
+//! `main` parses the command line and hands over: [`server`] listens, [`session`] is the
+//! russh handler of one connection, [`auth`] asks hpccert-core, [`spawn`] starts processes
+//! as the mapped account (the only module that changes privileges), [`dev`] is `--dev`.
 
+mod auth;
+mod dev;
+mod server;
+mod session;
+mod spawn;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+use hpccert_core::config::{Config, DEFAULT_PATH};
+
+/// SSH server for HPC login nodes: logins with X.509 certificates (RFC 6187, RFC 3820
+/// proxies) and OAuth2 bearer tokens, mapped to local accounts through the grid-mapfile and
+/// the token map, as /etc/hpccert/hpccert.toml configures.
+///
+/// Token logins: keyboard-interactive (prompt "Access token: "; an answer ending in "\"
+/// continues with "Access token (part N): ", for clients that cut answers at 1023 bytes; see
+/// hpccert-askpass) or the token as the password.
+#[derive(Debug, Parser)]
+#[command(name = "sshd-gsi", version)]
+struct Cli {
+    /// Config file.
+    #[arg(short = 'f', long, value_name = "FILE", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    /// Check the configuration (config file, host keys, trust store, mapping files), print
+    /// the effective configuration and exit: 0 usable, 1 not.
+    #[arg(short = 't', long)]
+    check_config: bool,
+    /// Development mode: unprivileged, on 127.0.0.1:2222, with a generated dev CA, user
+    /// certificate, token issuer and host key in the state directory; prints how to log in.
+    #[arg(long)]
+    dev: bool,
+    /// State directory of --dev [default: $XDG_STATE_HOME/hpccert-dev or ~/.local/state/hpccert-dev].
+    #[arg(long, value_name = "DIR", requires = "dev")]
+    state_dir: Option<PathBuf>,
+    /// Listen on this address instead of the configured ones (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<String>,
+    /// Debug logging (or set HPCCERT_LOG, e.g. HPCCERT_LOG=debug).
+    #[arg(short, long)]
+    debug: bool,
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "sshd-gsi: not built yet (see issue #4); use `gridmap-tool explain` to test decisions"
-    );
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HPCCERT_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if cli.debug {
+                    "debug"
+                } else {
+                    "info,russh=warn"
+                })
+            }),
+        )
+        .with_target(false)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sshd-gsi: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    let mut config = if cli.dev {
+        let listen = cli
+            .listen
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1:2222".to_string());
+        let state = cli.state_dir.clone().unwrap_or_else(dev::default_state_dir);
+        let setup = dev::prepare(&state, &listen)?;
+        eprintln!("{}", dev::instructions(&setup, &listen));
+        setup.config
+    } else {
+        Config::load(&cli.config).map_err(|e| e.to_string())?
+    };
+    if !cli.listen.is_empty() {
+        config.sshd.listen = cli.listen.clone();
+    }
+    if cli.check_config {
+        server::host_keys(&config)?;
+        auth::Engine::load(config.clone())?;
+        print!("{}", toml_text(&config)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    server::host_keys(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let engine = std::sync::Arc::new(auth::Engine::load(config)?);
+    runtime.block_on(server::serve(engine.clone()))?;
+    drop(runtime);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn toml_text(config: &Config) -> Result<String, String> {
+    toml::to_string_pretty(config).map_err(|e| format!("cannot print the configuration: {e}"))
 }

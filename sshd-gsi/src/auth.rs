@@ -1,0 +1,289 @@
+//! Authentication through hpccert-core: the server asks, the core decides.
+//!
+//! [`Engine`] holds what the decisions read (trust store, grid-mapfile, token map, issuer
+//! keys), each reloaded when its file changes (a broken new version is refused and the last
+//! good one kept). Every attempt ends in one log line, as sshd writes them:
+//! `Accepted token for alice from 10.0.0.5 port 40022 ssh2: ...` or
+//! `Failed x509 for alice from 10.0.0.5 port 40022 ssh2: certificate expired ...`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hpccert_core::config::{Config, IssuerConfig};
+use hpccert_core::gridmap::GridMapfile;
+use hpccert_core::mapping::{Decision, Mapper, TokenRules};
+use hpccert_core::reload::Reloading;
+use hpccert_core::token::fetch::{Fetcher, RefreshTiming, RefreshingKeySource};
+use hpccert_core::token::keys::FileKeySource;
+use hpccert_core::token::{IssuerPolicy, verify_token};
+use hpccert_core::tokenmap::TokenMapfile;
+use hpccert_core::trust::TrustStore;
+use hpccert_core::x509::{PresentedChain, VerifyOptions, verify_chain};
+
+/// How often changed files are noticed.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+/// What an accepted login carries into the session.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub method: &'static str,
+    pub decision: Decision,
+}
+
+/// The decision sources of a running server.
+pub struct Engine {
+    pub config: Config,
+    trust: Option<Reloading<TrustStore>>,
+    gridmap: Reloading<GridMapfile>,
+    token_map: Option<Reloading<TokenMapfile>>,
+    keys: RefreshingKeySource,
+    policies: Vec<IssuerPolicy>,
+    rules: Vec<TokenRules>,
+    verify_options: VerifyOptions,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("issuers", &self.policies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn load_token_map(path: &Path) -> Result<TokenMapfile, String> {
+    TokenMapfile::load(path).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+impl Engine {
+    /// Load every source; a source the configured methods need and that cannot be read is an
+    /// error (the server does not start half-blind).
+    pub fn load(config: Config) -> Result<Self, String> {
+        use hpccert_core::config::SshMethod;
+        let wants_x509 = config.sshd.methods.contains(&SshMethod::X509);
+        let trust_source = config.trust.source();
+        let trust = if wants_x509 {
+            Some(
+                Reloading::open(&trust_source, RELOAD_CHECK, TrustStore::load)
+                    .map_err(|e| format!("trust store {}: {e}", trust_source.display()))?,
+            )
+        } else {
+            None
+        };
+        let gm = &config.mapping.grid_mapfile;
+        let gridmap = if gm.exists() || wants_x509 {
+            Reloading::open(gm, RELOAD_CHECK, GridMapfile::load)
+                .map_err(|e| format!("grid-mapfile: {e}"))?
+        } else {
+            // tokens only and no grid-mapfile: an empty one
+            let empty = std::env::temp_dir().join("hpccert-empty-grid-mapfile");
+            std::fs::write(&empty, b"").map_err(|e| e.to_string())?;
+            Reloading::open(&empty, Duration::from_secs(3600), GridMapfile::load)
+                .map_err(|e| e.to_string())?
+        };
+        let token_map = match &config.mapping.token_mapfile {
+            Some(p) => Some(
+                Reloading::open(p, RELOAD_CHECK, load_token_map)
+                    .map_err(|e| format!("token map: {e}"))?,
+            ),
+            None => None,
+        };
+        let files =
+            config
+                .issuers
+                .iter()
+                .fold(
+                    FileKeySource::new(&config.tokens.key_cache_dir),
+                    |s, i| match &i.jwks_file {
+                        Some(f) => s.with_jwks_file(&i.issuer, f),
+                        None => s,
+                    },
+                );
+        let fetcher = Fetcher::new(Duration::from_secs(config.tokens.fetch_timeout))?;
+        let timing = RefreshTiming {
+            refresh_after: config.tokens.refresh_after,
+            negative_ttl: config.tokens.negative_ttl,
+            min_refetch_interval: config.tokens.min_refetch_interval,
+        };
+        let keys =
+            config
+                .issuers
+                .iter()
+                .fold(
+                    RefreshingKeySource::new(files, fetcher, timing),
+                    |k, i| match &i.jwks_uri {
+                        Some(u) => k.with_jwks_uri(&i.issuer, u),
+                        None => k,
+                    },
+                );
+        let policies = config.issuers.iter().map(IssuerConfig::policy).collect();
+        let rules = config.issuers.iter().map(IssuerConfig::rules).collect();
+        let verify_options = config.trust.verify_options();
+        Ok(Self {
+            config,
+            trust,
+            gridmap,
+            token_map,
+            keys,
+            policies,
+            rules,
+            verify_options,
+        })
+    }
+
+    /// Verify a bearer token and map it to `user`. Blocking (may fetch issuer keys).
+    pub fn token_login(
+        &self,
+        user: &str,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Decision, String> {
+        if self.policies.is_empty() {
+            return Err("no token issuer is configured".into());
+        }
+        let verified = verify_token(
+            token,
+            &self.policies,
+            &self.keys,
+            self.config.tokens.max_token_bytes,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        let gridmap = self.gridmap.current();
+        let token_map = self.token_map.as_ref().map(|m| m.current());
+        Mapper::new(&gridmap)
+            .with_tokens(token_map.as_deref(), &self.rules)
+            .decide_token(&verified, Some(user))
+            .map_err(|e| format!("{} (issuer {}): {e}", verified.subject(), verified.issuer()))
+    }
+
+    /// Verify a certificate chain (presented certificate first) and map it to `user`.
+    #[expect(dead_code, reason = "called by the RFC 6187 hook once wired")]
+    pub fn x509_login(
+        &self,
+        user: &str,
+        chain: &PresentedChain,
+        now: SystemTime,
+    ) -> Result<Decision, String> {
+        let trust = self.trust.as_ref().ok_or("x509 is not enabled")?.current();
+        let verified =
+            verify_chain(&trust, chain, &self.verify_options, now).map_err(|e| e.to_string())?;
+        let gridmap = self.gridmap.current();
+        Mapper::new(&gridmap)
+            .decide(&verified, Some(user))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `from 10.0.0.5 port 40022 ssh2`, as sshd writes it.
+pub fn from(peer: &SocketAddr) -> String {
+    format!("from {} port {} ssh2", peer.ip(), peer.port())
+}
+
+/// Log a refusal (sshd's wording, so fail2ban and log tools work) and return it.
+pub fn log_failure(method: &str, user: &str, peer: &SocketAddr, reason: &str) {
+    tracing::info!(target: "sshd_gsi::auth", "Failed {method} for {user} {}: {reason}", from(peer));
+}
+
+/// Log an accepted login with identity, credential fingerprint, proxy depth and account.
+pub fn log_success(method: &str, user: &str, peer: &SocketAddr, d: &Decision) {
+    tracing::info!(
+        target: "sshd_gsi::auth",
+        "Accepted {method} for {user} {}: identity \"{}\" credential {} proxy depth {} account {}",
+        from(peer),
+        d.identity(),
+        d.credential(),
+        d.proxy_depth(),
+        d.account()
+    );
+}
+
+/// Keyboard-interactive token entry with continuation prompts.
+///
+/// Stock OpenSSH reads each answer into a 1024-byte buffer, so a 2-4 KB token cannot be one
+/// answer. An answer that ends with `\` means "more follows": the server asks again with
+/// `Access token (part N): ` and joins the parts (a JWT never contains `\`). The shipped
+/// askpass helper (`hpccert-askpass`) answers part N of the token found the WLCG way.
+#[derive(Debug, Default)]
+pub struct TokenEntry {
+    parts: Vec<String>,
+}
+
+/// What to do after an answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Ask for part N (2, 3, ...).
+    Ask(usize),
+    /// The whole token.
+    Done(String),
+    /// Too many parts or too long: refuse.
+    TooLong,
+}
+
+pub const FIRST_PROMPT: &str = "Access token: ";
+
+pub fn part_prompt(n: usize) -> String {
+    format!("Access token (part {n}): ")
+}
+
+impl TokenEntry {
+    pub fn answer(&mut self, text: &str, max_bytes: usize) -> Next {
+        let text = text.trim_end_matches(['\r', '\n']);
+        let (piece, more) = match text.strip_suffix('\\') {
+            Some(p) => (p.trim(), true),
+            None => (text.trim(), false),
+        };
+        self.parts.push(piece.to_string());
+        let len: usize = self.parts.iter().map(String::len).sum();
+        if len > max_bytes || self.parts.len() > max_bytes / 64 + 2 {
+            self.parts.clear();
+            return Next::TooLong;
+        }
+        if more {
+            Next::Ask(self.parts.len() + 1)
+        } else {
+            let token = self.parts.concat();
+            self.parts.clear();
+            Next::Done(token)
+        }
+    }
+}
+
+/// A shared engine.
+pub type SharedEngine = Arc<Engine>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuation_prompts_join_parts() {
+        let mut e = TokenEntry::default();
+        assert_eq!(e.answer("aaa.bbb\\", 16384), Next::Ask(2));
+        assert_eq!(e.answer("ccc\\\n", 16384), Next::Ask(3));
+        assert_eq!(
+            e.answer("ddd.sig", 16384),
+            Next::Done("aaa.bbbcccddd.sig".into())
+        );
+        // the entry starts over after a complete token
+        assert_eq!(e.answer("x.y.z", 16384), Next::Done("x.y.z".into()));
+        // a bounded total
+        let mut e = TokenEntry::default();
+        let chunk = format!("{}\\", "a".repeat(1000));
+        let mut last = Next::Ask(0);
+        for _ in 0..20 {
+            last = e.answer(&chunk, 16384);
+            if last == Next::TooLong {
+                break;
+            }
+        }
+        assert_eq!(last, Next::TooLong);
+        assert_eq!(part_prompt(2), "Access token (part 2): ");
+    }
+}

@@ -1,0 +1,799 @@
+//! One SSH connection: the russh handler. Authentication callbacks ask [`crate::auth`];
+//! channel requests start processes through [`crate::spawn`] and pump their I/O.
+//!
+//! Supported per session channel: `pty-req`, `env` (allow-list), `window-change`, `signal`,
+//! then one of `exec`, `shell` or `subsystem sftp`. Output flows with the channel window (a
+//! slow client slows the child; buffers stay bounded); exit status or signal, EOF and close
+//! are sent when the process ends.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hpccert_core::config::SshMethod;
+use hpccert_core::mapping::Identity;
+use russh::server::{Auth, Msg, Response, Session};
+use russh::{Channel, ChannelId, ChannelMsg, Pty as PtyMode, Sig};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::{self, Login, Next, SharedEngine, TokenEntry};
+use crate::spawn::{self, Account, Pty};
+
+/// A PTY requested for a channel.
+#[derive(Debug, Clone)]
+struct PtyRequest {
+    term: String,
+    cols: u32,
+    rows: u32,
+    px: u32,
+    py: u32,
+    modes: Vec<(PtyMode, u32)>,
+}
+
+/// A session channel before and after its process starts.
+#[derive(Debug, Default)]
+struct ChannelState {
+    channel: Option<Channel<Msg>>,
+    pty: Option<PtyRequest>,
+    env: Vec<(String, String)>,
+    master: Option<Arc<OwnedFd>>,
+    pid: Option<i32>,
+}
+
+/// The handler of one connection.
+pub struct Connection {
+    engine: SharedEngine,
+    peer: SocketAddr,
+    local: SocketAddr,
+    entry: TokenEntry,
+    login: Option<(Login, Account)>,
+    channels: HashMap<ChannelId, ChannelState>,
+    /// Set on a successful login (the accept loop's grace timer reads it).
+    authenticated: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub fn new(
+        engine: SharedEngine,
+        peer: SocketAddr,
+        local: SocketAddr,
+        authenticated: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            engine,
+            peer,
+            local,
+            entry: TokenEntry::default(),
+            login: None,
+            channels: HashMap::new(),
+            authenticated,
+        }
+    }
+
+    fn offers(&self, m: SshMethod) -> bool {
+        self.engine.config.sshd.methods.contains(&m)
+    }
+
+    /// Verify a token for `user` off the async threads (the key source may fetch).
+    async fn token_login(&mut self, method: &'static str, user: &str, token: String) -> Auth {
+        let engine = self.engine.clone();
+        let u = user.to_string();
+        let now = hpccert_core::clock::now();
+        let result = tokio::task::spawn_blocking(move || engine.token_login(&u, &token, now))
+            .await
+            .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        self.finish_login(method, user, result)
+    }
+
+    fn finish_login(
+        &mut self,
+        method: &'static str,
+        user: &str,
+        result: Result<hpccert_core::mapping::Decision, String>,
+    ) -> Auth {
+        let result = result.and_then(|d| {
+            let account = Account::lookup(d.account().as_str())?;
+            account.can_switch_to()?;
+            Ok((d, account))
+        });
+        match result {
+            Ok((decision, account)) => {
+                auth::log_success(method, user, &self.peer, &decision);
+                self.login = Some((Login { method, decision }, account));
+                self.authenticated.store(true, Ordering::SeqCst);
+                Auth::Accept
+            }
+            Err(reason) => {
+                auth::log_failure(method, user, &self.peer, &reason);
+                Auth::reject()
+            }
+        }
+    }
+
+    /// The environment of a session process.
+    fn environment(
+        &self,
+        account: &Account,
+        login: &Login,
+        state: &ChannelState,
+        tty: Option<&str>,
+    ) -> Vec<(OsString, OsString)> {
+        let mut env = spawn::base_environment(account);
+        let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+        set(
+            "SSH_CONNECTION",
+            format!(
+                "{} {} {} {}",
+                self.peer.ip(),
+                self.peer.port(),
+                self.local.ip(),
+                self.local.port()
+            ),
+        );
+        set(
+            "SSH_CLIENT",
+            format!(
+                "{} {} {}",
+                self.peer.ip(),
+                self.peer.port(),
+                self.local.port()
+            ),
+        );
+        if let Some(tty) = tty {
+            set("SSH_TTY", tty.to_string());
+        }
+        if let Some(p) = &state.pty {
+            set("TERM", p.term.clone());
+        }
+        set("HPCCERT_AUTH_METHOD", login.method.to_string());
+        set("HPCCERT_IDENTITY", login.decision.identity().to_string());
+        set(
+            "HPCCERT_CREDENTIAL",
+            login.decision.credential().to_string(),
+        );
+        match login.decision.identity() {
+            Identity::Certificate(dn) => {
+                set("HPCCERT_DN", dn.to_slash());
+                set(
+                    "HPCCERT_PROXY_DEPTH",
+                    login.decision.proxy_depth().to_string(),
+                );
+            }
+            Identity::Token { issuer, subject } => {
+                set("HPCCERT_TOKEN_ISSUER", issuer.clone());
+                set("HPCCERT_TOKEN_SUBJECT", subject.clone());
+                let scopes: Vec<String> = login
+                    .decision
+                    .capabilities()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                set("HPCCERT_TOKEN_SCOPES", scopes.join(" "));
+            }
+        }
+        for (k, v) in &state.env {
+            if spawn::env_allowed(k, &self.engine.config.sshd.accept_env) {
+                env.push((k.into(), v.into()));
+            }
+        }
+        env
+    }
+
+    /// Start the channel's process: `argv` runs as the account, with or without PTY.
+    fn start(&mut self, id: ChannelId, what: Start, session: &mut Session) -> Result<(), String> {
+        let Some((login, account)) = &self.login else {
+            return Err("not authenticated".into());
+        };
+        let Some(state) = self.channels.get(&id) else {
+            return Err("unknown channel".into());
+        };
+        let pty = match &state.pty {
+            Some(p) if !matches!(what, Start::Subsystem(_)) => {
+                let pty = Pty::open(p.cols, p.rows, p.px, p.py)?;
+                apply_modes(&pty.slave, &p.modes);
+                Some(pty)
+            }
+            _ => None,
+        };
+        let shell = account.shell.clone();
+        let mut cmd = match &what {
+            Start::Exec(command) => {
+                let mut c = tokio::process::Command::new(&shell);
+                c.arg("-c").arg(command);
+                c
+            }
+            Start::Shell => {
+                let mut c = tokio::process::Command::new(&shell);
+                let name = shell
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                c.arg0(format!("-{name}"));
+                c
+            }
+            Start::Subsystem(program) => tokio::process::Command::new(program),
+        };
+        let env = self.environment(
+            account,
+            login,
+            state,
+            pty.as_ref().map(|p| p.slave_path.as_str()),
+        );
+        cmd.env_clear()
+            .envs(env)
+            .current_dir(if account.home.is_dir() {
+                &account.home
+            } else {
+                std::path::Path::new("/")
+            });
+        cmd.kill_on_drop(false);
+        spawn::as_account(&mut cmd, account, pty.is_some())?;
+        let Some(state) = self.channels.get_mut(&id) else {
+            return Err("unknown channel".into());
+        };
+        let Some(channel) = state.channel.take() else {
+            return Err("a process already runs on this channel".into());
+        };
+        let handle = session.handle();
+        match pty {
+            Some(pty) => {
+                let slave =
+                    |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| e.to_string());
+                cmd.stdin(slave(&pty.slave)?)
+                    .stdout(slave(&pty.slave)?)
+                    .stderr(slave(&pty.slave)?);
+                let child = cmd
+                    .spawn()
+                    .map_err(|e| format!("cannot start {}: {e}", shell.display()))?;
+                drop(pty.slave);
+                state.pid = child.id().and_then(|p| i32::try_from(p).ok());
+                let master = Arc::new(pty.master);
+                state.master = Some(master.clone());
+                tokio::spawn(pump_pty(channel, child, master, handle, id));
+            }
+            None => {
+                cmd.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let child = cmd
+                    .spawn()
+                    .map_err(|e| format!("cannot start the session process: {e}"))?;
+                state.pid = child.id().and_then(|p| i32::try_from(p).ok());
+                tokio::spawn(pump_pipes(channel, child, handle, id));
+            }
+        }
+        tracing::info!(
+            target: "sshd_gsi::session",
+            "session started for {} ({}) {}: {}",
+            account.name,
+            login.decision.identity(),
+            auth::from(&self.peer),
+            what
+        );
+        Ok(())
+    }
+
+    fn reply(session: &mut Session, id: ChannelId, ok: bool) -> Result<(), russh::Error> {
+        if ok {
+            session.channel_success(id)
+        } else {
+            session.channel_failure(id)
+        }
+    }
+}
+
+/// What a channel runs.
+#[derive(Debug)]
+enum Start {
+    Exec(String),
+    Shell,
+    Subsystem(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exec(c) => write!(f, "exec {c:?}"),
+            Self::Shell => f.write_str("shell"),
+            Self::Subsystem(p) => write!(f, "subsystem {}", p.display()),
+        }
+    }
+}
+
+/// Apply the client's terminal modes (RFC 4254 §8) to the PTY.
+fn apply_modes(slave: &OwnedFd, modes: &[(PtyMode, u32)]) {
+    use nix::sys::termios::{self, InputFlags, LocalFlags, OutputFlags, SetArg};
+    let Ok(mut t) = termios::tcgetattr(slave) else {
+        return;
+    };
+    for (mode, value) in modes {
+        let on = *value != 0;
+        let (i, o, l) = match mode {
+            PtyMode::ICRNL => (InputFlags::ICRNL, OutputFlags::empty(), LocalFlags::empty()),
+            PtyMode::IXON => (InputFlags::IXON, OutputFlags::empty(), LocalFlags::empty()),
+            PtyMode::IXANY => (InputFlags::IXANY, OutputFlags::empty(), LocalFlags::empty()),
+            PtyMode::IXOFF => (InputFlags::IXOFF, OutputFlags::empty(), LocalFlags::empty()),
+            PtyMode::IMAXBEL => (
+                InputFlags::IMAXBEL,
+                OutputFlags::empty(),
+                LocalFlags::empty(),
+            ),
+            PtyMode::IUTF8 => (InputFlags::IUTF8, OutputFlags::empty(), LocalFlags::empty()),
+            PtyMode::OPOST => (InputFlags::empty(), OutputFlags::OPOST, LocalFlags::empty()),
+            PtyMode::ONLCR => (InputFlags::empty(), OutputFlags::ONLCR, LocalFlags::empty()),
+            PtyMode::ISIG => (InputFlags::empty(), OutputFlags::empty(), LocalFlags::ISIG),
+            PtyMode::ICANON => (
+                InputFlags::empty(),
+                OutputFlags::empty(),
+                LocalFlags::ICANON,
+            ),
+            PtyMode::ECHO => (InputFlags::empty(), OutputFlags::empty(), LocalFlags::ECHO),
+            PtyMode::ECHOE => (InputFlags::empty(), OutputFlags::empty(), LocalFlags::ECHOE),
+            PtyMode::ECHOK => (InputFlags::empty(), OutputFlags::empty(), LocalFlags::ECHOK),
+            PtyMode::ECHONL => (
+                InputFlags::empty(),
+                OutputFlags::empty(),
+                LocalFlags::ECHONL,
+            ),
+            PtyMode::IEXTEN => (
+                InputFlags::empty(),
+                OutputFlags::empty(),
+                LocalFlags::IEXTEN,
+            ),
+            _ => continue,
+        };
+        t.input_flags.set(i, on);
+        t.output_flags.set(o, on);
+        t.local_flags.set(l, on);
+    }
+    let _ = termios::tcsetattr(slave, SetArg::TCSANOW, &t);
+}
+
+/// The exit of a process as SSH reports it.
+async fn report_exit(
+    write: &russh::ChannelWriteHalf<Msg>,
+    handle: &russh::server::Handle,
+    id: ChannelId,
+    status: std::io::Result<std::process::ExitStatus>,
+) {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => {
+                let _ = write.exit_status(u32::try_from(code).unwrap_or(255)).await;
+            }
+            (None, Some(sig)) => {
+                let _ = handle
+                    .exit_signal_request(
+                        id,
+                        signal_name(sig),
+                        s.core_dumped(),
+                        String::new(),
+                        String::new(),
+                    )
+                    .await;
+            }
+            _ => {
+                let _ = write.exit_status(255).await;
+            }
+        },
+        Err(e) => {
+            tracing::warn!(target: "sshd_gsi::session", "waiting for the session process: {e}");
+            let _ = write.exit_status(255).await;
+        }
+    }
+    let _ = write.eof().await;
+    let _ = write.close().await;
+}
+
+fn signal_name(sig: i32) -> Sig {
+    match sig {
+        libc::SIGABRT => Sig::ABRT,
+        libc::SIGALRM => Sig::ALRM,
+        libc::SIGFPE => Sig::FPE,
+        libc::SIGHUP => Sig::HUP,
+        libc::SIGILL => Sig::ILL,
+        libc::SIGINT => Sig::INT,
+        libc::SIGKILL => Sig::KILL,
+        libc::SIGPIPE => Sig::PIPE,
+        libc::SIGQUIT => Sig::QUIT,
+        libc::SIGSEGV => Sig::SEGV,
+        libc::SIGTERM => Sig::TERM,
+        libc::SIGUSR1 => Sig::USR1,
+        other => Sig::Custom(format!("SIG{other}")),
+    }
+}
+
+fn unix_signal(sig: &Sig) -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
+    Some(match sig {
+        Sig::ABRT => Signal::SIGABRT,
+        Sig::ALRM => Signal::SIGALRM,
+        Sig::FPE => Signal::SIGFPE,
+        Sig::HUP => Signal::SIGHUP,
+        Sig::ILL => Signal::SIGILL,
+        Sig::INT => Signal::SIGINT,
+        Sig::KILL => Signal::SIGKILL,
+        Sig::PIPE => Signal::SIGPIPE,
+        Sig::QUIT => Signal::SIGQUIT,
+        Sig::SEGV => Signal::SIGSEGV,
+        Sig::TERM => Signal::SIGTERM,
+        Sig::USR1 => Signal::SIGUSR1,
+        Sig::Custom(name) if name == "USR2" => Signal::SIGUSR2,
+        Sig::Custom(_) => return None,
+    })
+}
+
+/// Pipes: client data -> stdin (EOF closes it), stdout -> data, stderr -> extended data 1.
+async fn pump_pipes(
+    channel: Channel<Msg>,
+    mut child: tokio::process::Child,
+    handle: russh::server::Handle,
+    id: ChannelId,
+) {
+    let (mut read, write) = channel.split();
+    let mut stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let write = Arc::new(write);
+    let (w1, w2) = (write.clone(), write.clone());
+    let out = tokio::spawn(async move {
+        if let Some(s) = stdout {
+            let _ = w1.data(s).await;
+        }
+    });
+    let err = tokio::spawn(async move {
+        if let Some(s) = stderr {
+            let _ = w2.extended_data(1, s).await;
+        }
+    });
+    let input = tokio::spawn(async move {
+        while let Some(msg) = read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    let Some(s) = stdin.as_mut() else { continue };
+                    if s.write_all(&data).await.is_err() {
+                        stdin = None;
+                    }
+                }
+                ChannelMsg::Eof => stdin = None,
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+    });
+    let _ = out.await;
+    let _ = err.await;
+    let status = child.wait().await;
+    input.abort();
+    report_exit(&write, &handle, id, status).await;
+}
+
+/// A PTY: client data -> master, master -> data; the process's exit ends the channel.
+async fn pump_pty(
+    channel: Channel<Msg>,
+    mut child: tokio::process::Child,
+    master: Arc<OwnedFd>,
+    handle: russh::server::Handle,
+    id: ChannelId,
+) {
+    let (mut read, write) = channel.split();
+    let reader = master
+        .try_clone()
+        .map(std::fs::File::from)
+        .map(tokio::fs::File::from_std);
+    let writer = master
+        .try_clone()
+        .map(std::fs::File::from)
+        .map(tokio::fs::File::from_std);
+    let (Ok(reader), Ok(mut writer)) = (reader, writer) else {
+        let _ = child.start_kill();
+        report_exit(&write, &handle, id, child.wait().await).await;
+        return;
+    };
+    let write = Arc::new(write);
+    let w = write.clone();
+    // reading the master fails with EIO once the last slave fd is closed: that is EOF
+    let out = tokio::spawn(async move {
+        let _ = w.data(EioIsEof(reader)).await;
+    });
+    let input = tokio::spawn(async move {
+        while let Some(msg) = read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if writer.write_all(&data).await.is_err() {
+                        break;
+                    }
+                    let _ = writer.flush().await;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+    });
+    let status = child.wait().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), out).await;
+    input.abort();
+    report_exit(&write, &handle, id, status).await;
+}
+
+/// An AsyncRead that turns EIO (PTY master after the slave closed) into end of file.
+struct EioIsEof(tokio::fs::File);
+
+impl tokio::io::AsyncRead for EioIsEof {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.raw_os_error() == Some(libc::EIO) => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        auth::log_failure("none", user, &self.peer, "no authentication");
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if !self.offers(SshMethod::Password) {
+            return Ok(Auth::UnsupportedMethod);
+        }
+        Ok(self
+            .token_login("token (password)", user, password.trim().to_string())
+            .await)
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // plain SSH keys are never accepted: only certificates and tokens
+        Ok(Auth::reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.offers(SshMethod::KeyboardInteractive) {
+            return Ok(Auth::UnsupportedMethod);
+        }
+        let prompt = |text: String| Auth::Partial {
+            name: "".into(),
+            instructions: "".into(),
+            prompts: vec![(text.into(), false)].into(),
+        };
+        let Some(mut response) = response else {
+            self.entry = TokenEntry::default();
+            return Ok(prompt(auth::FIRST_PROMPT.to_string()));
+        };
+        let answer = response
+            .next()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match self
+            .entry
+            .answer(&answer, self.engine.config.tokens.max_token_bytes)
+        {
+            Next::Ask(n) => Ok(prompt(auth::part_prompt(n))),
+            Next::TooLong => {
+                auth::log_failure(
+                    "token (keyboard-interactive)",
+                    user,
+                    &self.peer,
+                    "token too long",
+                );
+                Ok(Auth::reject())
+            }
+            Next::Done(token) => Ok(self
+                .token_login("token (keyboard-interactive)", user, token)
+                .await),
+        }
+    }
+
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        Ok(self
+            .engine
+            .config
+            .sshd
+            .banner
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok()))
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.login.is_none() {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let id = channel.id();
+        self.channels.insert(
+            id,
+            ChannelState {
+                channel: Some(channel),
+                ..ChannelState::default()
+            },
+        );
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(PtyMode, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = match self.channels.get_mut(&channel) {
+            Some(state) if state.channel.is_some() => {
+                state.pty = Some(PtyRequest {
+                    term: term.to_string(),
+                    cols: col_width,
+                    rows: row_height,
+                    px: pix_width,
+                    py: pix_height,
+                    modes: modes.to_vec(),
+                });
+                true
+            }
+            _ => false,
+        };
+        Self::reply(session, channel, ok)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let allowed = spawn::env_allowed(variable_name, &self.engine.config.sshd.accept_env);
+        if let (true, Some(state)) = (allowed, self.channels.get_mut(&channel)) {
+            state
+                .env
+                .push((variable_name.to_string(), variable_value.to_string()));
+        }
+        Self::reply(session, channel, allowed)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let r = self.start(channel, Start::Shell, session);
+        self.after_start(channel, r, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        let r = self.start(channel, Start::Exec(command), session);
+        self.after_start(channel, r, session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let r = if name == "sftp" {
+            let program = self.engine.config.sshd.sftp_server.clone();
+            self.start(channel, Start::Subsystem(program), session)
+        } else {
+            Err(format!("unknown subsystem {name:?}"))
+        };
+        self.after_start(channel, r, session)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(state) = self.channels.get_mut(&channel) {
+            match &state.master {
+                Some(m) => {
+                    if let Err(e) = spawn::resize(m, col_width, row_height, pix_width, pix_height) {
+                        tracing::debug!(target: "sshd_gsi::session", "window change: {e}");
+                    }
+                }
+                None => {
+                    if let Some(p) = state.pty.as_mut() {
+                        (p.cols, p.rows, p.px, p.py) =
+                            (col_width, row_height, pix_width, pix_height);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let (Some(pid), Some(sig)) = (
+            self.channels.get(&channel).and_then(|s| s.pid),
+            unix_signal(&signal),
+        ) {
+            // the process leads its own session: signal its process group
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+}
+
+impl Connection {
+    fn after_start(
+        &mut self,
+        channel: ChannelId,
+        r: Result<(), String>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        match r {
+            Ok(()) => session.channel_success(channel),
+            Err(e) => {
+                tracing::warn!(target: "sshd_gsi::session", "session request refused {}: {e}", auth::from(&self.peer));
+                session.channel_failure(channel)
+            }
+        }
+    }
+}

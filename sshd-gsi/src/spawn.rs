@@ -1,0 +1,217 @@
+//! Starting a session's process as the mapped account: the one place where sshd-gsi changes
+//! privileges.
+//!
+//! In the child, between fork and exec: a new session (`setsid`), the PTY as controlling
+//! terminal when there is one, then `initgroups`, `setgid`, `setuid` for the account, each
+//! checked, and a final check that the real and effective ids are the account's and that
+//! root cannot be regained. Any failure aborts the exec: the session gets an error, never a
+//! process with the wrong identity.
+#![allow(unsafe_code)] // the pre-exec hook and PTY ioctls are FFI by nature; each block says why it is sound
+
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+use nix::pty::{OpenptyResult, Winsize, openpty};
+use nix::unistd::{Gid, Uid, User};
+
+/// The account a session runs as, read from the system's account database.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+impl Account {
+    /// Look the account up; an account without a passwd entry cannot log in.
+    pub fn lookup(name: &str) -> Result<Self, String> {
+        let user = User::from_name(name)
+            .map_err(|e| format!("cannot look up account {name}: {e}"))?
+            .ok_or_else(|| format!("account {name} does not exist on this host"))?;
+        let shell = if user.shell.as_os_str().is_empty() {
+            PathBuf::from("/bin/sh")
+        } else {
+            user.shell
+        };
+        Ok(Self {
+            name: user.name,
+            uid: user.uid,
+            gid: user.gid,
+            home: user.dir,
+            shell,
+        })
+    }
+
+    /// Whether this process can start processes as the account: as root any account; as
+    /// anyone else (dev mode) only its own account.
+    pub fn can_switch_to(&self) -> Result<(), String> {
+        let me = nix::unistd::geteuid();
+        if me.is_root() || me == self.uid {
+            Ok(())
+        } else {
+            Err(format!(
+                "sshd-gsi runs as uid {me}, not root: it can start sessions only for its own account, not {}",
+                self.name
+            ))
+        }
+    }
+}
+
+/// A PTY pair for a session.
+#[derive(Debug)]
+pub struct Pty {
+    pub master: OwnedFd,
+    pub slave: OwnedFd,
+    pub slave_path: String,
+}
+
+impl Pty {
+    pub fn open(cols: u32, rows: u32, px: u32, py: u32) -> Result<Self, String> {
+        let ws = winsize(cols, rows, px, py);
+        let OpenptyResult { master, slave } =
+            openpty(Some(&ws), None).map_err(|e| format!("openpty: {e}"))?;
+        let slave_path = nix::unistd::ttyname(&slave)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        Ok(Self {
+            master,
+            slave,
+            slave_path,
+        })
+    }
+}
+
+fn winsize(cols: u32, rows: u32, px: u32, py: u32) -> Winsize {
+    let c = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    Winsize {
+        ws_col: c(cols),
+        ws_row: c(rows),
+        ws_xpixel: c(px),
+        ws_ypixel: c(py),
+    }
+}
+
+/// Tell the terminal (and so the session's programs, through SIGWINCH) its new size.
+pub fn resize(master: &OwnedFd, cols: u32, rows: u32, px: u32, py: u32) -> Result<(), String> {
+    let ws = winsize(cols, rows, px, py);
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` from the pointer, which points to a live,
+    // initialised Winsize for the duration of the call; the fd is an open PTY master.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const Winsize) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("TIOCSWINSZ: {}", std::io::Error::last_os_error()))
+    }
+}
+
+/// Prepare `cmd` to run as `account`: privileges dropped in the child, and for a PTY session
+/// a new session with the PTY as controlling terminal.
+pub fn as_account(
+    cmd: &mut tokio::process::Command,
+    account: &Account,
+    with_pty: bool,
+) -> Result<(), String> {
+    account.can_switch_to()?;
+    let name =
+        CString::new(account.name.clone()).map_err(|_| "account name contains NUL".to_string())?;
+    let (uid, gid) = (account.uid, account.gid);
+    let switch = nix::unistd::geteuid().is_root();
+    // SAFETY: the closure runs in the forked child before exec. It only calls
+    // async-signal-safe functions (setsid, ioctl, setgroups/initgroups, setgid, setuid,
+    // get*id) on values prepared before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if with_pty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if switch {
+                drop_to(&name, uid, gid)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// initgroups, setgid, setuid, and checks that they took (called in the child).
+fn drop_to(name: &CString, uid: Uid, gid: Gid) -> std::io::Result<()> {
+    #[allow(clippy::useless_conversion)] // gid_t and the initgroups group type differ between libcs
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::initgroups(name.as_ptr(), gid.as_raw().try_into().unwrap_or(0)) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
+    nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
+    let ok = nix::unistd::getuid() == uid
+        && nix::unistd::geteuid() == uid
+        && nix::unistd::getgid() == gid
+        && nix::unistd::getegid() == gid
+        && (uid.is_root() || nix::unistd::setuid(Uid::from_raw(0)).is_err());
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("privilege drop did not take"))
+    }
+}
+
+/// The login environment sshd gives, plus the client's allowed variables and the identity.
+pub fn base_environment(account: &Account) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut set = |k: &str, v: OsString| env.push((k.into(), v));
+    set("USER", account.name.clone().into());
+    set("LOGNAME", account.name.clone().into());
+    set("HOME", account.home.clone().into_os_string());
+    set("SHELL", account.shell.clone().into_os_string());
+    let path = if account.uid.is_root() {
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    } else {
+        "/usr/local/bin:/usr/bin:/bin:/usr/games"
+    };
+    set("PATH", path.into());
+    set(
+        "MAIL",
+        OsString::from_vec(format!("/var/mail/{}", account.name).into_bytes()),
+    );
+    env
+}
+
+/// Whether the client may set `name` (`LC_*` matches a prefix).
+pub fn env_allowed(name: &str, allow: &[String]) -> bool {
+    !name.is_empty()
+        && allow.iter().any(|a| match a.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => a == name,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_allow_list() {
+        let allow = vec!["LANG".to_string(), "LC_*".to_string()];
+        assert!(env_allowed("LANG", &allow));
+        assert!(env_allowed("LC_ALL", &allow));
+        assert!(!env_allowed("LD_PRELOAD", &allow));
+        assert!(!env_allowed("LANGUAGE", &allow));
+        assert!(!env_allowed("", &allow));
+    }
+
+    #[test]
+    fn a_non_root_server_serves_only_its_own_account() {
+        let me = nix::unistd::geteuid();
+        let mine = Account::lookup(&User::from_uid(me).unwrap().unwrap().name).unwrap();
+        assert!(mine.can_switch_to().is_ok());
+        if !me.is_root() {
+            let root = Account::lookup("root").unwrap();
+            assert!(root.can_switch_to().is_err());
+        }
+        assert!(Account::lookup("no-such-account-hpccert").is_err());
+    }
+}
