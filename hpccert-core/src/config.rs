@@ -60,6 +60,8 @@ pub enum SshMethod {
     KeyboardInteractive,
     /// A bearer token given as the password (for clients that only do passwords).
     Password,
+    /// OpenSSH user certificates signed by a key in `trusted_user_ca_keys`.
+    OpensshCert,
 }
 
 /// The RFC 6187 algorithms offered by default (no SHA-1).
@@ -99,6 +101,8 @@ pub struct SshdConfig {
     pub sftp_server: PathBuf,
     /// Environment variables a client may set (`*` at the end matches a prefix).
     pub accept_env: Vec<String>,
+    /// Files of SSH CA public keys whose user certificates `openssh-cert` accepts.
+    pub trusted_user_ca_keys: Vec<PathBuf>,
     /// A file sent to clients before authentication.
     pub banner: Option<PathBuf>,
     /// Seconds a client has to authenticate.
@@ -119,6 +123,7 @@ impl Default for SshdConfig {
                 .collect(),
             sftp_server: PathBuf::from("/usr/lib/openssh/sftp-server"),
             accept_env: vec!["LANG".into(), "LC_*".into()],
+            trusted_user_ca_keys: Vec::new(),
             banner: None,
             login_grace_time: 120,
             max_auth_tries: 6,
@@ -140,6 +145,11 @@ impl SshdConfig {
             if l.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!("[sshd] listen: {l:?} is not an address:port"));
             }
+        }
+        if self.methods.contains(&SshMethod::OpensshCert) && self.trusted_user_ca_keys.is_empty() {
+            return Err(
+                "[sshd] methods has \"openssh-cert\" but trusted_user_ca_keys is empty".into(),
+            );
         }
         if self.max_auth_tries == 0 {
             return Err("[sshd] max_auth_tries must be at least 1".into());

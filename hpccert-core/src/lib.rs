@@ -18,6 +18,7 @@ pub mod gridmap;
 pub mod mapping;
 pub mod namespaces;
 pub mod reload;
+pub mod sshcert;
 pub mod token;
 pub mod tokenmap;
 pub mod trust;

@@ -59,6 +59,12 @@ pub enum Refusal {
         requested: String,
         allowed: Vec<String>,
     },
+    #[error("certificate {key_id:?} is not valid for account {requested} (principals: {})", principals.join(", "))]
+    NotAPrincipal {
+        key_id: String,
+        requested: String,
+        principals: Vec<String>,
+    },
     #[error("token lacks required scope {required} (it has: {held})")]
     MissingScope { required: String, held: String },
     #[error("token is in none of the required groups {} (it has: {held})", required.join(", "))]
@@ -72,6 +78,8 @@ pub enum Identity {
     Certificate(DistinguishedName),
     /// The issuer and subject of a verified token.
     Token { issuer: String, subject: String },
+    /// The key id of a verified OpenSSH certificate and its CA's fingerprint.
+    SshCertificate { key_id: String, ca: String },
 }
 
 impl fmt::Display for Identity {
@@ -79,6 +87,9 @@ impl fmt::Display for Identity {
         match self {
             Self::Certificate(dn) => write!(f, "{}", dn.to_slash()),
             Self::Token { issuer, subject } => write!(f, "{subject} (issuer {issuer})"),
+            Self::SshCertificate { key_id, ca } => {
+                write!(f, "OpenSSH certificate {key_id:?} (CA {ca})")
+            }
         }
     }
 }
@@ -385,6 +396,44 @@ impl<'a> Mapper<'a> {
             proxy_depth: 0,
             capabilities: token.capabilities().to_vec(),
             reasons,
+        })
+    }
+
+    /// The login decision for a verified OpenSSH certificate: its principals are the accounts
+    /// it may use (the first is the default).
+    pub fn decide_ssh_certificate(
+        &self,
+        cert: &crate::sshcert::VerifiedSshCertificate,
+        requested: Option<&str>,
+    ) -> Result<Decision, Refusal> {
+        let refusal = |requested: &str| Refusal::NotAPrincipal {
+            key_id: cert.key_id().to_string(),
+            requested: requested.to_string(),
+            principals: cert.principals().to_vec(),
+        };
+        let name = requested
+            .or(cert.principals().first().map(String::as_str))
+            .unwrap_or_default();
+        if !cert.principals().iter().any(|p| p == name) {
+            return Err(refusal(name));
+        }
+        let account = AccountName::parse(name).map_err(|reason| Refusal::BadLoginName {
+            requested: name.to_string(),
+            reason,
+        })?;
+        Ok(Decision {
+            reasons: vec![
+                cert.summary(),
+                format!("principal {account} is listed in the certificate"),
+            ],
+            account,
+            identity: Identity::SshCertificate {
+                key_id: cert.key_id().to_string(),
+                ca: cert.ca_fingerprint().to_string(),
+            },
+            credential: cert.fingerprint().to_string(),
+            proxy_depth: 0,
+            capabilities: Vec::new(),
         })
     }
 

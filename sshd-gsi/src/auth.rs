@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hpccert_core::config::{Config, IssuerConfig};
+use hpccert_core::config::{Config, IssuerConfig, SshMethod};
 use hpccert_core::gridmap::GridMapfile;
 use hpccert_core::mapping::{Decision, Mapper, TokenRules};
 use hpccert_core::reload::Reloading;
@@ -42,6 +42,7 @@ pub struct Engine {
     policies: Vec<IssuerPolicy>,
     rules: Vec<TokenRules>,
     verify_options: VerifyOptions,
+    ssh_cas: Vec<russh::keys::PublicKey>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -65,7 +66,6 @@ impl Engine {
     /// Load every source; a source the configured methods need and that cannot be read is an
     /// error (the server does not start half-blind).
     pub fn load(config: Config) -> Result<Self, String> {
-        use hpccert_core::config::SshMethod;
         let wants_x509 = config.sshd.methods.contains(&SshMethod::X509);
         let trust_source = config.trust.source();
         let trust = if wants_x509 {
@@ -125,6 +125,12 @@ impl Engine {
         let policies = config.issuers.iter().map(IssuerConfig::policy).collect();
         let rules = config.issuers.iter().map(IssuerConfig::rules).collect();
         let verify_options = config.trust.verify_options();
+        let mut ssh_cas = Vec::new();
+        if config.sshd.methods.contains(&SshMethod::OpensshCert) {
+            for f in &config.sshd.trusted_user_ca_keys {
+                ssh_cas.extend(hpccert_core::sshcert::load_ca_keys(f)?);
+            }
+        }
         Ok(Self {
             config,
             trust,
@@ -134,6 +140,7 @@ impl Engine {
             policies,
             rules,
             verify_options,
+            ssh_cas,
         })
     }
 
@@ -161,6 +168,27 @@ impl Engine {
             .with_tokens(token_map.as_deref(), &self.rules)
             .decide_token(&verified, Some(user))
             .map_err(|e| format!("{} (issuer {}): {e}", verified.subject(), verified.issuer()))
+    }
+
+    /// Verify an OpenSSH user certificate (russh checked the possession proof) for `user`.
+    pub fn ssh_cert_login(
+        &self,
+        user: &str,
+        cert: &russh::keys::Certificate,
+        peer: &SocketAddr,
+        now: SystemTime,
+    ) -> Result<Decision, String> {
+        let verified = hpccert_core::sshcert::verify_ssh_certificate(
+            cert,
+            &self.ssh_cas,
+            Some(peer.ip()),
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        let gridmap = self.gridmap.current();
+        Mapper::new(&gridmap)
+            .decide_ssh_certificate(&verified, Some(user))
+            .map_err(|e| e.to_string())
     }
 
     /// Verify a certificate chain (presented certificate first) and map it to `user`.

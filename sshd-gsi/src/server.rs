@@ -37,6 +37,7 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
             SshMethod::X509 => MethodKind::PublicKey,
             SshMethod::KeyboardInteractive => MethodKind::KeyboardInteractive,
             SshMethod::Password => MethodKind::Password,
+            SshMethod::OpensshCert => MethodKind::PublicKey,
         });
     }
     russh::server::Config {

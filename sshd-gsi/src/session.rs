@@ -171,6 +171,10 @@ impl Connection {
                     login.decision.proxy_depth().to_string(),
                 );
             }
+            Identity::SshCertificate { key_id, ca } => {
+                set("HPCCERT_SSH_CERT_KEY_ID", key_id.clone());
+                set("HPCCERT_SSH_CERT_CA", ca.clone());
+            }
             Identity::Token { issuer, subject } => {
                 set("HPCCERT_TOKEN_ISSUER", issuer.clone());
                 set("HPCCERT_TOKEN_SUBJECT", subject.clone());
@@ -551,7 +555,8 @@ impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        auth::log_failure("none", user, &self.peer, "no authentication");
+        // clients start with "none" to learn the methods: not a failure worth INFO (as sshd)
+        tracing::debug!(target: "sshd_gsi::auth", "Failed none for {user} {}", auth::from(&self.peer));
         Ok(Auth::reject())
     }
 
@@ -569,8 +574,44 @@ impl russh::server::Handler for Connection {
         _user: &str,
         _offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        // plain SSH keys are never accepted: only certificates and tokens
+        // russh cannot tell an OpenSSH certificate's key from a plain key here: with
+        // openssh-cert enabled the possession proof is asked for, and the certificate is
+        // judged in auth_openssh_certificate; plain keys are refused in auth_publickey
+        Ok(if self.offers(SshMethod::OpensshCert) {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // clients offer every key they hold: logged at debug, as sshd logs them at VERBOSE
+        let fp = key.public_key.fingerprint(russh::keys::HashAlg::Sha256);
+        tracing::debug!(
+            target: "sshd_gsi::auth",
+            "Failed publickey for {user} {}: plain SSH keys are not accepted ({fp})",
+            auth::from(&self.peer)
+        );
         Ok(Auth::reject())
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        if !self.offers(SshMethod::OpensshCert) {
+            auth::log_failure("openssh-cert", user, &self.peer, "method not enabled");
+            return Ok(Auth::reject());
+        }
+        let result =
+            self.engine
+                .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now());
+        Ok(self.finish_login("openssh-cert", user, result))
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -580,7 +621,7 @@ impl russh::server::Handler for Connection {
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         if !self.offers(SshMethod::KeyboardInteractive) {
-            return Ok(Auth::UnsupportedMethod);
+            return Ok(Auth::reject()); // russh drops the connection on UnsupportedMethod here
         }
         let prompt = |text: String| Auth::Partial {
             name: "".into(),
