@@ -9,6 +9,9 @@ if [ "${CI:-}" = true ]; then
     export HPCCERT_E2E_REQUIRED=1
 fi
 
+echo "== russh with the project's RFC 6187 patch"
+scripts/setup-russh.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

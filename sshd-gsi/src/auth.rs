@@ -167,7 +167,15 @@ impl Engine {
         Mapper::new(&gridmap)
             .with_tokens(token_map.as_deref(), &self.rules)
             .decide_token(&verified, Some(user))
-            .map_err(|e| format!("{} (issuer {}): {e}", verified.subject(), verified.issuer()))
+            .map_err(|e| {
+                // name the identity once: some refusals already do
+                let e = e.to_string();
+                if e.contains(verified.subject()) {
+                    e
+                } else {
+                    format!("{} (issuer {}): {e}", verified.subject(), verified.issuer())
+                }
+            })
     }
 
     /// Verify an OpenSSH user certificate (russh checked the possession proof) for `user`.
@@ -192,7 +200,6 @@ impl Engine {
     }
 
     /// Verify a certificate chain (presented certificate first) and map it to `user`.
-    #[expect(dead_code, reason = "called by the RFC 6187 hook once wired")]
     pub fn x509_login(
         &self,
         user: &str,

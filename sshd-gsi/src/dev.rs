@@ -60,15 +60,18 @@ pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
     let user_cert = state.join("user.pem");
     let user_key = state.join("user.key");
     if !user_cert.exists() || !trust.exists() {
-        let ca = devpki::self_signed_ca(&CertSpec::ca(
-            &format!("{DOMAIN}/CN=hpccert Dev CA"),
-            now,
-            3650,
-        )?)?;
-        let cred = devpki::issue(
-            &ca,
-            &CertSpec::user(&format!("{DOMAIN}/O=Dev/CN={user}"), now, 365)?,
-        )?;
+        // RSA 2048, as CILogon issues them (and what Globus grid-proxy-init can extend)
+        let rsa = devpki::KeyKind::Rsa(2048);
+        let ca_spec = CertSpec {
+            key: rsa,
+            ..CertSpec::ca(&format!("{DOMAIN}/CN=hpccert Dev CA"), now, 3650)?
+        };
+        let ca = devpki::self_signed_ca(&ca_spec)?;
+        let user_spec = CertSpec {
+            key: rsa,
+            ..CertSpec::user(&format!("{DOMAIN}/O=Dev/CN={user}"), now, 365)?
+        };
+        let cred = devpki::issue(&ca, &user_spec)?;
         devpki::install_ca(
             &trust,
             &ca.cert,
@@ -78,7 +81,7 @@ pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
             )),
         )?;
         std::fs::write(&user_cert, cred.cert_pem().map_err(e)?).map_err(e)?;
-        write_private(&user_key, &cred.key_pem().map_err(e)?)?;
+        write_private(&user_key, &cred.key_pem_traditional().map_err(e)?)?;
         let line = hpccert_core::gridmap::format_line(
             &cred.subject(),
             &[hpccert_core::gridmap::MappedAccount::parse(&user)?],

@@ -9,6 +9,7 @@ mod dev;
 mod server;
 mod session;
 mod spawn;
+mod x509auth;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -55,6 +55,12 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
         nodelay: true,
+        // RFC 6187: russh hands these publickey algorithms to the handler (our patch)
+        external_publickey_algorithms: if config.sshd.methods.contains(&SshMethod::X509) {
+            config.sshd.x509_algorithms.clone()
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     }
 }

@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::auth::{self, Login, Next, SharedEngine, TokenEntry};
 use crate::spawn::{self, Account, Pty};
+use crate::x509auth;
 
 /// A PTY requested for a channel.
 #[derive(Debug, Clone)]
@@ -612,6 +613,61 @@ impl russh::server::Handler for Connection {
             self.engine
                 .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now());
         Ok(self.finish_login("openssh-cert", user, result))
+    }
+
+    async fn auth_external_publickey(
+        &mut self,
+        user: &str,
+        algorithm: &str,
+        key_blob: &[u8],
+        signature: Option<russh::server::ExternalSignature<'_>>,
+    ) -> Result<Auth, Self::Error> {
+        let refuse = |this: &Self, reason: String| {
+            auth::log_failure("x509", user, &this.peer, &reason);
+            Ok(Auth::reject())
+        };
+        if !self.offers(SshMethod::X509)
+            || !self
+                .engine
+                .config
+                .sshd
+                .x509_algorithms
+                .iter()
+                .any(|a| a == algorithm)
+        {
+            return refuse(self, format!("algorithm {algorithm} is not enabled"));
+        }
+        let key = match x509auth::parse_key_blob(algorithm, key_blob) {
+            Ok(k) => k,
+            Err(e) => return refuse(self, e),
+        };
+        if let Err(e) = x509auth::check_key(algorithm, &key.leaf) {
+            return refuse(self, e);
+        }
+        if let Some(sig) = &signature
+            && let Err(e) =
+                x509auth::verify_signature(algorithm, &key.leaf, sig.signed_data, sig.signature)
+        {
+            return refuse(self, format!("possession proof: {e}"));
+        }
+        // the whole decision, for a query too: PK_OK promises that a signature will be accepted
+        let engine = self.engine.clone();
+        let u = user.to_string();
+        let now = hpccert_core::clock::now();
+        let chain = key.chain;
+        let result = tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, now))
+            .await
+            .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        if signature.is_none() {
+            return match result {
+                Ok(d) => {
+                    tracing::debug!(target: "sshd_gsi::auth", "x509 query for {user} acceptable: {}", d.identity());
+                    Ok(Auth::Accept)
+                }
+                Err(e) => refuse(self, e),
+            };
+        }
+        Ok(self.finish_login("x509", user, result))
     }
 
     async fn auth_keyboard_interactive<'a>(

@@ -1,0 +1,1100 @@
+//! sshd-gsi against real SSH clients: stock OpenSSH (`ssh`, `scp`, `sftp`, `rsync` over
+//! `ssh`) through the shipped `hpccert-askpass`, paramiko and asyncssh, each logging in with a
+//! 2 KB bearer token (over OpenSSH's 1023-byte answer limit).
+//!
+//! Every test starts its own `sshd-gsi -f CONFIG --listen 127.0.0.1:PORT` with a config in a
+//! temporary directory: a dev token issuer (`[[issuer]]` with a local JWKS file), a token map
+//! that maps the test subject to the current user, an ed25519 host key. The server's stderr
+//! (its log) goes to a file the tests read.
+//!
+//! A missing client skips its test with a printed reason; under `HPCCERT_E2E_REQUIRED=1` (CI)
+//! it fails instead. The Python clients come from `$HPCCERT_E2E_PYTHON`, else
+//! `<repo>/.venv-e2e/bin/python` (`python3 -m venv .venv-e2e && .venv-e2e/bin/pip install
+//! 'asyncssh[pyOpenSSL]' paramiko`; `.ci/run` does this).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hpccert_core::devtoken::{DevKey, b64, jwks};
+use hpccert_core::token::{JwsAlgorithm, unix_seconds};
+use serde_json::{Value, json};
+
+const ISSUER: &str = "https://issuer.e2e-clients.example";
+const OTHER_ISSUER: &str = "https://unknown-issuer.e2e-clients.example";
+const AUDIENCE: &str = "https://login.e2e-clients.example";
+const KID: &str = "e2e-rs256-1";
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+/// Size of the file moved by scp, sftp and rsync.
+const BIG_FILE_BYTES: usize = 100 * 1024 * 1024;
+/// Longest a client command may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// peers and skips
+
+fn required() -> bool {
+    std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+/// Print why a test does not run; a failure when peers are required.
+fn skip(msg: &str) {
+    assert!(!required(), "{msg}, and HPCCERT_E2E_REQUIRED=1");
+    eprintln!("SKIPPED: {msg}");
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Whether every program is there (`(program, Debian package)`); a printed skip otherwise.
+fn peers(programs: &[(&str, &str)]) -> bool {
+    for (program, package) in programs {
+        let found = if program.starts_with('/') {
+            Path::new(program).is_file()
+        } else {
+            on_path(program)
+        };
+        if !found {
+            skip(&format!("{program} not found (Debian package {package})"));
+            return false;
+        }
+    }
+    true
+}
+
+const SSH: (&str, &str) = ("ssh", "openssh-client");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate is inside the workspace")
+        .to_path_buf()
+}
+
+fn askpass() -> PathBuf {
+    repo_root().join("packaging/hpccert-askpass")
+}
+
+/// The Python interpreter of the end-to-end tests, if it can import `module`.
+fn python_with(module: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("HPCCERT_E2E_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv-e2e/bin/python"));
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some(python)
+    } else {
+        skip(&format!(
+            "Python module {module} not importable by {} (set HPCCERT_E2E_PYTHON, or: python3 -m venv .venv-e2e && .venv-e2e/bin/pip install 'asyncssh[pyOpenSSL]' paramiko)",
+            python.display()
+        ));
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// running commands
+
+/// Run with a deadline; stdout and stderr collected.
+fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().unwrap()));
+    let err = reader(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// (exit code, stdout, stderr)
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = run_timeout(cmd.stdin(Stdio::null()), CLIENT_TIMEOUT);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_mode(path: &Path, data: &[u8], mode: u32) {
+    std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn sha256_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = openssl::sha::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finish().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// the local account the sessions run as
+
+#[derive(Debug)]
+struct LocalAccount {
+    name: String,
+    uid: String,
+    groups: String,
+    home: String,
+    shell: String,
+}
+
+fn account() -> &'static LocalAccount {
+    static ACCOUNT: OnceLock<LocalAccount> = OnceLock::new();
+    ACCOUNT.get_or_init(|| {
+        let line = |args: &[&str]| {
+            let (code, out, err) = run(Command::new(args[0]).args(&args[1..]));
+            assert_eq!(code, 0, "{args:?}: {err}");
+            out.trim_end().to_string()
+        };
+        let name = line(&["id", "-un"]);
+        let passwd = line(&["getent", "passwd", &name]);
+        let fields: Vec<&str> = passwd.split(':').collect();
+        assert!(fields.len() >= 7, "getent passwd {name}: {passwd}");
+        LocalAccount {
+            uid: line(&["id", "-u", &name]),
+            groups: line(&["id", "-G", &name]),
+            home: fields[5].to_string(),
+            shell: if fields[6].is_empty() {
+                "/bin/sh".to_string()
+            } else {
+                fields[6].to_string()
+            },
+            name,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokens
+
+struct Keys {
+    issuer: DevKey,
+    /// Same kid as the issuer's key, another key: its signatures are bad.
+    rogue: DevKey,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        issuer: DevKey::generate(KID, JwsAlgorithm::RS256).unwrap(),
+        rogue: DevKey::generate(KID, JwsAlgorithm::RS256).unwrap(),
+    })
+}
+
+fn subject() -> String {
+    format!("e2e-clients-user-{}", account().name)
+}
+
+/// WLCG claims padded to a realistic size with group memberships (the token comes out at
+/// about 2.3 KB).
+fn claims(iss: &str, aud: &str, iat: i64, exp: i64) -> Value {
+    let groups: Vec<String> = (0..36)
+        .map(|i| format!("/hpccert-e2e/collaboration/group-{i:03}"))
+        .collect();
+    json!({
+        "iss": iss, "sub": subject(), "aud": aud, "iat": iat, "nbf": iat, "exp": exp,
+        "jti": format!("e2e-{iat}-{}", std::process::id()), "wlcg.ver": "1.0",
+        "scope": "compute.create compute.read compute.cancel storage.read:/home storage.modify:/scratch",
+        "wlcg.groups": groups,
+        "preferred_username": account().name,
+        "eppn": format!("{}@e2e-clients.example", account().name),
+    })
+}
+
+fn now() -> i64 {
+    unix_seconds(hpccert_core::clock::now())
+}
+
+fn good_token() -> String {
+    let t = now();
+    let token = keys()
+        .issuer
+        .mint(&claims(ISSUER, AUDIENCE, t, t + 3600))
+        .unwrap();
+    assert!(
+        (2000..4096).contains(&token.len()),
+        "the test token should be about 2 KB, not {} bytes",
+        token.len()
+    );
+    token
+}
+
+// ---------------------------------------------------------------------------------------------
+// the server
+
+/// A child process killed when dropped (also when a test fails).
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Server {
+    dir: tempfile::TempDir,
+    port: u16,
+    /// Held for its `Drop`: the server ends with the test.
+    _process: Process,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Server {
+    /// A server offering `methods` (TOML strings), ready to accept connections.
+    fn start(methods: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("sshd-gsi-e2e-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let user = &account().name;
+        std::fs::create_dir(d.join("certificates")).unwrap();
+        std::fs::create_dir(d.join("keys")).unwrap();
+        write_mode(&d.join("grid-mapfile"), b"", 0o644);
+        write_mode(
+            &d.join("token-mapfile"),
+            format!("\"{ISSUER}\" \"{}\" {user}\n", subject()).as_bytes(),
+            0o644,
+        );
+        write_mode(
+            &d.join("issuer-jwks.json"),
+            jwks(&[&keys().issuer]).unwrap().to_string().as_bytes(),
+            0o644,
+        );
+        let mut seed = [0u8; 32];
+        openssl::rand::rand_bytes(&mut seed).unwrap();
+        let host_key = russh::keys::PrivateKey::from(
+            russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed),
+        );
+        let host_key = host_key
+            .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+            .unwrap();
+        write_mode(&d.join("ssh_host_ed25519_key"), host_key.as_bytes(), 0o600);
+        let methods: Vec<String> = methods.iter().map(|m| format!("\"{m}\"")).collect();
+        let log = d.join("sshd-gsi.log");
+        // a port found free (bound to 0, then released) may be taken by someone else before
+        // the server binds it: then the next try takes another
+        for _ in 0..5 {
+            let port = free_port();
+            let s = |name: &str| d.join(name).display().to_string();
+            let config = format!(
+                "version = 1\n\
+                 [trust]\nca_dir = \"{}\"\n\
+                 [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\n\
+                 [tokens]\nkey_cache_dir = \"{}\"\n\
+                 [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\nsftp_server = \"{SFTP_SERVER}\"\n\
+                 [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\n",
+                s("certificates"),
+                s("grid-mapfile"),
+                s("token-mapfile"),
+                s("keys"),
+                s("ssh_host_ed25519_key"),
+                methods.join(", "),
+                s("issuer-jwks.json"),
+            );
+            write_mode(&d.join("hpccert.toml"), config.as_bytes(), 0o644);
+            let mut child = Process(
+                Command::new(env!("CARGO_BIN_EXE_sshd-gsi"))
+                    .arg("-f")
+                    .arg(d.join("hpccert.toml"))
+                    .arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .env("HPCCERT_LOG", "info,russh=warn")
+                    .env("NO_COLOR", "1")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .unwrap(),
+            );
+            let text = || std::fs::read_to_string(&log).unwrap_or_default();
+            let ready = format!("Server listening on 127.0.0.1 port {port}.");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let up = loop {
+                if let Some(status) = child.0.try_wait().unwrap() {
+                    assert!(
+                        text().contains("cannot listen"),
+                        "sshd-gsi exited ({status}):\n{}",
+                        text()
+                    );
+                    break false;
+                }
+                if text().contains(&ready) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break true;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "sshd-gsi not ready after 15 s:\n{}",
+                    text()
+                );
+                std::thread::sleep(Duration::from_millis(25));
+            };
+            if up {
+                return Self {
+                    dir,
+                    port,
+                    _process: child,
+                    log,
+                };
+            }
+        }
+        panic!("sshd-gsi could not bind a free port in 5 tries");
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Write a token file for the askpass helper.
+    fn token_file(&self, name: &str, token: &str) -> PathBuf {
+        let p = self.path(name);
+        write_mode(&p, format!("{token}\n").as_bytes(), 0o600);
+        p
+    }
+
+    /// The options every OpenSSH client gets (no user config, no agent, no host key pinning,
+    /// keyboard-interactive only).
+    fn ssh_options(&self) -> Vec<String> {
+        [
+            "-F",
+            "/dev/null",
+            "-o",
+            "PreferredAuthentications=keyboard-interactive",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "ConnectTimeout=10",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+    }
+
+    /// An OpenSSH client program with the askpass helper answering from `token_file`.
+    fn client(&self, program: &str, token_file: &Path) -> Command {
+        let mut c = Command::new(program);
+        c.env("SSH_ASKPASS", askpass())
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("BEARER_TOKEN_FILE", token_file)
+            .env_remove("BEARER_TOKEN")
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("DISPLAY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `ssh -p PORT OPTIONS [extra] USER@127.0.0.1 COMMAND`, quiet.
+    fn ssh(&self, token_file: &Path, user: &str, extra: &[&str], command: &str) -> Command {
+        let mut c = self.client("ssh", token_file);
+        c.arg("-p")
+            .arg(self.port.to_string())
+            .args(self.ssh_options())
+            .args(["-o", "LogLevel=ERROR"])
+            .args(extra)
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(command);
+        c
+    }
+
+    /// The log lines written since `from` bytes (and the new length).
+    fn log_since(&self, from: usize) -> (String, usize) {
+        let text = self.log();
+        (text.get(from..).unwrap_or_default().to_string(), text.len())
+    }
+}
+
+/// The `Failed`/`Accepted` line of `method` for `user` in `log`, with its `from 127.0.0.1
+/// port N ssh2: ` part checked; returns the text after it.
+fn auth_lines(log: &str, outcome: &str, method: &str, user: &str) -> Vec<String> {
+    let head = format!("{outcome} {method} for {user} from 127.0.0.1 port ");
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find(&head)? + head.len()..];
+            let (port, rest) = rest.split_once(" ssh2: ")?;
+            assert!(
+                port.parse::<u16>().is_ok_and(|p| p > 0),
+                "bad port in: {line}"
+            );
+            Some(rest.to_string())
+        })
+        .collect()
+}
+
+/// The token (or any of its three parts) must never reach the log.
+fn assert_not_logged(log: &str, tokens: &[&str]) {
+    for token in tokens {
+        for part in token.split('.').filter(|p| p.len() >= 16) {
+            assert!(
+                !log.contains(part),
+                "the server log contains (part of) a token:\n{log}"
+            );
+        }
+    }
+}
+
+fn assert_permission_denied(what: &str, code: i32, err: &str) {
+    assert_eq!(
+        code, 255,
+        "{what}: ssh should fail to authenticate; stderr: {err}"
+    );
+    assert!(
+        err.contains("Permission denied"),
+        "{what}: no 'Permission denied' from ssh: {err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. stock OpenSSH ssh
+
+#[test]
+fn openssh_ssh_exec_with_2kb_token_through_askpass() {
+    if !peers(&[SSH]) {
+        return;
+    }
+    let server = Server::start(&["keyboard-interactive", "password"]);
+    let token = good_token();
+    let tf = server.token_file("token.jwt", &token);
+    let a = account();
+    let command = "printf 'USER=%s\\nHOME=%s\\nSHELL=%s\\nSSH_CONNECTION=%s\\nHPCCERT_TOKEN_SUBJECT=%s\\nHPCCERT_AUTH_METHOD=%s\\nID_U=%s\\nID_G=%s\\nPWD=%s\\n' \
+        \"$USER\" \"$HOME\" \"$SHELL\" \"$SSH_CONNECTION\" \"$HPCCERT_TOKEN_SUBJECT\" \"$HPCCERT_AUTH_METHOD\" \"$(id -u)\" \"$(id -G)\" \"$(pwd)\"; \
+        echo 'to stderr' >&2; exit 7";
+    let (code, out, err) = run(&mut server.ssh(&tf, &a.name, &[], command));
+    assert_eq!(code, 7, "exit status; stdout: {out}\nstderr: {err}");
+    assert_eq!(err, "to stderr\n", "stderr");
+    let vars: std::collections::BTreeMap<&str, &str> =
+        out.lines().filter_map(|l| l.split_once('=')).collect();
+    let expect = |k: &str, v: &str| {
+        assert_eq!(vars.get(k).copied(), Some(v), "{k} in the session:\n{out}");
+    };
+    expect("USER", &a.name);
+    expect("HOME", &a.home);
+    expect("SHELL", &a.shell);
+    expect("HPCCERT_TOKEN_SUBJECT", &subject());
+    expect("HPCCERT_AUTH_METHOD", "token (keyboard-interactive)");
+    expect("ID_U", &a.uid);
+    expect("ID_G", &a.groups);
+    expect("PWD", &a.home);
+    let conn: Vec<&str> = vars
+        .get("SSH_CONNECTION")
+        .copied()
+        .unwrap_or_default()
+        .split(' ')
+        .collect();
+    assert_eq!(conn.len(), 4, "SSH_CONNECTION: {conn:?}");
+    assert_eq!(conn[0], "127.0.0.1");
+    assert!(conn[1].parse::<u16>().is_ok(), "SSH_CONNECTION: {conn:?}");
+    assert_eq!(conn[2], "127.0.0.1");
+    assert_eq!(conn[3], server.port.to_string());
+    assert_eq!(out.lines().count(), 9, "nothing else on stdout:\n{out}");
+
+    let log = server.log();
+    let accepted = auth_lines(&log, "Accepted", "token (keyboard-interactive)", &a.name);
+    assert_eq!(accepted.len(), 1, "one accepted login:\n{log}");
+    eprintln!(
+        "logged: Accepted token (keyboard-interactive) ...: {}",
+        accepted[0]
+    );
+    assert!(
+        accepted[0].starts_with(&format!("identity \"{} (issuer {ISSUER})\" ", subject())),
+        "identity in: {}",
+        accepted[0]
+    );
+    assert!(
+        accepted[0].contains("credential SHA256:"),
+        "credential fingerprint in: {}",
+        accepted[0]
+    );
+    assert!(
+        accepted[0].ends_with(&format!("account {}", a.name)),
+        "account in: {}",
+        accepted[0]
+    );
+    assert_not_logged(&log, &[&token]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. ssh -tt
+
+#[test]
+fn openssh_ssh_tty() {
+    if !peers(&[SSH]) {
+        return;
+    }
+    let server = Server::start(&["keyboard-interactive"]);
+    let token = good_token();
+    let tf = server.token_file("token.jwt", &token);
+    // the real helper, behind a wrapper that records the prompts it answers
+    let prompts = server.path("prompts.txt");
+    let wrapper = server.path("askpass-recording");
+    write_mode(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
+            prompts.display(),
+            askpass().display()
+        )
+        .as_bytes(),
+        0o755,
+    );
+    let mut cmd = server.ssh(
+        &tf,
+        &account().name,
+        &["-tt"],
+        "tty; echo \"SSH_TTY=$SSH_TTY\"; echo \"TERM=$TERM\"; exit 5",
+    );
+    cmd.env("TERM", "xterm-256color");
+    cmd.env("SSH_ASKPASS", &wrapper);
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(
+        code, 5,
+        "exit status through a PTY; stdout: {out}\nstderr: {err}"
+    );
+    // a PTY turns \n into \r\n
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let tty = lines
+        .first()
+        .copied()
+        .unwrap_or_default()
+        .strip_prefix("/dev/pts/")
+        .unwrap_or_else(|| panic!("`tty` should print /dev/pts/N: {out:?}"));
+    assert!(tty.parse::<u32>().is_ok(), "`tty`: {out:?}");
+    assert_eq!(
+        lines.get(1).copied(),
+        Some(format!("SSH_TTY=/dev/pts/{tty}").as_str()),
+        "{out:?}"
+    );
+    assert_eq!(
+        lines.get(2).copied(),
+        Some("TERM=xterm-256color"),
+        "{out:?}"
+    );
+    // a 2 KB token needs three answers of at most 1000 bytes: OpenSSH cuts at 1023
+    let asked = std::fs::read_to_string(&prompts).unwrap();
+    let asked: Vec<&str> = asked
+        .lines()
+        .map(|l| l.rsplit_once(") ").map_or(l, |(_, p)| p))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "Access token: ",
+            "Access token (part 2): ",
+            "Access token (part 3): "
+        ],
+        "prompts answered by hpccert-askpass (token of {} bytes)",
+        token.len()
+    );
+    assert_not_logged(&server.log(), &[&token]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. scp, sftp, rsync
+
+#[test]
+fn openssh_scp_sftp_rsync_100mb() {
+    if !peers(&[
+        SSH,
+        ("scp", "openssh-client"),
+        ("sftp", "openssh-client"),
+        (SFTP_SERVER, "openssh-sftp-server"),
+        ("rsync", "rsync"),
+    ]) {
+        return;
+    }
+    let server = Server::start(&["keyboard-interactive", "password"]);
+    let token = good_token();
+    let tf = server.token_file("token.jwt", &token);
+    let user = &account().name;
+    let port = server.port.to_string();
+    let src = server.path("random.bin");
+    {
+        let mut data = vec![0u8; BIG_FILE_BYTES];
+        openssl::rand::rand_bytes(&mut data).unwrap();
+        let mut f = std::fs::File::create(&src).unwrap();
+        f.write_all(&data).unwrap();
+    }
+    let want = sha256_file(&src);
+    let remote = |name: &str| format!("{user}@127.0.0.1:{}", server.path(name).display());
+    let check = |what: &str, name: &str| {
+        let p = server.path(name);
+        assert_eq!(
+            std::fs::metadata(&p).map(|m| m.len()).ok(),
+            Some(BIG_FILE_BYTES as u64),
+            "{what}: size of {}",
+            p.display()
+        );
+        assert_eq!(sha256_file(&p), want, "{what}: SHA-256 of {}", p.display());
+        std::fs::remove_file(&p).unwrap();
+    };
+    let timed = |what: &str, cmd: &mut Command| {
+        let t = Instant::now();
+        let (code, out, err) = run(cmd);
+        eprintln!("{what}: {:.1} s", t.elapsed().as_secs_f64());
+        assert_eq!(code, 0, "{what}: stdout: {out}\nstderr: {err}");
+    };
+
+    // scp (sftp protocol underneath, OpenSSH >= 9)
+    timed(
+        "scp upload 100 MB",
+        server
+            .client("scp", &tf)
+            .args(["-q", "-P", &port])
+            .args(server.ssh_options())
+            .arg(&src)
+            .arg(remote("scp-up.bin")),
+    );
+    timed(
+        "scp download 100 MB",
+        server
+            .client("scp", &tf)
+            .args(["-q", "-P", &port])
+            .args(server.ssh_options())
+            .arg(remote("scp-up.bin"))
+            .arg(server.path("scp-down.bin")),
+    );
+    check("scp upload", "scp-up.bin");
+    check("scp download", "scp-down.bin");
+
+    // sftp -b (which sets BatchMode=yes: an earlier -o BatchMode=no keeps askpass usable,
+    // ssh takes the first value given)
+    let batch = server.path("sftp.batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} {}\nget {} {}\n",
+            src.display(),
+            server.path("sftp-up.bin").display(),
+            server.path("sftp-up.bin").display(),
+            server.path("sftp-down.bin").display()
+        ),
+    )
+    .unwrap();
+    timed(
+        "sftp put + get 100 MB",
+        server
+            .client("sftp", &tf)
+            .args(["-q", "-P", &port])
+            .args(server.ssh_options())
+            .args(["-o", "BatchMode=no", "-b"])
+            .arg(&batch)
+            .arg(format!("{user}@127.0.0.1")),
+    );
+    check("sftp put", "sftp-up.bin");
+    check("sftp get", "sftp-down.bin");
+
+    // rsync over ssh (rsync --server runs in an exec session)
+    let rsh = format!(
+        "ssh -p {port} {} -o LogLevel=ERROR",
+        server.ssh_options().join(" ")
+    );
+    timed(
+        "rsync upload 100 MB",
+        server
+            .client("rsync", &tf)
+            .args(["-e", &rsh])
+            .arg(&src)
+            .arg(remote("rsync-up.bin")),
+    );
+    timed(
+        "rsync download 100 MB",
+        server
+            .client("rsync", &tf)
+            .args(["-e", &rsh])
+            .arg(remote("rsync-up.bin"))
+            .arg(server.path("rsync-down.bin")),
+    );
+    check("rsync upload", "rsync-up.bin");
+    check("rsync download", "rsync-down.bin");
+
+    let log = server.log();
+    assert_eq!(
+        auth_lines(&log, "Accepted", "token (keyboard-interactive)", user).len(),
+        5,
+        "five logins (scp twice, sftp, rsync twice):\n{log}"
+    );
+    assert_not_logged(&log, &[&token]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. paramiko and asyncssh
+
+const PY_COMMAND: &str = "echo \"out $HPCCERT_AUTH_METHOD $USER\"; echo err-line >&2; exit 3";
+
+const PARAMIKO: &str = r#"
+import json, sys, paramiko
+host, port, user, token_file, command = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+token = open(token_file).read().strip()
+
+def run(t):
+    ch = t.open_session()
+    ch.exec_command(command)
+    out = ch.makefile("rb").read().decode()
+    err = ch.makefile_stderr("rb").read().decode()
+    return {"out": out, "err": err, "status": ch.recv_exit_status()}
+
+res = {}
+t = paramiko.Transport((host, port))
+t.start_client(timeout=10)
+t.auth_password(user, token)
+res["password"] = run(t)
+t.close()
+
+prompts = []
+def handler(title, instructions, asked):
+    prompts.extend(p for p, _ in asked)
+    return [token for _ in asked]
+t = paramiko.Transport((host, port))
+t.start_client(timeout=10)
+t.auth_interactive(user, handler)
+res["keyboard-interactive"] = run(t)
+res["keyboard-interactive"]["prompts"] = prompts
+t.close()
+print(json.dumps(res))
+"#;
+
+const ASYNCSSH: &str = r#"
+import asyncio, json, sys, asyncssh
+host, port, user, token_file, command = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+token = open(token_file).read().strip()
+
+class Kbdint(asyncssh.SSHClient):
+    def __init__(self):
+        self.prompts = []
+    def kbdint_auth_requested(self):
+        return ""
+    def kbdint_challenge_received(self, name, instructions, lang, asked):
+        self.prompts.extend(p for p, _ in asked)
+        return [token for _ in asked]
+
+common = dict(known_hosts=None, client_keys=None, agent_path=None)
+
+def result(r):
+    return {"out": r.stdout, "err": r.stderr, "status": r.exit_status}
+
+async def main():
+    res = {}
+    conn, client = await asyncssh.create_connection(
+        Kbdint, host, port, username=user, preferred_auth="keyboard-interactive", **common)
+    async with conn:
+        res["keyboard-interactive"] = result(await conn.run(command, check=False))
+        res["keyboard-interactive"]["prompts"] = client.prompts
+    async with asyncssh.connect(host, port, username=user, password=token,
+                                preferred_auth="password", **common) as conn:
+        res["password"] = result(await conn.run(command, check=False))
+    print(json.dumps(res))
+
+asyncio.run(main())
+"#;
+
+fn python_clients(module: &str, script: &str) {
+    let Some(python) = python_with(module) else {
+        return;
+    };
+    let server = Server::start(&["keyboard-interactive", "password"]);
+    let token = good_token();
+    let tf = server.token_file("token.jwt", &token);
+    let user = &account().name;
+    let (code, out, err) = run(Command::new(&python)
+        .args(["-c", script, "127.0.0.1", &server.port.to_string(), user])
+        .arg(&tf)
+        .arg(PY_COMMAND));
+    assert_eq!(
+        code,
+        0,
+        "{module}: stdout: {out}\nstderr: {err}\nserver log:\n{}",
+        server.log()
+    );
+    let res: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{module} output {out:?}: {e}"));
+    for (method, server_method) in [
+        ("password", "token (password)"),
+        ("keyboard-interactive", "token (keyboard-interactive)"),
+    ] {
+        let r = &res[method];
+        assert_eq!(
+            r["out"].as_str(),
+            Some(format!("out {server_method} {user}\n").as_str()),
+            "{module} {method}: {r}"
+        );
+        assert_eq!(
+            r["err"].as_str(),
+            Some("err-line\n"),
+            "{module} {method}: {r}"
+        );
+        assert_eq!(r["status"].as_i64(), Some(3), "{module} {method}: {r}");
+    }
+    // the whole 2 KB token in one answer to the first prompt: no continuation needed
+    assert_eq!(
+        res["keyboard-interactive"]["prompts"],
+        json!(["Access token: "]),
+        "{module}"
+    );
+    let log = server.log();
+    for method in ["token (password)", "token (keyboard-interactive)"] {
+        let accepted = auth_lines(&log, "Accepted", method, user);
+        assert_eq!(accepted.len(), 1, "{module}: one {method} login:\n{log}");
+        assert!(
+            accepted[0].contains("credential SHA256:"),
+            "{}",
+            accepted[0]
+        );
+    }
+    assert_not_logged(&log, &[&token]);
+}
+
+#[test]
+fn paramiko_password_and_keyboard_interactive() {
+    python_clients("paramiko", PARAMIKO);
+}
+
+#[test]
+fn asyncssh_keyboard_interactive_and_password() {
+    python_clients("asyncssh", ASYNCSSH);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. refusals
+
+#[test]
+fn refusals_are_ordinary_auth_failures_with_logged_reasons() {
+    if !peers(&[SSH]) {
+        return;
+    }
+    let server = Server::start(&["keyboard-interactive", "password"]);
+    let k = keys();
+    let t = now();
+    let user = account().name.clone();
+    let good = good_token();
+    let header = json!({"alg": "RS256", "kid": KID, "typ": "at+jwt"});
+    let alg_none = {
+        let h = b64(json!({"alg": "none", "typ": "at+jwt"})
+            .to_string()
+            .as_bytes());
+        let c = b64(claims(ISSUER, AUDIENCE, t, t + 3600).to_string().as_bytes());
+        format!("{h}.{c}.")
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "another audience",
+            k.issuer
+                .mint(&claims(ISSUER, "https://elsewhere.example", t, t + 3600))
+                .unwrap(),
+            user.as_str(),
+            "wrong audience",
+        ),
+        (
+            "expired",
+            k.issuer
+                .mint(&claims(ISSUER, AUDIENCE, t - 7200, t - 3600))
+                .unwrap(),
+            user.as_str(),
+            "expired",
+        ),
+        (
+            "a login name the token map does not allow",
+            good.clone(),
+            "nobody",
+            "is not mapped to",
+        ),
+        ("alg none", alg_none, user.as_str(), "alg none"),
+        (
+            "bad signature",
+            k.rogue
+                .mint_raw(&header, &claims(ISSUER, AUDIENCE, t, t + 3600))
+                .unwrap(),
+            user.as_str(),
+            "bad signature",
+        ),
+        (
+            "unknown issuer",
+            k.issuer
+                .mint(&claims(OTHER_ISSUER, AUDIENCE, t, t + 3600))
+                .unwrap(),
+            user.as_str(),
+            "unknown issuer",
+        ),
+    ];
+    let mut offset = server.log().len();
+    for (i, (what, token, login, reason)) in cases.iter().enumerate() {
+        let tf = server.token_file(&format!("bad-{i}.jwt"), token);
+        let (code, out, err) = run(&mut server.ssh(
+            &tf,
+            login,
+            &["-o", "NumberOfPasswordPrompts=1"],
+            "echo should-not-run",
+        ));
+        assert_permission_denied(what, code, &err);
+        assert!(!out.contains("should-not-run"), "{what}: {out}");
+        let (new, len) = server.log_since(offset);
+        offset = len;
+        let failed = auth_lines(&new, "Failed", "token (keyboard-interactive)", login);
+        assert_eq!(failed.len(), 1, "{what}: one failed token login:\n{new}");
+        assert!(
+            failed[0].contains(reason),
+            "{what}: the logged reason should say {reason:?}: {}",
+            failed[0]
+        );
+        eprintln!("{what}: logged {:?}", failed[0]);
+        assert!(!new.contains("Accepted"), "{what}: {new}");
+    }
+    // and the good token still works on the same server
+    let tf = server.token_file("good.jwt", &good);
+    let (code, out, err) = run(&mut server.ssh(&tf, &user, &[], "echo ok"));
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
+    let (new, _) = server.log_since(offset);
+    let accepted = auth_lines(&new, "Accepted", "token (keyboard-interactive)", &user);
+    assert_eq!(accepted.len(), 1, "{new}");
+    assert!(
+        accepted[0].contains("credential SHA256:"),
+        "{}",
+        accepted[0]
+    );
+
+    let log = server.log();
+    let mut all: Vec<&str> = cases.iter().map(|c| c.1.as_str()).collect();
+    all.push(&good);
+    assert_not_logged(&log, &all);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. methods not configured are not offered
+
+/// `ssh -v` with keyboard-interactive: (exit code, the methods the server said can continue).
+fn offered_methods(server: &Server, token_file: &Path) -> (i32, Vec<String>, String) {
+    let mut c = server.client("ssh", token_file);
+    c.arg("-v")
+        .arg("-p")
+        .arg(server.port.to_string())
+        .args(server.ssh_options())
+        .arg(format!("{}@127.0.0.1", account().name))
+        .arg("echo should-not-run");
+    let (code, out, err) = run(&mut c);
+    assert!(!out.contains("should-not-run"), "{out}");
+    let lists: Vec<String> = err
+        .lines()
+        .filter_map(|l| l.split_once("Authentications that can continue:"))
+        .map(|(_, m)| m.trim().to_string())
+        .collect();
+    eprintln!("ssh -v: exit {code}, the server offered {lists:?}");
+    (code, lists, err)
+}
+
+#[test]
+fn methods_not_configured_are_not_offered() {
+    if !peers(&[SSH]) {
+        return;
+    }
+    let token = good_token();
+
+    let server = Server::start(&["password"]);
+    let tf = server.token_file("token.jwt", &token);
+    let (code, lists, err) = offered_methods(&server, &tf);
+    assert_permission_denied("password only", code, &err);
+    assert!(!lists.is_empty(), "ssh -v shows the offered methods: {err}");
+    assert!(
+        lists.iter().all(|l| l == "password"),
+        "only password offered: {lists:?}"
+    );
+    assert!(
+        !err.contains("Next authentication method: keyboard-interactive"),
+        "{err}"
+    );
+    let log = server.log();
+    assert!(!log.contains("Accepted"), "{log}");
+    assert!(!log.contains("keyboard-interactive"), "{log}");
+    // a client that asks for keyboard-interactive anyway is refused, and told "password"
+    if let Some(python) = python_with("paramiko") {
+        let script = r#"
+import sys, paramiko
+t = paramiko.Transport(("127.0.0.1", int(sys.argv[1])))
+t.start_client(timeout=10)
+token = open(sys.argv[3]).read().strip()
+try:
+    t.auth_interactive(sys.argv[2], lambda title, instr, asked: [token for _ in asked])
+    print("accepted")
+except paramiko.BadAuthenticationType as e:
+    print("refused", ",".join(e.allowed_types))
+"#;
+        let (code, out, err) = run(Command::new(python)
+            .args(["-c", script, &server.port.to_string(), &account().name])
+            .arg(&tf));
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), "refused password", "{err}");
+        assert!(!server.log().contains("Accepted"), "{}", server.log());
+    }
+    assert_not_logged(&server.log(), &[&token]);
+    drop(server);
+
+    let server = Server::start(&[]);
+    let tf = server.token_file("token.jwt", &token);
+    let (code, lists, err) = offered_methods(&server, &tf);
+    assert_permission_denied("no method", code, &err);
+    assert!(!lists.is_empty(), "ssh -v shows the offered methods: {err}");
+    assert!(
+        lists.iter().all(String::is_empty),
+        "no method offered: {lists:?}"
+    );
+    let log = server.log();
+    assert!(!log.contains("Accepted"), "{log}");
+    assert_not_logged(&log, &[&token]);
+}
