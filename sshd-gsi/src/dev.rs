@@ -17,6 +17,7 @@ const ISSUER: &str = "https://issuer.hpccert-dev.example";
 const AUDIENCE: &str = "https://login.hpccert-dev.example";
 const KID: &str = "dev-rs256-1";
 const ASKPASS: &str = include_str!("../../packaging/hpccert-askpass");
+const SSH_X509: &str = include_str!("../dev/ssh-x509.py");
 
 /// What `--dev` prepared.
 #[derive(Debug)]
@@ -127,6 +128,9 @@ pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
     });
     let token_file = state.join("token.jwt");
     write_private(&token_file, issuer.mint(&claims).map_err(e)?.as_bytes())?;
+    let ssh_x509 = state.join("ssh-x509.py");
+    std::fs::write(&ssh_x509, SSH_X509).map_err(e)?;
+    std::fs::set_permissions(&ssh_x509, std::fs::Permissions::from_mode(0o755)).map_err(e)?;
     let askpass = state.join("hpccert-askpass");
     std::fs::write(&askpass, ASKPASS).map_err(e)?;
     std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).map_err(e)?;
@@ -174,6 +178,13 @@ pub fn instructions(d: &DevSetup, listen: &str) -> String {
     let (host, port) = listen.rsplit_once(':').unwrap_or(("127.0.0.1", "2222"));
     format!(
         "sshd-gsi --dev: state in {state}, config {config}\n\
+         \n\
+         Log in with your dev certificate (RFC 6187; needs pip install 'asyncssh[pyOpenSSL]'):\n\
+         \n  python3 {state}/ssh-x509.py -p {port} --key {state}/user.key --cert {state}/user.pem {user}@{host} id\n\
+         \n\
+         or with an RFC 3820 proxy of it (Debian: globus-proxy-utils):\n\
+         \n  X509_CERT_DIR={state}/certificates grid-proxy-init -rfc -cert {state}/user.pem -key {state}/user.key -out {state}/x509up\n  \
+         X509_USER_PROXY={state}/x509up python3 {state}/ssh-x509.py -p {port} {user}@{host} 'echo $HPCCERT_DN'\n\
          \n\
          Log in with the dev access token ({len} bytes), stock OpenSSH, through the askpass helper:\n\
          \n  SSH_ASKPASS={askpass} SSH_ASKPASS_REQUIRE=force BEARER_TOKEN_FILE={token} \\\n    \
