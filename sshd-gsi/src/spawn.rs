@@ -1,7 +1,8 @@
 //! Starting a session's process as the mapped account: the one place where sshd-gsi changes
 //! privileges.
 //!
-//! In the child, between fork and exec: a new session (`setsid`), the PTY as controlling
+//! In the child, between fork and exec: every descriptor above stderr marked close-on-exec,
+//! a new session (`setsid`), the PTY as controlling
 //! terminal when there is one, then `initgroups`, `setgid`, `setuid` for the account, each
 //! checked, and a final check that the real and effective ids are the account's and that
 //! root cannot be regained. Any failure aborts the exec: the session gets an error, never a
@@ -125,6 +126,11 @@ pub fn as_account(
     // get*id) on values prepared before the fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // no descriptor of the server reaches the session (those it inherited itself
+            // included): every fd above stderr is closed at exec
+            if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             if with_pty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
