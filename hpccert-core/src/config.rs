@@ -109,6 +109,10 @@ pub struct SshdConfig {
     pub login_grace_time: u64,
     /// Authentication attempts per connection.
     pub max_auth_tries: usize,
+    /// Unauthenticated connections, as sshd's MaxStartups `start:rate:full`.
+    pub max_startups: String,
+    /// Unauthenticated connections from one address (0: no limit).
+    pub per_source_max_startups: usize,
 }
 
 impl Default for SshdConfig {
@@ -127,6 +131,8 @@ impl Default for SshdConfig {
             banner: None,
             login_grace_time: 120,
             max_auth_tries: 6,
+            max_startups: "10:30:100".into(),
+            per_source_max_startups: 10,
         }
     }
 }

@@ -6,6 +6,8 @@
 
 mod auth;
 mod dev;
+mod limits;
+mod notify;
 mod server;
 mod session;
 mod spawn;
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
+    let mut dev_config: Option<PathBuf> = None;
     let mut config = if cli.dev {
         let listen = cli
             .listen
@@ -83,6 +86,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         let state = cli.state_dir.clone().unwrap_or_else(dev::default_state_dir);
         let setup = dev::prepare(&state, &listen)?;
         eprintln!("{}", dev::instructions(&setup, &listen));
+        dev_config = Some(setup.config_path.clone());
         setup.config
     } else {
         Config::load(&cli.config).map_err(|e| e.to_string())?
@@ -91,18 +95,28 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         config.sshd.listen = cli.listen.clone();
     }
     if cli.check_config {
-        server::host_keys(&config)?;
+        server::check(&config)?;
         auth::Engine::load(config.clone())?;
         print!("{}", toml_text(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
-    server::host_keys(&config)?;
+    server::check(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let engine = std::sync::Arc::new(auth::Engine::load(config)?);
-    runtime.block_on(server::serve(engine.clone()))?;
+    // SIGHUP reads the same file again, with the same command-line overrides
+    let path = dev_config.unwrap_or(cli.config.clone());
+    let listen = cli.listen.clone();
+    let source: server::ConfigSource = Box::new(move || {
+        let mut c = Config::load(&path).map_err(|e| e.to_string())?;
+        if !listen.is_empty() {
+            c.sshd.listen = listen.clone();
+        }
+        Ok(c)
+    });
+    runtime.block_on(server::serve(engine.clone(), source))?;
     drop(runtime);
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hpccert_core::config::{Config, SshMethod};
@@ -11,8 +10,10 @@ use russh::MethodKind;
 use russh::keys::PrivateKey;
 use tokio::net::TcpListener;
 
-use crate::auth::SharedEngine;
+use crate::auth::{Engine, SharedEngine};
+use crate::limits::{AuthFlag, MaxStartups, Refused, Startups};
 use crate::session::Connection;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Load the host keys; a server without one cannot start.
 pub fn host_keys(config: &Config) -> Result<Vec<PrivateKey>, String> {
@@ -65,14 +66,71 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
     }
 }
 
-/// Serve on every configured address until the process ends. The engine is built outside
-/// the runtime (its HTTP client is a blocking one, used from blocking threads only).
-pub async fn serve(engine: SharedEngine) -> Result<(), String> {
+/// How SIGHUP rebuilds the configuration.
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// What the accept loops read at each connection: swapped as a whole on reload.
+struct Live {
+    engine: SharedEngine,
+    russh: Arc<russh::server::Config>,
+    startups: Arc<Startups>,
+    grace: Duration,
+}
+
+fn live(engine: SharedEngine) -> Result<Live, String> {
     let config = &engine.config;
     let keys = host_keys(config)?;
-    let listen = config.sshd.listen.clone();
-    let grace = Duration::from_secs(config.sshd.login_grace_time);
-    let russh_config = Arc::new(russh_config(config, keys));
+    let max = MaxStartups::parse(&config.sshd.max_startups).map_err(|e| format!("[sshd] {e}"))?;
+    Ok(Live {
+        russh: Arc::new(russh_config(config, keys)),
+        startups: Startups::new(max, config.sshd.per_source_max_startups),
+        grace: Duration::from_secs(config.sshd.login_grace_time),
+        engine,
+    })
+}
+
+/// Check what a start needs besides the engine (host keys, limits).
+pub fn check(config: &Config) -> Result<(), String> {
+    host_keys(config)?;
+    MaxStartups::parse(&config.sshd.max_startups).map_err(|e| format!("[sshd] {e}"))?;
+    Ok(())
+}
+
+/// Engines replaced by a reload are dropped on a plain thread: their blocking HTTP client
+/// must not be dropped inside the async runtime.
+fn retire(engine: SharedEngine) {
+    let _ = std::thread::Builder::new()
+        .name("retire-engine".into())
+        .spawn(move || {
+            while Arc::strong_count(&engine) > 1 {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            drop(engine);
+        });
+}
+
+/// Build a new engine off the runtime (the blocking HTTP client needs that).
+async fn rebuild(source: &Arc<ConfigSource>) -> Result<SharedEngine, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let source = source.clone();
+    std::thread::spawn(move || {
+        let r = source().and_then(|c| {
+            check(&c)?;
+            Engine::load(c).map(Arc::new)
+        });
+        let _ = tx.send(r);
+    });
+    rx.await
+        .map_err(|_| "the reload thread failed".to_string())?
+}
+
+/// Serve on every configured address until SIGTERM/SIGINT (then stop accepting and wait for
+/// the sessions to end; a second signal ends them). SIGHUP re-reads the configuration and
+/// every file the decisions read; a new configuration that does not load is refused and the
+/// running one kept. The first engine is built outside the runtime by the caller.
+pub async fn serve(engine: SharedEngine, source: ConfigSource) -> Result<(), String> {
+    let listen = engine.config.sshd.listen.clone();
+    let state = Arc::new(std::sync::RwLock::new(Arc::new(live(engine)?)));
     let mut listeners = Vec::new();
     for addr in &listen {
         let addr: SocketAddr = addr.parse().map_err(|e| format!("listen {addr}: {e}"))?;
@@ -88,40 +146,145 @@ pub async fn serve(engine: SharedEngine) -> Result<(), String> {
             Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
         }
     }
-    let mut tasks = Vec::new();
+    let active = Arc::new(tokio::sync::Semaphore::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut loops = Vec::new();
     for l in listeners {
-        let (engine, russh_config) = (engine.clone(), russh_config.clone());
-        tasks.push(tokio::spawn(accept_loop(l, engine, russh_config, grace)));
+        loops.push(tokio::spawn(accept_loop(
+            l,
+            state.clone(),
+            active.clone(),
+            stop_rx.clone(),
+        )));
     }
-    for t in tasks {
-        let _ = t.await;
+    crate::notify::ready();
+    let source = Arc::new(source);
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!(target: "sshd_gsi", "Received SIGHUP; re-reading the configuration.");
+                crate::notify::reloading();
+                match rebuild(&source).await {
+                    Ok(engine) => {
+                        if engine.config.sshd.listen != listen {
+                            tracing::warn!(target: "sshd_gsi", "[sshd] listen changed: the new addresses take effect at the next start");
+                        }
+                        match live(engine) {
+                            Ok(new) => {
+                                let old = std::mem::replace(
+                                    &mut *state.write().unwrap_or_else(|p| p.into_inner()),
+                                    Arc::new(new),
+                                );
+                                if let Ok(old) = Arc::try_unwrap(old) {
+                                    retire(old.engine);
+                                }
+                                tracing::info!(target: "sshd_gsi", "configuration reloaded");
+                            }
+                            Err(e) => tracing::error!(target: "sshd_gsi", "reload refused, keeping the running configuration: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::error!(target: "sshd_gsi", "reload refused, keeping the running configuration: {e}"),
+                }
+                crate::notify::ready();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(target: "sshd_gsi", "Received signal; terminating: no new connections, waiting for sessions to end.");
+    crate::notify::stopping();
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    // every connection task holds a permit-to-be: wait until none is left
+    tokio::select! {
+        _ = wait_idle(&active) => {}
+        _ = term.recv() => tracing::info!(target: "sshd_gsi", "second signal: ending the sessions"),
+        _ = int.recv() => tracing::info!(target: "sshd_gsi", "second signal: ending the sessions"),
     }
     Ok(())
 }
 
+/// Connections register by adding a permit on start and taking one on end.
+async fn wait_idle(active: &tokio::sync::Semaphore) {
+    while active.available_permits() > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Active(Arc<tokio::sync::Semaphore>);
+
+impl Active {
+    fn new(s: &Arc<tokio::sync::Semaphore>) -> Self {
+        s.add_permits(1);
+        Self(s.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Ok(p) = self.0.try_acquire() {
+            p.forget();
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    engine: SharedEngine,
-    config: Arc<russh::server::Config>,
-    grace: Duration,
+    state: Arc<std::sync::RwLock<Arc<Live>>>,
+    active: Arc<tokio::sync::Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE, ENFILE, ECONNABORTED...: log, pause, go on
-                tracing::warn!(target: "sshd_gsi", "accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE, ENFILE, ECONNABORTED...: log, pause, go on
+                    tracing::warn!(target: "sshd_gsi", "accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let live = state.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let local = stream.local_addr().unwrap_or(peer);
+        let slot = match live.startups.admit(peer.ip(), crate::limits::roll()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let why = match refused {
+                    Refused::Max(n, p) => {
+                        format!("past MaxStartups ({n} unauthenticated, drop chance {p}%)")
+                    }
+                    Refused::PerSource(n) => {
+                        format!("past PerSourceMaxStartups ({n} from this address)")
+                    }
+                };
+                tracing::info!(
+                    target: "sshd_gsi::auth",
+                    "drop connection from {} port {} on {} port {} {why}",
+                    peer.ip(),
+                    peer.port(),
+                    local.ip(),
+                    local.port()
+                );
+                drop(stream);
                 continue;
             }
         };
-        let local = stream.local_addr().unwrap_or(peer);
         let _ = stream.set_nodelay(true);
         tracing::debug!(target: "sshd_gsi", "Connection from {} port {}", peer.ip(), peer.port());
-        let authenticated = Arc::new(AtomicBool::new(false));
-        let handler = Connection::new(engine.clone(), peer, local, authenticated.clone());
-        let config = config.clone();
+        let authenticated = AuthFlag::with_slot(slot);
+        let handler = Connection::new(live.engine.clone(), peer, local, authenticated.clone());
+        let (config, grace) = (live.russh.clone(), live.grace);
+        let guard = Active::new(&active);
         tokio::spawn(async move {
+            let _guard = guard;
             let session = match russh::server::run_stream(config, stream, handler).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -140,7 +303,7 @@ async fn accept_loop(
                 }
                 () = tokio::time::sleep(grace) => {}
             }
-            if !authenticated.load(Ordering::SeqCst) {
+            if !authenticated.is_set() {
                 tracing::info!(
                     target: "sshd_gsi::auth",
                     "Timeout before authentication for {} port {}",

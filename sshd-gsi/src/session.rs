@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use hpccert_core::config::SshMethod;
 use hpccert_core::mapping::Identity;
@@ -21,6 +20,7 @@ use russh::{Channel, ChannelId, ChannelMsg, Pty as PtyMode, Sig};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{self, Login, Next, SharedEngine, TokenEntry};
+use crate::limits::AuthFlag;
 use crate::spawn::{self, Account, Pty};
 use crate::x509auth;
 
@@ -54,7 +54,7 @@ pub struct Connection {
     login: Option<(Login, Account)>,
     channels: HashMap<ChannelId, ChannelState>,
     /// Set on a successful login (the accept loop's grace timer reads it).
-    authenticated: Arc<AtomicBool>,
+    authenticated: Arc<AuthFlag>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -70,7 +70,7 @@ impl Connection {
         engine: SharedEngine,
         peer: SocketAddr,
         local: SocketAddr,
-        authenticated: Arc<AtomicBool>,
+        authenticated: Arc<AuthFlag>,
     ) -> Self {
         Self {
             engine,
@@ -113,7 +113,7 @@ impl Connection {
             Ok((decision, account)) => {
                 auth::log_success(method, user, &self.peer, &decision);
                 self.login = Some((Login { method, decision }, account));
-                self.authenticated.store(true, Ordering::SeqCst);
+                self.authenticated.mark();
                 Auth::Accept
             }
             Err(reason) => {
@@ -965,7 +965,7 @@ mod tests {
 
     fn connection(engine: &SharedEngine) -> Connection {
         let addr: SocketAddr = "127.0.0.1:40022".parse().unwrap();
-        Connection::new(engine.clone(), addr, addr, Arc::new(AtomicBool::new(false)))
+        Connection::new(engine.clone(), addr, addr, Arc::new(AuthFlag::default()))
     }
 
     fn string(out: &mut Vec<u8>, s: &[u8]) {
@@ -1031,7 +1031,7 @@ mod tests {
             let (login, account) = c.login.as_ref().unwrap();
             assert_eq!(login.method, "x509");
             assert_eq!(account.name, s.me);
-            assert!(c.authenticated.load(Ordering::SeqCst));
+            assert!(c.authenticated.is_set());
         });
     }
 

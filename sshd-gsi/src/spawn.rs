@@ -128,7 +128,12 @@ pub fn as_account(
         cmd.pre_exec(move || {
             // no descriptor of the server reaches the session (those it inherited itself
             // included): every fd above stderr is closed at exec
-            if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) != 0 {
+            if libc::close_range(
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             nix::unistd::setsid().map_err(std::io::Error::from)?;
