@@ -56,6 +56,7 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
         nodelay: true,
+        preferred: hardened(),
         // RFC 6187: russh hands these publickey algorithms to the handler (our patch)
         external_publickey_algorithms: if config.sshd.methods.contains(&SshMethod::X509) {
             config.sshd.x509_algorithms.clone()
@@ -122,6 +123,37 @@ async fn rebuild(source: &Arc<ConfigSource>) -> Result<SharedEngine, String> {
     });
     rx.await
         .map_err(|_| "the reload thread failed".to_string())?
+}
+
+/// Modern algorithms only, no SHA-1 anywhere: curve25519 and the ML-KEM hybrid for key
+/// exchange with strict KEX (Terrapin), ChaCha20-Poly1305 and AES-GCM, encrypt-then-MAC
+/// SHA-2 MACs, and no `ssh-rsa` (SHA-1) signatures.
+pub fn hardened() -> russh::Preferred {
+    use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
+    use russh::{cipher, kex, mac};
+    use std::borrow::Cow;
+    russh::Preferred {
+        kex: Cow::Borrowed(&[
+            kex::MLKEM768X25519_SHA256,
+            kex::CURVE25519,
+            kex::CURVE25519_PRE_RFC_8731,
+            kex::EXTENSION_SUPPORT_AS_CLIENT,
+            kex::EXTENSION_SUPPORT_AS_SERVER,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+        ]),
+        key: Cow::Owned(vec![
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+        ]),
+        cipher: Cow::Borrowed(&[cipher::CHACHA20_POLY1305, cipher::AES_256_GCM, cipher::AES_128_GCM]),
+        mac: Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
+        ..russh::Preferred::default()
+    }
 }
 
 /// Serve on every configured address until SIGTERM/SIGINT (then stop accepting and wait for
