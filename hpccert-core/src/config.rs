@@ -105,6 +105,8 @@ pub struct SshdConfig {
     pub trusted_user_ca_keys: Vec<PathBuf>,
     /// A file sent to clients before authentication.
     pub banner: Option<PathBuf>,
+    /// The audit stream: JSON lines of every decision and session (none by default).
+    pub audit_log: Option<PathBuf>,
     /// Seconds a client has to authenticate.
     pub login_grace_time: u64,
     /// Authentication attempts per connection.
@@ -129,6 +131,7 @@ impl Default for SshdConfig {
             accept_env: vec!["LANG".into(), "LC_*".into()],
             trusted_user_ca_keys: Vec::new(),
             banner: None,
+            audit_log: None,
             login_grace_time: 120,
             max_auth_tries: 6,
             max_startups: "10:30:100".into(),

@@ -43,6 +43,7 @@ pub struct Engine {
     rules: Vec<TokenRules>,
     verify_options: VerifyOptions,
     ssh_cas: Vec<russh::keys::PublicKey>,
+    pub audit: crate::audit::Audit,
 }
 
 impl std::fmt::Debug for Engine {
@@ -125,6 +126,7 @@ impl Engine {
         let policies = config.issuers.iter().map(IssuerConfig::policy).collect();
         let rules = config.issuers.iter().map(IssuerConfig::rules).collect();
         let verify_options = config.trust.verify_options();
+        let audit = crate::audit::Audit::open(config.sshd.audit_log.as_deref())?;
         let mut ssh_cas = Vec::new();
         if config.sshd.methods.contains(&SshMethod::OpensshCert) {
             for f in &config.sshd.trusted_user_ca_keys {
@@ -141,6 +143,7 @@ impl Engine {
             rules,
             verify_options,
             ssh_cas,
+            audit,
         })
     }
 
@@ -213,6 +216,20 @@ impl Engine {
         Mapper::new(&gridmap)
             .decide(&verified, Some(user))
             .map_err(|e| e.to_string())
+    }
+}
+
+impl Engine {
+    /// Log a refusal (sshd's wording, so fail2ban and log tools work) and audit it.
+    pub fn log_failure(&self, method: &str, user: &str, peer: &SocketAddr, reason: &str) {
+        log_failure(method, user, peer, reason);
+        self.audit.refused(method, user, peer, reason);
+    }
+
+    /// Log an accepted login and audit it.
+    pub fn log_success(&self, method: &str, user: &str, peer: &SocketAddr, d: &Decision) {
+        log_success(method, user, peer, d);
+        self.audit.accepted(method, user, peer, d);
     }
 }
 

@@ -4,6 +4,7 @@
 //! russh handler of one connection, [`auth`] asks hpccert-core, [`spawn`] starts processes
 //! as the mapped account (the only module that changes privileges), [`dev`] is `--dev`.
 
+mod audit;
 mod auth;
 mod dev;
 mod limits;

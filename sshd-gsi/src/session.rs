@@ -52,6 +52,8 @@ pub struct Connection {
     local: SocketAddr,
     entry: TokenEntry,
     login: Option<(Login, Account)>,
+    /// The login name the client authenticated as.
+    user: String,
     channels: HashMap<ChannelId, ChannelState>,
     /// Set on a successful login (the accept loop's grace timer reads it).
     authenticated: Arc<AuthFlag>,
@@ -78,6 +80,7 @@ impl Connection {
             local,
             entry: TokenEntry::default(),
             login: None,
+            user: String::new(),
             channels: HashMap::new(),
             authenticated,
         }
@@ -111,13 +114,14 @@ impl Connection {
         });
         match result {
             Ok((decision, account)) => {
-                auth::log_success(method, user, &self.peer, &decision);
+                self.engine.log_success(method, user, &self.peer, &decision);
                 self.login = Some((Login { method, decision }, account));
+                self.user = user.to_string();
                 self.authenticated.mark();
                 Auth::Accept
             }
             Err(reason) => {
-                auth::log_failure(method, user, &self.peer, &reason);
+                self.engine.log_failure(method, user, &self.peer, &reason);
                 Auth::reject()
             }
         }
@@ -252,6 +256,23 @@ impl Connection {
             return Err("a process already runs on this channel".into());
         };
         let handle = session.handle();
+        let tally = Tally {
+            engine: self.engine.clone(),
+            user: self.user.clone(),
+            peer: self.peer,
+            account: account.name.clone(),
+            channel: u32::from(id),
+            started: std::time::Instant::now(),
+            bytes_in: Arc::default(),
+            bytes_out: Arc::default(),
+        };
+        self.engine.audit.session_start(
+            &self.user,
+            &self.peer,
+            &login.decision,
+            u32::from(id),
+            &what.to_string(),
+        );
         match pty {
             Some(pty) => {
                 let slave =
@@ -266,7 +287,7 @@ impl Connection {
                 state.pid = child.id().and_then(|p| i32::try_from(p).ok());
                 let master = Arc::new(pty.master);
                 state.master = Some(master.clone());
-                tokio::spawn(pump_pty(channel, child, master, handle, id));
+                tokio::spawn(pump_pty(channel, child, master, handle, id, tally));
             }
             None => {
                 cmd.stdin(Stdio::piped())
@@ -276,7 +297,7 @@ impl Connection {
                     .spawn()
                     .map_err(|e| format!("cannot start the session process: {e}"))?;
                 state.pid = child.id().and_then(|p| i32::try_from(p).ok());
-                tokio::spawn(pump_pipes(channel, child, handle, id));
+                tokio::spawn(pump_pipes(channel, child, handle, id, tally));
             }
         }
         tracing::info!(
@@ -366,14 +387,63 @@ fn apply_modes(slave: &OwnedFd, modes: &[(PtyMode, u32)]) {
     let _ = termios::tcsetattr(slave, SetArg::TCSANOW, &t);
 }
 
-/// The exit of a process as SSH reports it.
+/// What the audit stream records of a session.
+struct Tally {
+    engine: SharedEngine,
+    user: String,
+    peer: SocketAddr,
+    account: String,
+    channel: u32,
+    started: std::time::Instant,
+    bytes_in: Arc<std::sync::atomic::AtomicU64>,
+    bytes_out: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// An AsyncRead that counts what passes.
+struct Counted<R>(R, Arc<std::sync::atomic::AtomicU64>);
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.1.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+}
+
+/// The exit of a process as SSH reports it (and as the audit stream records it).
 async fn report_exit(
     write: &russh::ChannelWriteHalf<Msg>,
     handle: &russh::server::Handle,
     id: ChannelId,
     status: std::io::Result<std::process::ExitStatus>,
+    tally: &Tally,
 ) {
     use std::os::unix::process::ExitStatusExt;
+    let recorded = match &status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Ok(code),
+            (None, Some(sig)) => Err(format!("{:?}", signal_name(sig))),
+            _ => Ok(255),
+        },
+        Err(_) => Ok(255),
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    tally.engine.audit.session_end(
+        &tally.user,
+        &tally.peer,
+        &tally.account,
+        tally.channel,
+        recorded,
+        load(&tally.bytes_in),
+        load(&tally.bytes_out),
+        tally.started.elapsed().as_secs_f64(),
+    );
     match status {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => {
@@ -447,6 +517,7 @@ async fn pump_pipes(
     mut child: tokio::process::Child,
     handle: russh::server::Handle,
     id: ChannelId,
+    tally: Tally,
 ) {
     let (mut read, write) = channel.split();
     let mut stdin = child.stdin.take();
@@ -454,20 +525,26 @@ async fn pump_pipes(
     let stderr = child.stderr.take();
     let write = Arc::new(write);
     let (w1, w2) = (write.clone(), write.clone());
+    let (c1, c2, c3) = (
+        tally.bytes_out.clone(),
+        tally.bytes_out.clone(),
+        tally.bytes_in.clone(),
+    );
     let out = tokio::spawn(async move {
         if let Some(s) = stdout {
-            let _ = w1.data(s).await;
+            let _ = w1.data(Counted(s, c1)).await;
         }
     });
     let err = tokio::spawn(async move {
         if let Some(s) = stderr {
-            let _ = w2.extended_data(1, s).await;
+            let _ = w2.extended_data(1, Counted(s, c2)).await;
         }
     });
     let input = tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
+                    c3.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     let Some(s) = stdin.as_mut() else { continue };
                     if s.write_all(&data).await.is_err() {
                         stdin = None;
@@ -483,7 +560,7 @@ async fn pump_pipes(
     let _ = err.await;
     let status = child.wait().await;
     input.abort();
-    report_exit(&write, &handle, id, status).await;
+    report_exit(&write, &handle, id, status, &tally).await;
 }
 
 /// A PTY: client data -> master, master -> data; the process's exit ends the channel.
@@ -493,6 +570,7 @@ async fn pump_pty(
     master: Arc<OwnedFd>,
     handle: russh::server::Handle,
     id: ChannelId,
+    tally: Tally,
 ) {
     let (mut read, write) = channel.split();
     let reader = master
@@ -505,19 +583,21 @@ async fn pump_pty(
         .map(tokio::fs::File::from_std);
     let (Ok(reader), Ok(mut writer)) = (reader, writer) else {
         let _ = child.start_kill();
-        report_exit(&write, &handle, id, child.wait().await).await;
+        report_exit(&write, &handle, id, child.wait().await, &tally).await;
         return;
     };
     let write = Arc::new(write);
     let w = write.clone();
     // reading the master fails with EIO once the last slave fd is closed: that is EOF
+    let (c_out, c_in) = (tally.bytes_out.clone(), tally.bytes_in.clone());
     let out = tokio::spawn(async move {
-        let _ = w.data(EioIsEof(reader)).await;
+        let _ = w.data(Counted(EioIsEof(reader), c_out)).await;
     });
     let input = tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
+                    c_in.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     if writer.write_all(&data).await.is_err() {
                         break;
                     }
@@ -531,7 +611,7 @@ async fn pump_pty(
     let status = child.wait().await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), out).await;
     input.abort();
-    report_exit(&write, &handle, id, status).await;
+    report_exit(&write, &handle, id, status, &tally).await;
 }
 
 /// An AsyncRead that turns EIO (PTY master after the slave closed) into end of file.
@@ -606,7 +686,8 @@ impl russh::server::Handler for Connection {
         certificate: &russh::keys::Certificate,
     ) -> Result<Auth, Self::Error> {
         if !self.offers(SshMethod::OpensshCert) {
-            auth::log_failure("openssh-cert", user, &self.peer, "method not enabled");
+            self.engine
+                .log_failure("openssh-cert", user, &self.peer, "method not enabled");
             return Ok(Auth::reject());
         }
         let result =
@@ -623,7 +704,7 @@ impl russh::server::Handler for Connection {
         signature: Option<russh::server::ExternalSignature<'_>>,
     ) -> Result<Auth, Self::Error> {
         let refuse = |this: &Self, reason: String| {
-            auth::log_failure("x509", user, &this.peer, &reason);
+            this.engine.log_failure("x509", user, &this.peer, &reason);
             Ok(Auth::reject())
         };
         if !self.offers(SshMethod::X509)
@@ -698,7 +779,7 @@ impl russh::server::Handler for Connection {
         {
             Next::Ask(n) => Ok(prompt(auth::part_prompt(n))),
             Next::TooLong => {
-                auth::log_failure(
+                self.engine.log_failure(
                     "token (keyboard-interactive)",
                     user,
                     &self.peer,
