@@ -292,14 +292,20 @@ fn free_port() -> u16 {
 }
 
 impl Server {
-    /// A server offering `methods` (TOML strings), ready to accept connections.
+    /// A server offering `methods` (TOML strings), ready to accept connections; the test
+    /// token's subject maps to the current user.
     fn start(methods: &[&str]) -> Self {
+        Self::start_mapped(methods, &account().name)
+    }
+
+    /// The same, with the token's subject mapped to `accounts` (`a,b`).
+    fn start_mapped(methods: &[&str], accounts: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sshd-gsi-e2e-")
             .tempdir()
             .unwrap();
         let d = dir.path();
-        let user = &account().name;
+        let user = accounts;
         std::fs::create_dir(d.join("certificates")).unwrap();
         std::fs::create_dir(d.join("keys")).unwrap();
         write_mode(&d.join("grid-mapfile"), b"", 0o644);
@@ -1097,4 +1103,133 @@ except paramiko.BadAuthenticationType as e:
     let log = server.log();
     assert!(!log.contains("Accepted"), "{log}");
     assert_not_logged(&log, &[&token]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. privilege drop and window changes
+
+/// The account `.ci/run` creates, with two supplementary groups.
+const TEST_ACCOUNT: &str = "hpccert-e2e-alice";
+
+#[test]
+fn sessions_run_as_exactly_the_mapped_account() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("not root: sessions can only run as the server's own account");
+        return;
+    }
+    if !peers(&[SSH]) {
+        return;
+    }
+    let (code, passwd, _) = run(Command::new("getent").args(["passwd", TEST_ACCOUNT]));
+    if code != 0 {
+        skip(&format!(
+            "account {TEST_ACCOUNT} does not exist (.ci/run creates it)"
+        ));
+        return;
+    }
+    let home = passwd.trim().split(':').nth(5).unwrap().to_string();
+    let expect = |args: &[&str]| {
+        run(Command::new("id").args(args).arg(TEST_ACCOUNT))
+            .1
+            .trim()
+            .to_string()
+    };
+    let (uid, gid, groups) = (expect(&["-u"]), expect(&["-g"]), expect(&["-G"]));
+    let server = Server::start_mapped(
+        &["keyboard-interactive"],
+        &format!("{},{TEST_ACCOUNT}", account().name),
+    );
+    let token = good_token();
+    let tf = server.token_file("token.jwt", &token);
+    let (code, out, err) = run(&mut server.ssh(
+        &tf,
+        TEST_ACCOUNT,
+        &[],
+        "id -u; id -g; id -G; echo $HOME; pwd; echo $USER; cat /proc/self/status | grep -E '^(Uid|Gid):'",
+    ));
+    assert_eq!(
+        code,
+        0,
+        "stdout: {out}\nstderr: {err}\nlog:\n{}",
+        server.log()
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], uid, "id -u");
+    assert_eq!(lines[1], gid, "id -g");
+    let sorted = |s: &str| {
+        let mut v: Vec<&str> = s.split_whitespace().collect();
+        v.sort_unstable();
+        v.join(" ")
+    };
+    assert_eq!(
+        sorted(lines[2]),
+        sorted(&groups),
+        "id -G: exactly the account's groups"
+    );
+    assert!(
+        groups.split_whitespace().count() >= 3,
+        "the test account should have supplementary groups: {groups}"
+    );
+    assert_eq!(lines[3], home, "HOME");
+    assert_eq!(lines[4], home, "pwd");
+    assert_eq!(lines[5], TEST_ACCOUNT, "USER");
+    // real, effective, saved and filesystem ids are all the account's
+    for l in &lines[6..8] {
+        let ids: Vec<&str> = l.split_whitespace().skip(1).collect();
+        assert_eq!(ids.len(), 4, "{l}");
+        let want = if l.starts_with("Uid") { &uid } else { &gid };
+        assert!(ids.iter().all(|i| i == want), "{l}");
+    }
+    // the same token may not be used for an account the map does not list
+    let (code, _, err) = run(&mut server.ssh(&tf, "daemon", &[], "true"));
+    assert_permission_denied("unmapped account", code, &err);
+}
+
+const PARAMIKO_RESIZE: &str = r#"
+import sys, time, paramiko
+host, port, user, token_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+t = paramiko.Transport((host, port))
+t.start_client(timeout=10)
+t.auth_password(user, open(token_file).read().strip())
+ch = t.open_session()
+ch.get_pty("xterm", 80, 24)
+ch.exec_command("stty size; read x; stty size")
+time.sleep(0.5)
+ch.resize_pty(132, 50)
+time.sleep(0.2)
+ch.send("go\n")
+out = b""
+while True:
+    d = ch.recv(4096)
+    if not d:
+        break
+    out += d
+print(repr(out.decode()), ch.recv_exit_status())
+"#;
+
+#[test]
+fn window_changes_reach_the_pty() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let server = Server::start(&["password"]);
+    let tf = server.token_file("token.jwt", &good_token());
+    let (code, out, err) = run(Command::new(&python)
+        .args([
+            "-c",
+            PARAMIKO_RESIZE,
+            "127.0.0.1",
+            &server.port.to_string(),
+            &account().name,
+        ])
+        .arg(&tf));
+    assert_eq!(
+        code,
+        0,
+        "stdout: {out}\nstderr: {err}\nlog:\n{}",
+        server.log()
+    );
+    assert!(out.contains("24 80"), "initial size: {out}");
+    assert!(out.contains("50 132"), "size after window-change: {out}");
+    assert!(out.trim_end().ends_with(" 0"), "exit status: {out}");
 }
