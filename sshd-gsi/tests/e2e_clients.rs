@@ -300,6 +300,11 @@ impl Server {
 
     /// The same, with the token's subject mapped to `accounts` (`a,b`).
     fn start_mapped(methods: &[&str], accounts: &str) -> Self {
+        Self::start_with(methods, accounts, "")
+    }
+
+    /// The same, with extra `[sshd]` lines.
+    fn start_with(methods: &[&str], accounts: &str, sshd_extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sshd-gsi-e2e-")
             .tempdir()
@@ -340,7 +345,7 @@ impl Server {
                  [trust]\nca_dir = \"{}\"\n\
                  [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\n\
                  [tokens]\nkey_cache_dir = \"{}\"\n\
-                 [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\nsftp_server = \"{SFTP_SERVER}\"\n\
+                 [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\nsftp_server = \"{SFTP_SERVER}\"\n{sshd_extra}\
                  [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\n",
                 s("certificates"),
                 s("grid-mapfile"),
@@ -1232,4 +1237,115 @@ fn window_changes_reach_the_pty() {
     assert!(out.contains("24 80"), "initial size: {out}");
     assert!(out.contains("50 132"), "size after window-change: {out}");
     assert!(out.trim_end().ends_with(" 0"), "exit status: {out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. OpenSSH user certificates
+
+#[test]
+fn openssh_user_certificates_from_a_trusted_ca() {
+    if !peers(&[SSH, ("ssh-keygen", "openssh-client")]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keygen = |args: &[&str]| {
+        let (code, _, err) = run(Command::new("ssh-keygen").args(["-q"]).args(args));
+        assert_eq!(code, 0, "ssh-keygen {args:?}: {err}");
+    };
+    let p = |n: &str| d.join(n).display().to_string();
+    let user = account().name.clone();
+    keygen(&["-t", "ed25519", "-N", "", "-f", &p("ca")]);
+    keygen(&["-t", "ed25519", "-N", "", "-f", &p("rogue-ca")]);
+    for (key, ca, principals, extra) in [
+        ("good", "ca", user.as_str(), vec![]),
+        ("other", "ca", "someone-else", vec![]),
+        ("rogue", "rogue-ca", user.as_str(), vec![]),
+        (
+            "forced",
+            "ca",
+            user.as_str(),
+            vec!["-O", "force-command=/bin/true"],
+        ),
+        (
+            "expired",
+            "ca",
+            user.as_str(),
+            vec!["-V", "20200101:20200102"],
+        ),
+    ] {
+        keygen(&["-t", "ed25519", "-N", "", "-f", &p(key)]);
+        let mut args = vec!["-s", &p(ca)]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        args.extend(["-I", &format!("{key}@gateway"), "-n", principals].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(p(&format!("{key}.pub")));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        keygen(&refs);
+    }
+    let server = Server::start_with(
+        &["openssh-cert"],
+        &user,
+        &format!("trusted_user_ca_keys = [\"{}\"]\n", p("ca.pub")),
+    );
+    let ssh = |key: &str| {
+        let mut c = Command::new("ssh");
+        c.args([
+            "-p",
+            &server.port.to_string(),
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args(["-i", &p(key)])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("echo \"$HPCCERT_AUTH_METHOD $HPCCERT_SSH_CERT_KEY_ID\"");
+        run(&mut c)
+    };
+    let (code, out, err) = ssh("good");
+    assert_eq!(
+        code,
+        0,
+        "stdout: {out}\nstderr: {err}\nlog:\n{}",
+        server.log()
+    );
+    assert_eq!(out.trim(), "openssh-cert good@gateway");
+    for (key, reason) in [
+        ("other", "is not valid for account"),
+        ("rogue", "not signed by a trusted SSH CA"),
+        ("forced", "critical option force-command"),
+    ] {
+        let (code, _, err) = ssh(key);
+        assert_eq!(code, 255, "{key}: {err}");
+        let log = server.log();
+        let failed = auth_lines(&log, "Failed", "openssh-cert", &user);
+        assert!(
+            failed.iter().any(|l| l.contains(reason)),
+            "{key}: no failure with {reason:?}:\n{log}"
+        );
+    }
+    // an expired certificate does not even get its possession proof checked (russh refuses it)
+    let (code, _, err) = ssh("expired");
+    assert_eq!(code, 255, "expired: {err}");
+    assert_eq!(
+        auth_lines(&server.log(), "Accepted", "openssh-cert", &user).len(),
+        1
+    );
 }
