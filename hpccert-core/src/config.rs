@@ -85,6 +85,13 @@ pub const KNOWN_X509_ALGORITHMS: &[&str] = &[
     "x509v3-sign-rsa",
 ];
 
+/// Key exchange algorithms sshd-gsi implements (all without SHA-1).
+pub const KNOWN_KEX: &[&str] = &["mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org"];
+
+/// Offered by default: the post-quantum hybrid first, curve25519 for clients without it
+/// (OpenSSH before 9.9, paramiko).
+pub const DEFAULT_KEX: &[&str] = KNOWN_KEX;
+
 /// `[sshd]`: the SSH server.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +118,8 @@ pub struct SshdConfig {
     pub login_grace_time: u64,
     /// Authentication attempts per connection.
     pub max_auth_tries: usize,
+    /// Key exchange algorithms offered, most preferred first.
+    pub kex_algorithms: Vec<String>,
     /// Unauthenticated connections, as sshd's MaxStartups `start:rate:full`.
     pub max_startups: String,
     /// Unauthenticated connections from one address (0: no limit).
@@ -134,6 +143,7 @@ impl Default for SshdConfig {
             audit_log: None,
             login_grace_time: 120,
             max_auth_tries: 6,
+            kex_algorithms: DEFAULT_KEX.iter().map(|s| s.to_string()).collect(),
             max_startups: "10:30:100".into(),
             per_source_max_startups: 10,
         }
@@ -148,6 +158,14 @@ impl SshdConfig {
                     "[sshd] x509_algorithms: unknown algorithm {a:?} (known: {})",
                     KNOWN_X509_ALGORITHMS.join(", ")
                 ));
+            }
+        }
+        if self.kex_algorithms.is_empty() {
+            return Err("[sshd] kex_algorithms is empty".into());
+        }
+        for k in &self.kex_algorithms {
+            if !KNOWN_KEX.contains(&k.as_str()) {
+                return Err(format!("[sshd] kex_algorithms: unknown algorithm {k:?} (known: {})", KNOWN_KEX.join(", ")));
             }
         }
         for l in &self.listen {

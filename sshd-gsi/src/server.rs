@@ -56,7 +56,7 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
         nodelay: true,
-        preferred: hardened(),
+        preferred: hardened(&config.sshd.kex_algorithms),
         // RFC 6187: russh hands these publickey algorithms to the handler (our patch)
         external_publickey_algorithms: if config.sshd.methods.contains(&SshMethod::X509) {
             config.sshd.x509_algorithms.clone()
@@ -128,20 +128,28 @@ async fn rebuild(source: &Arc<ConfigSource>) -> Result<SharedEngine, String> {
 /// Modern algorithms only, no SHA-1 anywhere: curve25519 and the ML-KEM hybrid for key
 /// exchange with strict KEX (Terrapin), ChaCha20-Poly1305 and AES-GCM, encrypt-then-MAC
 /// SHA-2 MACs, and no `ssh-rsa` (SHA-1) signatures.
-pub fn hardened() -> russh::Preferred {
+pub fn hardened(kex_names: &[String]) -> russh::Preferred {
     use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
     use russh::{cipher, kex, mac};
     use std::borrow::Cow;
     russh::Preferred {
-        kex: Cow::Borrowed(&[
-            kex::MLKEM768X25519_SHA256,
-            kex::CURVE25519,
-            kex::CURVE25519_PRE_RFC_8731,
-            kex::EXTENSION_SUPPORT_AS_CLIENT,
-            kex::EXTENSION_SUPPORT_AS_SERVER,
-            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
-            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
-        ]),
+        kex: Cow::Owned(
+            kex_names
+                .iter()
+                .filter_map(|n| match n.as_str() {
+                    "mlkem768x25519-sha256" => Some(kex::MLKEM768X25519_SHA256),
+                    "curve25519-sha256" => Some(kex::CURVE25519),
+                    "curve25519-sha256@libssh.org" => Some(kex::CURVE25519_PRE_RFC_8731),
+                    _ => None,
+                })
+                .chain([
+                    kex::EXTENSION_SUPPORT_AS_CLIENT,
+                    kex::EXTENSION_SUPPORT_AS_SERVER,
+                    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+                    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+                ])
+                .collect(),
+        ),
         key: Cow::Owned(vec![
             Algorithm::Ed25519,
             Algorithm::Ecdsa {
