@@ -86,7 +86,11 @@ pub const KNOWN_X509_ALGORITHMS: &[&str] = &[
 ];
 
 /// Key exchange algorithms sshd-gsi implements (all without SHA-1).
-pub const KNOWN_KEX: &[&str] = &["mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org"];
+pub const KNOWN_KEX: &[&str] = &[
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+];
 
 /// Offered by default: the post-quantum hybrid first, curve25519 for clients without it
 /// (OpenSSH before 9.9, paramiko).
@@ -114,6 +118,8 @@ pub struct SshdConfig {
     pub banner: Option<PathBuf>,
     /// The audit stream: JSON lines of every decision and session (none by default).
     pub audit_log: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a local address; none by default).
+    pub metrics_listen: Option<String>,
     /// Seconds a client has to authenticate.
     pub login_grace_time: u64,
     /// Authentication attempts per connection.
@@ -141,6 +147,7 @@ impl Default for SshdConfig {
             trusted_user_ca_keys: Vec::new(),
             banner: None,
             audit_log: None,
+            metrics_listen: None,
             login_grace_time: 120,
             max_auth_tries: 6,
             kex_algorithms: DEFAULT_KEX.iter().map(|s| s.to_string()).collect(),
@@ -160,12 +167,22 @@ impl SshdConfig {
                 ));
             }
         }
+        if let Some(m) = &self.metrics_listen
+            && m.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "[sshd] metrics_listen: {m:?} is not an address:port"
+            ));
+        }
         if self.kex_algorithms.is_empty() {
             return Err("[sshd] kex_algorithms is empty".into());
         }
         for k in &self.kex_algorithms {
             if !KNOWN_KEX.contains(&k.as_str()) {
-                return Err(format!("[sshd] kex_algorithms: unknown algorithm {k:?} (known: {})", KNOWN_KEX.join(", ")));
+                return Err(format!(
+                    "[sshd] kex_algorithms: unknown algorithm {k:?} (known: {})",
+                    KNOWN_KEX.join(", ")
+                ));
             }
         }
         for l in &self.listen {

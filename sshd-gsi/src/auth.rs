@@ -224,12 +224,14 @@ impl Engine {
     pub fn log_failure(&self, method: &str, user: &str, peer: &SocketAddr, reason: &str) {
         log_failure(method, user, peer, reason);
         self.audit.refused(method, user, peer, reason);
+        crate::metrics::get().auth(method, "refuse");
     }
 
     /// Log an accepted login and audit it.
     pub fn log_success(&self, method: &str, user: &str, peer: &SocketAddr, d: &Decision) {
         log_success(method, user, peer, d);
         self.audit.accepted(method, user, peer, d);
+        crate::metrics::get().auth(method, "accept");
     }
 }
 

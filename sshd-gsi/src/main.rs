@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod dev;
 mod limits;
+mod metrics;
 mod notify;
 mod server;
 mod session;

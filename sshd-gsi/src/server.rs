@@ -211,6 +211,19 @@ pub async fn serve(engine: SharedEngine, source: ConfigSource) -> Result<(), Str
             stop_rx.clone(),
         )));
     }
+    if let Some(addr) = &state
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .engine
+        .config
+        .sshd
+        .metrics_listen
+    {
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| format!("[sshd] metrics_listen {addr}: {e}"))?;
+        crate::metrics::serve(addr).await?;
+    }
     crate::notify::ready();
     let source = Arc::new(source);
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -313,9 +326,11 @@ async fn accept_loop(
             Err(refused) => {
                 let why = match refused {
                     Refused::Max(n, p) => {
+                        crate::metrics::get().dropped("max-startups");
                         format!("past MaxStartups ({n} unauthenticated, drop chance {p}%)")
                     }
                     Refused::PerSource(n) => {
+                        crate::metrics::get().dropped("per-source-max-startups");
                         format!("past PerSourceMaxStartups ({n} from this address)")
                     }
                 };
@@ -332,6 +347,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        crate::metrics::get().connections.inc();
         tracing::debug!(target: "sshd_gsi", "Connection from {} port {}", peer.ip(), peer.port());
         let authenticated = AuthFlag::with_slot(slot);
         let handler = Connection::new(live.engine.clone(), peer, local, authenticated.clone());

@@ -266,6 +266,8 @@ impl Connection {
             bytes_in: Arc::default(),
             bytes_out: Arc::default(),
         };
+        crate::metrics::get().sessions.inc();
+        crate::metrics::get().sessions_open.inc();
         self.engine.audit.session_start(
             &self.user,
             &self.peer,
@@ -434,6 +436,10 @@ async fn report_exit(
         Err(_) => Ok(255),
     };
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let m = crate::metrics::get();
+    m.sessions_open.dec();
+    m.bytes("in", load(&tally.bytes_in));
+    m.bytes("out", load(&tally.bytes_out));
     tally.engine.audit.session_end(
         &tally.user,
         &tally.peer,
