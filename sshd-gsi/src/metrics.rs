@@ -136,7 +136,7 @@ pub async fn serve(addr: SocketAddr) -> Result<(), String> {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let resp = if req.uri().path() == "/metrics" {
+                        if req.uri().path() == "/metrics" {
                             Response::builder()
                                 .header(
                                     "content-type",
@@ -147,8 +147,7 @@ pub async fn serve(addr: SocketAddr) -> Result<(), String> {
                             Response::builder()
                                 .status(StatusCode::NOT_FOUND)
                                 .body(Full::new(Bytes::from_static(b"not found\n")))
-                        };
-                        resp
+                        }
                     },
                 );
                 let io = hyper_util::rt::TokioIo::new(stream);

@@ -211,14 +211,15 @@ pub async fn serve(engine: SharedEngine, source: ConfigSource) -> Result<(), Str
             stop_rx.clone(),
         )));
     }
-    if let Some(addr) = &state
+    let metrics_listen = state
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .engine
         .config
         .sshd
         .metrics_listen
-    {
+        .clone();
+    if let Some(addr) = &metrics_listen {
         let addr: SocketAddr = addr
             .parse()
             .map_err(|e| format!("[sshd] metrics_listen {addr}: {e}"))?;
