@@ -1,0 +1,713 @@
+//! pam_hpccert.so under the real Linux-PAM library, through pam_wrapper (a private service
+//! directory, no change to /etc/pam.d), driven by pamtester as a PAM application would be;
+//! nss_wrapper supplies the test accounts (no change to /etc/passwd).
+//!
+//! Tokens are minted here with `hpccert_core::devtoken`; the issuer is not reachable (there
+//! is none): the module validates offline with a configured JWKS file (one issuer) and the
+//! issuer key cache (another). pamtester answers prompts from stdin, one read per prompt, so
+//! the test writes each answer only after it sees the prompt (pamtester prints prompts on
+//! stderr), which also checks the exact continuation prompts.
+//!
+//! Cargo builds the module before this test because the crate is a dev-dependency; the test
+//! finds it next to its own binary (`target/<profile>/deps/libpam_hpccert.so`) and copies it
+//! to `pam_hpccert.so`, the name it is installed under.
+#![allow(clippy::panic)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hpccert_core::devtoken::{DevKey, jwks};
+use hpccert_core::token::JwsAlgorithm;
+use hpccert_core::token::keys::{CachedKeys, write_cached};
+use hpccert_core::token::unix_seconds;
+use hpccert_e2e::{peer_available, write_mode};
+use serde_json::{Value, json};
+
+const JWKS_ISSUER: &str = "https://jwks.issuer.test";
+const CACHE_ISSUER: &str = "https://cache.issuer.test";
+const AUD: &str = "https://login.hpc.test";
+const PROMPT: &str = "Access token: ";
+
+/// A shared library of a Debian package, or a skip (a failure under HPCCERT_E2E_REQUIRED=1).
+fn library(name: &str, package: &str) -> Option<PathBuf> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(name))
+    .find(|p| p.is_file());
+    if found.is_none() {
+        let required = std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1");
+        let msg = format!("{name} not found (Debian package {package})");
+        assert!(!required, "{msg}, and HPCCERT_E2E_REQUIRED=1");
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+/// The module cargo built for this test run.
+fn built_module() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let deps = exe
+        .parent()
+        .unwrap_or_else(|| panic!("no parent of {}", exe.display()));
+    let candidates = [
+        deps.join("libpam_hpccert.so"),
+        deps.join("../libpam_hpccert.so"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "libpam_hpccert.so not found in {} (pam_hpccert is a dev-dependency of this crate, so cargo should have built it)",
+                deps.display()
+            )
+        })
+}
+
+/// What pamtester did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+    fn succeeded(&self) -> bool {
+        self.code == 0
+            && self.all().contains("pamtester: successfully authenticated")
+            && self.all().contains("pamtester: account management done")
+    }
+    /// The module's log lines (pam_wrapper prints `pam_syslog` lines as `SYSLOG(priority): `).
+    fn log(&self) -> String {
+        self.stderr
+            .lines()
+            .filter(|l| l.contains("SYSLOG("))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+    wrappers: String,
+    jwks_key: DevKey,
+    cache_key: DevKey,
+}
+
+impl Site {
+    fn new() -> Option<Self> {
+        if !peer_available("pamtester", "pamtester") {
+            return None;
+        }
+        let pam_wrapper = library("libpam_wrapper.so", "libpam-wrapper")?;
+        let nss_wrapper = library("libnss_wrapper.so", "libnss-wrapper")?;
+        let pam_deny = [
+            "/usr/lib/x86_64-linux-gnu/security",
+            "/lib/x86_64-linux-gnu/security",
+        ]
+        .iter()
+        .any(|d| Path::new(d).join("pam_deny.so").is_file());
+        assert!(pam_deny, "pam_deny.so not found (libpam-modules)");
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let d = dir.path();
+        let module = d.join("pam_hpccert.so");
+        std::fs::copy(built_module(), &module).unwrap_or_else(|e| panic!("copy module: {e}"));
+
+        let jwks_key =
+            DevKey::generate("rsa-1", JwsAlgorithm::RS256).unwrap_or_else(|e| panic!("{e}"));
+        let cache_key =
+            DevKey::generate("ec-1", JwsAlgorithm::ES256).unwrap_or_else(|e| panic!("{e}"));
+        let jwks_doc = jwks(&[&jwks_key]).unwrap_or_else(|e| panic!("{e}"));
+        write_mode(&d.join("jwks.json"), jwks_doc.to_string().as_bytes(), 0o644);
+        // the other issuer's keys as `gridmap-tool keys refresh` leaves them
+        let cached = CachedKeys {
+            issuer: CACHE_ISSUER.into(),
+            source: "https://cache.issuer.test/jwks".into(),
+            fetched_at: unix_seconds(hpccert_core::clock::now()),
+            jwks: jwks(&[&cache_key]).unwrap_or_else(|e| panic!("{e}")),
+        };
+        write_cached(&d.join("keys"), &cached).unwrap_or_else(|e| panic!("key cache: {e}"));
+        write_mode(
+            &d.join("token-map"),
+            format!("\"{JWKS_ISSUER}\" \"alice-subject\" alice\n").as_bytes(),
+            0o644,
+        );
+        let dd = d.display();
+        write_mode(
+            &d.join("hpccert.toml"),
+            format!(
+                "version = 1\n\
+                 [tokens]\nkey_cache_dir = \"{dd}/keys\"\n\
+                 [mapping]\ntoken_mapfile = \"{dd}/token-map\"\n\
+                 [[issuer]]\nissuer = \"{JWKS_ISSUER}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"RS256\"]\njwks_file = \"{dd}/jwks.json\"\n\
+                 [[issuer]]\nissuer = \"{CACHE_ISSUER}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"ES256\"]\nusername_claim = \"preferred_username\"\n"
+            )
+            .as_bytes(),
+            0o644,
+        );
+        write_mode(
+            &d.join("passwd"),
+            b"alice:x:1001:1001:Alice:/home/alice:/bin/sh\nbob:x:1002:1002:Bob:/home/bob:/bin/sh\n",
+            0o644,
+        );
+        write_mode(&d.join("group"), b"alice:x:1001:\nbob:x:1002:\n", 0o644);
+
+        let svc = d.join("pam.d");
+        std::fs::create_dir(&svc).unwrap_or_else(|e| panic!("{e}"));
+        let m = module.display();
+        let cfg = format!("config={dd}/hpccert.toml");
+        let set_items = pam_wrapper
+            .parent()
+            .map(|p| p.join("pam_wrapper/pam_set_items.so"))
+            .unwrap_or_default();
+        let services: Vec<(&str, String)> = vec![
+            (
+                "hpccert",
+                format!("auth required {m} {cfg}\naccount required {m} {cfg}\n"),
+            ),
+            (
+                // pam_exec runs env(1) with the PAM environment; `stdout` shows its output
+                "hpccert-env",
+                format!(
+                    "auth required {m} {cfg}\nauth required pam_exec.so stdout /usr/bin/env\naccount required {m} {cfg}\n"
+                ),
+            ),
+            (
+                "hpccert-scope",
+                format!(
+                    "auth required {m} {cfg} require_scope=storage.read:/data\naccount required {m} {cfg}\n"
+                ),
+            ),
+            (
+                "hpccert-first",
+                format!(
+                    "auth required {} \nauth required {m} {cfg} use_first_pass\naccount required {m} {cfg}\n",
+                    set_items.display()
+                ),
+            ),
+            (
+                "hpccert-prompt",
+                format!(
+                    "auth required {m} {cfg} [prompt=Bearer token: ]\naccount required {m} {cfg}\n"
+                ),
+            ),
+            (
+                "hpccert-acct-only",
+                format!("account required {m} {cfg}\naccount required pam_permit.so\n"),
+            ),
+            (
+                "hpccert-badopt",
+                format!("auth required {m} {cfg} no_such_option\n"),
+            ),
+            (
+                "hpccert-noconf",
+                format!("auth required {m} config={dd}/missing.toml\n"),
+            ),
+            (
+                "hpccert-ignore",
+                format!(
+                    "auth sufficient {m} {cfg} ignore_unknown_user\nauth required pam_deny.so\n"
+                ),
+            ),
+            (
+                "other",
+                "auth required pam_deny.so\naccount required pam_deny.so\n".into(),
+            ),
+        ];
+        for (name, text) in services {
+            write_mode(&svc.join(name), text.as_bytes(), 0o644);
+        }
+        let wrappers = format!("{} {}", pam_wrapper.display(), nss_wrapper.display());
+        Some(Self {
+            dir,
+            wrappers,
+            jwks_key,
+            cache_key,
+        })
+    }
+
+    fn claims(&self, sub: &str) -> Value {
+        let now = unix_seconds(hpccert_core::clock::now()) as u64;
+        json!({
+            "iss": JWKS_ISSUER, "sub": sub, "aud": AUD,
+            "iat": now - 10, "nbf": now - 10, "exp": now + 900,
+            "scope": "openid profile compute.create storage.read:/data",
+        })
+    }
+
+    /// A token of the JWKS issuer, padded with groups (as real tokens of users in many
+    /// projects are) to between `size` and `size + 40` bytes.
+    fn token_of_size(&self, claims: Value, size: usize) -> String {
+        let mint = |n: usize| {
+            let mut c = claims.clone();
+            let groups: Vec<String> = (0..n).map(|i| format!("/hpc/project-{i:06}")).collect();
+            c["wlcg.groups"] = json!(groups);
+            self.jwks_key.mint(&c).unwrap_or_else(|e| panic!("{e}"))
+        };
+        // each group adds 22 bytes of JSON, 29 to 30 bytes of base64
+        let mut n = 0;
+        loop {
+            let token = mint(n);
+            if token.len() >= size {
+                return token;
+            }
+            n += (size - token.len()).div_ceil(30).max(1);
+        }
+    }
+
+    fn token(&self, change: impl FnOnce(&mut Value)) -> String {
+        let mut c = self.claims("alice-subject");
+        change(&mut c);
+        self.token_of_size(c, 2048)
+    }
+
+    /// Run `pamtester -v SERVICE USER OPS...`, answering each expected prompt in turn; stdin
+    /// is closed after the last answer.
+    fn pamtester(
+        &self,
+        service: &str,
+        user: &str,
+        ops: &[&str],
+        answers: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Run {
+        let d = self.dir.path();
+        let mut cmd = Command::new("pamtester");
+        cmd.arg("-v")
+            .arg(service)
+            .arg(user)
+            .args(ops)
+            .env("LD_PRELOAD", &self.wrappers)
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", d.join("pam.d"))
+            .env("PAM_WRAPPER_DEBUGLEVEL", "2")
+            .env("NSS_WRAPPER_PASSWD", d.join("passwd"))
+            .env("NSS_WRAPPER_GROUP", d.join("group"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run pamtester: {e}"));
+        let stderr_buf = Arc::new(Mutex::new(String::new()));
+        let reader = {
+            let buf = Arc::clone(&stderr_buf);
+            let mut pipe = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut b) = buf.lock() {
+                        b.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    }
+                }
+            })
+        };
+        let out_reader = {
+            let mut pipe = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = pipe.read_to_string(&mut s);
+                s
+            })
+        };
+        let mut stdin = child.stdin.take();
+        let mut seen = 0;
+        for (prompt, answer) in answers {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let text = stderr_buf.lock().map(|b| b.clone()).unwrap_or_default();
+                if let Some(at) = text[seen..].find(prompt) {
+                    seen += at + prompt.len();
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("pamtester never asked {prompt:?}; stderr so far:\n{text}");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if let Some(w) = stdin.as_mut() {
+                // one write per answer: pamtester reads each answer with one read(2)
+                w.write_all(format!("{answer}\n").as_bytes())
+                    .unwrap_or_else(|e| panic!("writing the answer: {e}"));
+            }
+        }
+        drop(stdin);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("pamtester did not finish");
+                }
+            }
+        };
+        let _ = reader.join();
+        let stdout = out_reader.join().unwrap_or_default();
+        let stderr = stderr_buf.lock().map(|b| b.clone()).unwrap_or_default();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+
+    fn login(&self, user: &str, token: &str) -> Run {
+        self.pamtester(
+            "hpccert",
+            user,
+            &["authenticate", "acct_mgmt"],
+            &[(PROMPT, token)],
+            &[],
+        )
+    }
+}
+
+/// The token must never be logged or echoed: its signature is unique to it.
+fn assert_not_leaked(run: &Run, token: &str) {
+    if let Some(sig) = token.rsplit('.').next().filter(|s| s.len() > 20) {
+        assert!(
+            !run.all().contains(sig),
+            "the token appears in the output:\n{}",
+            run.all()
+        );
+    }
+}
+
+fn assert_refused(run: &Run, pam_message: &str, reason: &str) {
+    assert_eq!(run.code, 1, "expected a refusal:\n{}", run.all());
+    assert!(
+        run.all().contains(pam_message),
+        "expected {pam_message:?}:\n{}",
+        run.all()
+    );
+    assert!(
+        run.log().contains(reason),
+        "expected the reason {reason:?} in the module's log:\n{}",
+        run.all()
+    );
+}
+
+#[test]
+fn a_2kb_token_logs_in_the_mapped_user_and_nobody_else() {
+    let Some(site) = Site::new() else { return };
+    let token = site.token(|_| {});
+    assert!((2048..2100).contains(&token.len()), "{}", token.len());
+
+    let run = site.login("alice", &token);
+    assert!(run.succeeded(), "{}", run.all());
+    let log = run.log();
+    assert!(
+        log.contains(
+            "SYSLOG(6): accepted alice-subject (issuer https://jwks.issuer.test) credential SHA256:"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("for user alice"), "{log}");
+    assert_not_leaked(&run, &token);
+
+    // the identity in the PAM environment, as the next module (pam_exec) sees it
+    let run = site.pamtester(
+        "hpccert-env",
+        "alice",
+        &["authenticate", "acct_mgmt"],
+        &[(PROMPT, &token)],
+        &[],
+    );
+    assert!(run.succeeded(), "{}", run.all());
+    let out = run.all();
+    for line in [
+        "HPCCERT_TOKEN_ISSUER=https://jwks.issuer.test\n",
+        "HPCCERT_TOKEN_SUBJECT=alice-subject\n",
+        "HPCCERT_IDENTITY=alice-subject (issuer https://jwks.issuer.test)\n",
+        "HPCCERT_CREDENTIAL=SHA256:",
+    ] {
+        assert!(out.contains(line), "{line:?} not in\n{out}");
+    }
+    assert_not_leaked(&run, &token);
+
+    // another existing account: the identity does not map to it
+    let run = site.login("bob", &token);
+    assert_refused(
+        &run,
+        "Authentication failure",
+        "SYSLOG(5): user bob: account bob is not mapped to alice-subject",
+    );
+    assert_not_leaked(&run, &token);
+
+    // an account that does not exist
+    let run = site.login("nosuchuser", &token);
+    assert_refused(
+        &run,
+        "User not known to the underlying authentication module",
+        "user \"nosuchuser\" is not known to the system",
+    );
+}
+
+#[test]
+fn bad_tokens_and_answers_are_refused_with_the_reason() {
+    let Some(site) = Site::new() else { return };
+    let now = unix_seconds(hpccert_core::clock::now());
+    let other_key =
+        DevKey::generate("rsa-1", JwsAlgorithm::RS256).unwrap_or_else(|e| panic!("{e}"));
+    let forged = other_key
+        .mint(&site.claims("alice-subject"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "expired",
+            site.token(|c| {
+                c["iat"] = json!(now - 7200);
+                c["nbf"] = json!(now - 7200);
+                c["exp"] = json!(now - 3600);
+            }),
+            "token refused: token expired at",
+        ),
+        (
+            "wrong audience",
+            site.token(|c| c["aud"] = json!("https://elsewhere.test")),
+            "token refused: wrong audience: token is for https://elsewhere.test",
+        ),
+        (
+            "unknown issuer",
+            site.token(|c| c["iss"] = json!("https://rogue.issuer.test")),
+            "token refused: unknown issuer \"https://rogue.issuer.test\"",
+        ),
+        ("forged signature", forged, "token refused: bad signature"),
+        (
+            "unmapped subject",
+            site.token(|c| c["sub"] = json!("mallory")),
+            "token of https://jwks.issuer.test subject mallory is not mapped",
+        ),
+        (
+            "garbage",
+            "this is not a token".into(),
+            "token refused: malformed token",
+        ),
+        ("empty answer", String::new(), "no token: empty answer"),
+    ];
+    for (what, answer, reason) in cases {
+        let run = site.login("alice", &answer);
+        assert_eq!(run.code, 1, "{what}: {}", run.all());
+        assert!(
+            run.all().contains("Authentication failure"),
+            "{what}: {}",
+            run.all()
+        );
+        assert!(
+            run.log()
+                .contains(&format!("SYSLOG(5): user alice: {reason}")),
+            "{what}: expected {reason:?} in\n{}",
+            run.all()
+        );
+        assert!(!run.all().contains("successfully authenticated"), "{what}");
+        assert_not_leaked(&run, &answer);
+    }
+
+    // no answer at all (stdin closed: pamtester's conversation returns no response)
+    let run = site.pamtester("hpccert", "alice", &["authenticate"], &[], &[]);
+    assert_refused(
+        &run,
+        "Authentication failure",
+        "SYSLOG(5): user alice: no token: the application gave no answer",
+    );
+}
+
+#[test]
+fn a_long_token_arrives_in_parts_through_a_1023_byte_client() {
+    let Some(site) = Site::new() else { return };
+    let token = site.token_of_size(site.claims("alice-subject"), 2900);
+    assert!((2900..3000).contains(&token.len()), "{}", token.len());
+    // what a user of stock ssh (answers cut at 1023 bytes) types: parts ending in '\'
+    let chunks: Vec<&str> = token
+        .as_bytes()
+        .chunks(1000)
+        .map(|c| std::str::from_utf8(c).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(chunks.len(), 3);
+    let answers: Vec<String> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i + 1 < chunks.len() {
+                format!("{c}\\")
+            } else {
+                (*c).to_string()
+            }
+        })
+        .collect();
+    assert!(answers.iter().all(|a| a.len() < 1023));
+    let run = site.pamtester(
+        "hpccert",
+        "alice",
+        &["authenticate", "acct_mgmt"],
+        &[
+            (PROMPT, &answers[0]),
+            ("Access token (part 2): ", &answers[1]),
+            ("Access token (part 3): ", &answers[2]),
+        ],
+        &[],
+    );
+    assert!(run.succeeded(), "{}", run.all());
+    assert_not_leaked(&run, &token);
+
+    // a custom prompt names the parts the same way
+    let run = site.pamtester(
+        "hpccert-prompt",
+        "alice",
+        &["authenticate"],
+        &[
+            ("Bearer token: ", &format!("{}\\", &token[..1500])),
+            ("Bearer token (part 2): ", &token[1500..]),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.all().contains("successfully authenticated"));
+}
+
+#[test]
+fn keys_from_the_key_cache_and_claim_mapping() {
+    let Some(site) = Site::new() else { return };
+    let now = unix_seconds(hpccert_core::clock::now());
+    let claims = json!({
+        "iss": CACHE_ISSUER, "sub": "8b1e6a3c-0000-4000-8000-000000000001", "aud": AUD,
+        "iat": now - 5, "exp": now + 600, "preferred_username": "bob",
+    });
+    let token = site
+        .cache_key
+        .mint(&claims)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = site.login("bob", &token);
+    assert!(run.succeeded(), "{}", run.all());
+    let run = site.login("alice", &token);
+    assert_refused(
+        &run,
+        "Authentication failure",
+        "account alice is not mapped",
+    );
+}
+
+#[test]
+fn options_first_pass_scopes_and_unusable_configuration() {
+    let Some(site) = Site::new() else { return };
+    let token = site.token(|_| {});
+
+    // use_first_pass: PAM_AUTHTOK set by an earlier module (pam_wrapper's pam_set_items.so
+    // takes it from the PAM_AUTHTOK environment variable); no prompt
+    let run = site.pamtester(
+        "hpccert-first",
+        "alice",
+        &["authenticate", "acct_mgmt"],
+        &[],
+        &[("PAM_AUTHTOK", &token)],
+    );
+    assert!(run.succeeded(), "{}", run.all());
+    assert!(!run.all().contains(PROMPT));
+
+    // require_scope on the stack line, on top of the issuer's rules
+    let no_storage = site.token(|c| c["scope"] = json!("openid compute.create"));
+    let run = site.pamtester(
+        "hpccert-scope",
+        "alice",
+        &["authenticate"],
+        &[(PROMPT, &no_storage)],
+        &[],
+    );
+    assert_refused(
+        &run,
+        "Authentication failure",
+        "token lacks required scope storage.read:/data",
+    );
+    let run = site.pamtester(
+        "hpccert-scope",
+        "alice",
+        &["authenticate", "acct_mgmt"],
+        &[(PROMPT, &token)],
+        &[],
+    );
+    assert!(run.succeeded(), "{}", run.all());
+
+    // an unknown option: logged, refused, no prompt
+    let run = site.pamtester("hpccert-badopt", "alice", &["authenticate"], &[], &[]);
+    assert_refused(
+        &run,
+        "Error in service module",
+        "SYSLOG(3): refusing: unknown option \"no_such_option\"",
+    );
+    assert!(!run.all().contains(PROMPT));
+
+    // an unreadable configuration: PAM_AUTHINFO_UNAVAIL, no prompt
+    let run = site.pamtester("hpccert-noconf", "alice", &["authenticate"], &[], &[]);
+    assert_refused(
+        &run,
+        "Authentication service cannot retrieve authentication info",
+        "configuration unusable",
+    );
+    assert!(!run.all().contains(PROMPT));
+
+    // ignore_unknown_user: the module steps aside without a prompt (the next module decides)
+    let run = site.pamtester("hpccert-ignore", "nosuchuser", &["authenticate"], &[], &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(!run.all().contains(PROMPT), "{}", run.all());
+    let run = site.login("alice", &token);
+    assert!(run.succeeded(), "{}", run.all());
+
+    // account without an identity from this module: PAM_IGNORE, so the rest of the stack
+    // (here pam_permit) decides
+    let run = site.pamtester("hpccert-acct-only", "alice", &["acct_mgmt"], &[], &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.all().contains("account management done"));
+}
+
+#[test]
+fn the_module_exports_only_the_pam_entry_points() {
+    let Some(_site) = Site::new() else { return };
+    if !peer_available("nm", "binutils") {
+        return;
+    }
+    let (code, out, err) = hpccert_e2e::run(
+        Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(built_module()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut exported: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|s| !s.starts_with('_'))
+        .collect();
+    exported.sort_unstable();
+    assert_eq!(
+        exported,
+        [
+            "pam_sm_acct_mgmt",
+            "pam_sm_authenticate",
+            "pam_sm_close_session",
+            "pam_sm_open_session",
+            "pam_sm_setcred"
+        ]
+    );
+}
