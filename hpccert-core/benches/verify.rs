@@ -5,6 +5,12 @@
 //! The `floor/*` benches do exactly those verifications with `X509::verify`, so
 //! `verify/* ÷ floor/*` is the overhead of everything else (parsing, path building, CRL
 //! lookup, proxy and namespace policy).
+//!
+//! The `parts/*` benches split that overhead: `parts/openssl_*` is `X509_verify_cert` alone
+//! with a store set up as the trust store's (path building, time, purpose and RFC 3820 proxy
+//! checks, and the same signature verifications), which `verify_chain` cannot do without;
+//! `parts/parse_*` is the strict x509-parser parse that the grid checks (proxy policy, key
+//! strength, DNs) need, once per presented certificate.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,7 +24,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind, ProxySpec};
 use hpccert_core::trust::TrustStore;
 use hpccert_core::x509::{CrlPolicy, PresentedChain, VerifyOptions, verify_chain};
-use openssl::x509::X509;
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
+use openssl::x509::{X509, X509PurposeId, X509StoreContext};
+use x509_parser::prelude::FromDer;
 
 const RSA: KeyKind = KeyKind::Rsa(2048);
 
@@ -113,6 +123,32 @@ fn wire(cert: &X509) -> X509 {
     X509::from_der(&cert.to_der().unwrap()).unwrap()
 }
 
+/// An OpenSSL store as `TrustStore` builds it for `verify_chain` (see trust.rs).
+fn openssl_store(ca: &X509, now: SystemTime) -> X509Store {
+    let mut builder = X509StoreBuilder::new().unwrap();
+    builder.add_cert(ca.clone()).unwrap();
+    let mut param = X509VerifyParam::new().unwrap();
+    param.set_time(now.duration_since(UNIX_EPOCH).unwrap().as_secs() as _);
+    param.set_depth(16);
+    param
+        .set_flags(X509VerifyFlags::ALLOW_PROXY_CERTS | X509VerifyFlags::USE_CHECK_TIME)
+        .unwrap();
+    builder.set_param(&param).unwrap();
+    builder.set_purpose(X509PurposeId::SSL_CLIENT).unwrap();
+    builder.build()
+}
+
+/// `X509_verify_cert` alone: `certs[0]` presented, the rest untrusted.
+fn openssl_verify(store: &X509Store, certs: &[X509]) -> bool {
+    let mut untrusted = Stack::new().unwrap();
+    for c in &certs[1..] {
+        untrusted.push(c.clone()).unwrap();
+    }
+    let mut ctx = X509StoreContext::new().unwrap();
+    ctx.init(store, &certs[0], &untrusted, |c| c.verify_cert())
+        .unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let p = pki();
     let options = VerifyOptions {
@@ -159,6 +195,31 @@ fn bench(c: &mut Criterion) {
             black_box(&user).verify(&ca_key).unwrap()
                 & black_box(&proxy1).verify(&user_key).unwrap()
                 & black_box(&proxy2).verify(&proxy1_key).unwrap()
+        })
+    });
+    g.finish();
+
+    let store = openssl_store(&wire(&p.ca.cert), p.now);
+    let eec_certs = vec![user.clone()];
+    let proxy_certs = vec![proxy2.clone(), proxy1.clone(), user.clone()];
+    assert!(openssl_verify(&store, &eec_certs));
+    assert!(openssl_verify(&store, &proxy_certs));
+    let user_der = user.to_der().unwrap();
+    let mut g = c.benchmark_group("parts");
+    g.bench_function("openssl_eec", |b| {
+        b.iter(|| openssl_verify(&store, black_box(&eec_certs)))
+    });
+    g.bench_function("openssl_eec+2proxies", |b| {
+        b.iter(|| openssl_verify(&store, black_box(&proxy_certs)))
+    });
+    g.bench_function("parse_eec", |b| {
+        b.iter(|| {
+            x509_parser::certificate::X509Certificate::from_der(black_box(&user_der))
+                .unwrap()
+                .1
+                .validity()
+                .not_after
+                .timestamp()
         })
     });
     g.finish();

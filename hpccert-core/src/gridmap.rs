@@ -18,7 +18,9 @@
 //! Parsing never skips a line silently: a file either becomes a [`GridMapfile`] or a list of
 //! line-numbered [`LineError`]s.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -173,6 +175,10 @@ impl GridMapfile {
     /// Parse text; every bad line is reported.
     pub fn parse(text: &str) -> Result<Self, Vec<LineError>> {
         let mut map = GridMapfile::default();
+        // one mapping per line at most: size the table once instead of growing it
+        let lines = memchr_count(b'\n', text.as_bytes()) + 1;
+        map.entries.reserve(lines);
+        map.index.reserve(lines);
         let mut errors = Vec::new();
         for (n, raw) in text.lines().enumerate() {
             let line = n + 1;
@@ -189,6 +195,7 @@ impl GridMapfile {
             }
         }
         if errors.is_empty() {
+            map.entries.shrink_to_fit();
             Ok(map)
         } else {
             Err(errors)
@@ -196,16 +203,18 @@ impl GridMapfile {
     }
 
     fn push(&mut self, entry: GridMapEntry) {
-        if let Some(&first) = self.index.get(&entry.dn) {
-            self.duplicates.push(Duplicate {
-                dn: entry.dn.clone(),
-                first_line: self.entries[first].line,
+        // a DN clone is a reference count
+        match self.index.entry(entry.dn.clone()) {
+            Entry::Occupied(first) => self.duplicates.push(Duplicate {
+                dn: entry.dn,
+                first_line: self.entries[*first.get()].line,
                 line: entry.line,
-            });
-            return;
+            }),
+            Entry::Vacant(slot) => {
+                slot.insert(self.entries.len());
+                self.entries.push(entry);
+            }
         }
-        self.index.insert(entry.dn.clone(), self.entries.len());
-        self.entries.push(entry);
     }
 
     /// The mapping that counts for `dn` (the first line that names it).
@@ -243,12 +252,12 @@ pub fn parse_line(raw: &str) -> Result<ParsedLine, String> {
     }
     let (dn_text, rest) = if let Some(body) = line.strip_prefix('"') {
         let end = closing_quote(body).ok_or("missing closing quote after the DN")?;
-        (unescape_dn(&body[..end])?, &body[end + 1..])
+        (unescape(&body[..end])?, &body[end + 1..])
     } else {
         let end = line
             .find(char::is_whitespace)
             .ok_or("nothing follows the DN (expected an account)")?;
-        (unescape_dn(&line[..end])?, &line[end..])
+        (unescape(&line[..end])?, &line[end..])
     };
     if !rest.starts_with(char::is_whitespace) && !rest.is_empty() {
         return Err("expected white space after the closing quote".into());
@@ -267,7 +276,7 @@ pub fn parse_line(raw: &str) -> Result<ParsedLine, String> {
     if list.is_empty() {
         return Err("no account after the DN".into());
     }
-    let mut accounts = Vec::new();
+    let mut accounts = Vec::with_capacity(memchr_count(b',', list.as_bytes()) + 1);
     for part in list.split(',') {
         let part = part.trim();
         if part.is_empty() {
@@ -307,6 +316,20 @@ fn find_comment(s: &str) -> Option<usize> {
     (0..b.len()).find(|&i| b[i] == b'#' && (i == 0 || b[i - 1].is_ascii_whitespace()))
 }
 
+/// Number of `needle` bytes in `haystack`.
+fn memchr_count(needle: u8, haystack: &[u8]) -> usize {
+    haystack.iter().filter(|&&b| b == needle).count()
+}
+
+/// [`unescape_dn`] without a copy when there is nothing to unescape (the common case).
+fn unescape(s: &str) -> Result<Cow<'_, str>, String> {
+    if s.contains('\\') {
+        unescape_dn(s).map(Cow::Owned)
+    } else {
+        Ok(Cow::Borrowed(s))
+    }
+}
+
 /// Undo the grid-mapfile quoting level: `\xHH` is a byte and `\"` a quote; other escapes
 /// (`\\`, `\/`, ...) are the DN's own and are left for the DN parser.
 pub fn unescape_dn(s: &str) -> Result<String, String> {
@@ -342,18 +365,36 @@ pub fn unescape_dn(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "escaped bytes in the DN are not valid UTF-8".into())
 }
 
-/// Quote a DN for a grid-mapfile line: `"`, `\` escaped, control characters as `\xHH`.
+/// Quote a DN for a grid-mapfile line: `"` escaped, control characters as `\xHH`. The DN's
+/// own escapes (`\\`, `\/`, ...) are kept, except that a DN-level `\` before a control
+/// character is written `\x5c` (in `\\x0d` the file level would read `\\` as one escape).
 pub fn quote_dn(dn: &DistinguishedName) -> String {
+    fn hex(c: char, out: &mut String) {
+        let mut buf = [0u8; 4];
+        for b in c.encode_utf8(&mut buf).bytes() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
     let mut out = String::from("\"");
-    for c in dn.to_slash().chars() {
+    let slash = dn.to_slash();
+    let mut chars = slash.chars();
+    while let Some(c) = chars.next() {
         match c {
             '"' => out.push_str("\\\""),
-            c if c.is_control() => {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\x{b:02x}"));
+            // a DN-level escape: keep the pair together
+            '\\' => match chars.next() {
+                Some('"') => out.push_str("\\\""),
+                Some(n) if n.is_control() => {
+                    out.push_str("\\x5c");
+                    hex(n, &mut out);
                 }
-            }
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            c if c.is_control() => hex(c, &mut out),
             c => out.push(c),
         }
     }
@@ -475,6 +516,40 @@ mod tests {
         assert_eq!(
             parse_line(&line).unwrap(),
             ParsedLine::Mapping { dn: d, accounts }
+        );
+    }
+
+    #[test]
+    fn format_line_round_trips_escaped_trailing_white_space() {
+        let accounts = vec![MappedAccount::parse("a").unwrap()];
+        for rfc in [
+            "CN=a\\ ,O=Grid",
+            "CN=a\r,O=Grid",
+            "CN=a\t,O=Grid",
+            "C=\r",
+            "CN=a\\\\\r,O=Grid",
+            "CN=a\r\\\\,O=Grid",
+            "CN=x\\\\\u{85}y\n,O=\"q\"\\\\",
+        ] {
+            let d = dn(rfc);
+            let line = format_line(&d, &accounts);
+            assert!(!line.contains(['\r', '\n', '\t']), "{line:?}");
+            assert_eq!(
+                parse_line(&line).unwrap(),
+                ParsedLine::Mapping {
+                    dn: d,
+                    accounts: accounts.clone()
+                },
+                "{rfc:?} via {line:?}"
+            );
+        }
+        // a quoted DN's unescaped trailing space is still not part of it
+        assert_eq!(
+            parse_line("\"/O=Grid/CN=a \" a").unwrap(),
+            ParsedLine::Mapping {
+                dn: dn("/O=Grid/CN=a"),
+                accounts
+            }
         );
     }
 

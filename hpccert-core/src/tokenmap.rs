@@ -252,7 +252,8 @@ fn take_quoted(s: &str) -> Result<(String, &str), String> {
                 Some(_) => {
                     return Err(format!(
                         "unknown escape {:?} (use \\\", \\\\ or \\xHH)",
-                        &body[i..(i + 2).min(body.len())]
+                        // the backslash and the character after it, whatever its width (fuzz find)
+                        body[i..].chars().take(2).collect::<String>()
                     ));
                 }
                 None => return Err("dangling backslash".into()),
@@ -567,6 +568,17 @@ mod tests {
         let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 3, 4, 5, 6, 7], "{errs:?}");
         assert!(errs[1].message.contains("bad regex"), "{}", errs[1].message);
+    }
+
+    #[test]
+    fn a_multibyte_character_after_a_backslash_is_an_error_not_a_panic() {
+        // fuzz find: `"\ѣ` sliced inside the character while naming the bad escape
+        let errs = TokenMapfile::parse("\"\\ѣ").unwrap_err();
+        assert!(
+            errs[0].message.contains("unknown escape \"\\\\ѣ\""),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]

@@ -21,11 +21,12 @@ use std::sync::{Arc, Mutex};
 
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
-use openssl::x509::{X509, X509Crl, X509PurposeId};
+use openssl::x509::{X509, X509Crl, X509PurposeId, X509Ref};
 use thiserror::Error;
 
 use crate::dn::DistinguishedName;
 use crate::namespaces::{NamespacePolicy, PolicyFormat, PolicyIssuer, load_policy_file};
+use crate::x509::CertInfo;
 
 /// Why a trust store could not be loaded at all.
 #[derive(Debug, Error)]
@@ -49,6 +50,8 @@ pub struct TrustAnchor {
     subject: DistinguishedName,
     file: PathBuf,
     fingerprint: String,
+    /// What chain verification needs to know about this certificate, read once at load.
+    pub(crate) info: Arc<CertInfo>,
 }
 
 impl TrustAnchor {
@@ -136,6 +139,9 @@ pub struct TrustStore {
     crls: HashMap<DistinguishedName, CrlState>,
     policies: HashMap<DistinguishedName, PolicyState>,
     warnings: Vec<String>,
+    /// Anchor index by the address of its OpenSSL object (which the stores built from this
+    /// trust store share): how a verified chain's top certificate finds its anchor.
+    by_object: HashMap<usize, usize>,
     /// OpenSSL stores carry the verification time, so one is built per second of use.
     store_cache: Mutex<Option<(StoreKey, Arc<X509Store>)>>,
 }
@@ -160,6 +166,8 @@ impl Clone for TrustStore {
             crls: self.crls.clone(),
             policies: self.policies.clone(),
             warnings: self.warnings.clone(),
+            // the clone shares the anchors' OpenSSL objects
+            by_object: self.by_object.clone(),
             store_cache: Mutex::new(None),
         }
     }
@@ -175,12 +183,20 @@ fn fingerprint(cert: &X509) -> String {
 fn anchor_from(cert: X509, file: &Path) -> Result<TrustAnchor, String> {
     let der = cert.to_der().map_err(|e| e.to_string())?;
     let subject = DistinguishedName::from_certificate_der(&der).map_err(|e| e.to_string())?;
+    let info = CertInfo::from_der(&der)?;
     Ok(TrustAnchor {
         fingerprint: fingerprint(&cert),
         cert,
         subject,
         file: file.to_path_buf(),
+        info: Arc::new(info),
     })
+}
+
+/// Identity of an OpenSSL certificate object: its address.
+fn object_key(cert: &X509Ref) -> usize {
+    // an `&X509Ref` is the address of OpenSSL's X509 object
+    std::ptr::from_ref(cert) as usize
 }
 
 /// `<8 hex>.<suffix>` file names of a trust directory.
@@ -399,12 +415,18 @@ impl TrustStore {
         for w in &warnings {
             tracing::warn!(target: "hpccert::trust", "{w}");
         }
+        let by_object = anchors
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (object_key(&a.cert), i))
+            .collect();
         Ok(Self {
             source: source.to_path_buf(),
             anchors,
             crls,
             policies,
             warnings,
+            by_object,
             store_cache: Mutex::new(None),
         })
     }
@@ -471,6 +493,14 @@ impl TrustStore {
     }
     pub fn policies(&self) -> impl Iterator<Item = (&DistinguishedName, &PolicyState)> {
         self.policies.iter()
+    }
+
+    /// The anchor whose OpenSSL object `cert` is (as in a chain built from
+    /// [`Self::openssl_store`]); `None` for any other object, even an equal certificate.
+    pub(crate) fn anchor_for(&self, cert: &X509Ref) -> Option<&TrustAnchor> {
+        let i = *self.by_object.get(&object_key(cert))?;
+        let anchor = self.anchors.get(i)?;
+        std::ptr::eq::<X509Ref>(&*anchor.cert, cert).then_some(anchor)
     }
 
     /// An OpenSSL store for verification at `now` (unix seconds), cached per second.

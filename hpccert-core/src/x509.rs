@@ -18,11 +18,14 @@
 //! Validation time is a parameter. The result is a [`VerifiedChain`], which only this module
 //! can construct.
 
+use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openssl::stack::Stack;
-use openssl::x509::{X509, X509StoreContext, X509VerifyResult};
+use openssl::x509::{X509, X509Ref, X509StoreContext, X509VerifyResult};
 use thiserror::Error;
+use x509_parser::asn1_rs::{Oid, Tag};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
@@ -38,6 +41,16 @@ const OID_PPL_INHERIT_ALL: &str = "1.3.6.1.5.5.7.21.1";
 const OID_PPL_INDEPENDENT: &str = "1.3.6.1.5.5.7.21.2";
 /// Globus limited proxy policy language.
 const OID_PPL_LIMITED: &str = "1.3.6.1.4.1.3536.1.1.1.9";
+
+/// DER content octets of an OID, to compare extension OIDs without formatting them.
+fn oid_der(dotted: &str) -> Vec<u8> {
+    Oid::from_str(dotted)
+        .map(|o| o.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+static DER_PROXY_CERT_INFO: LazyLock<Vec<u8>> = LazyLock::new(|| oid_der(OID_PROXY_CERT_INFO));
+static DER_PROXY_CERT_INFO_DRAFT: LazyLock<Vec<u8>> =
+    LazyLock::new(|| oid_der(OID_PROXY_CERT_INFO_DRAFT));
 
 /// What to do about CRLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -276,24 +289,63 @@ fn subject_of(cert: &openssl::x509::X509Ref) -> String {
         .unwrap_or_else(|| "<unreadable subject>".to_string())
 }
 
-/// One certificate of the verified path, parsed once.
-struct PathCert {
-    x509: X509,
-    der: Vec<u8>,
+/// What the checks after OpenSSL's need to know about one certificate, read from its DER
+/// once: for presented certificates when they are first parsed, for trust anchors when the
+/// trust store is loaded.
+#[derive(Debug)]
+pub(crate) struct CertInfo {
+    /// The subject, or (x509-parser's text of it, why it cannot be read).
+    subject: Result<DistinguishedName, (String, String)>,
+    /// Unix seconds.
+    not_after: i64,
+    proxy: Result<ProxyKind, String>,
+    /// Why the key is too weak (checked when `key_policy` is on).
+    key_problem: Option<String>,
 }
 
-impl PathCert {
-    fn parsed(&self) -> Result<X509Certificate<'_>, VerifyError> {
-        X509Certificate::from_der(&self.der)
-            .map(|(_, c)| c)
-            .map_err(|e| VerifyError::Invalid {
-                subject: subject_of(&self.x509),
-                reason: e.to_string(),
-            })
+impl CertInfo {
+    fn from_parsed(cert: &X509Certificate<'_>) -> Self {
+        Self {
+            subject: DistinguishedName::from_x509_name(cert.subject())
+                .map_err(|e| (cert.subject().to_string(), e.to_string())),
+            not_after: cert.validity().not_after.timestamp(),
+            proxy: proxy_kind(cert),
+            key_problem: key_problem(cert),
+        }
+    }
+
+    /// Parse a DER certificate (as strictly as the verification does).
+    pub(crate) fn from_der(der: &[u8]) -> Result<Self, String> {
+        X509Certificate::from_der(der)
+            .map(|(_, c)| Self::from_parsed(&c))
+            .map_err(|e| e.to_string())
     }
 }
 
+/// A [`CertInfo`] computed for this verification or borrowed from the trust store.
+enum Info<'a> {
+    Borrowed(&'a CertInfo),
+    Owned(CertInfo),
+}
+
+impl std::ops::Deref for Info<'_> {
+    type Target = CertInfo;
+    fn deref(&self) -> &CertInfo {
+        match self {
+            Info::Borrowed(i) => i,
+            Info::Owned(i) => i,
+        }
+    }
+}
+
+/// One certificate of the verified path.
+struct PathCert<'a> {
+    x509: X509,
+    info: Info<'a>,
+}
+
 /// The proxy facts of one certificate.
+#[derive(Debug)]
 enum ProxyKind {
     NotProxy,
     Rfc3820 { language: String },
@@ -302,19 +354,22 @@ enum ProxyKind {
 
 fn proxy_kind(cert: &X509Certificate<'_>) -> Result<ProxyKind, String> {
     for ext in cert.extensions() {
-        let oid = ext.oid.to_id_string();
-        if oid == OID_PROXY_CERT_INFO {
+        let oid = ext.oid.as_bytes();
+        if oid == DER_PROXY_CERT_INFO.as_slice() {
             if !ext.critical {
                 return Err("ProxyCertInfo must be critical (RFC 3820 3.8)".to_string());
             }
             return proxy_policy_language(ext.value)
                 .map(|language| ProxyKind::Rfc3820 { language });
         }
-        if oid == OID_PROXY_CERT_INFO_DRAFT {
+        if oid == DER_PROXY_CERT_INFO_DRAFT.as_slice() {
             return Ok(ProxyKind::Legacy);
         }
     }
     // legacy GT2 proxies carry no extension, only the name: issuer DN + CN=proxy
+    if !name_may_end_with_proxy(cert) {
+        return Ok(ProxyKind::NotProxy);
+    }
     let subject = cert.subject().to_string();
     if subject.ends_with("CN=proxy") || subject.ends_with("CN=limited proxy") {
         let issuer = cert.issuer().to_string();
@@ -323,6 +378,39 @@ fn proxy_kind(cert: &X509Certificate<'_>) -> Result<ProxyKind, String> {
         }
     }
     Ok(ProxyKind::NotProxy)
+}
+
+/// False when the subject's text (x509-parser's `Display`, which ends with the last
+/// attribute's value) cannot end with `CN=proxy` or `CN=limited proxy`: a quick test that
+/// spares formatting both names of every ordinary certificate.
+fn name_may_end_with_proxy(cert: &X509Certificate<'_>) -> bool {
+    let Some(last) = cert
+        .subject()
+        .iter()
+        .last()
+        .and_then(|rdn| rdn.iter().last())
+    else {
+        // an empty name prints as ""
+        return false;
+    };
+    let value = last.attr_value();
+    match value.tag() {
+        // printed as the bytes themselves
+        Tag::NumericString
+        | Tag::VisibleString
+        | Tag::PrintableString
+        | Tag::GeneralString
+        | Tag::ObjectDescriptor
+        | Tag::GraphicString
+        | Tag::T61String
+        | Tag::VideotexString
+        | Tag::Utf8String
+        | Tag::Ia5String => value.data.ends_with(b"proxy"),
+        // decoded from UTF-16: let the full comparison decide
+        Tag::BmpString => true,
+        // printed in upper-case hex, which never ends with "proxy"
+        _ => false,
+    }
 }
 
 /// ProxyCertInfo ::= SEQUENCE { pCPathLenConstraint INTEGER OPTIONAL,
@@ -485,19 +573,24 @@ pub fn verify_chain(
 ) -> Result<VerifiedChain, VerifyError> {
     let now = unix_seconds(now);
     let leaf = &presented.certs[0];
-    // every presented certificate must parse strictly before anything else happens
+    // every presented certificate must parse strictly before anything else happens; what
+    // the checks below need is read now, once
+    let mut infos: Vec<CertInfo> = Vec::with_capacity(presented.certs.len());
+    let mut leaf_der = Vec::new();
     for (index, cert) in presented.certs.iter().enumerate() {
         let der = cert.to_der().map_err(|e| VerifyError::Malformed {
             index,
             reason: e.to_string(),
         })?;
-        let (_, parsed) = X509Certificate::from_der(&der).map_err(|e| VerifyError::Malformed {
-            index,
-            reason: e.to_string(),
-        })?;
+        let info =
+            CertInfo::from_der(&der).map_err(|reason| VerifyError::Malformed { index, reason })?;
         // OpenSSL would only say "invalid CA certificate" about a legacy proxy's issuer
-        if matches!(proxy_kind(&parsed), Ok(ProxyKind::Legacy)) {
+        if matches!(info.proxy, Ok(ProxyKind::Legacy)) {
             return Err(legacy_proxy(subject_of(cert)));
+        }
+        infos.push(info);
+        if index == 0 {
+            leaf_der = der;
         }
     }
     let store = trust
@@ -534,44 +627,100 @@ pub fn verify_chain(
             "OpenSSL returned an empty chain".into(),
         ));
     }
-    let path: Vec<PathCert> = chain
+    // The chain holds the very objects it was built from (presented certificates and the
+    // store's anchors, reference-counted), so their information is found by identity.
+    // Anything else is read from its DER here.
+    let path: Vec<PathCert<'_>> = chain
         .into_iter()
         .map(|x509| {
-            let der = x509
-                .to_der()
-                .map_err(|e| VerifyError::Internal(e.to_string()))?;
-            Ok(PathCert { x509, der })
+            let known = presented
+                .certs
+                .iter()
+                .position(|c| same_cert(c, &x509))
+                .map(|i| &infos[i])
+                .or_else(|| trust.anchor_for(&x509).map(|a| &*a.info));
+            let info = match known {
+                Some(info) => Info::Borrowed(info),
+                None => {
+                    let der = x509
+                        .to_der()
+                        .map_err(|e| VerifyError::Internal(e.to_string()))?;
+                    Info::Owned(CertInfo::from_der(&der).map_err(|reason| {
+                        VerifyError::Invalid {
+                            subject: subject_of(&x509),
+                            reason,
+                        }
+                    })?)
+                }
+            };
+            Ok(PathCert { x509, info })
         })
         .collect::<Result<_, VerifyError>>()?;
-    check_path(trust, &path, options, now)
+    check_path(trust, &path, &leaf_der, options, now)
 }
 
+/// The same OpenSSL certificate object.
+fn same_cert(a: &X509Ref, b: &X509Ref) -> bool {
+    // an `&X509Ref` is the address of OpenSSL's X509 object
+    std::ptr::eq(a, b)
+}
+
+/// SHA-256 with the implementation fetched once (OpenSSL 3 otherwise looks it up in its
+/// provider tables on every digest).
+fn sha256(data: &[u8]) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    static SHA256: LazyLock<Option<openssl::md::Md>> =
+        LazyLock::new(|| openssl::md::Md::fetch(None, "SHA256", None).ok());
+    match SHA256.as_ref() {
+        Some(md) => {
+            let mut ctx = openssl::md_ctx::MdCtx::new()?;
+            ctx.digest_init(md)?;
+            ctx.digest_update(data)?;
+            let mut out = vec![0; md.size()];
+            let n = ctx.digest_final(&mut out)?;
+            out.truncate(n);
+            Ok(out)
+        }
+        None => {
+            openssl::hash::hash(openssl::hash::MessageDigest::sha256(), data).map(|d| d.to_vec())
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// `leaf_der`: the DER of `path[0]`, the presented certificate.
 fn check_path(
     trust: &TrustStore,
-    path: &[PathCert],
+    path: &[PathCert<'_>],
+    leaf_der: &[u8],
     options: &VerifyOptions,
     now: i64,
 ) -> Result<VerifiedChain, VerifyError> {
-    let parsed: Vec<X509Certificate<'_>> = path
+    let names: Vec<DistinguishedName> = path
         .iter()
-        .map(PathCert::parsed)
-        .collect::<Result<_, _>>()?;
-    let names: Vec<DistinguishedName> = parsed
-        .iter()
-        .map(|c| {
-            DistinguishedName::from_x509_name(c.subject()).map_err(|e| VerifyError::Invalid {
-                subject: c.subject().to_string(),
-                reason: e.to_string(),
-            })
+        .map(|c| match &c.info.subject {
+            Ok(name) => Ok(name.clone()),
+            Err((subject, reason)) => Err(VerifyError::Invalid {
+                subject: subject.clone(),
+                reason: reason.clone(),
+            }),
         })
         .collect::<Result<_, _>>()?;
 
     if options.key_policy {
-        for (cert, name) in parsed.iter().zip(&names) {
-            if let Some(reason) = key_problem(cert) {
+        for (cert, name) in path.iter().zip(&names) {
+            if let Some(reason) = &cert.info.key_problem {
                 return Err(VerifyError::WeakKey {
                     subject: name.to_slash(),
-                    reason,
+                    reason: reason.clone(),
                 });
             }
         }
@@ -580,45 +729,48 @@ fn check_path(
     // proxies: a run at the bottom of the path
     let mut proxy_depth = 0;
     let mut limited = false;
-    for (i, cert) in parsed.iter().enumerate() {
-        let subject = names[i].to_slash();
-        match proxy_kind(cert).map_err(|reason| VerifyError::BadProxy {
-            subject: subject.clone(),
-            reason,
-        })? {
-            ProxyKind::NotProxy => break,
-            ProxyKind::Legacy => return Err(legacy_proxy(subject)),
-            ProxyKind::Rfc3820 { language } => {
+    for (i, cert) in path.iter().enumerate() {
+        let subject = || names[i].to_slash();
+        match &cert.info.proxy {
+            Err(reason) => {
+                return Err(VerifyError::BadProxy {
+                    subject: subject(),
+                    reason: reason.clone(),
+                });
+            }
+            Ok(ProxyKind::NotProxy) => break,
+            Ok(ProxyKind::Legacy) => return Err(legacy_proxy(subject())),
+            Ok(ProxyKind::Rfc3820 { language }) => {
                 match language.as_str() {
                     OID_PPL_INHERIT_ALL => {}
                     OID_PPL_LIMITED => limited = true,
                     OID_PPL_INDEPENDENT => {
                         return Err(VerifyError::BadProxy {
-                            subject,
+                            subject: subject(),
                             reason: "independent proxy: it carries none of its issuer's identity"
                                 .into(),
                         });
                     }
                     other => {
                         return Err(VerifyError::BadProxy {
-                            subject,
+                            subject: subject(),
                             reason: format!("unknown proxy policy language {other}"),
                         });
                     }
                 }
-                let Some(issuer) = parsed.get(i + 1) else {
+                let Some(issuer) = path.get(i + 1) else {
                     return Err(VerifyError::BadProxy {
-                        subject,
+                        subject: subject(),
                         reason: "proxy without issuer".into(),
                     });
                 };
-                if cert.validity().not_after.timestamp() > issuer.validity().not_after.timestamp() {
+                if cert.info.not_after > issuer.info.not_after {
                     return Err(VerifyError::BadProxy {
-                        subject,
+                        subject: subject(),
                         reason: format!(
                             "proxy outlives its issuer (proxy not after {}, issuer not after {})",
-                            format_unix(cert.validity().not_after.timestamp()),
-                            format_unix(issuer.validity().not_after.timestamp())
+                            format_unix(cert.info.not_after),
+                            format_unix(issuer.info.not_after)
                         ),
                     });
                 }
@@ -654,22 +806,11 @@ fn check_path(
         check_namespace(trust, subject, ca, options.namespaces)?;
     }
 
-    let not_after = parsed
-        .iter()
-        .map(|c| c.validity().not_after.timestamp())
-        .min()
-        .unwrap_or(now);
-    let fingerprint = {
-        let digest = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &path[0].der)
-            .map_err(|e| VerifyError::Internal(e.to_string()))?;
-        format!(
-            "SHA256:{}",
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        )
-    };
+    let not_after = path.iter().map(|c| c.info.not_after).min().unwrap_or(now);
+    let fingerprint = format!(
+        "SHA256:{}",
+        hex(&sha256(leaf_der).map_err(|e| VerifyError::Internal(e.to_string()))?)
+    );
     Ok(VerifiedChain {
         identity: names[eec].clone(),
         presented_subject: names[0].clone(),
@@ -684,8 +825,8 @@ fn check_path(
 
 fn check_revocation(
     trust: &TrustStore,
-    cert: &PathCert,
-    issuer: &PathCert,
+    cert: &PathCert<'_>,
+    issuer: &PathCert<'_>,
     subject: &DistinguishedName,
     ca: &DistinguishedName,
     policy: CrlPolicy,
@@ -781,5 +922,64 @@ fn check_namespace(
                     reason,
                 })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::devpki::{self, CertSpec};
+
+    #[test]
+    fn oid_constants_are_the_oids() {
+        for (der, dotted) in [
+            (&*DER_PROXY_CERT_INFO, OID_PROXY_CERT_INFO),
+            (&*DER_PROXY_CERT_INFO_DRAFT, OID_PROXY_CERT_INFO_DRAFT),
+        ] {
+            assert!(!der.is_empty());
+            assert_eq!(
+                Oid::new(std::borrow::Cow::Borrowed(der)).to_id_string(),
+                dotted
+            );
+        }
+    }
+
+    fn kind(cert: &X509) -> ProxyKind {
+        let der = cert.to_der().unwrap();
+        let (_, parsed) = X509Certificate::from_der(&der).unwrap();
+        proxy_kind(&parsed).unwrap()
+    }
+
+    #[test]
+    fn legacy_proxies_are_recognised_by_name() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_748_736_000);
+        let ca = devpki::self_signed_ca(&CertSpec::ca("/O=Grid/CN=CA", now, 30).unwrap()).unwrap();
+        let user = |dn: &str| {
+            devpki::issue(&ca, &CertSpec::user(dn, now, 1).unwrap())
+                .unwrap()
+                .cert
+        };
+        // GT2 proxies: the issuer's name plus CN=proxy or CN=limited proxy, no extension
+        for dn in ["/O=Grid/CN=CA/CN=proxy", "/O=Grid/CN=CA/CN=limited proxy"] {
+            assert!(matches!(kind(&user(dn)), ProxyKind::Legacy), "{dn}");
+        }
+        for dn in [
+            "/O=Grid/CN=CA/CN=alice",
+            "/O=Grid/CN=CA/CN=alice proxy",
+            "/O=Other/CN=proxy",
+            "/O=Grid/CN=proxy",
+        ] {
+            assert!(matches!(kind(&user(dn)), ProxyKind::NotProxy), "{dn}");
+        }
+        // and refused before OpenSSL looks at them
+        let trust = TrustStore::from_certificates(vec![ca.cert.clone()], vec![], vec![]).unwrap();
+        let chain = PresentedChain::from_certs(vec![user("/O=Grid/CN=CA/CN=proxy")]).unwrap();
+        let err = verify_chain(&trust, &chain, &VerifyOptions::default(), now).unwrap_err();
+        assert!(
+            matches!(&err, VerifyError::BadProxy { reason, .. } if reason.contains("legacy")),
+            "{err}"
+        );
     }
 }

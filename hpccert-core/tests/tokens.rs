@@ -665,3 +665,23 @@ fn scopes_and_groups_authorise() {
         Err(Refusal::NotInGroup { .. })
     ));
 }
+
+#[test]
+fn an_algorithm_name_starting_with_a_multibyte_character_is_refused_not_a_panic() {
+    // fuzz find: the HMAC check sliced `alg` inside a character
+    let f = fixture();
+    let t = unsigned(&json!({"alg": "Qڢwt"}), &claims(), "AAAA");
+    assert_eq!(
+        f.verify(&t).unwrap_err(),
+        TokenError::UnsupportedAlgorithm("Qڢwt".into())
+    );
+    let t = unsigned(&json!({"alg": "ڢ"}), &claims(), "AAAA");
+    assert!(matches!(
+        f.verify(&t),
+        Err(TokenError::UnsupportedAlgorithm(_))
+    ));
+    // the raw fuzz input itself
+    assert!(
+        hpccert_core::token::jws::parse_compact("eyJhbGciOiAiUdqid3QifQ.7.", 16 * 1024).is_err()
+    );
+}

@@ -81,7 +81,11 @@ impl FromStr for JwsAlgorithm {
         if s.eq_ignore_ascii_case("none") {
             return Err(TokenError::AlgNone);
         }
-        if s.len() >= 2 && s[..2].eq_ignore_ascii_case("HS") {
+        // bytes, not a str slice: the name may start with a multi-byte character (fuzz find)
+        if s.as_bytes()
+            .get(..2)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"HS"))
+        {
             return Err(TokenError::HmacRefused(s.to_string()));
         }
         Self::ALL
