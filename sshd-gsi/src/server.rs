@@ -356,15 +356,42 @@ async fn accept_loop(
         let guard = Active::new(&active);
         tokio::spawn(async move {
             let _guard = guard;
-            let session = match russh::server::run_stream(config, stream, handler).await {
-                Ok(s) => s,
-                Err(e) => {
+            // LoginGraceTime covers everything before authentication, the version exchange
+            // included: a client that sends nothing is closed too
+            let started = tokio::time::Instant::now();
+            // a second descriptor of the socket: shutdown(2) on it ends the connection
+            // whatever state russh's session task is in
+            let socket = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
+            let timed_out = || {
+                if let Some(fd) = &socket {
+                    let _ = nix::sys::socket::shutdown(
+                        std::os::fd::AsRawFd::as_raw_fd(fd),
+                        nix::sys::socket::Shutdown::Both,
+                    );
+                }
+                tracing::info!(
+                    target: "sshd_gsi::auth",
+                    "Timeout before authentication for {} port {}",
+                    peer.ip(),
+                    peer.port()
+                );
+            };
+            let session = match tokio::time::timeout(
+                grace,
+                russh::server::run_stream(config, stream, handler),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::debug!(target: "sshd_gsi", "connection {peer}: {e}");
                     return;
                 }
+                // dropping the future closes the socket
+                Err(_) => return timed_out(),
             };
+            let handle = session.handle();
             tokio::pin!(session);
-            // LoginGraceTime: an unauthenticated connection is dropped after `grace`
             tokio::select! {
                 r = &mut session => {
                     if let Err(e) = r {
@@ -372,15 +399,19 @@ async fn accept_loop(
                     }
                     return;
                 }
-                () = tokio::time::sleep(grace) => {}
+                () = tokio::time::sleep_until(started + grace) => {}
             }
             if !authenticated.is_set() {
-                tracing::info!(
-                    target: "sshd_gsi::auth",
-                    "Timeout before authentication for {} port {}",
-                    peer.ip(),
-                    peer.port()
-                );
+                timed_out();
+                // russh's session task outlives a dropped handle: end it explicitly
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "Login grace time exceeded".into(),
+                        String::new(),
+                    )
+                    .await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut session).await;
                 return;
             }
             if let Err(e) = session.await {
