@@ -449,8 +449,14 @@ pub fn parse_compact(token: &str, max_len: usize) -> Result<CompactJws<'_>, Toke
         ));
     }
     // the alphabet only: the signature is decoded once, by the verification itself
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || s.len() % 4 == 1 {
-        return Err(TokenError::BadSignature("signature: not unpadded base64url".into()));
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        || s.len() % 4 == 1
+    {
+        return Err(TokenError::BadSignature(
+            "signature: not unpadded base64url".into(),
+        ));
     }
     let payload = b64url(p).map_err(|e| TokenError::Malformed(format!("payload: {e}")))?;
     let signing_input = &token[..h.len() + 1 + p.len()];
