@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod dev;
 mod limits;
+mod loginrec;
 mod metrics;
 mod notify;
 mod server;

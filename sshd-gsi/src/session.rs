@@ -265,6 +265,7 @@ impl Connection {
             started: std::time::Instant::now(),
             bytes_in: Arc::default(),
             bytes_out: Arc::default(),
+            login_record: None,
         };
         crate::metrics::get().sessions.inc();
         crate::metrics::get().sessions_open.inc();
@@ -289,6 +290,18 @@ impl Connection {
                 state.pid = child.id().and_then(|p| i32::try_from(p).ok());
                 let master = Arc::new(pty.master);
                 state.master = Some(master.clone());
+                let mut tally = tally;
+                if let Some(pid) = state.pid {
+                    let record = crate::loginrec::LoginRecord {
+                        pid,
+                        tty: pty.slave_path.clone(),
+                        user: account.name.clone(),
+                        uid: account.uid.as_raw(),
+                        host: self.peer.ip(),
+                    };
+                    record.login();
+                    tally.login_record = Some(record);
+                }
                 tokio::spawn(pump_pty(channel, child, master, handle, id, tally));
             }
             None => {
@@ -399,6 +412,8 @@ struct Tally {
     started: std::time::Instant,
     bytes_in: Arc<std::sync::atomic::AtomicU64>,
     bytes_out: Arc<std::sync::atomic::AtomicU64>,
+    /// utmp/wtmp/lastlog of a PTY session.
+    login_record: Option<crate::loginrec::LoginRecord>,
 }
 
 /// An AsyncRead that counts what passes.
@@ -436,6 +451,9 @@ async fn report_exit(
         Err(_) => Ok(255),
     };
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(r) = &tally.login_record {
+        r.logout();
+    }
     let m = crate::metrics::get();
     m.sessions_open.dec();
     m.bytes("in", load(&tally.bytes_in));

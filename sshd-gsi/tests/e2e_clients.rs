@@ -1349,3 +1349,68 @@ fn openssh_user_certificates_from_a_trusted_ca() {
         1
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. login records
+
+#[test]
+fn pty_sessions_leave_login_records() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("not root: login records are written by a root server only");
+        return;
+    }
+    if !peers(&[SSH, ("who", "coreutils"), ("last", "util-linux")]) {
+        return;
+    }
+    if !Path::new("/var/run/utmp").exists() || !Path::new("/var/log/wtmp").exists() {
+        skip(
+            "/var/run/utmp or /var/log/wtmp missing (systemd creates them at boot; .ci/run does in CI)",
+        );
+        return;
+    }
+    if run(Command::new("getent").args(["passwd", TEST_ACCOUNT])).0 != 0 {
+        skip(&format!(
+            "account {TEST_ACCOUNT} does not exist (.ci/run creates it)"
+        ));
+        return;
+    }
+    let server = Server::start_mapped(&["keyboard-interactive"], TEST_ACCOUNT);
+    let tf = server.token_file("token.jwt", &good_token());
+    let (code, out, err) = run(&mut server.ssh(&tf, TEST_ACCOUNT, &["-tt"], "who; tty"));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let tty = out
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find_map(|l| l.strip_prefix("/dev/"))
+        .unwrap_or_else(|| panic!("no tty in {out:?}"))
+        .to_string();
+    // utmp while the session runs
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(TEST_ACCOUNT) && l.contains(&tty) && l.contains("127.0.0.1")),
+        "`who` in the session should list {TEST_ACCOUNT} on {tty} from 127.0.0.1: {out:?}"
+    );
+    // wtmp afterwards: a login on that line, already ended (DEAD_PROCESS written)
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, last, _) = run(Command::new("last").args(["-w", "-f", "/var/log/wtmp", TEST_ACCOUNT]));
+    let line = last
+        .lines()
+        .find(|l| l.contains(&tty) && l.contains("127.0.0.1"))
+        .unwrap_or_else(|| panic!("`last` has no {tty} login of {TEST_ACCOUNT}: {last}"));
+    assert!(
+        !line.contains("still logged in"),
+        "the logout was not recorded: {line}"
+    );
+    // and the session is gone from utmp
+    let (_, who, _) = run(&mut Command::new("who"));
+    assert!(
+        !who.lines()
+            .any(|l| l.starts_with(TEST_ACCOUNT) && l.contains(&format!("{tty} "))),
+        "utmp still lists the ended session: {who}"
+    );
+    let (_, lastlog, _) = run(Command::new("lastlog").args(["-u", TEST_ACCOUNT]));
+    assert!(
+        lastlog.contains(&tty) && lastlog.contains("127.0.0.1"),
+        "lastlog: {lastlog}"
+    );
+}
