@@ -17,6 +17,7 @@ pub mod dn;
 pub mod gridmap;
 pub mod mapping;
 pub mod namespaces;
+pub mod nsscache;
 pub mod pam;
 pub mod reload;
 pub mod sshcert;
