@@ -416,6 +416,18 @@ struct Tally {
     login_record: Option<crate::loginrec::LoginRecord>,
 }
 
+/// Copy a process's output to the channel in reads of up to 32 KiB: each read becomes one
+/// SSH packet (russh's own `data()` copies through an 8 KiB buffer, four times the packets).
+async fn forward<R: tokio::io::AsyncRead + Unpin>(
+    write: &russh::ChannelWriteHalf<Msg>,
+    ext: Option<u32>,
+    reader: R,
+) -> std::io::Result<u64> {
+    let mut reader = tokio::io::BufReader::with_capacity(32 * 1024, reader);
+    let mut tx = write.make_writer_ext(ext);
+    tokio::io::copy_buf(&mut reader, &mut tx).await
+}
+
 /// An AsyncRead that counts what passes.
 struct Counted<R>(R, Arc<std::sync::atomic::AtomicU64>);
 
@@ -556,12 +568,12 @@ async fn pump_pipes(
     );
     let out = tokio::spawn(async move {
         if let Some(s) = stdout {
-            let _ = w1.data(Counted(s, c1)).await;
+            let _ = forward(&w1, None, Counted(s, c1)).await;
         }
     });
     let err = tokio::spawn(async move {
         if let Some(s) = stderr {
-            let _ = w2.extended_data(1, Counted(s, c2)).await;
+            let _ = forward(&w2, Some(1), Counted(s, c2)).await;
         }
     });
     let input = tokio::spawn(async move {
@@ -615,7 +627,7 @@ async fn pump_pty(
     // reading the master fails with EIO once the last slave fd is closed: that is EOF
     let (c_out, c_in) = (tally.bytes_out.clone(), tally.bytes_in.clone());
     let out = tokio::spawn(async move {
-        let _ = w.data(Counted(EioIsEof(reader), c_out)).await;
+        let _ = forward(&w, None, Counted(EioIsEof(reader), c_out)).await;
     });
     let input = tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
