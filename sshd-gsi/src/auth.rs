@@ -36,7 +36,8 @@ pub struct Login {
 pub struct Engine {
     pub config: Config,
     trust: Option<Reloading<TrustStore>>,
-    gridmap: Reloading<GridMapfile>,
+    /// None: tokens only and no grid-mapfile on this host (an empty map).
+    gridmap: Option<Reloading<GridMapfile>>,
     token_map: Option<Reloading<TokenMapfile>>,
     keys: RefreshingKeySource,
     policies: Vec<IssuerPolicy>,
@@ -79,14 +80,12 @@ impl Engine {
         };
         let gm = &config.mapping.grid_mapfile;
         let gridmap = if gm.exists() || wants_x509 {
-            Reloading::open(gm, RELOAD_CHECK, GridMapfile::load)
-                .map_err(|e| format!("grid-mapfile: {e}"))?
+            Some(
+                Reloading::open(gm, RELOAD_CHECK, GridMapfile::load)
+                    .map_err(|e| format!("grid-mapfile: {e}"))?,
+            )
         } else {
-            // tokens only and no grid-mapfile: an empty one
-            let empty = std::env::temp_dir().join("hpccert-empty-grid-mapfile");
-            std::fs::write(&empty, b"").map_err(|e| e.to_string())?;
-            Reloading::open(&empty, Duration::from_secs(3600), GridMapfile::load)
-                .map_err(|e| e.to_string())?
+            None
         };
         let token_map = match &config.mapping.token_mapfile {
             Some(p) => Some(
@@ -147,6 +146,11 @@ impl Engine {
         })
     }
 
+    /// The current grid-mapfile (empty when there is none).
+    fn gridmap(&self) -> Arc<GridMapfile> {
+        self.gridmap.as_ref().map(Reloading::current).unwrap_or_default()
+    }
+
     /// Verify a bearer token and map it to `user`. Blocking (may fetch issuer keys).
     pub fn token_login(
         &self,
@@ -165,7 +169,7 @@ impl Engine {
             now,
         )
         .map_err(|e| e.to_string())?;
-        let gridmap = self.gridmap.current();
+        let gridmap = self.gridmap();
         let token_map = self.token_map.as_ref().map(|m| m.current());
         Mapper::new(&gridmap)
             .with_tokens(token_map.as_deref(), &self.rules)
@@ -196,7 +200,7 @@ impl Engine {
             now,
         )
         .map_err(|e| e.to_string())?;
-        let gridmap = self.gridmap.current();
+        let gridmap = self.gridmap();
         Mapper::new(&gridmap)
             .decide_ssh_certificate(&verified, Some(user))
             .map_err(|e| e.to_string())
@@ -212,7 +216,7 @@ impl Engine {
         let trust = self.trust.as_ref().ok_or("x509 is not enabled")?.current();
         let verified =
             verify_chain(&trust, chain, &self.verify_options, now).map_err(|e| e.to_string())?;
-        let gridmap = self.gridmap.current();
+        let gridmap = self.gridmap();
         Mapper::new(&gridmap)
             .decide(&verified, Some(user))
             .map_err(|e| e.to_string())
