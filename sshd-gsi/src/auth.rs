@@ -148,7 +148,10 @@ impl Engine {
 
     /// The current grid-mapfile (empty when there is none).
     fn gridmap(&self) -> Arc<GridMapfile> {
-        self.gridmap.as_ref().map(Reloading::current).unwrap_or_default()
+        self.gridmap
+            .as_ref()
+            .map(Reloading::current)
+            .unwrap_or_default()
     }
 
     /// Verify a bearer token and map it to `user`. Blocking (may fetch issuer keys).
