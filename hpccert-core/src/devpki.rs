@@ -30,6 +30,8 @@ pub enum KeyKind {
     Rsa(u32),
     EcP256,
     EcP384,
+    /// End entities only (a CA signs with SHA-256, which Ed25519 does not take).
+    Ed25519,
 }
 
 /// RFC 3820 proxy policy language.
@@ -156,6 +158,7 @@ pub fn generate_key(kind: KeyKind) -> Result<PKey<Private>, ErrorStack> {
         KeyKind::EcP384 => PKey::from_ec_key(EcKey::generate(
             EcGroup::from_curve_name(Nid::SECP384R1)?.as_ref(),
         )?),
+        KeyKind::Ed25519 => PKey::generate_ed25519(),
     }
 }
 

@@ -251,6 +251,10 @@ mod tests {
                 }
                 b
             }
+            Id::ED25519 => {
+                let mut s = Signer::new_without_digest(&cred.key).unwrap();
+                s.sign_oneshot_to_vec(data).unwrap()
+            }
             _ => {
                 let mut s = Signer::new(md.unwrap(), &cred.key).unwrap();
                 s.update(data).unwrap();
@@ -285,6 +289,7 @@ mod tests {
             ("x509v3-ssh-rsa", KeyKind::Rsa(2048)),
             ("x509v3-ecdsa-sha2-nistp256", KeyKind::EcP256),
             ("x509v3-ecdsa-sha2-nistp384", KeyKind::EcP384),
+            ("x509v3-ssh-ed25519", KeyKind::Ed25519),
         ] {
             let (ca, user) = pki(kind);
             let key = parse_key_blob(alg, &blob(alg, &[&user, &ca])).unwrap();
