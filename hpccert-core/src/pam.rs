@@ -42,6 +42,7 @@
 //! Every refusal is logged (through `pam_syslog`: `pam_hpccert(SERVICE:auth): REASON`) with
 //! its reason; the token itself is never logged, only its SHA-256 fingerprint.
 
+pub use crate::token::entry::{Next, Secret, TokenEntry};
 use std::ffi::CStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -143,49 +144,6 @@ impl LogLevel {
             Self::Info => 6,
             Self::Debug => 7,
         }
-    }
-}
-
-/// A secret (a token or an answer): never printed, wiped when dropped.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(bytes)
-    }
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-    /// The text, when it is UTF-8.
-    pub fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Self(s.as_bytes().to_vec())
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        // keep the zeroing from being optimised away as a dead store
-        std::hint::black_box(&self.0);
     }
 }
 
@@ -493,52 +451,6 @@ impl PamError {
             | Self::Mapping { .. }
             | Self::AccountMismatch { .. }
             | Self::Unexportable { .. } => LogLevel::Notice,
-        }
-    }
-}
-
-/// Joins the answers of a token sent in parts (an answer ending in `\` means more follows).
-#[derive(Debug, Default)]
-pub struct TokenEntry {
-    token: Secret,
-    parts: usize,
-}
-
-/// What to do after an answer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Ask for part N (2, 3, ...).
-    Ask(usize),
-    /// The whole token.
-    Done(Secret),
-    /// Longer than the limit, or more parts than a token of that size needs.
-    TooLong,
-}
-
-impl TokenEntry {
-    /// Take one answer.
-    pub fn answer(&mut self, text: &str, max_bytes: usize) -> Next {
-        let text = text.trim_end_matches(['\r', '\n']);
-        let (piece, more) = match text.strip_suffix('\\') {
-            Some(p) => (p.trim(), true),
-            None => (text.trim(), false),
-        };
-        if self.token.0.capacity() == 0 {
-            // one allocation for the whole token, so no copy is left behind unwiped
-            self.token
-                .0
-                .reserve_exact(max_bytes.saturating_add(1).min(1 << 20));
-        }
-        self.token.0.extend_from_slice(piece.as_bytes());
-        self.parts += 1;
-        if self.token.len() > max_bytes || self.parts > max_bytes / 64 + 2 {
-            *self = Self::default();
-            return Next::TooLong;
-        }
-        if more {
-            Next::Ask(self.parts + 1)
-        } else {
-            Next::Done(std::mem::take(self).token)
         }
     }
 }

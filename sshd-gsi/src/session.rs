@@ -19,10 +19,11 @@ use russh::server::{Auth, Msg, Response, Session};
 use russh::{Channel, ChannelId, ChannelMsg, Pty as PtyMode, Sig};
 use tokio::io::AsyncWriteExt;
 
-use crate::auth::{self, Login, Next, SharedEngine, TokenEntry};
+use crate::auth::{self, Login, SharedEngine};
 use crate::limits::AuthFlag;
 use crate::spawn::{self, Account, Pty};
 use crate::x509auth;
+use hpccert_core::token::entry::{Next, TokenEntry};
 
 /// A PTY requested for a channel.
 #[derive(Debug, Clone)]
@@ -823,9 +824,23 @@ impl russh::server::Handler for Connection {
                 );
                 Ok(Auth::reject())
             }
-            Next::Done(token) => Ok(self
-                .token_login("token (keyboard-interactive)", user, token)
-                .await),
+            Next::Done(token) => match token.as_str() {
+                Some(t) => {
+                    let t = t.to_string();
+                    Ok(self
+                        .token_login("token (keyboard-interactive)", user, t)
+                        .await)
+                }
+                None => {
+                    self.engine.log_failure(
+                        "token (keyboard-interactive)",
+                        user,
+                        &self.peer,
+                        "the answer is not UTF-8 text",
+                    );
+                    Ok(Auth::reject())
+                }
+            },
         }
     }
 
@@ -1212,7 +1227,7 @@ mod tests {
     fn keyboard_interactive_starts_with_the_token_prompt() {
         let s = site();
         run(async {
-            // (the continuation of answers is tested on TokenEntry in auth.rs: russh's Response
+            // (the continuation of answers is tested on hpccert_core's TokenEntry: russh's Response
             // cannot be built outside russh)
             let mut c = connection(&s.engine);
             match c.auth_keyboard_interactive(&s.me, "", None).await.unwrap() {

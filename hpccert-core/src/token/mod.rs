@@ -8,6 +8,7 @@
 //! `typ`, and the profile (generic OIDC access token, SciToken 1.0/2.0, WLCG 1.0). The result
 //! is a [`VerifiedToken`], which only this module constructs.
 
+pub mod entry;
 pub mod jws;
 pub mod keys;
 pub mod scope;
