@@ -92,33 +92,37 @@ mod tests {
     use std::ffi::CStr;
 
     #[test]
-    fn packs_strings_and_an_aligned_pointer_array() {
+    fn packs_strings_and_an_aligned_pointer_array() -> Result<(), String> {
         let mut storage = [0u8; 64];
         let base = storage.as_mut_ptr().wrapping_add(1).cast::<c_char>();
         // SAFETY: 63 writable bytes of `storage`, used only through `buf` below.
-        let mut buf = unsafe { Buffer::from_raw(base, 63) }.unwrap();
-        let a = buf.put_str("alice").unwrap();
-        let b = buf.put_str("bob").unwrap();
-        let array = buf.put_ptr_array(&[a, b]).unwrap();
+        let mut buf = unsafe { Buffer::from_raw(base, 63) }.ok_or("null buffer")?;
+        let e = |e: PackError| format!("{e:?}");
+        let a = buf.put_str("alice").map_err(e)?;
+        let b = buf.put_str("bob").map_err(e)?;
+        let array = buf.put_ptr_array(&[a, b]).map_err(e)?;
         assert_eq!(array as usize % align_of::<*mut c_char>(), 0);
         // SAFETY: the array and strings were just written into `storage`, still alive.
         unsafe {
-            assert_eq!(CStr::from_ptr(*array).to_str().unwrap(), "alice");
-            assert_eq!(CStr::from_ptr(*array.add(1)).to_str().unwrap(), "bob");
+            assert_eq!(CStr::from_ptr(*array).to_bytes(), b"alice");
+            assert_eq!(CStr::from_ptr(*array.add(1)).to_bytes(), b"bob");
             assert!((*array.add(2)).is_null());
         }
+        Ok(())
     }
 
     #[test]
-    fn too_small_and_invalid() {
+    fn too_small_and_invalid() -> Result<(), String> {
         let mut storage = [0u8; 8];
         // SAFETY: 8 writable bytes of `storage`, used only through `buf`.
-        let mut buf = unsafe { Buffer::from_raw(storage.as_mut_ptr().cast(), 8) }.unwrap();
+        let mut buf =
+            unsafe { Buffer::from_raw(storage.as_mut_ptr().cast(), 8) }.ok_or("null buffer")?;
         assert_eq!(buf.put_str("12345678"), Err(PackError::TooSmall));
         assert_eq!(buf.put_str("a\0b"), Err(PackError::Invalid));
         assert!(buf.put_str("1234567").is_ok());
         assert_eq!(buf.put_ptr_array(&[]), Err(PackError::TooSmall));
         // SAFETY: a null buffer is refused before any access.
         assert!(unsafe { Buffer::from_raw(std::ptr::null_mut(), 8) }.is_none());
+        Ok(())
     }
 }

@@ -160,6 +160,13 @@ mod tests {
     use hpccert_core::pam::Secret;
     use std::ffi::{CString, c_void};
 
+    /// Test failures as values: no unwrap in this crate, not even in its tests.
+    type TestResult = Result<(), String>;
+
+    fn ok<T, E: std::fmt::Debug>(r: Result<T, E>) -> Result<T, String> {
+        r.map_err(|e| format!("{e:?}"))
+    }
+
     unsafe extern "C" {
         fn pam_start_confdir(
             service: *const c_char,
@@ -185,7 +192,9 @@ mod tests {
             let m = &**msg;
             assert_eq!(m.msg_style, 1, "echo off");
             let prompt = CStr::from_ptr(m.msg).to_string_lossy();
-            let answer = CString::new(format!("answer to {prompt}")).unwrap();
+            let Ok(answer) = CString::new(format!("answer to {prompt}")) else {
+                return 19; // PAM_CONV_ERR
+            };
             let r = libc::calloc(1, std::mem::size_of::<PamResponse>()).cast::<PamResponse>();
             (*r).resp = libc::strdup(answer.as_ptr());
             *resp = r;
@@ -200,18 +209,17 @@ mod tests {
     }
 
     impl Pam {
-        fn start(with_conv: bool) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(
+        fn start(with_conv: bool) -> Result<Self, String> {
+            let dir = ok(tempfile::tempdir())?;
+            ok(std::fs::write(
                 dir.path().join("hpccert-test"),
                 "auth required pam_deny.so\n",
-            )
-            .unwrap();
+            ))?;
             let conv = Box::new(PamConv {
                 conv: with_conv.then_some(conversation as crate::libpam::ConvFn),
                 appdata_ptr: std::ptr::null_mut(),
             });
-            let confdir = CString::new(dir.path().to_str().unwrap()).unwrap();
+            let confdir = ok(CString::new(dir.path().as_os_str().as_encoded_bytes()))?;
             let mut pamh = std::ptr::null_mut();
             // SAFETY: valid C strings and out pointer; the conversation outlives the handle.
             let rc = unsafe {
@@ -224,15 +232,15 @@ mod tests {
                 )
             };
             assert_eq!(rc, 0);
-            Self {
+            Ok(Self {
                 pamh,
                 _conv: conv,
                 _dir: dir,
-            }
+            })
         }
-        fn handle(&self) -> LibPam {
+        fn handle(&self) -> Result<LibPam, String> {
             // SAFETY: a live handle from pam_start, used within this test.
-            unsafe { LibPam::from_raw(self.pamh) }.unwrap()
+            unsafe { LibPam::from_raw(self.pamh) }.ok_or_else(|| "null handle".to_string())
         }
     }
 
@@ -262,8 +270,8 @@ mod tests {
     }
 
     #[test]
-    fn panics_and_bad_arguments_are_refusals() {
-        let pam = Pam::start(true);
+    fn panics_and_bad_arguments_are_refusals() -> TestResult {
+        let pam = Pam::start(true)?;
         let debug = [c"debug".as_ptr()];
         let boom = |_: &mut LibPam, _: &[&CStr]| -> PamCode { panic!("boom") };
         assert_eq!(call(pam.pamh, &debug, 1, PamCode::AuthErr, boom), 7);
@@ -294,28 +302,29 @@ mod tests {
         // SAFETY: as above.
         let code = unsafe { pam_sm_open_session(pam.pamh, 0, 0, std::ptr::null()) };
         assert_eq!(code, PamCode::Ignore.raw());
+        Ok(())
     }
 
     #[test]
-    fn handle_calls_through_libpam() {
-        let pam = Pam::start(true);
-        let mut h = pam.handle();
-        assert_eq!(h.user().unwrap(), "alice");
+    fn handle_calls_through_libpam() -> TestResult {
+        let pam = Pam::start(true)?;
+        let mut h = pam.handle()?;
+        assert_eq!(ok(h.user())?, "alice");
 
         // PAM_AUTHTOK is readable only from inside a module call (libpam refuses it to the
         // application); tests/tests/pam_module.rs covers it under pam_wrapper
         assert_eq!(h.authtok().unwrap_err().code, Some(29));
 
-        let answer = h.prompt_secret("Access token: ").unwrap();
+        let answer = ok(h.prompt_secret("Access token: "))?;
         assert_eq!(answer, Some(Secret::from("answer to Access token: ")));
 
         assert_eq!(h.getenv("HPCCERT_IDENTITY"), None);
-        h.putenv("HPCCERT_IDENTITY", Some("s (issuer i)")).unwrap();
+        ok(h.putenv("HPCCERT_IDENTITY", Some("s (issuer i)")))?;
         assert_eq!(
             h.getenv("HPCCERT_IDENTITY").as_deref(),
             Some("s (issuer i)")
         );
-        h.putenv("HPCCERT_IDENTITY", None).unwrap();
+        ok(h.putenv("HPCCERT_IDENTITY", None))?;
         assert_eq!(h.getenv("HPCCERT_IDENTITY"), None);
         assert!(h.putenv("HPCCERT_IDENTITY", Some("a\0b")).is_err());
 
@@ -327,14 +336,18 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, Some(4));
         h.syslog(LogLevel::Debug, "pam_hpccert unit test");
+        Ok(())
     }
 
     #[test]
-    fn no_conversation_is_a_conversation_error() {
-        let pam = Pam::start(false);
-        let mut h = pam.handle();
-        let e = h.prompt_secret("Access token: ").unwrap_err();
+    fn no_conversation_is_a_conversation_error() -> TestResult {
+        let pam = Pam::start(false)?;
+        let mut h = pam.handle()?;
+        let Err(e) = h.prompt_secret("Access token: ") else {
+            return Err("a prompt without a conversation succeeded".into());
+        };
         assert_eq!(e.call, "conversation");
         assert_eq!(e.code, Some(19));
+        Ok(())
     }
 }
