@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use hpccert_core::config::{Config, IssuerConfig};
 use hpccert_core::gridmap::GridMapfile;
-use hpccert_core::mapping::{Mapper, TokenRules};
+use hpccert_core::mapping::Mapper;
 use hpccert_core::token::fetch::{Fetcher, refresh_issuer};
-use hpccert_core::token::keys::{FileKeySource, list_cached, read_cached};
-use hpccert_core::token::{IssuerPolicy, unix_seconds, verify_token};
+use hpccert_core::token::keys::{list_cached, read_cached};
+use hpccert_core::token::{unix_seconds, verify_token};
 use hpccert_core::tokenmap::{TokenMapfile, import_condor};
 use serde::Serialize;
 
@@ -60,17 +60,6 @@ impl AdHoc {
     }
 }
 
-/// The key source every offline reader uses: the cache plus configured JWKS files.
-pub fn file_keys(config: &Config) -> FileKeySource {
-    config.issuers.iter().fold(
-        FileKeySource::new(&config.tokens.key_cache_dir),
-        |src, i| match &i.jwks_file {
-            Some(f) => src.with_jwks_file(&i.issuer, f),
-            None => src,
-        },
-    )
-}
-
 fn read_token(source: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
     if source == Path::new("-") {
@@ -97,8 +86,8 @@ pub fn explain_token(
         );
     }
     let token = read_token(source)?;
-    let policies: Vec<IssuerPolicy> = config.issuers.iter().map(IssuerConfig::policy).collect();
-    let rules: Vec<TokenRules> = config.issuers.iter().map(IssuerConfig::rules).collect();
+    let policies = config.issuer_policies();
+    let rules = config.token_rules();
     let token_map = match &config.mapping.token_mapfile {
         Some(path) => Some(TokenMapfile::load(path).map_err(|errs| {
             let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
@@ -106,7 +95,7 @@ pub fn explain_token(
         })?),
         None => None,
     };
-    let keys = file_keys(config);
+    let keys = config.file_key_source();
     let verified = match verify_token(&token, &policies, &keys, config.tokens.max_token_bytes, now)
     {
         Ok(v) => v,

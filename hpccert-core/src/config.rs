@@ -477,6 +477,28 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The issuer keys every offline reader uses: the key cache, plus the JWKS files of the
+    /// issuers that name one.
+    pub fn file_key_source(&self) -> crate::token::keys::FileKeySource {
+        self.issuers.iter().fold(
+            crate::token::keys::FileKeySource::new(&self.tokens.key_cache_dir),
+            |src, i| match &i.jwks_file {
+                Some(f) => src.with_jwks_file(&i.issuer, f),
+                None => src,
+            },
+        )
+    }
+
+    /// What each trusted issuer's tokens must look like.
+    pub fn issuer_policies(&self) -> Vec<IssuerPolicy> {
+        self.issuers.iter().map(IssuerConfig::policy).collect()
+    }
+
+    /// How each trusted issuer's tokens map to accounts.
+    pub fn token_rules(&self) -> Vec<TokenRules> {
+        self.issuers.iter().map(IssuerConfig::rules).collect()
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),

@@ -50,7 +50,7 @@ use std::time::SystemTime;
 
 use thiserror::Error;
 
-use crate::config::{Config, ConfigError, IssuerConfig};
+use crate::config::{Config, ConfigError};
 use crate::gridmap::GridMapfile;
 use crate::mapping::{Decision, Mapper, Refusal, TokenRules, UidLookup};
 use crate::token::keys::FileKeySource;
@@ -478,18 +478,11 @@ impl Checker {
             })?),
             None => None,
         };
-        let keys = config.issuers.iter().fold(
-            FileKeySource::new(&config.tokens.key_cache_dir),
-            |src, i| match &i.jwks_file {
-                Some(f) => src.with_jwks_file(&i.issuer, f),
-                None => src,
-            },
-        );
+        let keys = config.file_key_source();
         let rules = config
-            .issuers
-            .iter()
-            .map(|i| {
-                let mut r = i.rules();
+            .token_rules()
+            .into_iter()
+            .map(|mut r| {
                 for s in &options.required_scopes {
                     if !r.required_scopes.contains(s) {
                         r.required_scopes.push(s.clone());
@@ -500,7 +493,7 @@ impl Checker {
             .collect();
         Ok(Self {
             max_token_bytes: config.tokens.max_token_bytes,
-            policies: config.issuers.iter().map(IssuerConfig::policy).collect(),
+            policies: config.issuer_policies(),
             rules,
             token_map,
             keys,

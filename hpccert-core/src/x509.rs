@@ -20,7 +20,7 @@
 
 use std::str::FromStr;
 use std::sync::LazyLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use openssl::stack::Stack;
 use openssl::x509::{X509, X509Ref, X509StoreContext, X509VerifyResult};
@@ -30,6 +30,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
+use crate::clock::unix_seconds;
 use crate::dn::DistinguishedName;
 use crate::trust::{CrlState, PolicyState, Purpose, TrustStore, check_crl_signer};
 
@@ -254,13 +255,6 @@ impl VerifiedChain {
     /// Subjects from the presented certificate up to the anchor.
     pub fn path(&self) -> &[DistinguishedName] {
         &self.path
-    }
-}
-
-fn unix_seconds(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs().min(i64::MAX as u64) as i64,
-        Err(e) => -(e.duration().as_secs().min(i64::MAX as u64) as i64),
     }
 }
 
@@ -954,7 +948,7 @@ mod tests {
 
     #[test]
     fn legacy_proxies_are_recognised_by_name() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_748_736_000);
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_748_736_000);
         let ca = devpki::self_signed_ca(&CertSpec::ca("/O=Grid/CN=CA", now, 30).unwrap()).unwrap();
         let user = |dn: &str| {
             devpki::issue(&ca, &CertSpec::user(dn, now, 1).unwrap())

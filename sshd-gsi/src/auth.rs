@@ -11,12 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hpccert_core::config::{Config, IssuerConfig, SshMethod};
+use hpccert_core::config::{Config, SshMethod};
 use hpccert_core::gridmap::GridMapfile;
 use hpccert_core::mapping::{Decision, Mapper, TokenRules};
 use hpccert_core::reload::Reloading;
 use hpccert_core::token::fetch::{Fetcher, RefreshTiming, RefreshingKeySource};
-use hpccert_core::token::keys::FileKeySource;
 use hpccert_core::token::{IssuerPolicy, verify_token};
 use hpccert_core::tokenmap::TokenMapfile;
 use hpccert_core::trust::TrustStore;
@@ -94,17 +93,7 @@ impl Engine {
             ),
             None => None,
         };
-        let files =
-            config
-                .issuers
-                .iter()
-                .fold(
-                    FileKeySource::new(&config.tokens.key_cache_dir),
-                    |s, i| match &i.jwks_file {
-                        Some(f) => s.with_jwks_file(&i.issuer, f),
-                        None => s,
-                    },
-                );
+        let files = config.file_key_source();
         let fetcher = Fetcher::new(Duration::from_secs(config.tokens.fetch_timeout))?;
         let timing = RefreshTiming {
             refresh_after: config.tokens.refresh_after,
@@ -122,8 +111,8 @@ impl Engine {
                         None => k,
                     },
                 );
-        let policies = config.issuers.iter().map(IssuerConfig::policy).collect();
-        let rules = config.issuers.iter().map(IssuerConfig::rules).collect();
+        let policies = config.issuer_policies();
+        let rules = config.token_rules();
         let verify_options = config.trust.verify_options();
         let audit = crate::audit::Audit::open(config.sshd.audit_log.as_deref())?;
         let mut ssh_cas = Vec::new();
