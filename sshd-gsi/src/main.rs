@@ -98,17 +98,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         config.sshd.listen = cli.listen.clone();
     }
     if cli.check_config {
-        server::check(&config)?;
-        auth::Engine::load(config.clone())?;
+        server::prepare(config.clone())?;
         print!("{}", toml_text(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
-    server::check(&config)?;
+    let live = server::prepare(config)?;
+    let engine = live.engine().clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let engine = std::sync::Arc::new(auth::Engine::load(config)?);
     // SIGHUP reads the same file again, with the same command-line overrides
     let path = dev_config.unwrap_or(cli.config.clone());
     let listen = cli.listen.clone();
@@ -119,8 +118,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Ok(c)
     });
-    runtime.block_on(server::serve(engine.clone(), source))?;
+    runtime.block_on(server::serve(live, source))?;
     drop(runtime);
+    drop(engine);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -71,30 +71,41 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// What the accept loops read at each connection: swapped as a whole on reload.
-struct Live {
+pub struct Live {
     engine: SharedEngine,
     russh: Arc<russh::server::Config>,
     startups: Arc<Startups>,
     grace: Duration,
 }
 
-fn live(engine: SharedEngine) -> Result<Live, String> {
-    let config = &engine.config;
-    let keys = host_keys(config)?;
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// The engine (the caller keeps a reference to drop it outside the runtime).
+    pub fn engine(&self) -> &SharedEngine {
+        &self.engine
+    }
+}
+
+/// Everything a start (or a reload) loads: the decision engine, host keys, limits. Called
+/// outside the async runtime (the engine's HTTP client is a blocking one).
+pub fn prepare(config: Config) -> Result<Live, String> {
+    let keys = host_keys(&config)?;
     let max = MaxStartups::parse(&config.sshd.max_startups).map_err(|e| format!("[sshd] {e}"))?;
+    let engine = Arc::new(Engine::load(config)?);
+    let config = &engine.config;
     Ok(Live {
         russh: Arc::new(russh_config(config, keys)),
         startups: Startups::new(max, config.sshd.per_source_max_startups),
         grace: Duration::from_secs(config.sshd.login_grace_time),
         engine,
     })
-}
-
-/// Check what a start needs besides the engine (host keys, limits).
-pub fn check(config: &Config) -> Result<(), String> {
-    host_keys(config)?;
-    MaxStartups::parse(&config.sshd.max_startups).map_err(|e| format!("[sshd] {e}"))?;
-    Ok(())
 }
 
 /// Engines replaced by a reload are dropped on a plain thread: their blocking HTTP client
@@ -110,16 +121,12 @@ fn retire(engine: SharedEngine) {
         });
 }
 
-/// Build a new engine off the runtime (the blocking HTTP client needs that).
-async fn rebuild(source: &Arc<ConfigSource>) -> Result<SharedEngine, String> {
+/// Load a new configuration off the runtime (the blocking HTTP client needs that).
+async fn rebuild(source: &Arc<ConfigSource>) -> Result<Live, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let source = source.clone();
     std::thread::spawn(move || {
-        let r = source().and_then(|c| {
-            check(&c)?;
-            Engine::load(c).map(Arc::new)
-        });
-        let _ = tx.send(r);
+        let _ = tx.send(source().and_then(prepare));
     });
     rx.await
         .map_err(|_| "the reload thread failed".to_string())?
@@ -181,10 +188,10 @@ pub fn hardened(kex_names: &[String]) -> russh::Preferred {
 /// Serve on every configured address until SIGTERM/SIGINT (then stop accepting and wait for
 /// the sessions to end; a second signal ends them). SIGHUP re-reads the configuration and
 /// every file the decisions read; a new configuration that does not load is refused and the
-/// running one kept. The first engine is built outside the runtime by the caller.
-pub async fn serve(engine: SharedEngine, source: ConfigSource) -> Result<(), String> {
-    let listen = engine.config.sshd.listen.clone();
-    let state = Arc::new(std::sync::RwLock::new(Arc::new(live(engine)?)));
+/// running one kept. The first [`Live`] is prepared outside the runtime by the caller.
+pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
+    let listen = live.engine.config.sshd.listen.clone();
+    let state = Arc::new(std::sync::RwLock::new(Arc::new(live)));
     let mut listeners = Vec::new();
     for addr in &listen {
         let addr: SocketAddr = addr.parse().map_err(|e| format!("listen {addr}: {e}"))?;
@@ -236,23 +243,18 @@ pub async fn serve(engine: SharedEngine, source: ConfigSource) -> Result<(), Str
                 tracing::info!(target: "sshd_gsi", "Received SIGHUP; re-reading the configuration.");
                 crate::notify::reloading();
                 match rebuild(&source).await {
-                    Ok(engine) => {
-                        if engine.config.sshd.listen != listen {
+                    Ok(new) => {
+                        if new.engine.config.sshd.listen != listen {
                             tracing::warn!(target: "sshd_gsi", "[sshd] listen changed: the new addresses take effect at the next start");
                         }
-                        match live(engine) {
-                            Ok(new) => {
-                                let old = std::mem::replace(
-                                    &mut *state.write().unwrap_or_else(|p| p.into_inner()),
-                                    Arc::new(new),
-                                );
-                                if let Ok(old) = Arc::try_unwrap(old) {
-                                    retire(old.engine);
-                                }
-                                tracing::info!(target: "sshd_gsi", "configuration reloaded");
-                            }
-                            Err(e) => tracing::error!(target: "sshd_gsi", "reload refused, keeping the running configuration: {e}"),
+                        let old = std::mem::replace(
+                            &mut *state.write().unwrap_or_else(|p| p.into_inner()),
+                            Arc::new(new),
+                        );
+                        if let Ok(old) = Arc::try_unwrap(old) {
+                            retire(old.engine);
                         }
+                        tracing::info!(target: "sshd_gsi", "configuration reloaded");
                     }
                     Err(e) => tracing::error!(target: "sshd_gsi", "reload refused, keeping the running configuration: {e}"),
                 }
