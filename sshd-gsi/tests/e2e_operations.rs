@@ -19,12 +19,14 @@
 //! ssh-audit`; `.ci/run` does this).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
+mod common;
+use common::{Process, free_port, skip, write_mode};
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -47,16 +49,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // peers and skips
-
-fn required() -> bool {
-    std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1")
-}
-
-/// Print why a test does not run; a failure when peers are required.
-fn skip(msg: &str) {
-    assert!(!required(), "{msg}, and HPCCERT_E2E_REQUIRED=1");
-    eprintln!("SKIPPED: {msg}");
-}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -151,11 +143,6 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-fn write_mode(path: &Path, data: &[u8], mode: u32) {
-    std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 /// Replace `path` as an editor or a deployment tool should: a temporary file renamed over it.
 fn replace_atomically(path: &Path, data: &[u8]) {
     let tmp = path.with_extension("tmp-e2e");
@@ -242,26 +229,11 @@ fn openssh_ed25519_key() -> String {
 // ---------------------------------------------------------------------------------------------
 // the server
 
-/// A child process killed when dropped (also when a test fails).
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Server {
     dir: tempfile::TempDir,
     port: u16,
     process: Process,
     log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 fn quoted(list: &[&str]) -> String {
@@ -309,44 +281,7 @@ impl Server {
                 config_text(d, port, methods, sshd_extra).as_bytes(),
                 0o644,
             );
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshd-gsi"));
-            cmd.arg("-f")
-                .arg(d.join("hpccert.toml"))
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .env("HPCCERT_LOG", "info,russh=warn")
-                .env("NO_COLOR", "1")
-                .env_remove("NOTIFY_SOCKET")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap());
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let mut child = Process(cmd.spawn().unwrap());
-            let text = || std::fs::read_to_string(&log).unwrap_or_default();
-            let ready = format!("Server listening on 127.0.0.1 port {port}.");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let up = loop {
-                if let Some(status) = child.0.try_wait().unwrap() {
-                    assert!(
-                        text().contains("cannot listen"),
-                        "sshd-gsi exited ({status}):\n{}",
-                        text()
-                    );
-                    break false;
-                }
-                if text().contains(&ready) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break true;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "sshd-gsi not ready after 15 s:\n{}",
-                    text()
-                );
-                std::thread::sleep(Duration::from_millis(25));
-            };
-            if up {
+            if let Some(child) = common::spawn_ready(&d.join("hpccert.toml"), port, &log, env) {
                 return Self {
                     dir,
                     port,

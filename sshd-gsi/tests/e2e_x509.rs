@@ -18,11 +18,12 @@
 //! 'asyncssh[pyOpenSSL]'`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
+mod common;
+use common::{Process, free_port, skip, write_mode};
+
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -50,16 +51,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // peers and skips
-
-fn required() -> bool {
-    std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1")
-}
-
-/// Print why (part of) a test does not run; a failure when peers are required.
-fn skip(msg: &str) {
-    assert!(!required(), "{msg}, and HPCCERT_E2E_REQUIRED=1");
-    eprintln!("SKIPPED: {msg}");
-}
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -147,11 +138,6 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn write_mode(path: &Path, data: &[u8], mode: u32) {
-    std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// The account the sessions run as: the current user (root in CI).
@@ -264,27 +250,12 @@ fn pki() -> &'static Pki {
 // ---------------------------------------------------------------------------------------------
 // the server
 
-/// A child process killed when dropped (also when a test fails).
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Server {
     dir: tempfile::TempDir,
     port: u16,
     /// Held for its `Drop`: the server ends with the test.
     _process: Process,
     log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 impl Server {
@@ -351,43 +322,7 @@ impl Server {
                 quoted(methods),
             );
             write_mode(&d.join("hpccert.toml"), config.as_bytes(), 0o644);
-            let mut child = Process(
-                Command::new(env!("CARGO_BIN_EXE_sshd-gsi"))
-                    .arg("-f")
-                    .arg(d.join("hpccert.toml"))
-                    .arg("--listen")
-                    .arg(format!("127.0.0.1:{port}"))
-                    .env("HPCCERT_LOG", "info,russh=warn")
-                    .env("NO_COLOR", "1")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .unwrap(),
-            );
-            let text = || std::fs::read_to_string(&log).unwrap_or_default();
-            let ready = format!("Server listening on 127.0.0.1 port {port}.");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let up = loop {
-                if let Some(status) = child.0.try_wait().unwrap() {
-                    assert!(
-                        text().contains("cannot listen"),
-                        "sshd-gsi exited ({status}):\n{}",
-                        text()
-                    );
-                    break false;
-                }
-                if text().contains(&ready) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break true;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "sshd-gsi not ready after 15 s:\n{}",
-                    text()
-                );
-                std::thread::sleep(Duration::from_millis(25));
-            };
-            if up {
+            if let Some(child) = common::spawn_ready(&d.join("hpccert.toml"), port, &log, &[]) {
                 return Self {
                     dir,
                     port,

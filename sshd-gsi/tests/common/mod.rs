@@ -1,0 +1,83 @@
+//! What the sshd-gsi end-to-end test files share: the peers-or-skip convention, files with
+//! modes, and starting a real `sshd-gsi` on a free loopback port.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // each test file uses a part
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Under `HPCCERT_E2E_REQUIRED=1` (CI) a missing peer is a failure, not a skip.
+pub fn required() -> bool {
+    std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+/// Print why a test does not run; a failure when peers are required.
+pub fn skip(msg: &str) {
+    assert!(!required(), "{msg}, and HPCCERT_E2E_REQUIRED=1");
+    eprintln!("SKIPPED: {msg}");
+}
+
+pub fn write_mode(path: &Path, data: &[u8], mode: u32) {
+    std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A port that was free a moment ago (bound to 0, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped (also when a test fails).
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sshd-gsi -f CONFIG --listen 127.0.0.1:PORT` with its log in `log`, once it accepts
+/// connections; None when the port was taken meanwhile (the caller tries another).
+pub fn spawn_ready(config: &Path, port: u16, log: &Path, env: &[(&str, &Path)]) -> Option<Process> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sshd-gsi"));
+    cmd.arg("-f")
+        .arg(config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("HPCCERT_LOG", "info,russh=warn")
+        .env("NO_COLOR", "1")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = Process(cmd.spawn().unwrap());
+    let text = || std::fs::read_to_string(log).unwrap_or_default();
+    let ready = format!("Server listening on 127.0.0.1 port {port}.");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(
+                text().contains("cannot listen"),
+                "sshd-gsi exited ({status}):\n{}",
+                text()
+            );
+            return None;
+        }
+        if text().contains(&ready) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sshd-gsi not ready after 15 s:\n{}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
