@@ -130,6 +130,11 @@ pub struct SshdConfig {
     pub max_startups: String,
     /// Unauthenticated connections from one address (0: no limit).
     pub per_source_max_startups: usize,
+    /// Run the PAM account stack at every login and the session stack around every session
+    /// process, as sshd's `UsePAM yes` (needs root; `--dev` turns it off).
+    pub use_pam: bool,
+    /// The PAM service name (`/etc/pam.d/NAME`).
+    pub pam_service: String,
 }
 
 impl Default for SshdConfig {
@@ -153,6 +158,8 @@ impl Default for SshdConfig {
             kex_algorithms: DEFAULT_KEX.iter().map(|s| s.to_string()).collect(),
             max_startups: "10:30:100".into(),
             per_source_max_startups: 10,
+            use_pam: true,
+            pam_service: "sshd-gsi".into(),
         }
     }
 }
@@ -197,6 +204,18 @@ impl SshdConfig {
         }
         if self.max_auth_tries == 0 {
             return Err("[sshd] max_auth_tries must be at least 1".into());
+        }
+        if self.pam_service.is_empty()
+            || !self
+                .pam_service
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            || self.pam_service.starts_with('.')
+        {
+            return Err(format!(
+                "[sshd] pam_service: {:?} is not a PAM service name (letters, digits, '.', '_', '-')",
+                self.pam_service
+            ));
         }
         Ok(())
     }

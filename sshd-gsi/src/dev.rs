@@ -152,7 +152,7 @@ pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
          [trust]\nca_dir = \"{}\"\n\
          [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\n\
          [tokens]\nkey_cache_dir = \"{}\"\n\
-         [sshd]\nlisten = [\"{listen}\"]\nhost_keys = [\"{}\"]\nmethods = [\"x509\", \"keyboard-interactive\", \"password\"]\n\
+         [sshd]\nlisten = [\"{listen}\"]\nhost_keys = [\"{}\"]\nmethods = [\"x509\", \"keyboard-interactive\", \"password\"]\nuse_pam = false\n\
          [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\n",
         s(&trust),
         s(&state.join("grid-mapfile")),

@@ -99,10 +99,10 @@ impl Connection {
         let result = tokio::task::spawn_blocking(move || engine.token_login(&u, &token, now))
             .await
             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
-        self.finish_login(method, user, result)
+        self.finish_login(method, user, result).await
     }
 
-    fn finish_login(
+    async fn finish_login(
         &mut self,
         method: &'static str,
         user: &str,
@@ -113,6 +113,16 @@ impl Connection {
             account.can_switch_to()?;
             Ok((d, account))
         });
+        let result = match result {
+            Ok((decision, account)) if self.engine.config.sshd.use_pam => {
+                let request = self.pam_request(&account, &decision, method, None, None);
+                match crate::pam::account(&request).await {
+                    Ok(()) => Ok((decision, account)),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
         match result {
             Ok((decision, account)) => {
                 self.engine.log_success(method, user, &self.peer, &decision);
@@ -125,6 +135,26 @@ impl Connection {
                 self.engine.log_failure(method, user, &self.peer, &reason);
                 Auth::reject()
             }
+        }
+    }
+
+    /// What the PAM helper needs: service, account, client, terminal, the verified identity
+    /// (the `HPCCERT_*` variables), and the process for a session.
+    fn pam_request(
+        &self,
+        account: &Account,
+        decision: &hpccert_core::mapping::Decision,
+        method: &'static str,
+        tty: Option<&str>,
+        run: Option<crate::pam::Run>,
+    ) -> crate::pam::Request {
+        crate::pam::Request {
+            service: self.engine.config.sshd.pam_service.clone(),
+            user: account.name.clone(),
+            rhost: self.peer.ip().to_string(),
+            tty: tty.map(str::to_string),
+            handover: identity_environment(method, decision),
+            run,
         }
     }
 
@@ -163,35 +193,8 @@ impl Connection {
         if let Some(p) = &state.pty {
             set("TERM", p.term.clone());
         }
-        set("HPCCERT_AUTH_METHOD", login.method.to_string());
-        set("HPCCERT_IDENTITY", login.decision.identity().to_string());
-        set(
-            "HPCCERT_CREDENTIAL",
-            login.decision.credential().to_string(),
-        );
-        match login.decision.identity() {
-            Identity::Certificate(dn) => {
-                set("HPCCERT_DN", dn.to_slash());
-                set(
-                    "HPCCERT_PROXY_DEPTH",
-                    login.decision.proxy_depth().to_string(),
-                );
-            }
-            Identity::SshCertificate { key_id, ca } => {
-                set("HPCCERT_SSH_CERT_KEY_ID", key_id.clone());
-                set("HPCCERT_SSH_CERT_CA", ca.clone());
-            }
-            Identity::Token { issuer, subject } => {
-                set("HPCCERT_TOKEN_ISSUER", issuer.clone());
-                set("HPCCERT_TOKEN_SUBJECT", subject.clone());
-                let scopes: Vec<String> = login
-                    .decision
-                    .capabilities()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                set("HPCCERT_TOKEN_SCOPES", scopes.join(" "));
-            }
+        for (k, v) in identity_environment(login.method, &login.decision) {
+            env.push((k.into(), v.into()));
         }
         for (k, v) in &state.env {
             if spawn::env_allowed(k, &self.engine.config.sshd.accept_env) {
@@ -201,8 +204,14 @@ impl Connection {
         env
     }
 
-    /// Start the channel's process: `argv` runs as the account, with or without PTY.
-    fn start(&mut self, id: ChannelId, what: Start, session: &mut Session) -> Result<(), String> {
+    /// Start the channel's process: `argv` runs as the account, with or without PTY; with
+    /// PAM, under a PAM helper that opens the session first.
+    async fn start(
+        &mut self,
+        id: ChannelId,
+        what: Start,
+        session: &mut Session,
+    ) -> Result<(), String> {
         let Some((login, account)) = &self.login else {
             return Err("not authenticated".into());
         };
@@ -218,22 +227,16 @@ impl Connection {
             _ => None,
         };
         let shell = account.shell.clone();
-        let mut cmd = match &what {
-            Start::Exec(command) => {
-                let mut c = tokio::process::Command::new(&shell);
-                c.arg("-c").arg(command);
-                c
-            }
+        let (program, argv0, args) = match &what {
+            Start::Exec(command) => (shell.clone(), None, vec!["-c".to_string(), command.clone()]),
             Start::Shell => {
-                let mut c = tokio::process::Command::new(&shell);
                 let name = shell
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                c.arg0(format!("-{name}"));
-                c
+                (shell.clone(), Some(format!("-{name}")), Vec::new())
             }
-            Start::Subsystem(program) => tokio::process::Command::new(program),
+            Start::Subsystem(program) => (program.clone(), None, Vec::new()),
         };
         let env = self.environment(
             account,
@@ -241,15 +244,55 @@ impl Connection {
             state,
             pty.as_ref().map(|p| p.slave_path.as_str()),
         );
-        cmd.env_clear()
-            .envs(env)
-            .current_dir(if account.home.is_dir() {
-                &account.home
-            } else {
-                std::path::Path::new("/")
-            });
-        cmd.kill_on_drop(false);
-        spawn::as_account(&mut cmd, account, pty.is_some())?;
+        let mut launch = if self.engine.config.sshd.use_pam {
+            let utf8 = |o: OsString| {
+                o.into_string()
+                    .map_err(|o| format!("{} is not UTF-8", o.to_string_lossy()))
+            };
+            let env = env
+                .into_iter()
+                .map(|(k, v)| Ok((utf8(k)?, utf8(v)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            let run = crate::pam::Run {
+                program: utf8(program.clone().into_os_string())?,
+                argv0,
+                args,
+                env,
+                pty: pty.is_some(),
+            };
+            let tty = pty.as_ref().map(|p| p.slave_path.as_str());
+            let request = self.pam_request(account, &login.decision, login.method, tty, Some(run));
+            Launch::Pam(crate::pam::session_command()?, Box::new(request))
+        } else {
+            let mut c = std::process::Command::new(&program);
+            if let Some(a0) = &argv0 {
+                std::os::unix::process::CommandExt::arg0(&mut c, a0);
+            }
+            c.args(&args).env_clear().envs(env);
+            spawn::as_account(&mut c, account, pty.is_some())?;
+            let mut c = tokio::process::Command::from(c);
+            c.kill_on_drop(false);
+            Launch::Direct(c)
+        };
+        let cmd = launch.command();
+        match &pty {
+            Some(pty) => {
+                let slave =
+                    |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| e.to_string());
+                cmd.stdin(slave(&pty.slave)?)
+                    .stdout(slave(&pty.slave)?)
+                    .stderr(slave(&pty.slave)?);
+            }
+            None => {
+                cmd.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+            }
+        }
+        let child = launch
+            .spawn()
+            .await
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let Some(state) = self.channels.get_mut(&id) else {
             return Err("unknown channel".into());
         };
@@ -279,14 +322,6 @@ impl Connection {
         );
         match pty {
             Some(pty) => {
-                let slave =
-                    |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| e.to_string());
-                cmd.stdin(slave(&pty.slave)?)
-                    .stdout(slave(&pty.slave)?)
-                    .stderr(slave(&pty.slave)?);
-                let child = cmd
-                    .spawn()
-                    .map_err(|e| format!("cannot start {}: {e}", shell.display()))?;
                 drop(pty.slave);
                 state.pid = child.id().and_then(|p| i32::try_from(p).ok());
                 let master = Arc::new(pty.master);
@@ -306,12 +341,6 @@ impl Connection {
                 tokio::spawn(pump_pty(channel, child, master, handle, id, tally));
             }
             None => {
-                cmd.stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                let child = cmd
-                    .spawn()
-                    .map_err(|e| format!("cannot start the session process: {e}"))?;
                 state.pid = child.id().and_then(|p| i32::try_from(p).ok());
                 tokio::spawn(pump_pipes(channel, child, handle, id, tally));
             }
@@ -332,6 +361,62 @@ impl Connection {
             session.channel_success(id)
         } else {
             session.channel_failure(id)
+        }
+    }
+}
+
+/// The verified identity as environment variables (`HPCCERT_*`): for the session and, with
+/// PAM, in the PAM environment for the account and session stacks.
+fn identity_environment(
+    method: &str,
+    decision: &hpccert_core::mapping::Decision,
+) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+    set("HPCCERT_AUTH_METHOD", method.to_string());
+    set("HPCCERT_IDENTITY", decision.identity().to_string());
+    set("HPCCERT_CREDENTIAL", decision.credential().to_string());
+    match decision.identity() {
+        Identity::Certificate(dn) => {
+            set("HPCCERT_DN", dn.to_slash());
+            set("HPCCERT_PROXY_DEPTH", decision.proxy_depth().to_string());
+        }
+        Identity::SshCertificate { key_id, ca } => {
+            set("HPCCERT_SSH_CERT_KEY_ID", key_id.clone());
+            set("HPCCERT_SSH_CERT_CA", ca.clone());
+        }
+        Identity::Token { issuer, subject } => {
+            set("HPCCERT_TOKEN_ISSUER", issuer.clone());
+            set("HPCCERT_TOKEN_SUBJECT", subject.clone());
+            let scopes: Vec<String> = decision
+                .capabilities()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            set("HPCCERT_TOKEN_SCOPES", scopes.join(" "));
+        }
+    }
+    env
+}
+
+/// How a session process starts: directly, or under the PAM helper.
+enum Launch {
+    Direct(tokio::process::Command),
+    Pam(crate::pam::HelperCommand, Box<crate::pam::Request>),
+}
+
+impl Launch {
+    fn command(&mut self) -> &mut tokio::process::Command {
+        match self {
+            Self::Direct(c) => c,
+            Self::Pam(h, _) => &mut h.command,
+        }
+    }
+
+    async fn spawn(self) -> Result<tokio::process::Child, String> {
+        match self {
+            Self::Direct(mut c) => c.spawn().map_err(|e| e.to_string()),
+            Self::Pam(h, request) => crate::pam::start_session(h, &request).await,
         }
     }
 }
@@ -730,7 +815,7 @@ impl russh::server::Handler for Connection {
         let result =
             self.engine
                 .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now());
-        Ok(self.finish_login("openssh-cert", user, result))
+        Ok(self.finish_login("openssh-cert", user, result).await)
     }
 
     async fn auth_external_publickey(
@@ -785,7 +870,7 @@ impl russh::server::Handler for Connection {
                 Err(e) => refuse(self, e),
             };
         }
-        Ok(self.finish_login("x509", user, result))
+        Ok(self.finish_login("x509", user, result).await)
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -927,7 +1012,7 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let r = self.start(channel, Start::Shell, session);
+        let r = self.start(channel, Start::Shell, session).await;
         self.after_start(channel, r, session)
     }
 
@@ -938,7 +1023,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data).into_owned();
-        let r = self.start(channel, Start::Exec(command), session);
+        let r = self.start(channel, Start::Exec(command), session).await;
         self.after_start(channel, r, session)
     }
 
@@ -951,6 +1036,7 @@ impl russh::server::Handler for Connection {
         let r = if name == "sftp" {
             let program = self.engine.config.sshd.sftp_server.clone();
             self.start(channel, Start::Subsystem(program), session)
+                .await
         } else {
             Err(format!("unknown subsystem {name:?}"))
         };
@@ -1071,7 +1157,7 @@ mod tests {
         let gridmap = dir.path().join("grid-mapfile");
         std::fs::write(&gridmap, format!("\"/O=Grid/CN=alice\" {me}\n")).unwrap();
         let text = format!(
-            "version = 1\n[trust]\nca_dir = \"{}\"\n[mapping]\ngrid_mapfile = \"{}\"\n[sshd]\nmethods = [\"x509\", \"keyboard-interactive\"]\n",
+            "version = 1\n[trust]\nca_dir = \"{}\"\n[mapping]\ngrid_mapfile = \"{}\"\n[sshd]\nmethods = [\"x509\", \"keyboard-interactive\"]\nuse_pam = false\n",
             trust.display(),
             gridmap.display()
         );

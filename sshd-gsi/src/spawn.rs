@@ -109,21 +109,27 @@ pub fn resize(master: &OwnedFd, cols: u32, rows: u32, px: u32, py: u32) -> Resul
     }
 }
 
-/// Prepare `cmd` to run as `account`: privileges dropped in the child, and for a PTY session
-/// a new session with the PTY as controlling terminal.
+/// Prepare `cmd` to run as `account`: privileges dropped in the child, then the working
+/// directory changed to the home directory (as the account, so a root-squashed NFS home
+/// works; `/` when it cannot be entered, as sshd), and for a PTY session a new session with
+/// the PTY as controlling terminal.
 pub fn as_account(
-    cmd: &mut tokio::process::Command,
+    cmd: &mut std::process::Command,
     account: &Account,
     with_pty: bool,
 ) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
     account.can_switch_to()?;
     let name =
         CString::new(account.name.clone()).map_err(|_| "account name contains NUL".to_string())?;
+    let home = CString::new(account.home.clone().into_os_string().into_vec())
+        .map_err(|_| "home directory contains NUL".to_string())?;
     let (uid, gid) = (account.uid, account.gid);
     let switch = nix::unistd::geteuid().is_root();
     // SAFETY: the closure runs in the forked child before exec. It only calls
-    // async-signal-safe functions (setsid, ioctl, setgroups/initgroups, setgid, setuid,
-    // get*id) on values prepared before the fork, and allocates nothing.
+    // async-signal-safe functions (close_range, sigprocmask, setsid, ioctl,
+    // setgroups/initgroups, setgid, setuid, get*id, chdir) on values prepared before the
+    // fork, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             // no descriptor of the server reaches the session (those it inherited itself
@@ -136,12 +142,21 @@ pub fn as_account(
             {
                 return Err(std::io::Error::last_os_error());
             }
+            // the PAM helper blocks the signals it forwards: the session starts with none
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             if with_pty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if switch {
                 drop_to(&name, uid, gid)?;
+            }
+            if libc::chdir(home.as_ptr()) != 0 && libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });

@@ -247,6 +247,16 @@ impl Server {
     /// A server offering `methods` (TOML strings), with `sshd_extra` lines in `[sshd]` and
     /// `env` in its environment, ready to accept connections.
     fn start(methods: &[&str], sshd_extra: &str, env: &[(&str, &Path)]) -> Self {
+        Self::start_with_tokenmap(methods, sshd_extra, env, "")
+    }
+
+    /// The same, with `tokenmap_extra` lines at the end of the token map.
+    fn start_with_tokenmap(
+        methods: &[&str],
+        sshd_extra: &str,
+        env: &[(&str, &Path)],
+        tokenmap_extra: &str,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sshd-gsi-e2e-ops-")
             .tempdir()
@@ -257,7 +267,12 @@ impl Server {
         write_mode(&d.join("grid-mapfile"), b"# e2e_operations\n", 0o644);
         write_mode(
             &d.join("token-mapfile"),
-            format!("\"{ISSUER}\" \"{}\" {}\n", subject(), user()).as_bytes(),
+            format!(
+                "\"{ISSUER}\" \"{}\" {}\n{tokenmap_extra}",
+                subject(),
+                user()
+            )
+            .as_bytes(),
             0o644,
         );
         write_mode(
@@ -1181,4 +1196,257 @@ fn sd_notify_ready_reloading_stopping() {
     socket.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 64];
     assert!(socket.recv(&mut buf).is_err(), "nothing after STOPPING=1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. PAM account and session stacks (as root)
+
+/// The PAM test's account: sessions must run as it, with its limits.
+const PAM_ACCOUNT: &str = "hpccert-e2e-alice";
+const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
+
+/// A server whose PAM service `hpccert-e2e` (through pam_wrapper, so the machine's
+/// /etc/pam.d stays as it is) runs pam_exec in the account stack and pam_limits, pam_env and
+/// pam_exec in the session stack, each leaving a trace in the test directory; its token map
+/// maps `pam-subject` to [`PAM_ACCOUNT`].
+fn pam_server() -> Option<(Server, PathBuf, tempfile::TempDir)> {
+    if !nix::unistd::geteuid().is_root() {
+        skip("the PAM session test needs root (sessions switch to another account)");
+        return None;
+    }
+    if nix::unistd::User::from_name(PAM_ACCOUNT)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        skip(&format!(
+            "the account {PAM_ACCOUNT} does not exist (.ci/run creates it)"
+        ));
+        return None;
+    }
+    if !Path::new(PAM_WRAPPER).exists() {
+        skip("pam_wrapper is not installed (Debian libpam-wrapper)");
+        return None;
+    }
+    let pam = tempfile::Builder::new()
+        .prefix("sshd-gsi-e2e-pam-")
+        .tempdir()
+        .unwrap();
+    let p = pam.path();
+    std::fs::create_dir(p.join("pam.d")).unwrap();
+    let s = |name: &str| p.join(name).display().to_string();
+    write_mode(
+        &p.join("account.sh"),
+        format!(
+            "#!/bin/sh\n[ -e {deny} ] && exit 1\nenv | grep '^HPCCERT_' | sort > {env}\n\
+             echo \"$PAM_TYPE $PAM_USER $PAM_RHOST $PAM_SERVICE\" >> {log}\n",
+            deny = s("deny"),
+            env = s("account-env"),
+            log = s("account.log"),
+        )
+        .as_bytes(),
+        0o755,
+    );
+    write_mode(
+        &p.join("session.sh"),
+        format!(
+            "#!/bin/sh\necho \"$PAM_TYPE $PAM_USER $PAM_RHOST $PAM_TTY\" >> {}\n",
+            s("session.log")
+        )
+        .as_bytes(),
+        0o755,
+    );
+    write_mode(
+        &p.join("limits.conf"),
+        format!("{PAM_ACCOUNT} soft nofile 777\n{PAM_ACCOUNT} hard nofile 778\n").as_bytes(),
+        0o644,
+    );
+    write_mode(
+        &p.join("pam_env.conf"),
+        b"E2E_PAM_MARKER DEFAULT=set-by-pam-env\n",
+        0o644,
+    );
+    write_mode(
+        &p.join("pam.d/hpccert-e2e"),
+        format!(
+            "auth required pam_deny.so\n\
+             account required pam_exec.so quiet {account}\n\
+             session required pam_limits.so conf={limits}\n\
+             session required pam_env.so readenv=0 user_readenv=0 conffile={env}\n\
+             session required pam_exec.so quiet {session}\n",
+            account = s("account.sh"),
+            limits = s("limits.conf"),
+            env = s("pam_env.conf"),
+            session = s("session.sh"),
+        )
+        .as_bytes(),
+        0o644,
+    );
+    write_mode(
+        &p.join("pam.d/other"),
+        b"auth required pam_deny.so\naccount required pam_deny.so\nsession required pam_deny.so\n",
+        0o644,
+    );
+    let service_dir = p.join("pam.d");
+    let server = Server::start_with_tokenmap(
+        &["password"],
+        "use_pam = true\npam_service = \"hpccert-e2e\"\n",
+        &[
+            ("LD_PRELOAD", Path::new(PAM_WRAPPER)),
+            ("PAM_WRAPPER", Path::new("1")),
+            ("PAM_WRAPPER_SERVICE_DIR", &service_dir),
+        ],
+        &format!("\"{ISSUER}\" \"pam-subject\" {PAM_ACCOUNT}\n"),
+    );
+    let t = unix_seconds(hpccert_core::clock::now());
+    let token = issuer_key()
+        .mint(&json!({
+            "iss": ISSUER, "sub": "pam-subject", "aud": AUDIENCE, "iat": t, "nbf": t,
+            "exp": t + 3600, "jti": format!("e2e-pam-{t}"), "wlcg.ver": "1.0",
+            "scope": "compute.create",
+        }))
+        .unwrap();
+    let token_file = server.path("pam-token.jwt");
+    write_mode(&token_file, token.as_bytes(), 0o600);
+    Some((server, token_file, pam))
+}
+
+/// Log in as [`PAM_ACCOUNT`] with the token as the password, run `command` without a PTY and
+/// `tty` with one; prints JSON: the outputs and exit statuses, or the error.
+const PARAMIKO_PAM: &str = r#"
+import json, sys, paramiko
+host, port, user, token_file, command = sys.argv[1:6]
+token = open(token_file).read().strip()
+try:
+    t = paramiko.Transport((host, int(port)))
+    t.start_client(timeout=10)
+    t.auth_password(user, token, fallback=False)
+    result = {}
+    ch = t.open_session()
+    ch.exec_command(command)
+    result["out"] = ch.makefile("rb").read().decode().strip()
+    result["status"] = ch.recv_exit_status()
+    ch = t.open_session()
+    ch.get_pty()
+    ch.exec_command("tty")
+    result["tty"] = ch.makefile("rb").read().decode().strip()
+    result["tty_status"] = ch.recv_exit_status()
+    t.close()
+    print(json.dumps(result))
+except Exception as e:
+    print(json.dumps({"error": type(e).__name__, "message": str(e)}))
+"#;
+
+fn paramiko_pam(python: &Path, server: &Server, token: &Path, command: &str) -> Value {
+    let (code, out, err) = run(Command::new(python).args([
+        "-c",
+        PARAMIKO_PAM,
+        "127.0.0.1",
+        &server.port.to_string(),
+        PAM_ACCOUNT,
+        token.to_str().unwrap(),
+        command,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"))
+}
+
+#[test]
+fn pam_account_and_session_stacks_run_around_sessions() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let Some((server, token, pam)) = pam_server() else {
+        return;
+    };
+    let p = pam.path();
+    let r = paramiko_pam(
+        &python,
+        &server,
+        &token,
+        "echo \"$(id -un) marker=$E2E_PAM_MARKER nofile=$(ulimit -Sn)/$(ulimit -Hn) subject=$HPCCERT_TOKEN_SUBJECT\"; exit 3",
+    );
+    assert_eq!(
+        r["out"].as_str(),
+        Some(
+            format!("{PAM_ACCOUNT} marker=set-by-pam-env nofile=777/778 subject=pam-subject")
+                .as_str()
+        ),
+        "pam_env's variable and pam_limits' limits reach the session: {r}\nserver log:\n{}",
+        server.log()
+    );
+    assert_eq!(
+        r["status"].as_i64(),
+        Some(3),
+        "the exit status passes through the PAM helper: {r}"
+    );
+    let tty = r["tty"].as_str().unwrap_or_default().to_string();
+    assert!(tty.starts_with("/dev/pts/"), "{r}");
+
+    // the account stack saw the client and the verified identity in the PAM environment
+    let account_log = std::fs::read_to_string(p.join("account.log")).unwrap();
+    assert_eq!(
+        account_log.trim(),
+        format!("account {PAM_ACCOUNT} 127.0.0.1 hpccert-e2e"),
+        "one account check at login"
+    );
+    let account_env = std::fs::read_to_string(p.join("account-env")).unwrap();
+    for line in [
+        "HPCCERT_AUTH_METHOD=token (password)",
+        "HPCCERT_TOKEN_SUBJECT=pam-subject",
+        &format!("HPCCERT_TOKEN_ISSUER={ISSUER}"),
+    ] {
+        assert!(
+            account_env.lines().any(|l| l == line),
+            "{line} in {account_env}"
+        );
+    }
+    // a session opened and closed around each channel; PAM_TTY names the PTY, or "ssh"
+    let expected = [
+        format!("open_session {PAM_ACCOUNT} 127.0.0.1 ssh"),
+        format!("close_session {PAM_ACCOUNT} 127.0.0.1 ssh"),
+        format!("open_session {PAM_ACCOUNT} 127.0.0.1 {tty}"),
+        format!("close_session {PAM_ACCOUNT} 127.0.0.1 {tty}"),
+    ];
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(p.join("session.log"))
+                .is_ok_and(|l| l.lines().collect::<Vec<_>>() == expected)
+        }),
+        "session stack: {:?}\nserver log:\n{}",
+        std::fs::read_to_string(p.join("session.log")),
+        server.log()
+    );
+}
+
+#[test]
+fn a_pam_account_refusal_refuses_the_login() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let Some((server, token, pam)) = pam_server() else {
+        return;
+    };
+    write_mode(&pam.path().join("deny"), b"", 0o644);
+    let r = paramiko_pam(&python, &server, &token, "echo should-not-run");
+    assert!(
+        matches!(
+            r["error"].as_str(),
+            Some("AuthenticationException" | "BadAuthenticationType")
+        ),
+        "{r}"
+    );
+    assert!(
+        server.wait_log(
+            0,
+            &format!("PAM account check for {PAM_ACCOUNT} refused"),
+            Duration::from_secs(5)
+        ),
+        "the refusal is logged with PAM's reason:\n{}",
+        server.log()
+    );
+    assert!(
+        !pam.path().join("session.log").exists(),
+        "no session was opened"
+    );
 }
