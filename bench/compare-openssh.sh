@@ -20,6 +20,9 @@ Prints a table of medians and sshd-gsi/OpenSSH ratios (against both OpenSSH inst
 writes bench/results-<date>.json.
 
   --quick            fewer logins (30), 64 MiB transfers, 20 idle sessions, 1 repeat
+  --pam              both servers with PAM and the same stack (/etc/pam.d/sshd): OpenSSH
+                     UsePAM yes, sshd-gsi use_pam = true with pam_service = "sshd"
+                     (default: both without PAM)
   --repeats R        repeat logins and transfers R times, report medians (default 3)
   --install-openssh  apt-get install -y openssh-server when /usr/sbin/sshd is missing
   --sshd-gsi PATH    the binary (default: $CARGO_TARGET_DIR or /tmp/bench-target, release)
@@ -47,6 +50,7 @@ gsi_bin="${CARGO_TARGET_DIR:-/tmp/bench-target}/release/sshd-gsi"
 user=hpccert-e2e-alice
 out=""
 serve_only=0
+pam=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) quick=1 ;;
@@ -56,6 +60,7 @@ while [[ $# -gt 0 ]]; do
         --user) user="$2"; shift ;;
         --out) out="$2"; shift ;;
         --serve-only) serve_only=1 ;;
+        --pam) pam=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -160,7 +165,7 @@ PidFile $T/sshd.pid
 AuthorizedKeysFile $T/authorized_keys
 # the temp dir is under /tmp (world-writable): skip the ownership walk
 StrictModes no
-UsePAM no
+UsePAM $([[ $pam == 1 ]] && echo yes || echo no)
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -253,9 +258,9 @@ state="$T/gsi-dev"
 sed -E "s/[^ ]+\$/$user/" "$state/grid-mapfile" | grep -v '^#' >"$T/grid-mapfile"
 sed -E "s/[^ ]+\$/$user/" "$state/token-mapfile" | grep -v '^#' >"$T/token-mapfile"
 cp "$state/token.jwt" "$T/token.jwt"
-"$python" - "$state/hpccert.toml" "$T/hpccert.toml" "$T" "$gsi_port" <<'EOF'
+"$python" - "$state/hpccert.toml" "$T/hpccert.toml" "$T" "$gsi_port" "$pam" <<'EOF'
 import sys, tomllib, json
-src, dst, t, port = sys.argv[1:5]
+src, dst, t, port, pam = sys.argv[1:6]
 c = tomllib.load(open(src, "rb"))
 c["mapping"]["grid_mapfile"] = f"{t}/grid-mapfile"
 c["mapping"]["token_mapfile"] = f"{t}/token-mapfile"
@@ -265,6 +270,8 @@ s["host_keys"] = [f"{t}/host_ed25519"]  # the same host key as OpenSSH
 s["methods"] = ["x509", "password"]
 s["max_startups"] = "1000"              # as OpenSSH's MaxStartups 1000
 s["per_source_max_startups"] = 0
+s["use_pam"] = pam == "1"               # as OpenSSH's UsePAM, with the same stack
+s["pam_service"] = "sshd"
 
 def val(v):
     return json.dumps(v)  # strings, numbers, booleans and lists of them are JSON-shaped TOML
@@ -362,7 +369,7 @@ cat >"$T/meta.json" <<EOF
  "openssh": "$(/usr/sbin/sshd -V 2>&1 | head -1)", "sshd_gsi": "$gsi_bin",
  "client": "asyncssh $("$python" -c 'import asyncssh; print(asyncssh.__version__)')",
  "user": "$user", "logins": $n_login, "concurrency": $concurrency, "mib": $mib,
- "idle_sessions": $idle_sessions, "repeats": $repeats, "quick": $quick,
+ "idle_sessions": $idle_sessions, "repeats": $repeats, "quick": $quick, "pam": $pam,
  "auth": {"openssh": "publickey ssh-ed25519", "openssh-nodelay": "publickey ssh-ed25519, TCP_NODELAY preloaded", "gsi-x509": "x509 (RFC 6187) RSA 2048 dev certificate",
           "gsi-token": "password = dev JWT (RS256)"}}
 EOF

@@ -1290,7 +1290,10 @@ fn pam_server() -> Option<(Server, PathBuf, tempfile::TempDir)> {
     let service_dir = p.join("pam.d");
     let server = Server::start_with_tokenmap(
         &["password"],
-        "use_pam = true\npam_service = \"hpccert-e2e\"\n",
+        &format!(
+            "use_pam = true\npam_service = \"hpccert-e2e\"\naudit_log = \"{}\"\n",
+            p.join("audit.jsonl").display()
+        ),
         &[
             ("LD_PRELOAD", Path::new(PAM_WRAPPER)),
             ("PAM_WRAPPER", Path::new("1")),
@@ -1331,6 +1334,9 @@ try:
     ch.exec_command("tty")
     result["tty"] = ch.makefile("rb").read().decode().strip()
     result["tty_status"] = ch.recv_exit_status()
+    ch = t.open_session()
+    ch.exec_command("kill -TERM $$")
+    result["killed_status"] = ch.recv_exit_status()
     t.close()
     print(json.dumps(result))
 except Exception as e:
@@ -1382,6 +1388,19 @@ fn pam_account_and_session_stacks_run_around_sessions() {
     );
     let tty = r["tty"].as_str().unwrap_or_default().to_string();
     assert!(tty.starts_with("/dev/pts/"), "{r}");
+    // a process killed by a signal is reported as killed by it, through the helper
+    assert_eq!(r["killed_status"].as_i64(), Some(-1), "exit-signal, not a status: {r}");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(p.join("audit.jsonl")).is_ok_and(|a| {
+                a.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .any(|e| e["exit_signal"] == json!("TERM"))
+            })
+        }),
+        "audit: {:?}",
+        std::fs::read_to_string(p.join("audit.jsonl"))
+    );
 
     // the account stack saw the client and the verified identity in the PAM environment
     let account_log = std::fs::read_to_string(p.join("account.log")).unwrap();
@@ -1407,6 +1426,8 @@ fn pam_account_and_session_stacks_run_around_sessions() {
         format!("close_session {PAM_ACCOUNT} 127.0.0.1 ssh"),
         format!("open_session {PAM_ACCOUNT} 127.0.0.1 {tty}"),
         format!("close_session {PAM_ACCOUNT} 127.0.0.1 {tty}"),
+        format!("open_session {PAM_ACCOUNT} 127.0.0.1 ssh"),
+        format!("close_session {PAM_ACCOUNT} 127.0.0.1 ssh"),
     ];
     assert!(
         wait_for(Duration::from_secs(10), || {
