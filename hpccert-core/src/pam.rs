@@ -25,6 +25,14 @@
 //!    [`ENV_CREDENTIAL`] with `pam_putenv`, and remembers the token on the handle
 //!    (`pam_set_data`, key [`DATA_TOKEN`]) for the account check.
 //!
+//! # Certificate chains (option `x509`)
+//! A PAM application that verified possession of a certificate's key (sshd-gsi) hands the
+//! chain over in [`ENV_X509_CHAIN`] (PEM, presented certificate first). With `x509`, `auth`
+//! verifies it against the trust store and maps it with the grid-mapfile for PAM_USER
+//! (no prompt), exports [`ENV_DN`], [`ENV_IDENTITY`] and [`ENV_CREDENTIAL`], and remembers the
+//! chain (key [`DATA_CHAIN`]); `account` checks the remembered chain, or with `x509` the one
+//! handed over, again with the current files. Without `x509` the variable is ignored.
+//!
 //! # account
 //! The identity is the token this module verified on the same PAM handle (`pam_get_data`):
 //! it is verified again and mapped again with the current files, so an identity removed from
@@ -56,6 +64,8 @@ use crate::mapping::{Decision, Mapper, Refusal, TokenRules, UidLookup};
 use crate::token::keys::FileKeySource;
 use crate::token::{Capability, IssuerPolicy, TokenError, VerifiedToken, verify_token};
 use crate::tokenmap::TokenMapfile;
+use crate::trust::TrustStore;
+use crate::x509::{PresentedChain, verify_chain};
 
 /// The issuer (`iss`) of the token that authenticated.
 pub const ENV_TOKEN_ISSUER: &str = "HPCCERT_TOKEN_ISSUER";
@@ -65,13 +75,23 @@ pub const ENV_TOKEN_SUBJECT: &str = "HPCCERT_TOKEN_SUBJECT";
 pub const ENV_IDENTITY: &str = "HPCCERT_IDENTITY";
 /// The credential fingerprint: `SHA256:` and the hex SHA-256 of the token.
 pub const ENV_CREDENTIAL: &str = "HPCCERT_CREDENTIAL";
+/// The certificate DN (slash form) of the chain that authenticated.
+pub const ENV_DN: &str = "HPCCERT_DN";
+/// Set by the PAM application, not by this module: the X.509 chain (PEM, the presented
+/// certificate first, as `grid-proxy-init` writes a proxy file) whose private key the
+/// application proved the client holds. sshd-gsi sets it for its x509 logins. Read only with
+/// the `x509` option.
+pub const ENV_X509_CHAIN: &str = "HPCCERT_X509_CHAIN";
 /// Every variable this module exports (and removes before it authenticates).
-pub const EXPORTED_ENV: [&str; 4] = [
+pub const EXPORTED_ENV: [&str; 5] = [
     ENV_TOKEN_ISSUER,
     ENV_TOKEN_SUBJECT,
     ENV_IDENTITY,
     ENV_CREDENTIAL,
+    ENV_DN,
 ];
+/// The `pam_set_data` key under which `auth` leaves the verified chain (PEM) for `account`.
+pub const DATA_CHAIN: &str = "pam_hpccert_chain";
 /// The `pam_set_data` key under which `auth` leaves the verified token for `account`.
 pub const DATA_TOKEN: &str = "pam_hpccert_token";
 /// The default first prompt.
@@ -247,6 +267,10 @@ pub struct Options {
     /// `require_scope=SCOPE` (repeatable): scopes this service requires in addition to each
     /// issuer's `required_scopes`.
     pub required_scopes: Vec<Capability>,
+    /// `x509`: trust a certificate chain the application hands over in [`ENV_X509_CHAIN`]
+    /// (verified against the trust store, CRLs and the grid-mapfile here, never taken as
+    /// proven by its presence alone).
+    pub x509: bool,
 }
 
 impl Default for Options {
@@ -258,6 +282,7 @@ impl Default for Options {
             first_pass: FirstPass::Ask,
             ignore_unknown_user: false,
             required_scopes: Vec::new(),
+            x509: false,
         }
     }
 }
@@ -312,6 +337,7 @@ impl Options {
                 }
                 ("debug", None) => o.debug = true,
                 ("ignore_unknown_user", None) => o.ignore_unknown_user = true,
+                ("x509", None) => o.x509 = true,
                 ("use_first_pass" | "try_first_pass", None) => {
                     let wanted = if name == "use_first_pass" {
                         FirstPass::Use
@@ -330,7 +356,7 @@ impl Options {
                     return Err(bad(arg, "needs a value (NAME=VALUE)"));
                 }
                 (
-                    "debug" | "ignore_unknown_user" | "use_first_pass" | "try_first_pass",
+                    "debug" | "ignore_unknown_user" | "use_first_pass" | "try_first_pass" | "x509",
                     Some(_),
                 ) => {
                     return Err(bad(arg, "takes no value"));
@@ -354,7 +380,7 @@ impl Options {
 #[derive(Debug, Error)]
 pub enum PamError {
     #[error(
-        "unknown option {0:?} (known: config=, debug, prompt=, use_first_pass, try_first_pass, ignore_unknown_user, require_scope=)"
+        "unknown option {0:?} (known: config=, debug, prompt=, use_first_pass, try_first_pass, ignore_unknown_user, require_scope=, x509)"
     )]
     UnknownOption(String),
     #[error("option {option:?}: {reason}")]
@@ -389,6 +415,12 @@ pub enum PamError {
     },
     #[error("{identity}: the identity holds control characters and cannot be exported")]
     Unexportable { identity: String },
+    #[error("trust store unusable: {0}")]
+    TrustStore(String),
+    #[error("grid-mapfile unusable: {0}")]
+    GridMap(String),
+    #[error("certificate chain refused: {0}")]
+    Chain(String),
 }
 
 /// A mapping refusal names the identity once (some refusals already do).
@@ -410,7 +442,11 @@ impl PamError {
         };
         match self {
             Self::UnknownOption(_) | Self::BadOption { .. } => PamCode::ServiceErr,
-            Self::Config(_) | Self::NoIssuers(_) | Self::TokenMap(_) => PamCode::AuthinfoUnavail,
+            Self::Config(_)
+            | Self::NoIssuers(_)
+            | Self::TokenMap(_)
+            | Self::TrustStore(_)
+            | Self::GridMap(_) => PamCode::AuthinfoUnavail,
             Self::Handle(e) => e.pam_code(),
             Self::UnknownUser(_) => {
                 if options.ignore_unknown_user {
@@ -429,7 +465,8 @@ impl PamError {
             | Self::Token(_)
             | Self::Mapping { .. }
             | Self::AccountMismatch { .. }
-            | Self::Unexportable { .. } => refused,
+            | Self::Unexportable { .. }
+            | Self::Chain(_) => refused,
         }
     }
 
@@ -440,6 +477,8 @@ impl PamError {
             | Self::Config(_)
             | Self::NoIssuers(_)
             | Self::TokenMap(_)
+            | Self::TrustStore(_)
+            | Self::GridMap(_)
             | Self::Handle(_)
             | Self::Token(TokenError::NoKeys { .. } | TokenError::StaleKeys { .. }) => {
                 LogLevel::Error
@@ -450,7 +489,8 @@ impl PamError {
             | Self::Token(_)
             | Self::Mapping { .. }
             | Self::AccountMismatch { .. }
-            | Self::Unexportable { .. } => LogLevel::Notice,
+            | Self::Unexportable { .. }
+            | Self::Chain(_) => LogLevel::Notice,
         }
     }
 }
@@ -544,6 +584,89 @@ impl Checker {
     }
 }
 
+/// A certificate chain handed over by the application, verified and mapped exactly as
+/// sshd-gsi and `gridmap-tool explain --cert` do: trust store with its CRLs, namespaces and
+/// signing policies, then the grid-mapfile for PAM_USER.
+fn decide_chain(
+    options: &Options,
+    pem: &str,
+    user: &str,
+    system: &SystemView,
+) -> Result<Decision, PamError> {
+    let config = Config::load(&options.config)?;
+    let source = config.trust.source();
+    let trust = TrustStore::load(&source)
+        .map_err(|e| PamError::TrustStore(format!("{}: {e}", source.display())))?;
+    let gridmap = GridMapfile::load(&config.mapping.grid_mapfile).map_err(|e| {
+        PamError::GridMap(format!("{}: {e}", config.mapping.grid_mapfile.display()))
+    })?;
+    let chain = PresentedChain::from_pem(pem.as_bytes())
+        .map_err(|e| PamError::Chain(format!("{ENV_X509_CHAIN}: {e}")))?;
+    let verified = verify_chain(&trust, &chain, &config.trust.verify_options(), system.now)
+        .map_err(|e| PamError::Chain(e.to_string()))?;
+    let identity = verified.identity().to_slash();
+    let decision = Mapper::new(&gridmap)
+        .with_uid_lookup(system.uid_of)
+        .decide(&verified, Some(user))
+        .map_err(|refusal| PamError::Mapping {
+            identity: identity.clone(),
+            subject: identity.clone(),
+            refusal: Box::new(refusal),
+        })?;
+    if decision.account().as_str() != user {
+        return Err(PamError::AccountMismatch {
+            identity,
+            decided: decision.account().to_string(),
+            user: user.to_string(),
+        });
+    }
+    Ok(decision)
+}
+
+/// `auth` with a handed-over chain (option `x509`): no prompt; export and remember.
+fn auth_chain(
+    h: &mut dyn PamHandle,
+    options: &Options,
+    user: &str,
+    pem: &str,
+    system: &SystemView,
+) -> Result<PamCode, PamError> {
+    if (system.uid_of)(user).is_none() {
+        return Err(PamError::UnknownUser(user.to_string()));
+    }
+    let decision = decide_chain(options, pem, user, system)?;
+    for reason in decision.reasons() {
+        debug(h, options, reason);
+    }
+    let identity = decision.identity().to_string();
+    let dn = match decision.identity() {
+        crate::mapping::Identity::Certificate(dn) => dn.to_slash(),
+        other => other.to_string(),
+    };
+    let exports = [
+        (ENV_DN, dn.as_str()),
+        (ENV_IDENTITY, identity.as_str()),
+        (ENV_CREDENTIAL, decision.credential()),
+    ];
+    if exports.iter().any(|(_, v)| v.chars().any(char::is_control)) {
+        return Err(PamError::Unexportable { identity });
+    }
+    for (name, value) in exports {
+        h.putenv(name, Some(value))?;
+    }
+    h.set_data(DATA_CHAIN, Some(&Secret::from(pem)))?;
+    log(
+        h,
+        LogLevel::Info,
+        &format!(
+            "accepted certificate {identity} credential {} (proxy depth {}) for user {user}",
+            decision.credential(),
+            decision.proxy_depth()
+        ),
+    );
+    Ok(PamCode::Success)
+}
+
 /// `pam_sm_authenticate`.
 pub fn authenticate(handle: &mut dyn PamHandle, args: &[&CStr], system: &SystemView) -> PamCode {
     run(handle, args, Phase::Auth, |h, o, user| {
@@ -624,6 +747,9 @@ fn forget_identity(h: &mut dyn PamHandle) -> Result<(), PamError> {
     if h.data(DATA_TOKEN).is_some() {
         h.set_data(DATA_TOKEN, None)?;
     }
+    if h.data(DATA_CHAIN).is_some() {
+        h.set_data(DATA_CHAIN, None)?;
+    }
     Ok(())
 }
 
@@ -653,6 +779,11 @@ fn auth_inner(
     user: &str,
     system: &SystemView,
 ) -> Result<PamCode, PamError> {
+    if options.x509
+        && let Some(pem) = h.getenv(ENV_X509_CHAIN)
+    {
+        return auth_chain(h, options, user, &pem, system);
+    }
     let checker = Checker::load(options)?;
     let known = (system.uid_of)(user).is_some();
     if !known && options.ignore_unknown_user {
@@ -768,6 +899,27 @@ fn account_inner(
     user: &str,
     system: &SystemView,
 ) -> Result<PamCode, PamError> {
+    // a chain this module verified in auth, or one the application hands over (option x509)
+    let chain = h
+        .data(DATA_CHAIN)
+        .and_then(|s| s.as_str().map(str::to_string));
+    let chain = chain.or_else(|| options.x509.then(|| h.getenv(ENV_X509_CHAIN)).flatten());
+    if let Some(pem) = chain {
+        if (system.uid_of)(user).is_none() {
+            return Err(PamError::UnknownUser(user.to_string()));
+        }
+        let decision = decide_chain(options, &pem, user, system)?;
+        debug(
+            h,
+            options,
+            &format!(
+                "account {user} allowed for certificate {} (credential {})",
+                decision.identity(),
+                decision.credential()
+            ),
+        );
+        return Ok(PamCode::Success);
+    }
     let Some(token) = h.data(DATA_TOKEN) else {
         if h.getenv(ENV_TOKEN_ISSUER).is_some() {
             log(
@@ -993,6 +1145,221 @@ mod tests {
             let config = self.config_arg();
             account(h, &[config.as_c_str()], &system())
         }
+    }
+
+    /// A trust directory (a CA and its CRL revoking one user), a grid-mapfile mapping the
+    /// good and the revoked DN to alice, and chains (PEM, the presented certificate first):
+    /// good, an RFC 3820 proxy of good, revoked, expired, from an untrusted CA, unmapped.
+    struct CertSite {
+        dir: tempfile::TempDir,
+        chains: BTreeMap<&'static str, String>,
+    }
+
+    impl CertSite {
+        fn new() -> Self {
+            use crate::devpki::{self, CertSpec, ProxySpec};
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let day = Duration::from_secs(86400);
+            let ca = devpki::self_signed_ca(
+                &CertSpec::ca("/DC=test/CN=PAM Test CA", now(), 365).unwrap(),
+            )
+            .unwrap();
+            let user = |cn: &str| {
+                devpki::issue(
+                    &ca,
+                    &CertSpec::user(&format!("/DC=test/CN={cn}"), now(), 30).unwrap(),
+                )
+                .unwrap()
+            };
+            let good = user("Good");
+            let revoked = user("Revoked");
+            let unmapped = user("Unmapped");
+            let mut expired_spec = CertSpec::user("/DC=test/CN=Good", now() - day * 60, 1).unwrap();
+            expired_spec.not_before = now() - day * 60;
+            let expired = devpki::issue(&ca, &expired_spec).unwrap();
+            let other_ca = devpki::self_signed_ca(
+                &CertSpec::ca("/DC=test/CN=Untrusted CA", now(), 365).unwrap(),
+            )
+            .unwrap();
+            let untrusted = devpki::issue(
+                &other_ca,
+                &CertSpec::user("/DC=test/CN=Good", now(), 30).unwrap(),
+            )
+            .unwrap();
+            let proxy = devpki::issue_proxy(&good, &ProxySpec::new("12345", now(), 12)).unwrap();
+            let crl = devpki::crl(
+                &ca,
+                &[(&revoked.cert, now() - day)],
+                now() - day,
+                now() + day * 7,
+                1,
+            )
+            .unwrap();
+            devpki::install_ca(&d.join("certificates"), &ca.cert, Some(&crl), None).unwrap();
+            std::fs::write(
+                d.join("grid-mapfile"),
+                "\"/DC=test/CN=Good\" alice\n\"/DC=test/CN=Revoked\" alice\n",
+            )
+            .unwrap();
+            std::fs::write(
+                d.join("hpccert.toml"),
+                format!(
+                    "version = 1\n[trust]\nca_dir = \"{0}/certificates\"\nnamespaces = \"ignore\"\n[mapping]\ngrid_mapfile = \"{0}/grid-mapfile\"\n",
+                    d.display()
+                ),
+            )
+            .unwrap();
+            let pem = |creds: &[&crate::devpki::Credential]| -> String {
+                creds
+                    .iter()
+                    .map(|c| String::from_utf8(c.cert_pem().unwrap()).unwrap())
+                    .collect()
+            };
+            let chains = BTreeMap::from([
+                ("good", pem(&[&good])),
+                ("proxy", pem(&[&proxy, &good])),
+                ("revoked", pem(&[&revoked])),
+                ("expired", pem(&[&expired])),
+                ("untrusted", pem(&[&untrusted])),
+                ("unmapped", pem(&[&unmapped])),
+                (
+                    "garbage",
+                    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+                ),
+            ]);
+            Self { dir, chains }
+        }
+
+        fn handle(&self, user: &str, chain: &str) -> Fake {
+            let mut h = Fake::new(user);
+            h.env
+                .insert(ENV_X509_CHAIN.into(), self.chains[chain].clone());
+            h
+        }
+
+        fn args(&self, x509: bool) -> Vec<std::ffi::CString> {
+            let mut a = vec![
+                std::ffi::CString::new(format!(
+                    "config={}",
+                    self.dir.path().join("hpccert.toml").display()
+                ))
+                .unwrap(),
+            ];
+            if x509 {
+                a.push(c"x509".into());
+            }
+            a
+        }
+
+        fn auth(&self, h: &mut Fake) -> PamCode {
+            let args = self.args(true);
+            let refs: Vec<&CStr> = args.iter().map(|a| a.as_c_str()).collect();
+            authenticate(h, &refs, &system())
+        }
+
+        fn acct(&self, h: &mut Fake, x509: bool) -> PamCode {
+            let args = self.args(x509);
+            let refs: Vec<&CStr> = args.iter().map(|a| a.as_c_str()).collect();
+            account(h, &refs, &system())
+        }
+    }
+
+    #[test]
+    fn handed_over_chains_are_verified_and_mapped() {
+        let site = CertSite::new();
+        for chain in ["good", "proxy"] {
+            let mut h = site.handle("alice", chain);
+            assert_eq!(
+                site.auth(&mut h),
+                PamCode::Success,
+                "{chain}: {}",
+                h.log_text()
+            );
+            assert_eq!(h.env[ENV_DN], "/DC=test/CN=Good");
+            assert!(h.env[ENV_CREDENTIAL].starts_with("SHA256:"));
+            assert!(h.data.contains_key(DATA_CHAIN));
+            // account re-checks the chain this module verified, even without the option
+            assert_eq!(
+                site.acct(&mut h, false),
+                PamCode::Success,
+                "{}",
+                h.log_text()
+            );
+            assert!(
+                h.log_text()
+                    .contains("accepted certificate /DC=test/CN=Good"),
+                "{}",
+                h.log_text()
+            );
+        }
+        // for another user: not mapped to bob
+        let mut h = site.handle("bob", "good");
+        assert_eq!(site.auth(&mut h), PamCode::AuthErr);
+        assert!(!h.env.contains_key(ENV_DN));
+        let refusals = [
+            ("revoked", "revoked"),
+            ("expired", "expired"),
+            ("untrusted", "issuer"),
+            ("unmapped", "/DC=test/CN=Unmapped"),
+            ("garbage", ENV_X509_CHAIN),
+        ];
+        for (chain, reason) in refusals {
+            let mut h = site.handle("alice", chain);
+            assert_eq!(
+                site.auth(&mut h),
+                PamCode::AuthErr,
+                "{chain}: {}",
+                h.log_text()
+            );
+            assert!(
+                h.log_text().to_lowercase().contains(&reason.to_lowercase()),
+                "{chain}: the log names why ({reason}): {}",
+                h.log_text()
+            );
+            assert!(
+                !h.env.contains_key(ENV_DN) && !h.data.contains_key(DATA_CHAIN),
+                "{chain}"
+            );
+            // and account refuses the handed-over chain too
+            let mut h = site.handle("alice", chain);
+            assert_eq!(
+                site.acct(&mut h, true),
+                PamCode::PermDenied,
+                "{chain}: {}",
+                h.log_text()
+            );
+        }
+    }
+
+    #[test]
+    fn a_handed_over_chain_needs_the_x509_option() {
+        let site = CertSite::new();
+        // account without the option: the variable alone proves nothing (PAM_IGNORE)
+        let mut h = site.handle("alice", "good");
+        assert_eq!(
+            site.acct(&mut h, false),
+            PamCode::Ignore,
+            "{}",
+            h.log_text()
+        );
+        // with it, the same chain passes the account check for the handed-over identity
+        let mut h = site.handle("alice", "good");
+        assert_eq!(
+            site.acct(&mut h, true),
+            PamCode::Success,
+            "{}",
+            h.log_text()
+        );
+        // an unusable trust store is "cannot check", not a refusal of the user
+        std::fs::remove_dir_all(site.dir.path().join("certificates")).unwrap();
+        let mut h = site.handle("alice", "good");
+        assert_eq!(
+            site.auth(&mut h),
+            PamCode::AuthinfoUnavail,
+            "{}",
+            h.log_text()
+        );
     }
 
     #[test]

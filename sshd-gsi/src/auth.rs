@@ -29,6 +29,8 @@ const RELOAD_CHECK: Duration = Duration::from_secs(2);
 pub struct Login {
     pub method: &'static str,
     pub decision: Decision,
+    /// For x509 logins with PAM: the presented chain (PEM), handed to the PAM stacks.
+    pub chain_pem: Option<String>,
 }
 
 /// The decision sources of a running server.

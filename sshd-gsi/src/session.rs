@@ -99,7 +99,7 @@ impl Connection {
         let result = tokio::task::spawn_blocking(move || engine.token_login(&u, &token, now))
             .await
             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
-        self.finish_login(method, user, result).await
+        self.finish_login(method, user, result, None).await
     }
 
     async fn finish_login(
@@ -107,26 +107,34 @@ impl Connection {
         method: &'static str,
         user: &str,
         result: Result<hpccert_core::mapping::Decision, String>,
+        chain_pem: Option<String>,
     ) -> Auth {
-        let result = result.and_then(|d| {
-            let account = Account::lookup(d.account().as_str())?;
+        let result = result.and_then(|decision| {
+            let account = Account::lookup(decision.account().as_str())?;
             account.can_switch_to()?;
-            Ok((d, account))
+            Ok((
+                Login {
+                    method,
+                    decision,
+                    chain_pem,
+                },
+                account,
+            ))
         });
         let result = match result {
-            Ok((decision, account)) if self.engine.config.sshd.use_pam => {
-                let request = self.pam_request(&account, &decision, method, None, None);
-                match crate::pam::account(&request).await {
-                    Ok(()) => Ok((decision, account)),
-                    Err(e) => Err(e),
-                }
+            Ok((login, account)) if self.engine.config.sshd.use_pam => {
+                let request = self.pam_request(&account, &login, None, None);
+                crate::pam::account(&request)
+                    .await
+                    .map(|()| (login, account))
             }
             other => other,
         };
         match result {
-            Ok((decision, account)) => {
-                self.engine.log_success(method, user, &self.peer, &decision);
-                self.login = Some((Login { method, decision }, account));
+            Ok((login, account)) => {
+                self.engine
+                    .log_success(method, user, &self.peer, &login.decision);
+                self.login = Some((login, account));
                 self.user = user.to_string();
                 self.authenticated.mark();
                 Auth::Accept
@@ -143,17 +151,21 @@ impl Connection {
     fn pam_request(
         &self,
         account: &Account,
-        decision: &hpccert_core::mapping::Decision,
-        method: &'static str,
+        login: &Login,
         tty: Option<&str>,
         run: Option<crate::pam::Run>,
     ) -> crate::pam::Request {
+        let mut handover = identity_environment(login.method, &login.decision);
+        if let Some(pem) = &login.chain_pem {
+            // for pam_hpccert's `x509` option: the chain whose key the client proved to hold
+            handover.push((hpccert_core::pam::ENV_X509_CHAIN.to_string(), pem.clone()));
+        }
         crate::pam::Request {
             service: self.engine.config.sshd.pam_service.clone(),
             user: account.name.clone(),
             rhost: self.peer.ip().to_string(),
             tty: tty.map(str::to_string),
-            handover: identity_environment(method, decision),
+            handover,
             run,
         }
     }
@@ -261,7 +273,7 @@ impl Connection {
                 pty: pty.is_some(),
             };
             let tty = pty.as_ref().map(|p| p.slave_path.as_str());
-            let request = self.pam_request(account, &login.decision, login.method, tty, Some(run));
+            let request = self.pam_request(account, login, tty, Some(run));
             Launch::Pam(crate::pam::session_command()?, Box::new(request))
         } else {
             let mut c = std::process::Command::new(&program);
@@ -363,6 +375,15 @@ impl Connection {
             session.channel_failure(id)
         }
     }
+}
+
+/// The presented chain as PEM, the presented certificate first.
+fn chain_pem(chain: &hpccert_core::x509::PresentedChain) -> Option<String> {
+    let mut pem = Vec::new();
+    for c in chain.certificates() {
+        pem.extend(c.to_pem().ok()?);
+    }
+    String::from_utf8(pem).ok()
 }
 
 /// The verified identity as environment variables (`HPCCERT_*`): for the session and, with
@@ -815,7 +836,7 @@ impl russh::server::Handler for Connection {
         let result =
             self.engine
                 .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now());
-        Ok(self.finish_login("openssh-cert", user, result).await)
+        Ok(self.finish_login("openssh-cert", user, result, None).await)
     }
 
     async fn auth_external_publickey(
@@ -858,6 +879,9 @@ impl russh::server::Handler for Connection {
         let u = user.to_string();
         let now = hpccert_core::clock::now();
         let chain = key.chain;
+        let chain_pem = (signature.is_some() && self.engine.config.sshd.use_pam)
+            .then(|| chain_pem(&chain))
+            .flatten();
         let result = tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, now))
             .await
             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
@@ -870,7 +894,7 @@ impl russh::server::Handler for Connection {
                 Err(e) => refuse(self, e),
             };
         }
-        Ok(self.finish_login("x509", user, result).await)
+        Ok(self.finish_login("x509", user, result, chain_pem).await)
     }
 
     async fn auth_keyboard_interactive<'a>(

@@ -247,15 +247,17 @@ impl Server {
     /// A server offering `methods` (TOML strings), with `sshd_extra` lines in `[sshd]` and
     /// `env` in its environment, ready to accept connections.
     fn start(methods: &[&str], sshd_extra: &str, env: &[(&str, &Path)]) -> Self {
-        Self::start_with_tokenmap(methods, sshd_extra, env, "")
+        Self::start_with(methods, sshd_extra, env, "", "")
     }
 
-    /// The same, with `tokenmap_extra` lines at the end of the token map.
-    fn start_with_tokenmap(
+    /// The same, with `tokenmap_extra` lines at the end of the token map and `gridmap_extra`
+    /// lines in the grid-mapfile.
+    fn start_with(
         methods: &[&str],
         sshd_extra: &str,
         env: &[(&str, &Path)],
         tokenmap_extra: &str,
+        gridmap_extra: &str,
     ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("sshd-gsi-e2e-ops-")
@@ -264,7 +266,11 @@ impl Server {
         let d = dir.path();
         devpki::install_ca(&d.join("certificates"), &pki().ca.cert, None, None).unwrap();
         std::fs::create_dir(d.join("keys")).unwrap();
-        write_mode(&d.join("grid-mapfile"), b"# e2e_operations\n", 0o644);
+        write_mode(
+            &d.join("grid-mapfile"),
+            format!("# e2e_operations\n{gridmap_extra}").as_bytes(),
+            0o644,
+        );
         write_mode(
             &d.join("token-mapfile"),
             format!(
@@ -1209,7 +1215,7 @@ const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 /// /etc/pam.d stays as it is) runs pam_exec in the account stack and pam_limits, pam_env and
 /// pam_exec in the session stack, each leaving a trace in the test directory; its token map
 /// maps `pam-subject` to [`PAM_ACCOUNT`].
-fn pam_server() -> Option<(Server, PathBuf, tempfile::TempDir)> {
+fn pam_server(account_extra: &str) -> Option<(Server, PathBuf, tempfile::TempDir)> {
     if !nix::unistd::geteuid().is_root() {
         skip("the PAM session test needs root (sessions switch to another account)");
         return None;
@@ -1270,7 +1276,7 @@ fn pam_server() -> Option<(Server, PathBuf, tempfile::TempDir)> {
         &p.join("pam.d/hpccert-e2e"),
         format!(
             "auth required pam_deny.so\n\
-             account required pam_exec.so quiet {account}\n\
+             account required pam_exec.so quiet {account}\n{account_extra}\
              session required pam_limits.so conf={limits}\n\
              session required pam_env.so readenv=0 user_readenv=0 conffile={env}\n\
              session required pam_exec.so quiet {session}\n",
@@ -1288,8 +1294,8 @@ fn pam_server() -> Option<(Server, PathBuf, tempfile::TempDir)> {
         0o644,
     );
     let service_dir = p.join("pam.d");
-    let server = Server::start_with_tokenmap(
-        &["password"],
+    let server = Server::start_with(
+        &["password", "x509"],
         &format!(
             "use_pam = true\npam_service = \"hpccert-e2e\"\naudit_log = \"{}\"\n",
             p.join("audit.jsonl").display()
@@ -1300,6 +1306,7 @@ fn pam_server() -> Option<(Server, PathBuf, tempfile::TempDir)> {
             ("PAM_WRAPPER_SERVICE_DIR", &service_dir),
         ],
         &format!("\"{ISSUER}\" \"pam-subject\" {PAM_ACCOUNT}\n"),
+        &format!("\"{NEW_DN}\" {PAM_ACCOUNT}\n"),
     );
     let t = unix_seconds(hpccert_core::clock::now());
     let token = issuer_key()
@@ -1362,7 +1369,7 @@ fn pam_account_and_session_stacks_run_around_sessions() {
     let Some(python) = python_with("paramiko") else {
         return;
     };
-    let Some((server, token, pam)) = pam_server() else {
+    let Some((server, token, pam)) = pam_server("") else {
         return;
     };
     let p = pam.path();
@@ -1389,7 +1396,11 @@ fn pam_account_and_session_stacks_run_around_sessions() {
     let tty = r["tty"].as_str().unwrap_or_default().to_string();
     assert!(tty.starts_with("/dev/pts/"), "{r}");
     // a process killed by a signal is reported as killed by it, through the helper
-    assert_eq!(r["killed_status"].as_i64(), Some(-1), "exit-signal, not a status: {r}");
+    assert_eq!(
+        r["killed_status"].as_i64(),
+        Some(-1),
+        "exit-signal, not a status: {r}"
+    );
     assert!(
         wait_for(Duration::from_secs(10), || {
             std::fs::read_to_string(p.join("audit.jsonl")).is_ok_and(|a| {
@@ -1445,7 +1456,7 @@ fn a_pam_account_refusal_refuses_the_login() {
     let Some(python) = python_with("paramiko") else {
         return;
     };
-    let Some((server, token, pam)) = pam_server() else {
+    let Some((server, token, pam)) = pam_server("") else {
         return;
     };
     write_mode(&pam.path().join("deny"), b"", 0o644);
@@ -1469,5 +1480,83 @@ fn a_pam_account_refusal_refuses_the_login() {
     assert!(
         !pam.path().join("session.log").exists(),
         "no session was opened"
+    );
+}
+
+/// pam_hpccert (option `x509`) in sshd-gsi's account stack re-checks the chain sshd-gsi
+/// hands over, against its own files: a chain its grid-mapfile no longer maps is refused.
+#[test]
+fn pam_hpccert_rechecks_the_chain_sshd_gsi_hands_over() {
+    let Some(python) = python_with("asyncssh") else {
+        return;
+    };
+    let module = Path::new(env!("CARGO_BIN_EXE_sshd-gsi")).with_file_name("libpam_hpccert.so");
+    assert!(module.is_file(), "{} (a dev-dependency)", module.display());
+    let probe = tempfile::tempdir().unwrap();
+    let config = probe.path().join("module.toml");
+    let gridmap = probe.path().join("module-grid-mapfile");
+    let Some((server, _token, pam)) = pam_server(&format!(
+        "account required {} config={} x509\n",
+        module.display(),
+        config.display()
+    )) else {
+        return;
+    };
+    write_mode(
+        &config,
+        format!(
+            "version = 1\n[trust]\nca_dir = \"{}\"\n[mapping]\ngrid_mapfile = \"{}\"\n",
+            server.path("certificates").display(),
+            gridmap.display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let key = server.path("new-user.key");
+    let cert = server.path("new-user.pem");
+    write_mode(&key, &pki().new_user.key_pem().unwrap(), 0o600);
+    write_mode(&cert, &pki().new_user.cert_pem().unwrap(), 0o644);
+    let x509 = || {
+        let (code, out, err) = run(Command::new(&python).args([
+            "-c",
+            ASYNCSSH_X509,
+            "127.0.0.1",
+            &server.port.to_string(),
+            PAM_ACCOUNT,
+            key.to_str().unwrap(),
+            cert.to_str().unwrap(),
+            "id -un",
+        ]));
+        assert_eq!(code, 0, "asyncssh: {out}\n{err}");
+        serde_json::from_str::<Value>(out.trim()).unwrap()
+    };
+    write_mode(
+        &gridmap,
+        format!("\"{NEW_DN}\" {PAM_ACCOUNT}\n").as_bytes(),
+        0o644,
+    );
+    let r = x509();
+    assert_eq!(
+        r["out"].as_str().map(str::trim),
+        Some(PAM_ACCOUNT),
+        "{r}\n{}",
+        server.log()
+    );
+    let handed = std::fs::read_to_string(pam.path().join("account-env")).unwrap();
+    assert!(handed.contains(&format!("HPCCERT_DN={NEW_DN}")), "{handed}");
+    assert!(
+        handed.contains("HPCCERT_X509_CHAIN=-----BEGIN CERTIFICATE-----"),
+        "{handed}"
+    );
+
+    // the module's own grid-mapfile drops the DN: sshd-gsi still maps it, PAM refuses
+    write_mode(&gridmap, b"# nobody\n", 0o644);
+    let from = server.log().len();
+    let r = x509();
+    assert_eq!(r["error"].as_str(), Some("PermissionDenied"), "{r}");
+    assert!(
+        server.log()[from..].contains(&format!("PAM account check for {PAM_ACCOUNT} refused")),
+        "{}",
+        server.log()
     );
 }
