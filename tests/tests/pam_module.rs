@@ -711,3 +711,219 @@ fn the_module_exports_only_the_pam_entry_points() {
         ]
     );
 }
+
+/// A PAM application that hands over a certificate chain, as sshd-gsi does: Python's ctypes
+/// on the real libpam (resolved through the global namespace, so pam_wrapper's preloaded
+/// `pam_start` is the one called). It puts the chain's certificates (never a private key) into
+/// HPCCERT_X509_CHAIN, runs authenticate then acct_mgmt with a conversation that answers
+/// nothing, and prints JSON: both return codes and the DN the module exported.
+const HANDOVER_APP: &str = r#"
+import ctypes, json, re, sys
+service, user, chain_file = sys.argv[1:4]
+ctypes.CDLL("libpam.so.0", mode=ctypes.RTLD_GLOBAL)
+pam = ctypes.CDLL(None)
+CONV = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+class PamConv(ctypes.Structure):
+    _fields_ = [("conv", CONV), ("appdata", ctypes.c_void_p)]
+nobody = CONV(lambda n, msg, resp, data: 19)  # PAM_CONV_ERR: nobody to ask
+conv = PamConv(nobody, None)
+h = ctypes.c_void_p()
+assert pam.pam_start(service.encode(), user.encode(), ctypes.byref(conv), ctypes.byref(h)) == 0
+text = open(chain_file).read()
+certs = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?", text, re.S)
+assert pam.pam_putenv(h, ("HPCCERT_X509_CHAIN=" + "".join(certs)).encode()) == 0
+auth = pam.pam_authenticate(h, 0)
+account = pam.pam_acct_mgmt(h, 0) if auth == 0 else None
+pam.pam_getenv.restype = ctypes.c_char_p
+dn = pam.pam_getenv(h, b"HPCCERT_DN")
+pam.pam_end(h, auth)
+print(json.dumps({"auth": auth, "account": account, "certs": len(certs),
+                  "dn": dn.decode() if dn else None}))
+"#;
+
+#[test]
+fn certificate_chains_handed_over_by_the_application() {
+    use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind};
+    let Some(site) = Site::new() else { return };
+    if !peer_available("grid-proxy-init", "globus-proxy-utils") {
+        return;
+    }
+    let d = site.dir.path();
+    let now = hpccert_core::clock::now();
+    let day = Duration::from_secs(86400);
+    let rsa = |mut spec: CertSpec| {
+        spec.key = KeyKind::Rsa(2048);
+        spec
+    };
+    let ca = devpki::self_signed_ca(&rsa(CertSpec::ca(
+        "/DC=org/DC=test/CN=PAM Grid CA",
+        now,
+        365,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let issue = |issuer: &Credential, cn: &str, spec: Option<CertSpec>| {
+        let spec = spec.unwrap_or_else(|| {
+            CertSpec::user(&format!("/DC=org/DC=test/CN={cn}"), now, 30)
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        let cred = devpki::issue(issuer, &rsa(spec)).unwrap_or_else(|e| panic!("{e}"));
+        let cert = d.join(format!("{cn}.pem"));
+        let key = d.join(format!("{cn}.key"));
+        write_mode(
+            &cert,
+            &cred.cert_pem().unwrap_or_else(|e| panic!("{e}")),
+            0o644,
+        );
+        write_mode(
+            &key,
+            &cred.key_pem_traditional().unwrap_or_else(|e| panic!("{e}")),
+            0o400,
+        );
+        (cred, cert, key)
+    };
+    let (_, good, good_key) = issue(&ca, "Good", None);
+    let (revoked, revoked_pem, _) = issue(&ca, "Revoked", None);
+    let (_, unmapped, unmapped_key) = issue(&ca, "Unmapped", None);
+    let mut old = CertSpec::user("/DC=org/DC=test/CN=Expired", now - day * 40, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    old.not_before = now - day * 40;
+    let (_, expired, _) = issue(&ca, "Expired", Some(old));
+    let other_ca =
+        devpki::self_signed_ca(&rsa(
+            CertSpec::ca("/DC=org/DC=test/CN=Other CA", now, 365).unwrap_or_else(|e| panic!("{e}"))
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, untrusted, _) = issue(&other_ca, "Untrusted", None);
+    let crl = devpki::crl(
+        &ca,
+        &[(&revoked.cert, now - day)],
+        now - day,
+        now + day * 7,
+        1,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let certs = d.join("certificates");
+    devpki::install_ca(&certs, &ca.cert, Some(&crl), None).unwrap_or_else(|e| panic!("{e}"));
+    // RFC 3820 proxies as Globus makes them (the proxy file holds its key too: the
+    // application hands over only the certificates)
+    let proxy = |cert: &Path, key: &Path, out: &str| {
+        let out = d.join(out);
+        let (code, stdout, stderr) = hpccert_e2e::run(
+            Command::new("grid-proxy-init")
+                .env("X509_CERT_DIR", &certs)
+                .env("X509_USER_PROXY", &out)
+                .args(["-rfc", "-q", "-cert"])
+                .arg(cert)
+                .arg("-key")
+                .arg(key)
+                .arg("-out")
+                .arg(&out)
+                .stdin(Stdio::null()),
+        );
+        assert_eq!(code, 0, "grid-proxy-init: {stdout}{stderr}");
+        out
+    };
+    let good_proxy = proxy(&good, &good_key, "good-proxy");
+    let unmapped_proxy = proxy(&unmapped, &unmapped_key, "unmapped-proxy");
+    write_mode(
+        &d.join("x509-grid-mapfile"),
+        b"\"/DC=org/DC=test/CN=Good\" alice\n\"/DC=org/DC=test/CN=Revoked\" alice\n\"/DC=org/DC=test/CN=Expired\" alice\n\"/DC=org/DC=test/CN=Untrusted\" alice\n",
+        0o644,
+    );
+    let dd = d.display();
+    write_mode(
+        &d.join("x509.toml"),
+        format!(
+            "version = 1\n[trust]\nca_dir = \"{dd}/certificates\"\ncrl = \"require\"\nnamespaces = \"ignore\"\n\
+             [mapping]\ngrid_mapfile = \"{dd}/x509-grid-mapfile\"\n"
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let module = d.join("pam_hpccert.so");
+    let line = format!("{} config={dd}/x509.toml x509", module.display());
+    write_mode(
+        &d.join("pam.d/hpccert-x509"),
+        format!("auth required {line}\naccount required {line}\n").as_bytes(),
+        0o644,
+    );
+    write_mode(
+        &d.join("pam.d/hpccert-x509-off"),
+        format!(
+            "auth required {m} config={dd}/x509.toml\naccount required {m} config={dd}/x509.toml\n",
+            m = module.display()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let app = |service: &str, user: &str, chain: &Path| -> (Value, String) {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", HANDOVER_APP, service, user])
+            .arg(chain)
+            .env("LD_PRELOAD", &site.wrappers)
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", d.join("pam.d"))
+            .env("PAM_WRAPPER_DEBUGLEVEL", "2")
+            .env("NSS_WRAPPER_PASSWD", d.join("passwd"))
+            .env("NSS_WRAPPER_GROUP", d.join("group"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("python3: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let v = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+        (v, stderr)
+    };
+    const SUCCESS: i64 = 0;
+    const AUTH_ERR: i64 = 7;
+    for chain in [&good, &good_proxy] {
+        let (r, log) = app("hpccert-x509", "alice", chain);
+        assert_eq!(
+            r["auth"].as_i64(),
+            Some(SUCCESS),
+            "{}: {r}\n{log}",
+            chain.display()
+        );
+        assert_eq!(r["account"].as_i64(), Some(SUCCESS), "{r}\n{log}");
+        assert_eq!(r["dn"].as_str(), Some("/DC=org/DC=test/CN=Good"), "{r}");
+        assert!(
+            log.contains("accepted certificate /DC=org/DC=test/CN=Good"),
+            "{log}"
+        );
+    }
+    assert_eq!(
+        app("hpccert-x509", "alice", &good_proxy).0["certs"].as_i64(),
+        Some(2)
+    );
+    let refusals: [(&str, &Path, &str); 6] = [
+        ("bob", &good, "account bob is not mapped"),
+        ("alice", &revoked_pem, "revoked"),
+        ("alice", &expired, "expired"),
+        ("alice", &untrusted, "/DC=org/DC=test/CN=Other CA"),
+        ("alice", &unmapped, "/DC=org/DC=test/CN=Unmapped"),
+        ("alice", &unmapped_proxy, "/DC=org/DC=test/CN=Unmapped"),
+    ];
+    for (user, chain, reason) in refusals {
+        let (r, log) = app("hpccert-x509", user, chain);
+        assert_eq!(
+            r["auth"].as_i64(),
+            Some(AUTH_ERR),
+            "{}: {r}\n{log}",
+            chain.display()
+        );
+        assert_eq!(r["dn"], Value::Null, "{r}");
+        let module_log: String = log.lines().filter(|l| l.contains("SYSLOG(")).collect();
+        assert!(
+            module_log.contains(reason),
+            "{}: the log names why ({reason}):\n{module_log}",
+            chain.display()
+        );
+    }
+    // without the option the variable proves nothing: the module asks for a token instead,
+    // and this application answers nothing
+    let (r, log) = app("hpccert-x509-off", "alice", &good);
+    assert_ne!(r["auth"].as_i64(), Some(SUCCESS), "{r}\n{log}");
+    assert_eq!(r["dn"], Value::Null, "{r}");
+}
