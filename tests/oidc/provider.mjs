@@ -1,7 +1,8 @@
 // A real OpenID provider (panva/oidc-provider) on loopback, for hpccert's end-to-end token
-// tests (tests/tests/oidc_tokens.rs).
+// tests (tests/tests/oidc_tokens.rs, tests/tests/openssh_pam.rs; started by
+// hpccert_e2e::oidc::Provider).
 //
-//   node tests/oidc/provider.mjs --port PORT --jwks PRIVATE_JWKS.json
+//   node tests/oidc/provider.mjs --port PORT --jwks PRIVATE_JWKS.json [--groups N]
 //
 // The issuer is http://127.0.0.1:PORT. It signs JWT access tokens (RFC 9068, typ at+jwt) for
 // the resource https://login.example.org with the keys in PRIVATE_JWKS.json (a JWKS with
@@ -12,8 +13,19 @@
 //              http://127.0.0.1/callback; log in through the built-in development login and
 //              consent pages (features.devInteractions: any login name, any password).
 //
-// Every access token carries wlcg.ver "1.0" and wlcg.groups ["/hpc", "/hpc/users"]. When the
-// server listens, "READY http://127.0.0.1:PORT" is printed on stdout.
+// Every access token carries wlcg.ver "1.0" and wlcg.groups ["/hpc", "/hpc/users"] (then the
+// --groups entries). When the server listens, "READY http://127.0.0.1:PORT" is printed on
+// stdout.
+//
+// Options:
+//   --audience URL  the one resource (default https://login.example.org)
+//   --ttl SECONDS   access token lifetime (default 3600)
+//   --groups N      N more wlcg.groups entries, "/hpc/project-000000" to "/hpc/project-<N-1>"
+//                   (six digits), as real tokens of users in many projects carry: each adds
+//                   22 bytes of JSON, about 30 bytes of token. A client credentials token
+//                   is about 800 bytes without them and about 2 KB with --groups 44 (2048
+//                   to 2200 bytes: more than stock OpenSSH sends in one keyboard-interactive
+//                   answer).
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -26,6 +38,7 @@ const { values: args } = parseArgs({
     jwks: { type: 'string' },
     audience: { type: 'string', default: 'https://login.example.org' },
     ttl: { type: 'string', default: '3600' },
+    groups: { type: 'string', default: '0' },
   },
 });
 if (!args.port || !args.jwks) {
@@ -37,6 +50,16 @@ const port = Number.parseInt(args.port, 10);
 const issuer = `http://127.0.0.1:${port}`;
 const audience = args.audience;
 const ttl = Number.parseInt(args.ttl, 10);
+const extraGroups = Number.parseInt(args.groups, 10);
+if (!Number.isInteger(extraGroups) || extraGroups < 0 || extraGroups > 999999) {
+  process.stderr.write(`--groups: not a count: ${args.groups}\n`);
+  process.exit(2);
+}
+const groups = [
+  '/hpc',
+  '/hpc/users',
+  ...Array.from({ length: extraGroups }, (_, i) => `/hpc/project-${String(i).padStart(6, '0')}`),
+];
 const jwks = JSON.parse(readFileSync(args.jwks, 'utf8'));
 const resourceScope = 'compute.create storage.read:/home';
 
@@ -85,7 +108,7 @@ const provider = new Provider(issuer, {
   },
   extraTokenClaims: () => ({
     'wlcg.ver': '1.0',
-    'wlcg.groups': ['/hpc', '/hpc/users'],
+    'wlcg.groups': groups,
   }),
   ttl: {
     AccessToken: ttl,

@@ -6,7 +6,7 @@
 // Test support: a failed helper is a failed test.
 #![allow(clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Whether `program` can be run; when it cannot and peers are required, panic.
@@ -15,10 +15,7 @@ pub fn peer_available(program: &str, package: &str) -> bool {
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false);
     if !found {
-        let required = std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1");
-        let msg = format!("{program} not found (Debian package {package})");
-        assert!(!required, "{msg}, and HPCCERT_E2E_REQUIRED=1");
-        eprintln!("SKIPPED: {msg}");
+        skip(&format!("{program} not found (Debian package {package})"));
     }
     found
 }
@@ -41,4 +38,475 @@ pub fn write_mode(path: &Path, data: &[u8], mode: u32) {
     std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The value, or a panic that says what failed (test support: a failure is a failed test).
+pub trait OrFail<T> {
+    fn or_fail(self, what: &str) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self, what: &str) -> T {
+        self.unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+}
+
+impl<T> OrFail<T> for Option<T> {
+    fn or_fail(self, what: &str) -> T {
+        self.unwrap_or_else(|| panic!("{what}: missing"))
+    }
+}
+
+/// Whether `HPCCERT_E2E_REQUIRED=1` (CI): a missing peer is then a failure, not a skip.
+pub fn required() -> bool {
+    std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+/// Print a skip; a failure when peers are required.
+pub fn skip(msg: &str) {
+    assert!(!required(), "{msg}, and HPCCERT_E2E_REQUIRED=1");
+    eprintln!("SKIPPED: {msg}");
+}
+
+/// A shared library of a Debian package, or a skip (a failure under HPCCERT_E2E_REQUIRED=1).
+pub fn library(name: &str, package: &str) -> Option<PathBuf> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(name))
+    .find(|p| p.is_file());
+    if found.is_none() {
+        skip(&format!("{name} not found (Debian package {package})"));
+    }
+    found
+}
+
+/// The PAM module cargo built for this test run (`pam_hpccert` is a dev-dependency of this
+/// crate, so cargo builds `libpam_hpccert.so` next to the test binaries).
+pub fn built_module() -> PathBuf {
+    let exe = std::env::current_exe().or_fail("current_exe");
+    let deps = exe.parent().or_fail("the test binary's directory");
+    [
+        deps.join("libpam_hpccert.so"),
+        deps.join("../libpam_hpccert.so"),
+    ]
+    .iter()
+    .find(|p| p.is_file())
+    .cloned()
+    .unwrap_or_else(|| {
+        panic!(
+            "libpam_hpccert.so not found in {} (pam_hpccert is a dev-dependency of this crate, so cargo should have built it)",
+            deps.display()
+        )
+    })
+}
+
+/// Whether this process runs as root (the owner of `/proc/self` is the effective uid).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A loopback port that was free a moment ago (bound to 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .or_fail("binding a loopback port")
+        .port()
+}
+
+/// A real OpenID provider as a peer: panva's `oidc-provider` (npm, v9) on loopback, from
+/// `tests/oidc/provider.mjs` (see its header for the clients, claims and options).
+pub mod oidc {
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+
+    use super::{OrFail, peer_available, skip, write_mode};
+
+    /// The one resource the provider mints tokens for (their `aud`).
+    pub const AUDIENCE: &str = "https://login.example.org";
+    /// The confidential client (client credentials): id and secret. The `sub` of its tokens
+    /// is the client id.
+    pub const ROBOT: (&str, &str) = ("hpc-robot", "robot-secret");
+    /// The public client (authorization code + PKCE).
+    pub const CLI_CLIENT: &str = "hpc-cli";
+    pub const CLI_REDIRECT: &str = "http://127.0.0.1/callback";
+    /// The scope every token request asks for (and the provider grants).
+    pub const SCOPE: &str = "compute.create storage.read:/home";
+
+    /// `tests/oidc`: the provider script and its `node_modules`.
+    pub fn oidc_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc")
+    }
+
+    /// node and the installed provider, or a printed skip (a failure when peers are required).
+    pub fn provider_available() -> bool {
+        if !peer_available("node", "nodejs") {
+            return false;
+        }
+        let module = oidc_dir().join("node_modules").join("oidc-provider");
+        if module.is_dir() {
+            return true;
+        }
+        skip(&format!(
+            "{} missing (run `cd tests/oidc && npm ci`)",
+            module.display()
+        ));
+        false
+    }
+
+    /// A private RSA JWKS with one signing key `kid`, written for the provider (mode 0600).
+    pub fn write_jwks(path: &Path, kid: &str) {
+        let rsa = openssl::rsa::Rsa::generate(2048).or_fail("RSA key");
+        let b = |n: &openssl::bn::BigNumRef| B64URL.encode(n.to_vec());
+        let jwk = serde_json::json!({
+            "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+            "n": b(rsa.n()), "e": b(rsa.e()), "d": b(rsa.d()),
+            "p": b(rsa.p().or_fail("p")), "q": b(rsa.q().or_fail("q")),
+            "dp": b(rsa.dmp1().or_fail("dp")), "dq": b(rsa.dmq1().or_fail("dq")),
+            "qi": b(rsa.iqmp().or_fail("qi")),
+        });
+        write_jwks_keys(path, &[jwk]);
+    }
+
+    pub fn write_jwks_keys(path: &Path, keys: &[serde_json::Value]) {
+        let doc = serde_json::json!({ "keys": keys });
+        write_mode(path, &serde_json::to_vec(&doc).or_fail("JWKS"), 0o600);
+    }
+
+    pub fn read_jwks_keys(path: &Path) -> Vec<serde_json::Value> {
+        let text = std::fs::read(path).or_fail("reading the JWKS");
+        let doc: serde_json::Value = serde_json::from_slice(&text).or_fail("JWKS");
+        doc["keys"].as_array().or_fail("JWKS keys").clone()
+    }
+
+    /// The claims of a token, unverified (to see what the provider minted).
+    pub fn claims(token: &str) -> serde_json::Value {
+        let payload = token.split('.').nth(1).or_fail("a JWT payload");
+        let json = B64URL.decode(payload).or_fail("base64url payload");
+        serde_json::from_slice(&json).or_fail("JSON payload")
+    }
+
+    pub fn random_bytes(n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        openssl::rand::rand_bytes(&mut buf).or_fail("random bytes");
+        buf
+    }
+
+    /// `node tests/oidc/provider.mjs` on a fixed loopback port; killed on drop.
+    #[derive(Debug)]
+    pub struct Provider {
+        child: Option<Child>,
+        port: u16,
+        log: PathBuf,
+    }
+
+    impl Provider {
+        /// Start the provider signing with the private JWKS `jwks`; its stderr goes to
+        /// `dir/provider-PORT.log`. Returns once it listens.
+        pub fn start(dir: &Path, port: u16, jwks: &Path) -> Self {
+            Self::start_with(dir, port, jwks, &[])
+        }
+
+        /// [`Provider::start`] with more options for `provider.mjs` (e.g. `["--groups", "44"]`).
+        pub fn start_with(dir: &Path, port: u16, jwks: &Path, options: &[&str]) -> Self {
+            let log = dir.join(format!("provider-{port}.log"));
+            // the port was free a moment ago (or was ours before a restart): retry briefly if not
+            for attempt in 0..10 {
+                let stderr = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .or_fail("the provider's log");
+                let mut child = Command::new("node")
+                    .arg(oidc_dir().join("provider.mjs"))
+                    .arg("--port")
+                    .arg(port.to_string())
+                    .arg("--jwks")
+                    .arg(jwks)
+                    .args(options)
+                    .current_dir(oidc_dir())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(stderr)
+                    .spawn()
+                    .or_fail("cannot start node");
+                let stdout = child.stdout.take().or_fail("the provider's stdout");
+                let (tx, rx) = mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stdout).lines() {
+                        let Ok(line) = line else { break };
+                        // once nobody listens, keep draining so that the provider never blocks
+                        let _ = tx.send(line);
+                    }
+                });
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(line) if line.starts_with("READY ") => {
+                            let provider = Self {
+                                child: Some(child),
+                                port,
+                                log,
+                            };
+                            assert_eq!(line, format!("READY {}", provider.issuer()));
+                            return provider;
+                        }
+                        Ok(_) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            panic!(
+                                "provider not ready after 30 s:\n{}",
+                                std::fs::read_to_string(&log).unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                // stdout closed before READY: the provider exited (port taken?)
+                let status = child.wait().or_fail("waiting for the provider");
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if attempt < 9 && text.contains("EADDRINUSE") {
+                    std::thread::sleep(Duration::from_millis(300));
+                    continue;
+                }
+                panic!("provider exited ({status}) before it was ready:\n{text}");
+            }
+            unreachable!("the loop returns or panics")
+        }
+
+        /// What the provider wrote on stderr (for failure messages).
+        pub fn log_text(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
+        pub fn issuer(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+
+        /// Kill the provider (and wait for it); nothing listens on its port afterwards.
+        pub fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        /// An HTTP client that does not follow redirects.
+        pub fn http() -> reqwest::blocking::Client {
+            reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(20))
+                .build()
+                .or_fail("HTTP client")
+        }
+
+        /// The access token from a token endpoint answer (checked; a refusal fails the test).
+        pub fn token_request(&self, req: reqwest::blocking::RequestBuilder) -> String {
+            let resp = req.send().or_fail("token request");
+            let status = resp.status();
+            let bytes = resp.bytes().or_fail("token response");
+            let body: serde_json::Value = serde_json::from_slice(&bytes).or_fail("token JSON");
+            assert!(
+                status.is_success(),
+                "token endpoint said {status}: {body}\n{}",
+                self.log_text()
+            );
+            assert_eq!(body["token_type"], "Bearer", "{body}");
+            assert_eq!(body["scope"], SCOPE, "{body}");
+            body["access_token"]
+                .as_str()
+                .or_fail("access_token")
+                .to_string()
+        }
+
+        /// Client credentials (a confidential client) for the resource `AUDIENCE`.
+        pub fn client_credentials(&self) -> String {
+            let req = Self::http()
+                .post(format!("{}/token", self.issuer()))
+                .basic_auth(ROBOT.0, Some(ROBOT.1))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("resource", AUDIENCE),
+                    ("scope", SCOPE),
+                ]);
+            self.token_request(req)
+        }
+
+        /// Authorization code + PKCE S256 as a public client: the authorization endpoint, the
+        /// provider's login and consent forms (as a browser would post them, logging in as
+        /// `login`, which becomes the token's `sub`), then the token endpoint with the code
+        /// verifier. Also checks that the code needs the right verifier and is single use.
+        pub fn code_flow(&self, login: &str) -> String {
+            let http = Self::http();
+            let verifier = B64URL.encode(random_bytes(32));
+            let challenge = B64URL.encode(openssl::sha::sha256(verifier.as_bytes()));
+            let state = B64URL.encode(random_bytes(12));
+            let auth = reqwest::Url::parse_with_params(
+                &format!("{}/auth", self.issuer()),
+                &[
+                    ("client_id", CLI_CLIENT),
+                    ("response_type", "code"),
+                    ("redirect_uri", CLI_REDIRECT),
+                    ("scope", &format!("openid {SCOPE}")),
+                    ("resource", AUDIENCE),
+                    ("code_challenge", &challenge),
+                    ("code_challenge_method", "S256"),
+                    ("state", &state),
+                ],
+            )
+            .or_fail("authorization URL");
+            let callback = browse(&http, auth, login);
+            let query: BTreeMap<String, String> = callback.query_pairs().into_owned().collect();
+            assert_eq!(query.get("state"), Some(&state), "{callback}");
+            // RFC 9207: the authorization response names its issuer
+            assert_eq!(query.get("iss"), Some(&self.issuer()), "{callback}");
+            let code = query
+                .get("code")
+                .unwrap_or_else(|| panic!("no code: {callback}"));
+
+            let redeem = |v: &str| {
+                http.post(format!("{}/token", self.issuer())).form(&[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", CLI_CLIENT),
+                    ("code", code.as_str()),
+                    ("redirect_uri", CLI_REDIRECT),
+                    ("resource", AUDIENCE),
+                    ("code_verifier", v),
+                ])
+            };
+            let refused = |req: reqwest::blocking::RequestBuilder| {
+                let resp = req.send().or_fail("token request");
+                let status = resp.status();
+                let bytes = resp.bytes().or_fail("token response");
+                let body: serde_json::Value = serde_json::from_slice(&bytes).or_fail("JSON");
+                assert_eq!(status.as_u16(), 400, "{body}");
+                assert_eq!(body["error"], "invalid_grant", "{body}");
+            };
+            // the code is bound to the challenge: another verifier does not redeem it
+            refused(redeem(&B64URL.encode(random_bytes(32))));
+            let token = self.token_request(redeem(&verifier));
+            // and it is single use
+            refused(redeem(&verifier));
+            token
+        }
+    }
+
+    impl Drop for Provider {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// A minimal cookie jar: (name, path) -> value, sent where the path matches.
+    #[derive(Default)]
+    struct Cookies(BTreeMap<(String, String), String>);
+
+    impl Cookies {
+        fn store(&mut self, resp: &reqwest::blocking::Response) {
+            for header in resp.headers().get_all(reqwest::header::SET_COOKIE) {
+                let text = header.to_str().or_fail("Set-Cookie");
+                let mut parts = text.split(';').map(str::trim);
+                let Some((name, value)) = parts.next().and_then(|nv| nv.split_once('=')) else {
+                    continue;
+                };
+                let path = parts
+                    .filter_map(|a| a.split_once('='))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("path"))
+                    .map_or("/", |(_, v)| v)
+                    .to_string();
+                let key = (name.to_string(), path);
+                if value.is_empty() {
+                    self.0.remove(&key); // koa deletes a cookie by setting it empty and expired
+                } else {
+                    self.0.insert(key, value.to_string());
+                }
+            }
+        }
+
+        fn header(&self, url: &reqwest::Url) -> String {
+            self.0
+                .iter()
+                .filter(|((_, path), _)| url.path().starts_with(path.as_str()))
+                .map(|((name, _), value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    }
+
+    /// The value of `attr="..."` in the first tag of `html` that has it after `from`.
+    fn html_attr<'a>(html: &'a str, from: &str, attr: &str) -> Option<&'a str> {
+        let start = html.find(from)?;
+        let rest = &html[start..];
+        let at = rest.find(&format!("{attr}=\""))? + attr.len() + 2;
+        let end = rest[at..].find('"')?;
+        Some(&rest[at..at + end])
+    }
+
+    /// Follow the authorization request through the provider's pages until it redirects to
+    /// the client: log in as `login` (any password), consent, and return the callback URL.
+    fn browse(http: &reqwest::blocking::Client, start: reqwest::Url, login: &str) -> reqwest::Url {
+        let mut cookies = Cookies::default();
+        let mut url = start;
+        let mut form: Option<Vec<(&str, &str)>> = None;
+        let mut pages = Vec::new();
+        for _ in 0..12 {
+            let mut req = match &form {
+                Some(f) => http.post(url.clone()).form(f),
+                None => http.get(url.clone()),
+            };
+            let jar = cookies.header(&url);
+            if !jar.is_empty() {
+                req = req.header(reqwest::header::COOKIE, jar);
+            }
+            let resp = req.send().or_fail("provider page");
+            cookies.store(&resp);
+            let status = resp.status();
+            if status.is_redirection() {
+                let location = resp.headers()[reqwest::header::LOCATION]
+                    .to_str()
+                    .or_fail("Location");
+                let next = url.join(location).or_fail("redirect URL");
+                if next.as_str().starts_with(CLI_REDIRECT) {
+                    assert_eq!(pages, ["login", "consent"], "the provider's pages");
+                    return next;
+                }
+                url = next;
+                form = None;
+                continue;
+            }
+            let body = resp.text().or_fail("provider page");
+            assert!(status.is_success(), "{url}: HTTP {status}\n{body}");
+            let action = html_attr(&body, "<form", "action")
+                .unwrap_or_else(|| panic!("{url}: no form\n{body}"));
+            let prompt = html_attr(&body, "name=\"prompt\"", "value")
+                .unwrap_or_else(|| panic!("{url}: no prompt\n{body}"));
+            pages.push(prompt.to_string());
+            url = url.join(action).or_fail("form action");
+            form = Some(match prompt {
+                "login" => vec![("prompt", "login"), ("login", login), ("password", "any")],
+                "consent" => {
+                    // the consent page lists what the client asks for this resource
+                    assert!(body.contains(AUDIENCE), "{body}");
+                    assert!(body.contains("compute.create"), "{body}");
+                    vec![("prompt", "consent")]
+                }
+                other => panic!("unexpected prompt {other}"),
+            });
+        }
+        panic!("no redirect to the client after the pages {pages:?}");
+    }
 }
