@@ -16,9 +16,14 @@
 //!
 //! Writers ([`write_passwd`], [`write_group`]) replace a file atomically
 //! ([`crate::atomic_file`]), so a reader that opens the path reads either the old inode or the
-//! new one, whole. [`CachedTable`] keeps the parsed table for the life of the process and
-//! parses again only when the file's identity (device, inode, size, mtime, ctime) changes;
-//! lookups are hash-map lookups.
+//! new one, whole. Each file has two index files beside it (`passwd.ixname`, `passwd.ixid`,
+//! see the `index` module), written after it: a lookup by name or id
+//! ([`CachedTable::find_name`], [`CachedTable::find_id`]) reads one page of the index and the
+//! one line, checked against the hash the index holds, so the first lookup of a process does
+//! not parse 100,000 lines. An index that does not fit the file (stale, truncated, another
+//! version) is ignored and the whole file is read. [`CachedTable::load`] (enumeration) keeps
+//! the parsed table for the life of the process and parses again only when the file's
+//! identity (device, inode, size, mtime, ctime) changes.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -95,8 +100,17 @@ pub struct GroupEntry {
 pub trait CacheTable: Sized + Send + Sync {
     /// The file name in the cache directory.
     const FILE: &'static str;
+    /// One entry of the database.
+    type Entry: Clone;
     /// Parse a whole file (trailer included).
     fn parse(text: &str) -> Result<Self, NssCacheError>;
+    /// Parse one line (no newline).
+    fn parse_line(line: &str) -> Result<Self::Entry, String>;
+    /// The entry's name and numeric id (uid or gid).
+    fn key(entry: &Self::Entry) -> (&str, u32);
+    /// Look up in a parsed table.
+    fn find_name(&self, name: &str) -> Option<&Self::Entry>;
+    fn find_id(&self, id: u32) -> Option<&Self::Entry>;
 }
 
 /// The passwd database: entries in file order, indexed by name and by uid.
@@ -134,6 +148,20 @@ impl PasswdTable {
 
 impl CacheTable for PasswdTable {
     const FILE: &'static str = PASSWD_FILE;
+    type Entry = PasswdEntry;
+
+    fn parse_line(line: &str) -> Result<PasswdEntry, String> {
+        parse_passwd_line(line)
+    }
+    fn key(entry: &PasswdEntry) -> (&str, u32) {
+        (entry.name.as_str(), entry.uid)
+    }
+    fn find_name(&self, name: &str) -> Option<&PasswdEntry> {
+        self.by_name(name)
+    }
+    fn find_id(&self, id: u32) -> Option<&PasswdEntry> {
+        self.by_uid(id)
+    }
 
     fn parse(text: &str) -> Result<Self, NssCacheError> {
         let (body, count) = checked_body(text)?;
@@ -204,6 +232,20 @@ impl GroupTable {
 
 impl CacheTable for GroupTable {
     const FILE: &'static str = GROUP_FILE;
+    type Entry = GroupEntry;
+
+    fn parse_line(line: &str) -> Result<GroupEntry, String> {
+        parse_group_line(line)
+    }
+    fn key(entry: &GroupEntry) -> (&str, u32) {
+        (entry.name.as_str(), entry.gid)
+    }
+    fn find_name(&self, name: &str) -> Option<&GroupEntry> {
+        self.by_name(name)
+    }
+    fn find_id(&self, id: u32) -> Option<&GroupEntry> {
+        self.by_gid(id)
+    }
 
     fn parse(text: &str) -> Result<Self, NssCacheError> {
         let (body, count) = checked_body(text)?;
@@ -415,8 +457,16 @@ fn write_checked<T: CacheTable>(dir: &Path, text: &str) -> Result<(), NssCacheEr
         path: path.clone(),
         source,
     };
+    let (by_name, by_id) = index::build::<T>(text)?;
     let _lock = WriteLock::acquire(&path).map_err(io)?;
-    write_atomic(&path, text.as_bytes()).map_err(io)
+    write_atomic(&path, text.as_bytes()).map_err(io)?;
+    // the indexes name the file's checksum: until both are replaced, a reader finds them
+    // out of date and reads the file itself
+    for (suffix, data) in [(index::NAME_SUFFIX, by_name), (index::ID_SUFFIX, by_id)] {
+        let p = index::path(&path, suffix);
+        write_atomic(&p, &data).map_err(|source| NssCacheError::Io { path: p, source })?;
+    }
+    Ok(())
 }
 
 /// Replace `dir/passwd` atomically with `entries`.
@@ -427,6 +477,256 @@ pub fn write_passwd(dir: &Path, entries: &[PasswdEntry]) -> Result<(), NssCacheE
 /// Replace `dir/group` atomically with `entries`.
 pub fn write_group(dir: &Path, entries: &[GroupEntry]) -> Result<(), NssCacheError> {
     write_checked::<GroupTable>(dir, &render_group(entries))
+}
+
+/// The index files beside each cache file (`passwd.ixname`, `passwd.ixid`, ...), so that one
+/// lookup reads one page of records and one line instead of parsing the whole file (as
+/// libnss-cache does with its `.ixname` / `.ixuid` files).
+///
+/// An index is a 64-byte header, a fence, then the records sorted by key. The header holds
+/// `HPCNSSX1`, the record size (u32 LE), the record count (u64 LE), the SHA-256 of the cache
+/// file's body (the checksum its trailer names) and the fence stride (u32 LE). The fence is the
+/// key of every stride-th record, so that a reader keeps it in memory and reads one run of at
+/// most `stride` records per lookup. A record by name is the name NUL-padded to 32 bytes, the
+/// line's offset (u64 LE) and length (u32 LE), 4 bytes of padding and the first 16 bytes of the
+/// line's SHA-256; by id, the id (u32 BE), the length (u32 LE), the offset (u64 LE) and the hash.
+///
+/// A reader uses an index only when its size is exactly what its header says and its checksum
+/// equals the one in the cache file's trailer (read from the file's end: a truncated file has
+/// none), and it checks the hash of every line it reads. Anything else makes the index
+/// unusable, and the reader parses the whole file instead, with all of its checks.
+mod index {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+
+    use super::{
+        CacheTable, NssCacheError, TRAILER_TAG, TRAILER_VERSION, checked_body, line_error,
+    };
+
+    pub const NAME_SUFFIX: &str = "ixname";
+    pub const ID_SUFFIX: &str = "ixid";
+    const MAGIC: &[u8; 8] = b"HPCNSSX1";
+    const HEADER: u64 = 64;
+    const NAME_RECORD: usize = 64;
+    const ID_RECORD: usize = 32;
+    const NAME_BYTES: usize = 32;
+    const STRIDE: usize = 128;
+
+    pub fn path(file: &Path, suffix: &str) -> PathBuf {
+        let mut p = file.as_os_str().to_owned();
+        p.push(".");
+        p.push(suffix);
+        PathBuf::from(p)
+    }
+
+    fn line_hash(line: &[u8]) -> [u8; 16] {
+        let full = openssl::sha::sha256(line);
+        let mut h = [0u8; 16];
+        h.copy_from_slice(&full[..16]);
+        h
+    }
+
+    /// The sortable key bytes of a record (its first `key_len` bytes).
+    fn key_len(record: usize) -> usize {
+        if record == NAME_RECORD { NAME_BYTES } else { 4 }
+    }
+
+    fn assemble(record: usize, mut records: Vec<Vec<u8>>, sha: &[u8; 32]) -> Vec<u8> {
+        records.sort_by(|a, b| a[..key_len(record)].cmp(&b[..key_len(record)]));
+        let mut out = Vec::with_capacity(64 + records.len() * (record + 1));
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(record as u32).to_le_bytes());
+        out.extend_from_slice(&(records.len() as u64).to_le_bytes());
+        out.extend_from_slice(sha);
+        out.extend_from_slice(&(STRIDE as u32).to_le_bytes());
+        out.resize(64, 0);
+        for r in records.iter().step_by(STRIDE) {
+            out.extend_from_slice(&r[..key_len(record)]);
+        }
+        for r in &records {
+            out.extend_from_slice(r);
+        }
+        out
+    }
+
+    /// Both indexes of a cache file's text (already checked by the writer).
+    pub fn build<T: CacheTable>(text: &str) -> Result<(Vec<u8>, Vec<u8>), NssCacheError> {
+        let (body, _) = checked_body(text)?;
+        let sha = openssl::sha::sha256(body.as_bytes());
+        let mut names = Vec::new();
+        let mut ids = Vec::new();
+        let mut offset = 0u64;
+        for (number, line) in body.split_inclusive('\n').enumerate() {
+            let content = line.strip_suffix('\n').unwrap_or(line);
+            let entry = T::parse_line(content)
+                .map_err(|m| NssCacheError::Lines(vec![line_error(number + 1, m)]))?;
+            let (name, id) = T::key(&entry);
+            let hash = line_hash(content.as_bytes());
+            let len = (content.len() as u32).to_le_bytes();
+            let mut n = vec![0u8; NAME_BYTES];
+            n[..name.len()].copy_from_slice(name.as_bytes());
+            n.extend_from_slice(&offset.to_le_bytes());
+            n.extend_from_slice(&len);
+            n.extend_from_slice(&[0u8; 4]);
+            n.extend_from_slice(&hash);
+            names.push(n);
+            let mut i = id.to_be_bytes().to_vec();
+            i.extend_from_slice(&len);
+            i.extend_from_slice(&offset.to_le_bytes());
+            i.extend_from_slice(&hash);
+            ids.push(i);
+            offset += line.len() as u64;
+        }
+        Ok((
+            assemble(NAME_RECORD, names, &sha),
+            assemble(ID_RECORD, ids, &sha),
+        ))
+    }
+
+    /// An index found usable for one version of the cache file, its fence in memory.
+    #[derive(Debug)]
+    pub struct Index {
+        file: File,
+        index: File,
+        record: usize,
+        count: u64,
+        stride: u64,
+        fence: Vec<u8>,
+        records_at: u64,
+    }
+
+    /// The key a lookup searches.
+    pub enum Key<'a> {
+        Name(&'a str),
+        Id(u32),
+    }
+
+    fn u32_le(b: &[u8]) -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?))
+    }
+    fn u64_le(b: &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?))
+    }
+
+    /// The checksum named by the trailer at the end of `file` (`len` bytes long).
+    fn trailer_sha(file: &File, len: u64) -> Option<[u8; 32]> {
+        let tail_len = len.min(256);
+        let mut tail = vec![0u8; usize::try_from(tail_len).ok()?];
+        file.read_exact_at(&mut tail, len - tail_len).ok()?;
+        let text = std::str::from_utf8(&tail).ok()?.strip_suffix('\n')?;
+        let trailer = &text[text.rfind('\n').map_or(0, |i| i + 1)..];
+        let mut fields = trailer.split(' ');
+        if fields.next()? != TRAILER_TAG || fields.next()? != TRAILER_VERSION {
+            return None;
+        }
+        fields.next()?.strip_prefix("entries=")?;
+        let hex = fields.next()?.strip_prefix("sha256=")?;
+        if hex.len() != 64 || fields.next().is_some() {
+            return None;
+        }
+        let mut sha = [0u8; 32];
+        for (i, b) in sha.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(sha)
+    }
+
+    impl Index {
+        /// Open the index at `index_path` of the cache file `file` (`file_len` bytes, already
+        /// open); None when there is none or it does not fit the file.
+        pub fn open(file: &File, file_len: u64, index_path: &Path, by_name: bool) -> Option<Self> {
+            let index = File::open(index_path).ok()?;
+            let len = index.metadata().ok()?.len();
+            let mut h = [0u8; 64];
+            index.read_exact_at(&mut h, 0).ok()?;
+            let record = usize::try_from(u32_le(&h[8..])?).ok()?;
+            let count = u64_le(&h[12..])?;
+            let stride = u64::from(u32_le(&h[52..])?);
+            let expected = if by_name { NAME_RECORD } else { ID_RECORD };
+            if &h[..8] != MAGIC || record != expected || stride == 0 {
+                return None;
+            }
+            let fence_len = count.div_ceil(stride).checked_mul(key_len(record) as u64)?;
+            let records_at = HEADER.checked_add(fence_len)?;
+            if len != records_at.checked_add(count.checked_mul(record as u64)?)?
+                || h[20..52] != trailer_sha(file, file_len)?
+            {
+                return None;
+            }
+            let mut fence = vec![0u8; usize::try_from(fence_len).ok()?];
+            index.read_exact_at(&mut fence, HEADER).ok()?;
+            Some(Self {
+                file: file.try_clone().ok()?,
+                index,
+                record,
+                count,
+                stride,
+                fence,
+                records_at,
+            })
+        }
+
+        /// The entry for `key`: Ok(None) when the index says there is none; Err(()) when the
+        /// index and the file disagree (the caller reads the whole file instead).
+        pub fn find<T: CacheTable>(&self, key: &Key<'_>) -> Result<Option<T::Entry>, ()> {
+            let mut padded = [0u8; NAME_BYTES];
+            let id_bytes;
+            let wanted: &[u8] = match key {
+                Key::Name(n) => {
+                    if n.len() > NAME_BYTES || n.as_bytes().contains(&0) {
+                        return Ok(None);
+                    }
+                    padded[..n.len()].copy_from_slice(n.as_bytes());
+                    &padded
+                }
+                Key::Id(id) => {
+                    id_bytes = id.to_be_bytes();
+                    &id_bytes
+                }
+            };
+            let kl = key_len(self.record);
+            // the last fence key <= wanted names the run of records to read
+            let fences = self.fence.chunks_exact(kl);
+            let run = fences.take_while(|f| *f <= wanted).count();
+            if run == 0 {
+                return Ok(None);
+            }
+            let first = (run as u64 - 1) * self.stride;
+            let n = self.stride.min(self.count - first);
+            let mut page = vec![0u8; usize::try_from(n).map_err(|_| ())? * self.record];
+            self.index
+                .read_exact_at(&mut page, self.records_at + first * self.record as u64)
+                .map_err(|_| ())?;
+            let records: Vec<&[u8]> = page.chunks_exact(self.record).collect();
+            match records.binary_search_by(|r| r[..kl].cmp(wanted)) {
+                Ok(i) => self.entry::<T>(records[i], key).map(Some),
+                Err(_) => Ok(None),
+            }
+        }
+
+        fn entry<T: CacheTable>(&self, rec: &[u8], key: &Key<'_>) -> Result<T::Entry, ()> {
+            let (offset, len, hash) = if self.record == NAME_RECORD {
+                (u64_le(&rec[32..]), u32_le(&rec[40..]), &rec[48..64])
+            } else {
+                (u64_le(&rec[8..]), u32_le(&rec[4..]), &rec[16..32])
+            };
+            let (offset, len) = (offset.ok_or(())?, len.ok_or(())?);
+            let mut line = vec![0u8; usize::try_from(len).map_err(|_| ())?];
+            self.file.read_exact_at(&mut line, offset).map_err(|_| ())?;
+            if line_hash(&line) != hash {
+                return Err(());
+            }
+            let text = std::str::from_utf8(&line).map_err(|_| ())?;
+            let entry = T::parse_line(text).map_err(|_| ())?;
+            let (name, id) = T::key(&entry);
+            let matches = match key {
+                Key::Name(n) => name == *n,
+                Key::Id(i) => id == *i,
+            };
+            if matches { Ok(entry) } else { Err(()) }
+        }
+    }
 }
 
 /// Which version of a file a parsed table came from.
@@ -460,8 +760,13 @@ type Loaded<T> = Result<Arc<T>, Arc<NssCacheError>>;
 pub struct CachedTable<T> {
     path: PathBuf,
     slot: Mutex<Option<(FileStamp, Loaded<T>)>>,
+    /// Each index as opened for one version of the file and of the index (None: unusable).
+    by_name_index: IndexSlot,
+    by_id_index: IndexSlot,
     report: fn(&Path, &NssCacheError),
 }
+
+type IndexSlot = Mutex<Option<((FileStamp, FileStamp), Option<Arc<index::Index>>)>>;
 
 impl<T: CacheTable> CachedTable<T> {
     /// The table `T::FILE` in `dir`.
@@ -475,8 +780,83 @@ impl<T: CacheTable> CachedTable<T> {
         Self {
             path: dir.join(T::FILE),
             slot: Mutex::new(None),
+            by_name_index: Mutex::new(None),
+            by_id_index: Mutex::new(None),
             report,
         }
+    }
+
+    /// One entry by name. Through the index files when they fit the current file (a few
+    /// reads, no parse of the whole file), else from the whole file as [`CachedTable::load`]
+    /// reads it. `Err` is "unavailable", as for `load`.
+    pub fn find_name(&self, name: &str) -> Result<Option<T::Entry>, Arc<NssCacheError>> {
+        self.find(&index::Key::Name(name))
+    }
+
+    /// One entry by uid or gid, as [`CachedTable::find_name`].
+    pub fn find_id(&self, id: u32) -> Result<Option<T::Entry>, Arc<NssCacheError>> {
+        self.find(&index::Key::Id(id))
+    }
+
+    fn find(&self, key: &index::Key<'_>) -> Result<Option<T::Entry>, Arc<NssCacheError>> {
+        let from_table = |t: &T| {
+            match key {
+                index::Key::Name(n) => t.find_name(n),
+                index::Key::Id(i) => t.find_id(*i),
+            }
+            .cloned()
+        };
+        let current = std::fs::metadata(&self.path).map(|m| FileStamp::of(&m));
+        if let Ok(stamp) = &current
+            && let Some((s, loaded)) = self.lock().as_ref()
+            && s == stamp
+        {
+            // this version is parsed already (or known to be refused)
+            return loaded.as_ref().map(|t| from_table(t)).map_err(Arc::clone);
+        }
+        if let Ok(stamp) = current
+            && let Some(ix) = self.index_for(stamp, matches!(key, index::Key::Name(_)))
+            && let Ok(found) = ix.find::<T>(key)
+        {
+            return Ok(found);
+        }
+        self.load().map(|t| from_table(&t))
+    }
+
+    /// The usable index (by name or by id) of the file version `file`, opened once per
+    /// version of the file and of the index.
+    fn index_for(&self, file: FileStamp, by_name: bool) -> Option<Arc<index::Index>> {
+        let suffix = if by_name {
+            index::NAME_SUFFIX
+        } else {
+            index::ID_SUFFIX
+        };
+        let ix_path = index::path(&self.path, suffix);
+        let now = (file, FileStamp::of(&std::fs::metadata(&ix_path).ok()?));
+        let slot = if by_name {
+            &self.by_name_index
+        } else {
+            &self.by_id_index
+        };
+        let mut guard = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((stamps, ix)) = guard.as_ref()
+            && *stamps == now
+        {
+            return ix.clone();
+        }
+        let opened = File::open(&self.path).ok().and_then(|f| {
+            let meta = f.metadata().ok()?;
+            // the file opened must be the version stat'ed, or the index is checked against
+            // another one
+            (FileStamp::of(&meta) == file)
+                .then(|| index::Index::open(&f, meta.len(), &ix_path, by_name))
+                .flatten()
+                .map(Arc::new)
+        });
+        *guard = Some((now, opened.clone()));
+        opened
     }
 
     pub fn path(&self) -> &Path {
@@ -774,5 +1154,114 @@ mod tests {
         // informational only (the machine is shared): no timed assertion
         eprintln!("100,000 entries: checksum {hashed:?}, parse from memory {parsed_in_memory:?}");
         eprintln!("100,000 entries: load {parsed:?}, 101 cached lookups {looked_up:?}");
+    }
+
+    fn index_files(dir: &Path) -> [PathBuf; 2] {
+        let p = dir.join(PASSWD_FILE);
+        [
+            index::path(&p, index::NAME_SUFFIX),
+            index::path(&p, index::ID_SUFFIX),
+        ]
+    }
+
+    #[test]
+    fn single_lookups_read_the_indexes_not_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = pool(1000);
+        write_passwd(dir.path(), &entries).unwrap();
+        assert!(index_files(dir.path()).iter().all(|p| p.is_file()));
+        let cache = CachedTable::<PasswdTable>::new(dir.path());
+        for e in entries.iter().step_by(37).chain(entries.last()) {
+            assert_eq!(cache.find_name(e.name.as_str()).unwrap().as_ref(), Some(e));
+            assert_eq!(cache.find_id(e.uid).unwrap().as_ref(), Some(e));
+        }
+        for missing in ["atlas000000", "atlas001001", "a", "zzzz", ""] {
+            assert_eq!(cache.find_name(missing).unwrap(), None, "{missing}");
+        }
+        for missing in [1, 100_000, 101_001, u32::MAX] {
+            assert_eq!(cache.find_id(missing).unwrap(), None, "{missing}");
+        }
+        // answered from the indexes: the whole file was never parsed
+        assert!(cache.lock().is_none());
+        // groups too
+        write_group(dir.path(), &groups()).unwrap();
+        let g = CachedTable::<GroupTable>::new(dir.path());
+        assert_eq!(
+            g.find_name("hpcusers").unwrap().map(|e| e.gid),
+            Some(50_100)
+        );
+        assert_eq!(
+            g.find_id(50_000).unwrap().map(|e| e.name.to_string()),
+            Some("atlas".into())
+        );
+        assert!(g.lock().is_none());
+    }
+
+    #[test]
+    fn a_stale_truncated_or_lying_index_falls_back_to_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let [by_name, by_id] = index_files(dir.path());
+        write_passwd(dir.path(), &pool(10)).unwrap();
+        let old = (
+            std::fs::read(&by_name).unwrap(),
+            std::fs::read(&by_id).unwrap(),
+        );
+
+        // a newer file with the older indexes: their checksum is another file's
+        let mut newer = pool(10);
+        newer[3].shell = "/bin/zsh".into();
+        write_passwd(dir.path(), &newer).unwrap();
+        std::fs::write(&by_name, &old.0).unwrap();
+        std::fs::write(&by_id, &old.1).unwrap();
+        let cache = CachedTable::<PasswdTable>::new(dir.path());
+        assert_eq!(
+            cache.find_name("atlas000004").unwrap().unwrap().shell,
+            "/bin/zsh"
+        );
+        assert!(cache.lock().is_some(), "answered from the whole file");
+
+        // truncated indexes
+        write_passwd(dir.path(), &newer).unwrap();
+        let full = std::fs::read(&by_id).unwrap();
+        std::fs::write(&by_id, &full[..full.len() - 5]).unwrap();
+        let cache = CachedTable::<PasswdTable>::new(dir.path());
+        assert_eq!(cache.find_id(100_004).unwrap().unwrap().shell, "/bin/zsh");
+        assert!(cache.lock().is_some());
+
+        // a line edited in place (trailer kept): the index's line hash no longer matches, and
+        // the whole file's checksum refuses it: unavailable, not the edited entry
+        write_passwd(dir.path(), &newer).unwrap();
+        let path = dir.path().join(PASSWD_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("/home/atlas000004", "/home/mallory0004"),
+        )
+        .unwrap();
+        let cache = CachedTable::<PasswdTable>::new(dir.path());
+        let refused = cache.find_name("atlas000004").unwrap_err();
+        assert!(
+            matches!(*refused, NssCacheError::ChecksumMismatch),
+            "{refused}"
+        );
+        // once the whole file is known refused, this process serves nothing from it
+        assert!(cache.find_name("atlas000001").is_err());
+        // a process that never looks up the edited entry is served the untouched lines, each
+        // exactly as written (its hash checked); the edited one is never served
+        let fresh = CachedTable::<PasswdTable>::new(dir.path());
+        assert_eq!(
+            fresh.find_name("atlas000001").unwrap().unwrap().uid,
+            100_001
+        );
+        assert!(fresh.find_id(100_004).is_err());
+
+        // no indexes at all (an older writer): the whole file
+        write_passwd(dir.path(), &newer).unwrap();
+        std::fs::remove_file(&by_name).unwrap();
+        let cache = CachedTable::<PasswdTable>::new(dir.path());
+        assert_eq!(
+            cache.find_name("atlas000010").unwrap().unwrap().uid,
+            100_010
+        );
     }
 }

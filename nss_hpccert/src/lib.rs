@@ -127,20 +127,24 @@ fn report_refused(path: &Path, error: &NssCacheError) {
     };
 }
 
-fn passwd_table() -> Option<Arc<PasswdTable>> {
+fn passwd_cache() -> &'static CachedTable<PasswdTable> {
     static TABLE: OnceLock<CachedTable<PasswdTable>> = OnceLock::new();
-    TABLE
-        .get_or_init(|| CachedTable::with_report(cache_dir(), report_refused))
-        .load()
-        .ok()
+    TABLE.get_or_init(|| CachedTable::with_report(cache_dir(), report_refused))
 }
 
-fn group_table() -> Option<Arc<GroupTable>> {
+fn group_cache() -> &'static CachedTable<GroupTable> {
     static TABLE: OnceLock<CachedTable<GroupTable>> = OnceLock::new();
-    TABLE
-        .get_or_init(|| CachedTable::with_report(cache_dir(), report_refused))
-        .load()
-        .ok()
+    TABLE.get_or_init(|| CachedTable::with_report(cache_dir(), report_refused))
+}
+
+/// The whole passwd table (enumeration).
+fn passwd_table() -> Option<Arc<PasswdTable>> {
+    passwd_cache().load().ok()
+}
+
+/// The whole group table (enumeration).
+fn group_table() -> Option<Arc<GroupTable>> {
+    group_cache().load().ok()
 }
 
 /// The position of a `set*ent` / `get*ent_r` / `end*ent` walk (glibc serialises these calls).
@@ -323,13 +327,11 @@ pub unsafe extern "C" fn _nss_hpccert_getpwnam_r(
         let Some(name) = (unsafe { name_arg(name) }) else {
             return Answer::NotFound;
         };
-        let Some(table) = passwd_table() else {
-            return Answer::Unavailable;
-        };
-        match table.by_name(name) {
+        match passwd_cache().find_name(name) {
             // SAFETY: glibc's result and buffer, valid for this call.
-            Some(entry) => unsafe { fill_passwd(entry, result, buffer, buflen) },
-            None => Answer::NotFound,
+            Ok(Some(entry)) => unsafe { fill_passwd(&entry, result, buffer, buflen) },
+            Ok(None) => Answer::NotFound,
+            Err(_) => Answer::Unavailable,
         }
     })
 }
@@ -347,13 +349,11 @@ pub unsafe extern "C" fn _nss_hpccert_getpwuid_r(
     errnop: *mut c_int,
 ) -> c_int {
     answer(errnop, || {
-        let Some(table) = passwd_table() else {
-            return Answer::Unavailable;
-        };
-        match table.by_uid(uid) {
+        match passwd_cache().find_id(uid) {
             // SAFETY: glibc's result and buffer, valid for this call.
-            Some(entry) => unsafe { fill_passwd(entry, result, buffer, buflen) },
-            None => Answer::NotFound,
+            Ok(Some(entry)) => unsafe { fill_passwd(&entry, result, buffer, buflen) },
+            Ok(None) => Answer::NotFound,
+            Err(_) => Answer::Unavailable,
         }
     })
 }
@@ -411,13 +411,11 @@ pub unsafe extern "C" fn _nss_hpccert_getgrnam_r(
         let Some(name) = (unsafe { name_arg(name) }) else {
             return Answer::NotFound;
         };
-        let Some(table) = group_table() else {
-            return Answer::Unavailable;
-        };
-        match table.by_name(name) {
+        match group_cache().find_name(name) {
             // SAFETY: glibc's result and buffer, valid for this call.
-            Some(entry) => unsafe { fill_group(entry, result, buffer, buflen) },
-            None => Answer::NotFound,
+            Ok(Some(entry)) => unsafe { fill_group(&entry, result, buffer, buflen) },
+            Ok(None) => Answer::NotFound,
+            Err(_) => Answer::Unavailable,
         }
     })
 }
@@ -435,13 +433,11 @@ pub unsafe extern "C" fn _nss_hpccert_getgrgid_r(
     errnop: *mut c_int,
 ) -> c_int {
     answer(errnop, || {
-        let Some(table) = group_table() else {
-            return Answer::Unavailable;
-        };
-        match table.by_gid(gid) {
+        match group_cache().find_id(gid) {
             // SAFETY: glibc's result and buffer, valid for this call.
-            Some(entry) => unsafe { fill_group(entry, result, buffer, buflen) },
-            None => Answer::NotFound,
+            Ok(Some(entry)) => unsafe { fill_group(&entry, result, buffer, buflen) },
+            Ok(None) => Answer::NotFound,
+            Err(_) => Answer::Unavailable,
         }
     })
 }
