@@ -509,6 +509,8 @@ pub struct Gridmapdir {
     pools: Pools,
     nss_dir: Option<PathBuf>,
     clock: fn() -> SystemTime,
+    /// Start each identity's scan at its own position (off only to test the worst case).
+    spread_scans: bool,
 }
 
 /// An account file's identity.
@@ -564,6 +566,7 @@ impl Gridmapdir {
             pools,
             nss_dir: None,
             clock: crate::clock::now,
+            spread_scans: true,
         }
     }
 
@@ -591,6 +594,21 @@ impl Gridmapdir {
     pub fn with_clock(mut self, clock: fn() -> SystemTime) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Every identity scans from the first account: the most contention (for tests).
+    #[cfg(test)]
+    fn without_spread(mut self) -> Self {
+        self.spread_scans = false;
+        self
+    }
+
+    fn start(&self, key: &LeaseKey, n: usize) -> usize {
+        if self.spread_scans {
+            spread(key) % n
+        } else {
+            0
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -728,7 +746,7 @@ impl Gridmapdir {
         let key_path = self.path(key.as_str());
         self.ensure_account_files(pool)?;
         let n = pool.accounts().len();
-        let start = spread(key) % n;
+        let start = self.start(key, n);
         let mut full_scans = 0;
         for round in 0..ROUNDS {
             if let Some(lease) = self.lookup_settled(key)? {
@@ -1371,10 +1389,19 @@ mod tests {
     #[test]
     fn parallel_first_leases_never_share_an_account() {
         let (_tmp, g) = dir_with(&[pool_config("atlas", 40, 20000)]);
+        fifty_into_forty(&g);
+    }
+
+    #[test]
+    fn parallel_first_leases_all_scanning_from_the_same_account() {
+        let (_tmp, g) = dir_with(&[pool_config("atlas", 40, 20000)]);
+        fifty_into_forty(&g.without_spread());
+    }
+
+    fn fifty_into_forty(g: &Gridmapdir) {
         let results: Vec<Result<Leased, PoolError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..50)
                 .map(|i| {
-                    let g = &g;
                     s.spawn(move || g.lease("atlas", &dn(&format!("/O=Grid/CN=user {i}")), NONE))
                 })
                 .collect();
