@@ -138,6 +138,22 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenmapCommand,
     },
+    /// Pool account leases in the gridmapdir ([[pool]] tables, [mapping] gridmapdir).
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// Add an identity or account to the suspension list ([mapping] suspended_file): its
+    /// logins are refused, whatever maps it. Locks and replaces the file atomically.
+    Suspend {
+        #[command(flatten)]
+        who: Suspendable,
+    },
+    /// Remove an entry from the suspension list. Exit 1 when it was not there.
+    Unsuspend {
+        #[command(flatten)]
+        who: Suspendable,
+    },
     /// Convert a DN between RFC 4514 and the OpenSSL/Globus slash form.
     ConvertDn {
         dn: String,
@@ -150,6 +166,50 @@ pub enum Command {
         /// Keep the demo files here instead of a temporary directory.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+/// Who is suspended: exactly one of these.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Suspendable {
+    /// A certificate identity (slash or RFC 4514 form).
+    #[arg(long, value_name = "DN")]
+    pub dn: Option<String>,
+    /// A token identity: its issuer and subject.
+    #[arg(long, num_args = 2, value_names = ["ISSUER", "SUBJECT"])]
+    pub token: Vec<String>,
+    /// A local or pool account.
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Every pool account: free, or leased to whom and when last used.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release one lease: by account, or by identity. Exit 1 when there was none.
+    #[command(group = clap::ArgGroup::new("whose").required(true).args(["account", "dn", "token", "key"]))]
+    Release {
+        /// The leased account (e.g. atlas007).
+        account: Option<String>,
+        /// The identity's DN.
+        #[arg(long, value_name = "DN")]
+        dn: Option<String>,
+        /// A token identity: its issuer and subject.
+        #[arg(long, num_args = 2, value_names = ["ISSUER", "SUBJECT"])]
+        token: Vec<String>,
+        /// The lease file's name in the gridmapdir (as `pool list` shows it).
+        #[arg(long, value_name = "FILE_NAME")]
+        key: Option<String>,
+    },
+    /// Release every lease not used for longer than --older-than (s, m, h, d, w). For a timer.
+    Expire {
+        #[arg(long, value_name = "AGE", default_value = "30d")]
+        older_than: String,
     },
 }
 
@@ -236,6 +296,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             TokenmapCommand::ImportCondor { file } => crate::tokens::tokenmap_import_condor(&file),
         },
+        Command::Pool { command } => match command {
+            PoolCommand::List { json } => crate::pool::list(&g, json),
+            PoolCommand::Release {
+                account,
+                dn,
+                token,
+                key,
+            } => crate::pool::release(
+                &g,
+                crate::pool::Whose {
+                    account,
+                    dn,
+                    token,
+                    key,
+                },
+            ),
+            PoolCommand::Expire { older_than } => crate::pool::expire(&g, &older_than),
+        },
+        Command::Suspend { who } => crate::suspend::suspend(
+            &g,
+            crate::suspend::entry(who.dn.as_deref(), &who.token, who.account.as_deref())?,
+        ),
+        Command::Unsuspend { who } => crate::suspend::unsuspend(
+            &g,
+            crate::suspend::entry(who.dn.as_deref(), &who.token, who.account.as_deref())?,
+        ),
         Command::Add { dn, account } => crate::edit::add(&g, &dn, &account),
         Command::Remove { dn, account } => crate::edit::remove(&g, &dn, account.as_deref()),
         Command::List { json } => crate::edit::list(&g, json),

@@ -9,6 +9,8 @@ use hpccert_core::config::Config;
 use hpccert_core::dn::DistinguishedName;
 use hpccert_core::gridmap::GridMapfile;
 use hpccert_core::mapping::Mapper;
+use hpccert_core::pool::Gridmapdir;
+use hpccert_core::suspension::{SuspensionError, SuspensionList};
 use hpccert_core::trust::TrustStore;
 use hpccert_core::x509::{PresentedChain, verify_chain};
 use serde::Serialize;
@@ -76,6 +78,32 @@ impl Outcome {
     }
 }
 
+/// What a decision reads besides the mapping files, for `explain`: the suspension list (an
+/// unusable one refuses, as at login) and the pools, which explain only looks at.
+#[derive(Debug)]
+pub struct ReadOnlySources {
+    suspensions: Result<SuspensionList, SuspensionError>,
+    pools: Option<Gridmapdir>,
+}
+
+impl ReadOnlySources {
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            suspensions: SuspensionList::load(&config.mapping.suspended_file),
+            pools: config.gridmapdir().map_err(anyhow::Error::msg)?,
+        })
+    }
+
+    /// `mapper` with the suspension list and a read-only view of the pools.
+    pub fn apply<'a>(&'a self, mapper: Mapper<'a>) -> Mapper<'a> {
+        let mapper = mapper.with_suspensions(&self.suspensions);
+        match &self.pools {
+            Some(g) => mapper.with_pool_preview(g),
+            None => mapper,
+        }
+    }
+}
+
 fn load_gridmap(path: &Path) -> anyhow::Result<GridMapfile> {
     GridMapfile::load(path).with_context(|| "the grid-mapfile is unusable".to_string())
 }
@@ -107,7 +135,8 @@ pub fn explain_certificate(
         Err(e) => return Ok(Outcome::refused("credential", None, reasons, e.to_string())),
     };
     reasons.clear();
-    match Mapper::new(&gridmap).decide(&verified, user) {
+    let sources = ReadOnlySources::load(config)?;
+    match sources.apply(Mapper::new(&gridmap)).decide(&verified, user) {
         Ok(decision) => Ok(Outcome {
             decision: "accept",
             refused_at: None,
@@ -136,7 +165,8 @@ pub fn explain_dn(config: &Config, dn: &str, user: Option<&str>) -> anyhow::Resu
         DistinguishedName::parse(dn).map_err(|e| anyhow::anyhow!("cannot parse DN {dn:?}: {e}"))?;
     let gridmap = load_gridmap(&config.mapping.grid_mapfile)?;
     let note = "no credential checked (--dn): mapping only".to_string();
-    match Mapper::new(&gridmap).choose(&dn, user) {
+    let sources = ReadOnlySources::load(config)?;
+    match sources.apply(Mapper::new(&gridmap)).choose(&dn, user) {
         Ok(choice) => {
             let mut reasons = vec![note];
             reasons.extend(choice.reasons().iter().cloned());

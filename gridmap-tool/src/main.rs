@@ -6,7 +6,9 @@ mod cli;
 mod demo;
 mod edit;
 mod explain;
+mod pool;
 mod settings;
+mod suspend;
 mod tokens;
 
 use std::process::ExitCode;

@@ -109,7 +109,9 @@ pub fn explain_token(
         }
     };
     let empty = GridMapfile::default();
-    match Mapper::new(&empty)
+    let sources = crate::explain::ReadOnlySources::load(config)?;
+    match sources
+        .apply(Mapper::new(&empty))
         .with_tokens(token_map.as_ref(), &rules)
         .decide_token(&verified, user)
     {

@@ -48,6 +48,39 @@ pub struct Config {
     /// `[[issuer]]` tables: the trusted token issuers.
     #[serde(default, rename = "issuer", skip_serializing_if = "Vec::is_empty")]
     pub issuers: Vec<IssuerConfig>,
+    /// `[[pool]]` tables: pools of accounts leased to identities (`.name` in the grid-mapfile).
+    #[serde(default, rename = "pool", skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolConfig>,
+}
+
+fn default_pool_home() -> String {
+    "/home/{account}".into()
+}
+fn default_pool_shell() -> String {
+    "/bin/bash".into()
+}
+
+/// One `[[pool]]` table (validated by [`crate::pool::Pools::from_config`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// The pool's name, as the grid-mapfile names it (`.atlas`).
+    pub name: String,
+    /// Account names are the prefix and a number (`atlas001`) [default: the name].
+    pub prefix: Option<String>,
+    /// How many accounts (`atlas001` .. `atlas040`; numbers have at least 3 digits).
+    pub count: u32,
+    /// The uid of the first account; the others follow.
+    pub first_uid: u32,
+    /// The primary group of every account.
+    pub gid: u32,
+    /// The group's name [default: the pool's name].
+    pub group: Option<String>,
+    /// Home directories; `{account}` is replaced by the account name.
+    #[serde(default = "default_pool_home")]
+    pub home: String,
+    #[serde(default = "default_pool_shell")]
+    pub shell: String,
 }
 
 /// An authentication method sshd-gsi can offer.
@@ -471,6 +504,12 @@ pub struct MappingConfig {
     pub grid_mapfile: PathBuf,
     /// Token identities (issuer, subject) -> accounts; optional.
     pub token_mapfile: Option<PathBuf>,
+    /// Pool account leases (Globus/LCMAPS gridmapdir layout).
+    pub gridmapdir: PathBuf,
+    /// Suspended identities and accounts; a missing file suspends nobody.
+    pub suspended_file: PathBuf,
+    /// The NSS cache (`passwd`, `group`) written for pool accounts, read by nss_hpccert.
+    pub nss_cache_dir: PathBuf,
 }
 
 impl Default for MappingConfig {
@@ -478,6 +517,9 @@ impl Default for MappingConfig {
         Self {
             grid_mapfile: PathBuf::from("/etc/grid-security/grid-mapfile"),
             token_mapfile: None,
+            gridmapdir: PathBuf::from(crate::pool::DEFAULT_GRIDMAPDIR),
+            suspended_file: PathBuf::from(crate::suspension::DEFAULT_PATH),
+            nss_cache_dir: PathBuf::from(crate::nsscache::DEFAULT_DIR),
         }
     }
 }
@@ -491,6 +533,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             sshd: SshdConfig::default(),
             issuers: Vec::new(),
+            pools: Vec::new(),
         }
     }
 }
@@ -558,8 +601,28 @@ impl Config {
                 )));
             }
         }
+        if let Err((i, message)) = crate::pool::Pools::from_config(&config.pools) {
+            let line = nth_table_line(text, "[[pool]]", i)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            return Err(invalid(format!("{line}[[pool]] {message}")));
+        }
         Ok(config)
     }
+
+    /// The pool leaser of this configuration (`None` when no pool is configured).
+    pub fn gridmapdir(&self) -> Result<Option<crate::pool::Gridmapdir>, String> {
+        crate::pool::Gridmapdir::from_config(self)
+    }
+}
+
+/// The line (1-based) of the `index`-th (0-based) `header` table in `text`.
+fn nth_table_line(text: &str, header: &str, index: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with(header))
+        .nth(index)
+        .map(|(n, _)| n + 1)
 }
 
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
@@ -688,6 +751,44 @@ mod tests {
         assert!(s.contains("configured twice"), "{s}");
         let s = bad("issuer = \"https://i\"\naudiences = [\"a\"]\nleeway = 3600\n");
         assert!(s.contains("leeway"), "{s}");
+    }
+
+    #[test]
+    fn pools_parse_and_bad_pools_name_line_and_field() {
+        let c = Config::parse(
+            "version = 1\n[mapping]\ngridmapdir = \"/g\"\nsuspended_file = \"/s\"\n\
+             [[pool]]\nname = \"atlas\"\ncount = 40\nfirst_uid = 20000\ngid = 20000\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].home, "/home/{account}");
+        assert_eq!(c.mapping.gridmapdir, PathBuf::from("/g"));
+        assert_eq!(c.mapping.suspended_file, PathBuf::from("/s"));
+        assert!(c.gridmapdir().unwrap().is_some());
+        assert!(Config::default().gridmapdir().unwrap().is_none());
+        let bad = |body: &str| {
+            Config::parse(&format!("version = 1\n{body}"), Path::new("h.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let p = "[[pool]]\nname = \"atlas\"\ncount = 40\nfirst_uid = 20000\ngid = 20000\n";
+        let s = bad(&format!(
+            "{p}[[pool]]\nname = \"cms\"\ncount = 0\nfirst_uid = 30000\ngid = 30000\n"
+        ));
+        assert_eq!(s, "h.toml: line 7: [[pool]] cms: count must be at least 1");
+        let s = bad(&format!(
+            "{p}[[pool]]\nname = \"cms\"\ncount = 5\nfirst_uid = 20039\ngid = 30000\n"
+        ));
+        assert!(
+            s.contains("line 7") && s.contains("first_uid: uids 20039-20043 overlap pool atlas"),
+            "{s}"
+        );
+        let s = bad("[[pool]]\nname = \"atlas\"\ncount = 4\n");
+        assert!(s.contains("first_uid"), "{s}");
+        let s = bad(
+            "[[pool]]\nname = \"atlas\"\ncount = 4\nfirst_uid = 1\ngid = 1\nhomedir = \"/x\"\n",
+        );
+        assert!(s.contains("line 7") && s.contains("homedir"), "{s}");
     }
 
     #[test]

@@ -8,8 +8,18 @@
 //! * the identity is the end-entity DN of the verified chain (proxies map as their owner);
 //! * with no requested account, the first account of the DN's line is used;
 //! * a requested account must be one the line lists;
-//! * pool entries (`.atlas`) are recognised; leasing pool accounts is not available yet, so
-//!   a login that would need a lease is refused with that reason.
+//! * a pool entry (`.atlas`) is served by a [`PoolLeaser`] ([`crate::pool::Gridmapdir`]): with
+//!   no requested account and a pool first on the line, or with the pool's name as the login
+//!   name (`ssh atlas@host`), the identity's lease (an existing one, or a new one) gives the
+//!   account; the leased account itself may also be requested. Without a leaser (no pool
+//!   configured) such a login is refused ([`Refusal::PoolUnavailable`]). `explain` uses
+//!   [`Mapper::with_pool_preview`]: it reports the existing lease or what a login would
+//!   lease, and never leases.
+//!
+//! The suspension list ([`crate::suspension`]) is checked for every kind of credential: a
+//! suspended identity is refused before any mapping, a suspended account after it (and a new
+//! lease never picks a suspended account). A list that cannot be read or parsed refuses every
+//! login.
 //!
 //! Rules for token identities `(iss, sub)` ([`Mapper::decide_token`]), in this order:
 //! 1. authorisation of the issuer's [`TokenRules`]: every required scope held (a storage
@@ -27,6 +37,8 @@ use thiserror::Error;
 
 use crate::dn::DistinguishedName;
 use crate::gridmap::{AccountName, GridMapfile, MappedAccount};
+use crate::pool::{LeaseKey, PoolError, PoolLeaser};
+use crate::suspension::{SuspensionError, SuspensionList};
 use crate::token::{Capability, VerifiedToken};
 use crate::tokenmap::TokenMapfile;
 use crate::x509::VerifiedChain;
@@ -45,8 +57,27 @@ pub enum Refusal {
     },
     #[error("invalid login name {requested:?}: {reason}")]
     BadLoginName { requested: String, reason: String },
-    #[error("{dn} maps only to pool .{pool}, and pool account leases are not available yet")]
+    #[error(
+        "{dn} maps to pool .{pool}, but no pool is configured here (a [[pool]] table named {pool:?})"
+    )]
     PoolUnavailable { dn: String, pool: String },
+    #[error("pool {pool} is full: {leased} of {total} accounts leased{}", if *.suspended > 0 { format!(", {suspended} free one(s) suspended") } else { String::new() })]
+    PoolFull {
+        pool: String,
+        leased: usize,
+        total: usize,
+        suspended: usize,
+    },
+    #[error("no account from pool {pool} for {identity}: {reason}")]
+    PoolLease {
+        identity: String,
+        pool: String,
+        reason: String,
+    },
+    #[error("{what} is suspended ({entry})")]
+    Suspended { what: String, entry: String },
+    #[error("cannot tell who is suspended, so every login is refused: {reason}")]
+    SuspensionListUnusable { reason: String },
     #[error("token of {issuer} subject {subject} is not mapped: {reason}")]
     TokenNotMapped {
         issuer: String,
@@ -227,6 +258,17 @@ impl fmt::Display for Decision {
     }
 }
 
+/// How the engine may use pools.
+#[derive(Debug, Clone, Copy)]
+enum PoolAccess<'a> {
+    /// No pool configured: pool entries are refused.
+    None,
+    /// Logins lease.
+    Lease(&'a dyn PoolLeaser),
+    /// `explain`: report, never lease.
+    Preview(&'a dyn PoolLeaser),
+}
+
 /// The engine over one set of mapping sources.
 #[derive(Debug, Clone, Copy)]
 pub struct Mapper<'a> {
@@ -234,6 +276,8 @@ pub struct Mapper<'a> {
     token_map: Option<&'a TokenMapfile>,
     token_rules: &'a [TokenRules],
     uid_of: UidLookup,
+    pools: PoolAccess<'a>,
+    suspensions: Option<&'a Result<SuspensionList, SuspensionError>>,
 }
 
 impl<'a> Mapper<'a> {
@@ -243,7 +287,204 @@ impl<'a> Mapper<'a> {
             token_map: None,
             token_rules: &[],
             uid_of: system_uid,
+            pools: PoolAccess::None,
+            suspensions: None,
         }
+    }
+
+    /// Lease pool accounts for logins through `leaser`.
+    pub fn with_pools(mut self, leaser: &'a dyn PoolLeaser) -> Self {
+        self.pools = PoolAccess::Lease(leaser);
+        self
+    }
+
+    /// Report pool leases without leasing (`explain`).
+    pub fn with_pool_preview(mut self, leaser: &'a dyn PoolLeaser) -> Self {
+        self.pools = PoolAccess::Preview(leaser);
+        self
+    }
+
+    /// Refuse what `list` suspends; an unusable list (`Err`) refuses every login.
+    pub fn with_suspensions(mut self, list: &'a Result<SuspensionList, SuspensionError>) -> Self {
+        self.suspensions = Some(list);
+        self
+    }
+
+    /// Refuse a suspended identity (or every identity when the list is unusable).
+    fn check_identity(
+        &self,
+        identity: &Identity,
+        reasons: &mut Vec<String>,
+    ) -> Result<(), Refusal> {
+        match self.suspensions {
+            None => Ok(()),
+            Some(Err(e)) => Err(Refusal::SuspensionListUnusable {
+                reason: e.to_string(),
+            }),
+            Some(Ok(list)) => match list.identity(identity) {
+                Some(entry) => Err(Refusal::Suspended {
+                    what: identity.to_string(),
+                    entry: list.locate(entry),
+                }),
+                None => {
+                    if let Some(path) = list.path() {
+                        reasons.push(format!(
+                            "not suspended ({}: {} entr{})",
+                            path.display(),
+                            list.entries().len(),
+                            if list.entries().len() == 1 {
+                                "y"
+                            } else {
+                                "ies"
+                            }
+                        ));
+                    }
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// Refuse a suspended account.
+    fn check_account(&self, account: &AccountName) -> Result<(), Refusal> {
+        match self.suspensions {
+            None => Ok(()),
+            Some(Err(e)) => Err(Refusal::SuspensionListUnusable {
+                reason: e.to_string(),
+            }),
+            Some(Ok(list)) => match list.account(account) {
+                Some(entry) => Err(Refusal::Suspended {
+                    what: format!("account {account}"),
+                    entry: list.locate(entry),
+                }),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn suspended_account(&self, account: &AccountName) -> bool {
+        self.check_account(account).is_err()
+    }
+
+    /// The account `identity` gets from `pool`: its lease (new or reused), or in preview
+    /// what a login would get.
+    fn pool_account(
+        &self,
+        identity: &Identity,
+        pool: &AccountName,
+        reasons: &mut Vec<String>,
+    ) -> Result<AccountName, Refusal> {
+        let (leaser, preview) = match self.pools {
+            PoolAccess::None => {
+                return Err(Refusal::PoolUnavailable {
+                    dn: identity.to_string(),
+                    pool: pool.to_string(),
+                });
+            }
+            PoolAccess::Lease(l) => (l, false),
+            PoolAccess::Preview(l) => (l, true),
+        };
+        let refusal = |e: PoolError| match e {
+            PoolError::Full {
+                pool,
+                leased,
+                total,
+                avoided,
+            } => Refusal::PoolFull {
+                pool,
+                leased,
+                total,
+                suspended: avoided,
+            },
+            other => Refusal::PoolLease {
+                identity: identity.to_string(),
+                pool: pool.to_string(),
+                reason: other.to_string(),
+            },
+        };
+        let key = LeaseKey::of(identity).map_err(refusal)?;
+        let avoid = |a: &AccountName| self.suspended_account(a);
+        let grant = if preview {
+            leaser.preview(pool, &key, &avoid)
+        } else {
+            leaser.lease(pool, &key, &avoid)
+        }
+        .map_err(refusal)?;
+        reasons.push(grant.reason);
+        Ok(grant.account)
+    }
+
+    /// Pick the account among a mapping's `targets` (local accounts and pools).
+    fn pick(
+        &self,
+        identity: &Identity,
+        targets: &[MappedAccount],
+        requested: Option<&str>,
+        reasons: &mut Vec<String>,
+        not_allowed: &dyn Fn(&str) -> Refusal,
+    ) -> Result<AccountName, Refusal> {
+        let account = match requested {
+            None => match targets.first() {
+                Some(MappedAccount::Local(a)) => {
+                    reasons.push(format!("no login name requested: the first account, {a}"));
+                    a.clone()
+                }
+                Some(MappedAccount::Pool(p)) => {
+                    reasons.push(format!(
+                        "no login name requested: the first target, pool .{p}"
+                    ));
+                    self.pool_account(identity, p, reasons)?
+                }
+                None => return Err(not_allowed("")),
+            },
+            Some(name) => {
+                let wanted = AccountName::parse(name).map_err(|reason| Refusal::BadLoginName {
+                    requested: name.to_string(),
+                    reason,
+                })?;
+                if targets.contains(&MappedAccount::Local(wanted.clone())) {
+                    reasons.push(format!(
+                        "requested account {wanted} is listed for this identity"
+                    ));
+                    wanted
+                } else if targets.contains(&MappedAccount::Pool(wanted.clone())) {
+                    reasons.push(format!(
+                        "login name {wanted} asks for its account from pool .{wanted}"
+                    ));
+                    self.pool_account(identity, &wanted, reasons)?
+                } else if let Some(pool) = self.leased_pool(identity, targets, &wanted) {
+                    reasons.push(format!(
+                        "requested account {wanted} is its lease from pool .{pool}"
+                    ));
+                    let account = self.pool_account(identity, &pool, reasons)?;
+                    if account != wanted {
+                        return Err(not_allowed(name));
+                    }
+                    account
+                } else {
+                    return Err(not_allowed(name));
+                }
+            }
+        };
+        self.check_account(&account)?;
+        Ok(account)
+    }
+
+    /// The listed pool from which `identity` holds a lease of `account`, if any.
+    fn leased_pool(
+        &self,
+        identity: &Identity,
+        targets: &[MappedAccount],
+        account: &AccountName,
+    ) -> Option<AccountName> {
+        let leaser = match self.pools {
+            PoolAccess::None => return None,
+            PoolAccess::Lease(l) | PoolAccess::Preview(l) => l,
+        };
+        let key = LeaseKey::of(identity).ok()?;
+        let lease = leaser.existing(&key).ok()??;
+        (&lease.account == account && targets.contains(&MappedAccount::Pool(lease.pool.clone())))
+            .then_some(lease.pool)
     }
 
     /// Map tokens with this token map and these per-issuer rules.
@@ -276,6 +517,11 @@ impl<'a> Mapper<'a> {
             .find(|r| r.issuer == token.issuer())
             .unwrap_or(&default_rules);
         let mut reasons = vec![token.summary()];
+        let identity = Identity::Token {
+            issuer: token.issuer().to_string(),
+            subject: token.subject().to_string(),
+        };
+        self.check_identity(&identity, &mut reasons)?;
         let held = || {
             let caps: Vec<String> = token
                 .capabilities()
@@ -359,10 +605,6 @@ impl<'a> Mapper<'a> {
                 }
             },
         };
-        let identity = Identity::Token {
-            issuer: token.issuer().to_string(),
-            subject: token.subject().to_string(),
-        };
         let account = match requested {
             None => {
                 let Some(first) = allowed.first() else {
@@ -389,6 +631,7 @@ impl<'a> Mapper<'a> {
                 wanted
             }
         };
+        self.check_account(&account)?;
         Ok(Decision {
             account,
             identity,
@@ -421,6 +664,7 @@ impl<'a> Mapper<'a> {
             requested: name.to_string(),
             reason,
         })?;
+        self.check_account(&account)?;
         Ok(Decision {
             reasons: vec![
                 cert.summary(),
@@ -491,64 +735,32 @@ impl<'a> Mapper<'a> {
         dn: &DistinguishedName,
         requested: Option<&str>,
     ) -> Result<AccountChoice, Refusal> {
+        let identity = Identity::Certificate(dn.clone());
+        let mut reasons = Vec::new();
+        self.check_identity(&identity, &mut reasons)?;
         let entry = self
             .gridmap
             .lookup(dn)
             .ok_or_else(|| Refusal::NotMapped { dn: dn.to_slash() })?;
         let listed: Vec<String> = entry.accounts.iter().map(ToString::to_string).collect();
-        let mut reasons = vec![format!(
+        reasons.push(format!(
             "grid-mapfile line {} maps {} to {}",
             entry.line,
             dn,
             listed.join(", ")
-        )];
-        let account = match requested {
-            None => {
-                let account = entry
-                    .accounts
-                    .iter()
-                    .find_map(|a| match a {
-                        MappedAccount::Local(a) => Some(a),
-                        MappedAccount::Pool(_) => None,
-                    })
-                    .filter(|_| matches!(entry.accounts.first(), Some(MappedAccount::Local(_))));
-                match account {
-                    Some(a) => {
-                        reasons.push(format!("no login name requested: the first account, {a}"));
-                        a.clone()
-                    }
-                    None => {
-                        let pool = match entry.accounts.first() {
-                            Some(MappedAccount::Pool(p)) => p.to_string(),
-                            _ => String::new(),
-                        };
-                        return Err(Refusal::PoolUnavailable {
-                            dn: dn.to_slash(),
-                            pool,
-                        });
-                    }
-                }
-            }
-            Some(name) => {
-                let wanted = AccountName::parse(name).map_err(|reason| Refusal::BadLoginName {
-                    requested: name.to_string(),
-                    reason,
-                })?;
-                if entry
-                    .accounts
-                    .contains(&MappedAccount::Local(wanted.clone()))
-                {
-                    reasons.push(format!("requested account {wanted} is listed for this DN"));
-                    wanted
-                } else {
-                    return Err(Refusal::AccountNotAllowed {
-                        dn: dn.to_slash(),
-                        requested: name.to_string(),
-                        allowed: listed,
-                    });
-                }
-            }
+        ));
+        let not_allowed = |requested: &str| Refusal::AccountNotAllowed {
+            dn: dn.to_slash(),
+            requested: requested.to_string(),
+            allowed: listed.clone(),
         };
+        let account = self.pick(
+            &identity,
+            &entry.accounts,
+            requested,
+            &mut reasons,
+            &not_allowed,
+        )?;
         Ok(AccountChoice { account, reasons })
     }
 
@@ -651,6 +863,140 @@ mod tests {
                 .account()
                 .as_str(),
             "bob"
+        );
+    }
+
+    fn pooled_dir(count: u32) -> (tempfile::TempDir, crate::pool::Gridmapdir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = crate::config::PoolConfig {
+            name: "atlas".into(),
+            prefix: None,
+            count,
+            first_uid: 20000,
+            gid: 20000,
+            group: None,
+            home: "/home/{account}".into(),
+            shell: "/bin/bash".into(),
+        };
+        let pools = crate::pool::Pools::from_config(&[config]).unwrap();
+        let g = crate::pool::Gridmapdir::new(tmp.path(), pools);
+        (tmp, g)
+    }
+
+    #[test]
+    fn pool_entries_lease_and_explain_only_previews() {
+        let m = map();
+        let (_tmp, g) = pooled_dir(2);
+        let pooled = dn("/O=Grid/CN=pooled");
+        // explain: what a login would get, and nothing leased
+        let preview = Mapper::new(&m)
+            .with_pool_preview(&g)
+            .choose(&pooled, None)
+            .unwrap();
+        assert!(
+            preview
+                .reasons()
+                .iter()
+                .any(|r| r.contains("would lease from pool atlas (2 of 2 free")),
+            "{:?}",
+            preview.reasons()
+        );
+        assert!(g.list().unwrap().iter().all(|s| s.lease.is_none()));
+        // a login leases, and keeps its lease
+        let mapper = Mapper::new(&m).with_pools(&g);
+        let first = mapper.choose(&pooled, None).unwrap();
+        let leased = first.account().clone();
+        assert!(leased.as_str().starts_with("atlas00"));
+        assert_eq!(mapper.choose(&pooled, None).unwrap().account(), &leased);
+        // the pool's name as login name, and the leased account itself
+        assert_eq!(
+            mapper.choose(&pooled, Some("atlas")).unwrap().account(),
+            &leased
+        );
+        assert_eq!(
+            mapper
+                .choose(&pooled, Some(leased.as_str()))
+                .unwrap()
+                .account(),
+            &leased
+        );
+        // someone else's pool account is not allowed
+        let other = if leased.as_str() == "atlas001" {
+            "atlas002"
+        } else {
+            "atlas001"
+        };
+        assert!(matches!(
+            mapper.choose(&pooled, Some(other)),
+            Err(Refusal::AccountNotAllowed { .. })
+        ));
+        // explain reports the existing lease
+        let preview = Mapper::new(&m)
+            .with_pool_preview(&g)
+            .choose(&pooled, None)
+            .unwrap();
+        assert_eq!(preview.account(), &leased);
+        assert!(
+            preview
+                .reasons()
+                .iter()
+                .any(|r| r.contains("holds a lease"))
+        );
+        // mixed line: the second identity takes the last account, a third finds the pool full
+        assert!(mapper.choose(&dn("/O=Grid/CN=mixed"), None).is_ok());
+        let m2 = GridMapfile::parse("\"/O=Grid/CN=late\" .atlas\n").unwrap();
+        let e = Mapper::new(&m2)
+            .with_pools(&g)
+            .choose(&dn("/O=Grid/CN=late"), None)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "pool atlas is full: 2 of 2 accounts leased");
+        // a pool the leaser does not know
+        let m3 = GridMapfile::parse("\"/O=Grid/CN=x\" .cms\n").unwrap();
+        let e = Mapper::new(&m3)
+            .with_pools(&g)
+            .choose(&dn("/O=Grid/CN=x"), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("no pool named cms"), "{e}");
+    }
+
+    #[test]
+    fn suspended_identities_and_accounts_are_refused() {
+        let m = map();
+        let list = SuspensionList::parse("dn \"/O=Grid/CN=alice\"\naccount bob\n")
+            .map_err(SuspensionError::Syntax);
+        let mapper = Mapper::new(&m).with_suspensions(&list);
+        let e = mapper.choose(&dn("/O=Grid/CN=alice"), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/O=Grid/CN=alice is suspended (the suspension list line 1: dn \"/O=Grid/CN=alice\")"
+        );
+        let e = mapper
+            .choose(&dn("/O=Grid/CN=mixed"), Some("bob"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("account bob is suspended") && e.to_string().contains("line 2"),
+            "{e}"
+        );
+        // an unusable list refuses everyone
+        let broken = SuspensionList::parse("nonsense\n").map_err(SuspensionError::Syntax);
+        let e = Mapper::new(&m)
+            .with_suspensions(&broken)
+            .choose(&dn("/O=Grid/CN=mixed"), Some("bob"))
+            .unwrap_err();
+        assert!(matches!(e, Refusal::SuspensionListUnusable { .. }));
+        assert!(e.to_string().contains("line 1"), "{e}");
+        // a new lease never picks a suspended account
+        let (_tmp, g) = pooled_dir(2);
+        let list = SuspensionList::parse("account atlas001\naccount atlas002\n")
+            .map_err(SuspensionError::Syntax);
+        let e = Mapper::new(&m)
+            .with_pools(&g)
+            .with_suspensions(&list)
+            .choose(&dn("/O=Grid/CN=pooled"), None)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pool atlas is full: 0 of 2 accounts leased, 2 free one(s) suspended"
         );
     }
 }

@@ -219,7 +219,7 @@ pub fn quote(s: &str) -> String {
 }
 
 /// Read a quoted string at the start of `s`: its value and the rest after the closing quote.
-fn take_quoted(s: &str) -> Result<(String, &str), String> {
+pub(crate) fn take_quoted(s: &str) -> Result<(String, &str), String> {
     let body = s.strip_prefix('"').ok_or("expected a quoted string")?;
     let mut out: Vec<u8> = Vec::new();
     let bytes = body.as_bytes();

@@ -486,3 +486,54 @@ fn glibc_loads_the_module_from_nsswitch_conf_in_a_private_mount_namespace() {
         .env("HPCCERT_NSS_DIR", site.cache()));
     assert_eq!(code, 2, "atlas001 resolves outside the private namespace");
 }
+
+#[test]
+fn pool_leases_write_a_cache_the_module_answers_from() {
+    use hpccert_core::config::PoolConfig;
+    use hpccert_core::dn::DistinguishedName;
+    use hpccert_core::pool::{Gridmapdir, LeaseKey, Pools};
+
+    let Some(site) = Site::new() else { return };
+    let pool = PoolConfig {
+        name: "cms".into(),
+        prefix: None,
+        count: 3,
+        first_uid: 70_000,
+        gid: 70_000,
+        group: None,
+        home: "/home/{account}".into(),
+        shell: "/bin/bash".into(),
+    };
+    let gridmapdir = site.path("gridmapdir");
+    std::fs::create_dir(&gridmapdir).unwrap_or_else(|e| panic!("{e}"));
+    let pools = Pools::from_config(&[pool]).unwrap_or_else(|(_, e)| panic!("{e}"));
+    let dir = Gridmapdir::new(&gridmapdir, pools).with_nss_cache(&site.cache());
+    let dn = DistinguishedName::parse("/O=Grid/CN=Jane Doe").unwrap_or_else(|e| panic!("{e}"));
+    let key = LeaseKey::dn(&dn).unwrap_or_else(|e| panic!("{e}"));
+    let leased = dir
+        .lease("cms", &key, &|_: &AccountName| false)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .lease
+        .account;
+
+    // the leased account and the free ones resolve, by name and by id
+    let uid = 70_000
+        + leased.as_str()[3..]
+            .parse::<u32>()
+            .unwrap_or_else(|e| panic!("{e}"))
+        - 1;
+    let line = format!("{leased}:x:{uid}:70000:pool account of cms:/home/{leased}:/bin/bash");
+    assert_eq!(site.getent("passwd", leased.as_str()), Some(line.clone()));
+    assert_eq!(site.getent("passwd", &uid.to_string()), Some(line));
+    assert!(site.getent("passwd", "cms003").is_some());
+    assert_eq!(
+        site.getent("group", "cms").as_deref(),
+        Some("cms:x:70000:cms001,cms002,cms003")
+    );
+    let (code, out, err) = site.run("id", &[leased.as_str()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("uid={uid}({leased}) gid=70000(cms)")),
+        "{out}"
+    );
+}
