@@ -61,6 +61,7 @@ use thiserror::Error;
 use crate::config::{Config, ConfigError};
 use crate::gridmap::GridMapfile;
 use crate::mapping::{Decision, Mapper, Refusal, TokenRules, UidLookup};
+use crate::suspension::{SuspensionError, SuspensionList};
 use crate::token::keys::FileKeySource;
 use crate::token::{Capability, IssuerPolicy, TokenError, VerifiedToken, verify_token};
 use crate::tokenmap::TokenMapfile;
@@ -503,6 +504,8 @@ struct Checker {
     rules: Vec<TokenRules>,
     token_map: Option<TokenMapfile>,
     keys: FileKeySource,
+    /// An unusable list refuses every identity (as at every other front end).
+    suspensions: Result<SuspensionList, SuspensionError>,
 }
 
 impl Checker {
@@ -537,6 +540,7 @@ impl Checker {
             rules,
             token_map,
             keys,
+            suspensions: SuspensionList::load(&config.mapping.suspended_file),
         })
     }
 
@@ -563,6 +567,7 @@ impl Checker {
         let identity = || format!("{} (issuer {})", verified.subject(), verified.issuer());
         let empty = GridMapfile::default();
         let decision = Mapper::new(&empty)
+            .with_suspensions(&self.suspensions)
             .with_tokens(self.token_map.as_ref(), &self.rules)
             .with_uid_lookup(uid_of)
             .decide_token(verified, Some(user))
@@ -605,7 +610,9 @@ fn decide_chain(
     let verified = verify_chain(&trust, &chain, &config.trust.verify_options(), system.now)
         .map_err(|e| PamError::Chain(e.to_string()))?;
     let identity = verified.identity().to_slash();
+    let suspensions = SuspensionList::load(&config.mapping.suspended_file);
     let decision = Mapper::new(&gridmap)
+        .with_suspensions(&suspensions)
         .with_uid_lookup(system.uid_of)
         .decide(&verified, Some(user))
         .map_err(|refusal| PamError::Mapping {
@@ -1329,6 +1336,70 @@ mod tests {
                 "{chain}: {}",
                 h.log_text()
             );
+        }
+    }
+
+    #[test]
+    fn suspended_identities_and_accounts_are_refused() {
+        // tokens: the suspension list named in [mapping] (default path otherwise)
+        let site = Site::new();
+        let d = site.dir.path().display().to_string();
+        let config = std::fs::read_to_string(site.dir.path().join("hpccert.toml")).unwrap();
+        site.write(
+            "hpccert.toml",
+            &config.replace(
+                "[mapping]\n",
+                &format!("[mapping]\nsuspended_file = \"{d}/suspended\"\n"),
+            ),
+        );
+        let token = site.token("sub-alice");
+        let mut h = Fake::new("alice").expect(DEFAULT_PROMPT, &token);
+        assert_eq!(site.auth(&mut h, &[]), PamCode::Success, "{}", h.log_text());
+        site.write(
+            "suspended",
+            &format!("token \"{ISS}\" \"sub-alice\"  # ticket 1\n"),
+        );
+        let mut h = Fake::new("alice").expect(DEFAULT_PROMPT, &token);
+        assert_eq!(site.auth(&mut h, &[]), PamCode::AuthErr);
+        assert!(h.log_text().contains("suspended"), "{}", h.log_text());
+        assert!(!h.env.contains_key(ENV_TOKEN_SUBJECT));
+        // a token verified in auth, suspended before account: account refuses
+        site.write("suspended", "# nobody\n");
+        let mut h = Fake::new("alice").expect(DEFAULT_PROMPT, &token);
+        assert_eq!(site.auth(&mut h, &[]), PamCode::Success);
+        site.write("suspended", "account alice\n");
+        assert_eq!(site.acct(&mut h), PamCode::PermDenied);
+        assert!(h.log_text().contains("suspended"), "{}", h.log_text());
+        // a broken list refuses everyone (never read as empty)
+        site.write("suspended", "dn not-quoted\n");
+        let mut h = Fake::new("alice").expect(DEFAULT_PROMPT, &token);
+        assert_eq!(site.auth(&mut h, &[]), PamCode::AuthErr);
+        assert!(
+            h.log_text().contains("every login is refused"),
+            "{}",
+            h.log_text()
+        );
+
+        // chains: the DN suspended
+        let certs = CertSite::new();
+        let toml = certs.dir.path().join("hpccert.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        let list = certs.dir.path().join("suspended");
+        std::fs::write(
+            &toml,
+            text.replace(
+                "[mapping]\n",
+                &format!("[mapping]\nsuspended_file = \"{}\"\n", list.display()),
+            ),
+        )
+        .unwrap();
+        std::fs::write(&list, "dn \"/DC=test/CN=Good\"\n").unwrap();
+        for chain in ["good", "proxy"] {
+            let mut h = certs.handle("alice", chain);
+            assert_eq!(certs.auth(&mut h), PamCode::AuthErr, "{chain}");
+            assert!(h.log_text().contains("suspended"), "{}", h.log_text());
+            let mut h = certs.handle("alice", chain);
+            assert_eq!(certs.acct(&mut h, true), PamCode::PermDenied, "{chain}");
         }
     }
 

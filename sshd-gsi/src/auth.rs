@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 use hpccert_core::config::{Config, SshMethod};
 use hpccert_core::gridmap::GridMapfile;
 use hpccert_core::mapping::{Decision, Mapper, TokenRules};
+use hpccert_core::pool::Gridmapdir;
 use hpccert_core::reload::Reloading;
+use hpccert_core::suspension::{SuspensionError, SuspensionList};
 use hpccert_core::token::fetch::{Fetcher, RefreshTiming, RefreshingKeySource};
 use hpccert_core::token::{IssuerPolicy, verify_token};
 use hpccert_core::tokenmap::TokenMapfile;
@@ -45,6 +47,10 @@ pub struct Engine {
     rules: Vec<TokenRules>,
     verify_options: VerifyOptions,
     ssh_cas: Vec<russh::keys::PublicKey>,
+    /// The suspension list as it is now; an unusable one (`Err`) refuses every login.
+    suspensions: Reloading<Result<SuspensionList, SuspensionError>>,
+    /// The pools logins lease from (None: no `[[pool]]`).
+    pools: Option<Gridmapdir>,
     pub audit: crate::audit::Audit,
 }
 
@@ -117,6 +123,15 @@ impl Engine {
         let rules = config.token_rules();
         let verify_options = config.trust.verify_options();
         let audit = crate::audit::Audit::open(config.sshd.audit_log.as_deref())?;
+        // a broken list refuses every login (fail closed), so it is not kept as "last good"
+        let suspensions = Reloading::open(&config.mapping.suspended_file, RELOAD_CHECK, |p| {
+            Ok::<_, String>(SuspensionList::load(p))
+        })
+        .map_err(|e| format!("suspension list: {e}"))?;
+        if let Err(e) = suspensions.current().as_ref() {
+            return Err(format!("suspension list: {e}"));
+        }
+        let pools = config.gridmapdir()?;
         let mut ssh_cas = Vec::new();
         if config.sshd.methods.contains(&SshMethod::OpensshCert) {
             for f in &config.sshd.trusted_user_ca_keys {
@@ -133,6 +148,8 @@ impl Engine {
             rules,
             verify_options,
             ssh_cas,
+            suspensions,
+            pools,
             audit,
         })
     }
@@ -143,6 +160,22 @@ impl Engine {
             .as_ref()
             .map(Reloading::current)
             .unwrap_or_default()
+    }
+
+    /// A mapper over `gridmap` with the suspension list, leasing pool accounts when `lease`
+    /// (a login) or only looking at leases (a key query, which must change nothing).
+    fn mapper<'a>(
+        &'a self,
+        gridmap: &'a GridMapfile,
+        suspensions: &'a Result<SuspensionList, SuspensionError>,
+        lease: bool,
+    ) -> Mapper<'a> {
+        let m = Mapper::new(gridmap).with_suspensions(suspensions);
+        match (&self.pools, lease) {
+            (Some(p), true) => m.with_pools(p),
+            (Some(p), false) => m.with_pool_preview(p),
+            (None, _) => m,
+        }
     }
 
     /// Verify a bearer token and map it to `user`. Blocking (may fetch issuer keys).
@@ -165,7 +198,8 @@ impl Engine {
         .map_err(|e| e.to_string())?;
         let gridmap = self.gridmap();
         let token_map = self.token_map.as_ref().map(|m| m.current());
-        Mapper::new(&gridmap)
+        let suspensions = self.suspensions.current();
+        self.mapper(&gridmap, &suspensions, true)
             .with_tokens(token_map.as_deref(), &self.rules)
             .decide_token(&verified, Some(user))
             .map_err(|e| {
@@ -195,23 +229,27 @@ impl Engine {
         )
         .map_err(|e| e.to_string())?;
         let gridmap = self.gridmap();
-        Mapper::new(&gridmap)
+        let suspensions = self.suspensions.current();
+        self.mapper(&gridmap, &suspensions, true)
             .decide_ssh_certificate(&verified, Some(user))
             .map_err(|e| e.to_string())
     }
 
-    /// Verify a certificate chain (presented certificate first) and map it to `user`.
+    /// Verify a certificate chain (presented certificate first) and map it to `user`; a pool
+    /// account is leased only when `lease` (the signed request, not the key query).
     pub fn x509_login(
         &self,
         user: &str,
         chain: &PresentedChain,
         now: SystemTime,
+        lease: bool,
     ) -> Result<Decision, String> {
         let trust = self.trust.as_ref().ok_or("x509 is not enabled")?.current();
         let verified =
             verify_chain(&trust, chain, &self.verify_options, now).map_err(|e| e.to_string())?;
         let gridmap = self.gridmap();
-        Mapper::new(&gridmap)
+        let suspensions = self.suspensions.current();
+        self.mapper(&gridmap, &suspensions, lease)
             .decide(&verified, Some(user))
             .map_err(|e| e.to_string())
     }

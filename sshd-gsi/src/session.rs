@@ -882,7 +882,8 @@ impl russh::server::Handler for Connection {
         let chain_pem = (signature.is_some() && self.engine.config.sshd.use_pam)
             .then(|| chain_pem(&chain))
             .flatten();
-        let result = tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, now))
+        let lease = signature.is_some();
+        let result = tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, now, lease))
             .await
             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
         if signature.is_none() {

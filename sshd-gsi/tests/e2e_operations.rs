@@ -368,13 +368,17 @@ fn config_text(d: &Path, port: u16, methods: &[&str], sshd_extra: &str) -> Strin
     format!(
         "version = 1\n\
          [trust]\nca_dir = \"{}\"\n\
-         [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\n\
+         [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\nsuspended_file = \"{}\"\n\
+         gridmapdir = \"{}\"\nnss_cache_dir = \"{}\"\n\
          [tokens]\nkey_cache_dir = \"{}\"\n\
          [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\n{sshd_extra}\
          [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\n",
         s("certificates"),
         s("grid-mapfile"),
         s("token-mapfile"),
+        s("suspended"),
+        s("gridmapdir"),
+        s("nss"),
         s("keys"),
         s("ssh_host_ed25519_key"),
         quoted(methods),
@@ -1559,4 +1563,82 @@ fn pam_hpccert_rechecks_the_chain_sshd_gsi_hands_over() {
         "{}",
         server.log()
     );
+}
+
+/// The suspension list is read at every login (changes within two seconds, no signal), and
+/// an x509 login mapped to a pool leases an account in the gridmapdir; a key query does not.
+#[test]
+fn suspensions_take_effect_without_a_restart_and_pool_logins_lease() {
+    let (Some(py_paramiko), Some(asyncssh)) = (python_with("paramiko"), python_with("asyncssh"))
+    else {
+        return;
+    };
+    let server = Server::start_with(
+        &["password", "x509"],
+        "[[pool]]\nname = \"e2epool\"\ncount = 2\nfirst_uid = 71001\ngid = 71000\n",
+        &[],
+        "",
+        &format!("\"{NEW_DN}\" .e2epool\n"),
+    );
+    assert_ok(
+        &paramiko(&py_paramiko, &server, "password", "echo ok"),
+        "ok\n",
+        "before",
+        &server,
+    );
+    write_mode(
+        &server.path("suspended"),
+        format!("token \"{ISSUER}\" \"{}\"  # e2e\n", subject()).as_bytes(),
+        0o644,
+    );
+    let refused = wait_for(Duration::from_secs(10), || {
+        paramiko(&py_paramiko, &server, "password", "echo ok")["ok"] == json!(false)
+    });
+    assert!(
+        refused,
+        "still accepted after suspension:\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("is suspended"), "{}", server.log());
+
+    // the pool: NEW_DN logs in as the pool's name and is given a lease (the gridmapdir is
+    // the site's, made once, as for Globus and LCMAPS)
+    std::fs::create_dir(server.path("gridmapdir")).unwrap();
+    std::fs::create_dir(server.path("nss")).unwrap();
+    let key = server.path("new-user.key");
+    let cert = server.path("new-user.pem");
+    write_mode(&key, &pki().new_user.key_pem().unwrap(), 0o600);
+    write_mode(&cert, &pki().new_user.cert_pem().unwrap(), 0o644);
+    let (code, out, err) = run(Command::new(&asyncssh).args([
+        "-c",
+        ASYNCSSH_X509,
+        "127.0.0.1",
+        &server.port.to_string(),
+        "e2epool",
+        key.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        "id -un",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let leases: Vec<String> = std::fs::read_dir(server.path("gridmapdir"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('%'))
+        .collect();
+    assert_eq!(
+        leases.len(),
+        1,
+        "one lease for NEW_DN: {leases:?}\n{}",
+        server.log()
+    );
+    // the leased account is named in the log; this test host has no such account (it would
+    // come from nss_hpccert's cache, written next to the leases), so the login ends there
+    assert!(
+        server.log().contains("e2epool001") || server.log().contains("e2epool002"),
+        "{}",
+        server.log()
+    );
+    let nss = std::fs::read_to_string(server.path("nss/passwd")).unwrap();
+    assert!(nss.contains("e2epool001:x:71001:71000:"), "{nss}");
 }
