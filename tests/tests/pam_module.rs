@@ -152,7 +152,7 @@ impl Site {
             format!(
                 "version = 1\n\
                  [tokens]\nkey_cache_dir = \"{dd}/keys\"\n\
-                 [mapping]\ntoken_mapfile = \"{dd}/token-map\"\n\
+                 [mapping]\ntoken_mapfile = \"{dd}/token-map\"\nsuspended_file = \"{dd}/suspended\"\n\
                  [[issuer]]\nissuer = \"{JWKS_ISSUER}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"RS256\"]\njwks_file = \"{dd}/jwks.json\"\n\
                  [[issuer]]\nissuer = \"{CACHE_ISSUER}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"ES256\"]\nusername_claim = \"preferred_username\"\n"
             )
@@ -526,6 +526,24 @@ fn bad_tokens_and_answers_are_refused_with_the_reason() {
         assert_not_leaked(&run, &answer);
     }
 
+    // a suspended identity: the token is good, the identity may not log in anywhere
+    let good = site.token(|_| {});
+    write_mode(
+        &site.dir.path().join("suspended"),
+        format!("token \"{JWKS_ISSUER}\" \"alice-subject\"  # ticket 42\n").as_bytes(),
+        0o644,
+    );
+    let run = site.login("alice", &good);
+    assert_refused(&run, "Authentication failure", "is suspended");
+    assert!(
+        run.log().contains("ticket 42") || run.log().contains("line 1"),
+        "{}",
+        run.log()
+    );
+    assert_not_leaked(&run, &good);
+    std::fs::remove_file(site.dir.path().join("suspended")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(site.login("alice", &good).succeeded());
+
     // no answer at all (stdin closed: pamtester's conversation returns no response)
     let run = site.pamtester("hpccert", "alice", &["authenticate"], &[], &[]);
     assert_refused(
@@ -836,7 +854,7 @@ fn certificate_chains_handed_over_by_the_application() {
         &d.join("x509.toml"),
         format!(
             "version = 1\n[trust]\nca_dir = \"{dd}/certificates\"\ncrl = \"require\"\nnamespaces = \"ignore\"\n\
-             [mapping]\ngrid_mapfile = \"{dd}/x509-grid-mapfile\"\n"
+             [mapping]\ngrid_mapfile = \"{dd}/x509-grid-mapfile\"\nsuspended_file = \"{dd}/suspended\"\n"
         )
         .as_bytes(),
         0o644,
