@@ -216,7 +216,7 @@ impl Site {
             format!(
                 "version = 1\n\
                  [tokens]\nkey_cache_dir = \"{dd}/keys\"\n\
-                 [mapping]\ntoken_mapfile = \"{dd}/token-map\"\n\
+                 [mapping]\ntoken_mapfile = \"{dd}/token-map\"\nsuspended_file = \"{dd}/suspended\"\n\
                  [[issuer]]\nissuer = \"{issuer}\"\naudiences = [\"{AUDIENCE}\"]\n\
                  algorithms = [\"RS256\"]\nprofile = \"wlcg\"\nrequire_at_jwt = true\n"
             )
