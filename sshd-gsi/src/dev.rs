@@ -150,13 +150,14 @@ pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
     let text = format!(
         "# sshd-gsi --dev (rewritten at each start)\nversion = 1\n\
          [trust]\nca_dir = \"{}\"\n\
-         [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\n\
+         [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\nsuspended_file = \"{}\"\n\
          [tokens]\nkey_cache_dir = \"{}\"\n\
          [sshd]\nlisten = [\"{listen}\"]\nhost_keys = [\"{}\"]\nmethods = [\"x509\", \"keyboard-interactive\", \"password\"]\nuse_pam = false\n\
          [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\n",
         s(&trust),
         s(&state.join("grid-mapfile")),
         s(&state.join("token-mapfile")),
+        s(&state.join("suspended")),
         s(&state.join("keys")),
         s(&host_key),
         s(&jwks),
