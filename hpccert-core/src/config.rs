@@ -168,6 +168,8 @@ pub struct SshdConfig {
     pub use_pam: bool,
     /// The PAM service name (`/etc/pam.d/NAME`).
     pub pam_service: String,
+    /// The PAM helper program (default: `sshd-gsi-pam-helper` beside `sshd-gsi`).
+    pub pam_helper: Option<PathBuf>,
 }
 
 impl Default for SshdConfig {
@@ -193,6 +195,7 @@ impl Default for SshdConfig {
             per_source_max_startups: 10,
             use_pam: true,
             pam_service: "sshd-gsi".into(),
+            pam_helper: None,
         }
     }
 }

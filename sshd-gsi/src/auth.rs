@@ -51,6 +51,8 @@ pub struct Engine {
     suspensions: Reloading<Result<SuspensionList, SuspensionError>>,
     /// The pools logins lease from (None: no `[[pool]]`).
     pools: Option<Gridmapdir>,
+    /// The PAM helper program (None: `use_pam = false`).
+    pub pam_helper: Option<std::path::PathBuf>,
     pub audit: crate::audit::Audit,
 }
 
@@ -132,6 +134,11 @@ impl Engine {
             return Err(format!("suspension list: {e}"));
         }
         let pools = config.gridmapdir()?;
+        let pam_helper = if config.sshd.use_pam {
+            Some(crate::pam::helper_path(config.sshd.pam_helper.as_deref())?)
+        } else {
+            None
+        };
         let mut ssh_cas = Vec::new();
         if config.sshd.methods.contains(&SshMethod::OpensshCert) {
             for f in &config.sshd.trusted_user_ca_keys {
@@ -150,6 +157,7 @@ impl Engine {
             ssh_cas,
             suspensions,
             pools,
+            pam_helper,
             audit,
         })
     }

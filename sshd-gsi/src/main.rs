@@ -7,12 +7,13 @@
 mod audit;
 mod auth;
 mod dev;
-mod libpam;
 mod limits;
 mod loginrec;
 mod metrics;
 mod notify;
 mod pam;
+#[allow(dead_code)] // HANDOVER_PREFIX is the helper's
+mod pam_proto;
 mod server;
 mod session;
 mod spawn;
@@ -57,12 +58,6 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    // the server starts itself again as its PAM helper (see pam.rs); not a user command
-    let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() == Some(std::ffi::OsStr::new(pam::HELPER_ARG)) {
-        let mode = args.next().unwrap_or_default();
-        return pam::helper_main(&mode.to_string_lossy());
-    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -122,9 +122,9 @@ impl Connection {
             ))
         });
         let result = match result {
-            Ok((login, account)) if self.engine.config.sshd.use_pam => {
+            Ok((login, account)) if let Some(helper) = &self.engine.pam_helper => {
                 let request = self.pam_request(&account, &login, None, None);
-                crate::pam::account(&request)
+                crate::pam::account(helper, &request)
                     .await
                     .map(|()| (login, account))
             }
@@ -256,7 +256,7 @@ impl Connection {
             state,
             pty.as_ref().map(|p| p.slave_path.as_str()),
         );
-        let mut launch = if self.engine.config.sshd.use_pam {
+        let mut launch = if let Some(helper) = &self.engine.pam_helper {
             let utf8 = |o: OsString| {
                 o.into_string()
                     .map_err(|o| format!("{} is not UTF-8", o.to_string_lossy()))
@@ -274,7 +274,7 @@ impl Connection {
             };
             let tty = pty.as_ref().map(|p| p.slave_path.as_str());
             let request = self.pam_request(account, login, tty, Some(run));
-            Launch::Pam(crate::pam::session_command()?, Box::new(request))
+            Launch::Pam(crate::pam::session_command(helper)?, Box::new(request))
         } else {
             let mut c = std::process::Command::new(&program);
             if let Some(a0) = &argv0 {
@@ -879,7 +879,7 @@ impl russh::server::Handler for Connection {
         let u = user.to_string();
         let now = hpccert_core::clock::now();
         let chain = key.chain;
-        let chain_pem = (signature.is_some() && self.engine.config.sshd.use_pam)
+        let chain_pem = (signature.is_some() && self.engine.pam_helper.is_some())
             .then(|| chain_pem(&chain))
             .flatten();
         let lease = signature.is_some();

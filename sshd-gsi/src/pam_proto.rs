@@ -1,0 +1,33 @@
+//! What sshd-gsi and its PAM helper (`sshd-gsi-pam-helper`, see [`crate::pam`]) say to each
+//! other: the request the server sends as JSON on the helper's fd 3. Shared by both binaries.
+
+use serde::{Deserialize, Serialize};
+
+/// Variables the server puts into the PAM environment and never passes on from it (a
+/// module could otherwise forge them for the session).
+pub const HANDOVER_PREFIX: &str = "HPCCERT_";
+
+/// What the server asks of a helper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub service: String,
+    pub user: String,
+    /// `PAM_RHOST`: the client's address.
+    pub rhost: String,
+    /// `PAM_TTY`: the PTY's path, or `ssh` without one (as sshd).
+    pub tty: Option<String>,
+    /// Put into the PAM environment before the stacks run: the verified identity.
+    pub handover: Vec<(String, String)>,
+    /// For `session`: the process to run as the account.
+    pub run: Option<Run>,
+}
+
+/// The session process the helper starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub program: String,
+    pub argv0: Option<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub pty: bool,
+}
