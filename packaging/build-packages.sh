@@ -69,6 +69,20 @@ gzip -9n "$assets"/man/*.8
 # the RPM's config names Fedora's sftp-server
 sed 's|^sftp_server = "/usr/lib/openssh/sftp-server"|sftp_server = "/usr/libexec/openssh/sftp-server"|' \
     packaging/hpccert.toml >"$assets/rpm/hpccert.toml"
+# cargo-generate-rpm packages files as they are (cargo-deb strips its own copies)
+for f in sshd-gsi gridmap-tool libpam_hpccert.so libnss_hpccert.so; do
+    strip --strip-unneeded -o "$assets/rpm/$f" "$release/$f"
+done
+# The NSS module keeps its SONAME file name in the .deb, which cargo-deb neither strips nor runs
+# dpkg-shlibdeps on: a stripped copy, and its shlibs dependencies checked against the metadata.
+mkdir -p "$assets/deb" "$assets/shlibdeps/debian"
+strip --strip-unneeded -o "$assets/deb/libnss_hpccert.so.2" "$release/libnss_hpccert.so"
+printf 'Source: hpccert\n\nPackage: libnss-hpccert\nArchitecture: any\n' >"$assets/shlibdeps/debian/control"
+computed=$(cd "$assets/shlibdeps" && dpkg-shlibdeps -O -e "$assets/deb/libnss_hpccert.so.2" 2>/dev/null |
+    sed -n 's/^shlibs:Depends=//p')
+declared=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["package"]["metadata"]["deb"]["depends"])' nss_hpccert/Cargo.toml)
+[ "$computed" = "$declared" ] ||
+    die "libnss_hpccert.so.2 needs Depends: $computed, but nss_hpccert/Cargo.toml declares: $declared (update it)"
 grep -q '^sftp_server = "/usr/libexec/openssh/sftp-server"' "$assets/rpm/hpccert.toml" ||
     die "packaging/hpccert.toml has no sftp_server line to adapt for RPM"
 
@@ -79,7 +93,10 @@ crates=(sshd-gsi gridmap-tool pam_hpccert nss_hpccert)
 if [ "$want_deb" = 1 ]; then
     for crate in "${crates[@]}"; do
         echo "== deb: $crate"
-        cargo deb --no-build --locked -p "$crate" --output "$out/"
+        multiarch=()
+        # the modules are loaded into processes of the same architecture: Multi-Arch: same
+        case "$crate" in pam_hpccert | nss_hpccert) multiarch=(--multiarch=same) ;; esac
+        cargo deb --no-build --locked --strip --no-dbgsym -p "$crate" "${multiarch[@]}" --output "$out/"
     done
 fi
 if [ "$want_rpm" = 1 ]; then

@@ -70,7 +70,7 @@ fn man(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One page for `cmd` (named `page_name`) and, recursively, one per visible subcommand
+/// One page for `cmd` (written as `page_name.8`) and, recursively, one per visible subcommand
 /// (`gridmap-tool-keys-refresh`).
 fn write_pages(
     dir: &Path,
@@ -82,9 +82,10 @@ fn write_pages(
         .get_version()
         .unwrap_or(env!("CARGO_PKG_VERSION"))
         .to_string();
-    let page = cmd.clone().name(page_name.to_string());
     let mut out: Vec<u8> = Vec::new();
-    clap_mangen::Man::new(page)
+    // after Command::build, a subcommand's display name is "gridmap-tool-keys-refresh", which
+    // clap_mangen puts into NAME and .TH
+    clap_mangen::Man::new(cmd.clone())
         .section(SECTION)
         .manual(MANUAL)
         .source(format!("hpccert {version}"))
@@ -97,7 +98,10 @@ fn write_pages(
         if sub.is_hide_set() || sub.get_name() == "help" {
             continue;
         }
-        let sub_name = format!("{page_name}-{}", sub.get_name());
+        let sub_name = sub
+            .get_display_name()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{page_name}-{}", sub.get_name()));
         let see_also = format!(".SH \"SEE ALSO\"\n\\fB{page_name}\\fR({SECTION})\n");
         write_pages(dir, sub, &sub_name, &see_also)?;
     }
