@@ -234,7 +234,7 @@ done
 MANWIDTH=100 man -P cat sshd-gsi | grep -q -- '--check-config' || fail "sshd-gsi(8) lacks --check-config"
 MANWIDTH=100 man -P cat pam_hpccert | grep -q 'auth       sufficient   pam_hpccert.so' ||
     fail "pam_hpccert(8) lacks the PAM line"
-man -l "$ROOT/packaging/man/libnss_hpccert.8" -P cat >/dev/null || fail "man -l libnss_hpccert.8"
+man -P cat -l "$ROOT/packaging/man/libnss_hpccert.8" >/dev/null || fail "man -l libnss_hpccert.8"
 bash -c 'source /usr/share/bash-completion/completions/gridmap-tool && complete -p gridmap-tool' >/dev/null ||
     fail "bash completion of gridmap-tool"
 bash -c 'source /usr/share/bash-completion/completions/sshd-gsi && complete -p sshd-gsi' >/dev/null ||
@@ -325,11 +325,11 @@ wait_for() { # FILE PATTERN SECONDS
 }
 wait_for "$WORK/notify.log" 'READY=1' 15 || fail "no READY=1 from sshd-gsi"
 
-login() {
-    "$PYTHON" "$ROOT/sshd-gsi/dev/ssh-x509.py" -p "$port" --key "$pki/user.key" --cert "$pki/user.pem" \
+x509_login() {
+    timeout 60 "$PYTHON" "$ROOT/sshd-gsi/dev/ssh-x509.py" -p "$port" --key "$pki/user.key" --cert "$pki/user.pem" \
         "$ACCOUNT@127.0.0.1" 'printf "%s %s %s\n" "$(id -un)" "$HPCCERT_AUTH_METHOD" "$((6 * 7))"'
 }
-out=$(timeout 60 login) || fail "the X.509 login failed: $out"
+out=$(x509_login 2>&1) || fail "the X.509 login failed: $out"
 [ "$out" = "$ACCOUNT x509 42" ] || fail "the session printed '$out', expected '$ACCOUNT x509 42'"
 grep -q "Accepted x509 for $ACCOUNT from 127.0.0.1" "$WORK/sshd.log" || fail "no 'Accepted x509' log line"
 grep -q "\"account\":\"$ACCOUNT\"" /var/log/hpccert/audit.jsonl || fail "no audit record"
@@ -341,7 +341,7 @@ $reload_pre >/dev/null || fail "ExecReload (check)"
 kill -HUP "$SERVER_PID"
 wait_for "$WORK/notify.log" 'RELOADING=1' 15 || fail "no RELOADING=1 after SIGHUP"
 sleep 0.5
-out=$(timeout 60 login) || fail "the login after SIGHUP failed: $out"
+out=$(x509_login 2>&1) || fail "the login after SIGHUP failed: $out"
 [ "$out" = "$ACCOUNT x509 42" ] || fail "after SIGHUP the session printed '$out'"
 echo "   reload ok"
 
