@@ -1,7 +1,7 @@
-//! Command-line definitions and dispatch.
+//! Command-line definitions (the dispatch is in `dispatch`). Only clap and hpccert-core: xtask
+//! includes this file to generate the man pages and shell completions.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hpccert_core::x509::CrlPolicy;
@@ -242,101 +242,4 @@ pub enum TokenmapCommand {
     /// Convert an HTCondor mapfile's SCITOKENS lines to token map lines (on stdout; what
     /// cannot be converted is listed on stderr and makes the exit status 1).
     ImportCondor { file: PathBuf },
-}
-
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let g = cli.global;
-    match cli.command {
-        Command::Check { file } => crate::check::run(&g, file),
-        Command::Explain {
-            cert,
-            dn,
-            token,
-            issuer,
-            audience,
-            jwks,
-            token_mapfile,
-            require_scope,
-            user,
-            json,
-        } => {
-            use crate::explain::Subject;
-            let subject = match (cert, dn, token) {
-                (Some(c), _, _) => Subject::Cert(c),
-                (_, Some(d), _) => Subject::Dn(d),
-                (_, _, Some(t)) => Subject::Token(
-                    t,
-                    crate::tokens::AdHoc {
-                        issuer,
-                        audience,
-                        jwks,
-                        token_mapfile,
-                        require_scope,
-                    },
-                ),
-                (None, None, None) => {
-                    anyhow::bail!("give --cert CHAIN.pem, --dn DN or --token FILE")
-                }
-            };
-            crate::explain::run(&g, subject, user, json)
-        }
-        Command::Keys { command } => {
-            let config = crate::settings::effective_config(&g)?;
-            let now = crate::settings::validation_time(&g)?;
-            match command {
-                KeysCommand::Refresh { issuer } => {
-                    crate::tokens::keys_refresh(&config, issuer.as_deref(), now)
-                }
-                KeysCommand::Show { json } => crate::tokens::keys_show(&config, json, now),
-            }
-        }
-        Command::Tokenmap { command } => match command {
-            TokenmapCommand::Check { file } => {
-                crate::tokens::tokenmap_check(&crate::settings::effective_config(&g)?, file)
-            }
-            TokenmapCommand::ImportCondor { file } => crate::tokens::tokenmap_import_condor(&file),
-        },
-        Command::Pool { command } => match command {
-            PoolCommand::List { json } => crate::pool::list(&g, json),
-            PoolCommand::Release {
-                account,
-                dn,
-                token,
-                key,
-            } => crate::pool::release(
-                &g,
-                crate::pool::Whose {
-                    account,
-                    dn,
-                    token,
-                    key,
-                },
-            ),
-            PoolCommand::Expire { older_than } => crate::pool::expire(&g, &older_than),
-        },
-        Command::Suspend { who } => crate::suspend::suspend(
-            &g,
-            crate::suspend::entry(who.dn.as_deref(), &who.token, who.account.as_deref())?,
-        ),
-        Command::Unsuspend { who } => crate::suspend::unsuspend(
-            &g,
-            crate::suspend::entry(who.dn.as_deref(), &who.token, who.account.as_deref())?,
-        ),
-        Command::Add { dn, account } => crate::edit::add(&g, &dn, &account),
-        Command::Remove { dn, account } => crate::edit::remove(&g, &dn, account.as_deref()),
-        Command::List { json } => crate::edit::list(&g, json),
-        Command::ConvertDn { dn, to } => {
-            let parsed = hpccert_core::dn::DistinguishedName::parse(&dn)
-                .map_err(|e| anyhow::anyhow!("cannot parse DN {dn:?}: {e}"))?;
-            println!(
-                "{}",
-                match to {
-                    DnForm::Rfc4514 => parsed.to_rfc4514(),
-                    DnForm::Openssl => parsed.to_slash(),
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Demo { dir } => crate::demo::run(dir),
-    }
 }

@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod demo;
+mod dispatch;
 mod edit;
 mod explain;
 mod pool;
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
         )
         .without_time()
         .init();
-    match cli::run(cli) {
+    match dispatch::run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("gridmap-tool: {e:#}");

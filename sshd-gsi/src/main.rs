@@ -6,6 +6,7 @@
 
 mod audit;
 mod auth;
+mod cli;
 mod dev;
 mod limits;
 mod loginrec;
@@ -23,39 +24,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hpccert_core::config::{Config, DEFAULT_PATH};
-
-/// SSH server for HPC login nodes: logins with X.509 certificates (RFC 6187, RFC 3820
-/// proxies) and OAuth2 bearer tokens, mapped to local accounts through the grid-mapfile and
-/// the token map, as /etc/hpccert/hpccert.toml configures.
-///
-/// Token logins: keyboard-interactive (prompt "Access token: "; an answer ending in "\"
-/// continues with "Access token (part N): ", for clients that cut answers at 1023 bytes; see
-/// hpccert-askpass) or the token as the password.
-#[derive(Debug, Parser)]
-#[command(name = "sshd-gsi", version)]
-struct Cli {
-    /// Config file.
-    #[arg(short = 'f', long, value_name = "FILE", default_value = DEFAULT_PATH)]
-    config: PathBuf,
-    /// Check the configuration (config file, host keys, trust store, mapping files), print
-    /// the effective configuration and exit: 0 usable, 1 not.
-    #[arg(short = 't', long)]
-    check_config: bool,
-    /// Development mode: unprivileged, on 127.0.0.1:2222, with a generated dev CA, user
-    /// certificate, token issuer and host key in the state directory; prints how to log in.
-    #[arg(long)]
-    dev: bool,
-    /// State directory of --dev [default: $XDG_STATE_HOME/hpccert-dev or ~/.local/state/hpccert-dev].
-    #[arg(long, value_name = "DIR", requires = "dev")]
-    state_dir: Option<PathBuf>,
-    /// Listen on this address instead of the configured ones (repeatable).
-    #[arg(long, value_name = "ADDR:PORT")]
-    listen: Vec<String>,
-    /// Debug logging (or set HPCCERT_LOG, e.g. HPCCERT_LOG=debug).
-    #[arg(short, long)]
-    debug: bool,
-}
+use cli::Cli;
+use hpccert_core::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
