@@ -70,7 +70,7 @@ gzip -9n "$assets"/man/*.8
 sed 's|^sftp_server = "/usr/lib/openssh/sftp-server"|sftp_server = "/usr/libexec/openssh/sftp-server"|' \
     packaging/hpccert.toml >"$assets/rpm/hpccert.toml"
 # cargo-generate-rpm packages files as they are (cargo-deb strips its own copies)
-for f in sshd-gsi gridmap-tool libpam_hpccert.so libnss_hpccert.so; do
+for f in sshd-gsi sshd-gsi-pam-helper gridmap-tool libpam_hpccert.so libnss_hpccert.so; do
     strip --strip-unneeded -o "$assets/rpm/$f" "$release/$f"
 done
 # The NSS module keeps its SONAME file name in the .deb, which cargo-deb neither strips nor runs

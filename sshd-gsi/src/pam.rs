@@ -31,25 +31,32 @@ use std::time::Duration;
 
 pub use crate::pam_proto::{Request, Run};
 
-/// The helper's file name, looked for beside the server's own executable.
+/// The helper's file name.
 pub const HELPER_NAME: &str = "sshd-gsi-pam-helper";
+/// Where the packages install it.
+pub const INSTALLED_HELPER: &str = "/usr/libexec/hpccert/sshd-gsi-pam-helper";
 
-/// Where the helper is: `[sshd] pam_helper`, else beside this executable.
+/// Where the helper is: `[sshd] pam_helper`, else beside this executable (a build tree), else
+/// where the packages install it.
 pub fn helper_path(configured: Option<&Path>) -> Result<PathBuf, String> {
-    let path = match configured {
-        Some(p) => p.to_path_buf(),
-        None => std::env::current_exe()
-            .map_err(|e| format!("cannot tell where sshd-gsi runs from: {e}"))?
-            .with_file_name(HELPER_NAME),
+    let candidates = match configured {
+        Some(p) => vec![p.to_path_buf()],
+        None => {
+            let mut c = Vec::new();
+            if let Ok(exe) = std::env::current_exe() {
+                c.push(exe.with_file_name(HELPER_NAME));
+            }
+            c.push(PathBuf::from(INSTALLED_HELPER));
+            c
+        }
     };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "[sshd] use_pam: the PAM helper {} is missing (set [sshd] pam_helper)",
-            path.display()
-        ))
-    }
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        format!(
+            "[sshd] use_pam: the PAM helper is missing (looked for {}; set [sshd] pam_helper)",
+            looked.join(", ")
+        )
+    })
 }
 
 /// How long the account stack may take before the login is refused.
