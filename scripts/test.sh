@@ -34,3 +34,13 @@ elif [ "${CI:-}" = true ]; then
 else
     echo "SKIPPED: x509-limbo suite not found at $limbo"
 fi
+
+# The packages (issue #8): built, linted, installed on this machine, logged into and purged.
+# It installs packages, so it runs under CI (a throw-away machine) or when asked for.
+if [ "${CI:-}" = true ] || [ "${HPCCERT_TEST_PACKAGES:-}" = 1 ]; then
+    echo "== packages"
+    packaging/build-packages.sh
+    packaging/test-install.sh
+else
+    echo "SKIPPED: packages (installs and purges packages on this machine: CI=true or HPCCERT_TEST_PACKAGES=1, as root, with cargo-deb, cargo-generate-rpm, lintian, rpm, man-db, systemd)"
+fi
