@@ -50,13 +50,17 @@ pub fn helper_path(configured: Option<&Path>) -> Result<PathBuf, String> {
             c
         }
     };
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        format!(
-            "[sshd] use_pam: the PAM helper is missing (looked for {}; set [sshd] pam_helper)",
-            looked.join(", ")
-        )
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            format!(
+                "[sshd] use_pam: the PAM helper is missing (looked for {}; set [sshd] pam_helper)",
+                looked.join(", ")
+            )
+        })
 }
 
 /// How long the account stack may take before the login is refused.
