@@ -192,6 +192,11 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
         }
     };
     reporter.ok();
+    // what setting up took (the request, PAM's scratch) goes back to the system: an idle
+    // session should cost little more than the modules' own state
+    drop(cmd);
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
     let status = wait_forwarding(pid, &signals);
     // the session's output ends with its process, not with the PAM close below
     release_stdio();
