@@ -120,13 +120,14 @@ impl HelperCommand {
         })
     }
 
-    /// Start the helper, send the request and wait for its first answer (`ok` or the error);
-    /// later `log` lines are logged until the helper ends.
+    /// Start the helper, send the request and wait for its first answer (`ok`, with the
+    /// session process's pid for a session, or the error); later `log` lines are logged until
+    /// the helper ends.
     pub async fn start(
         mut self,
         request: &Request,
         timeout: Duration,
-    ) -> Result<tokio::process::Child, String> {
+    ) -> Result<(tokio::process::Child, Option<i32>), String> {
         let mut child = self
             .command
             .spawn()
@@ -135,10 +136,16 @@ impl HelperCommand {
         let body = serde_json::to_vec(request).map_err(|e| format!("PAM helper: {e}"))?;
         let answer = tokio::time::timeout(timeout, converse(self.ours, &body)).await;
         match answer {
-            Ok(Ok(())) => Ok(child),
+            Ok(Ok(pid)) => Ok((child, pid)),
             Ok(Err(e)) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                // it ends by itself once it has undone what it set up (credentials)
+                if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
                 Err(e)
             }
             Err(_) => {
@@ -150,8 +157,9 @@ impl HelperCommand {
     }
 }
 
-/// Send the request, read answers until `ok` or `error`; a task logs the helper's later lines.
-async fn converse(sock: UnixStream, body: &[u8]) -> Result<(), String> {
+/// Send the request, read answers until `ok [PID]` or `error`; a task logs the helper's later
+/// lines.
+async fn converse(sock: UnixStream, body: &[u8]) -> Result<Option<i32>, String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let sock = sock
         .set_nonblocking(true)
@@ -164,9 +172,13 @@ async fn converse(sock: UnixStream, body: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("PAM helper: cannot send the request: {e}"))?;
     drop(write);
     let mut lines = tokio::io::BufReader::new(read).lines();
-    loop {
+    let pid = loop {
         match lines.next_line().await {
-            Ok(Some(l)) if l == "ok" => break,
+            Ok(Some(l)) if l == "ok" => break None,
+            Ok(Some(l)) if l.starts_with("ok ") => match l[3..].parse::<i32>() {
+                Ok(pid) if pid > 1 => break Some(pid),
+                _ => return Err(format!("PAM helper: bad answer {l:?}")),
+            },
             Ok(Some(l)) => match l.strip_prefix("error ") {
                 Some(e) => return Err(e.to_string()),
                 None => log_line(&l),
@@ -174,14 +186,14 @@ async fn converse(sock: UnixStream, body: &[u8]) -> Result<(), String> {
             Ok(None) => return Err("PAM helper ended without an answer".into()),
             Err(e) => return Err(format!("PAM helper: {e}")),
         }
-    }
+    };
     // the helper may report more (closing the session) while the session runs
     tokio::spawn(async move {
         while let Ok(Some(l)) = lines.next_line().await {
             log_line(&l);
         }
     });
-    Ok(())
+    Ok(pid)
 }
 
 fn log_line(l: &str) {
@@ -204,7 +216,7 @@ pub async fn account(helper: &Path, request: &Request) -> Result<(), String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
-    let mut child = helper.start(request, ACCOUNT_TIMEOUT).await?;
+    let (mut child, _) = helper.start(request, ACCOUNT_TIMEOUT).await?;
     match child.wait().await {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(format!("PAM helper failed: {s}")),
@@ -217,10 +229,17 @@ pub fn session_command(helper: &Path) -> Result<HelperCommand, String> {
     HelperCommand::new(helper, "session")
 }
 
-/// Start a session helper prepared by [`session_command`].
+/// Start a session helper prepared by [`session_command`]: the helper, and the pid of the
+/// session's process (its process group), which signals go to.
 pub async fn start_session(
     helper: HelperCommand,
     request: &Request,
-) -> Result<tokio::process::Child, String> {
-    helper.start(request, SESSION_TIMEOUT).await
+) -> Result<(tokio::process::Child, i32), String> {
+    match helper.start(request, SESSION_TIMEOUT).await? {
+        (child, Some(pid)) => Ok((child, pid)),
+        (mut child, None) => {
+            let _ = child.start_kill();
+            Err("PAM helper did not name the session's process".into())
+        }
+    }
 }

@@ -67,6 +67,9 @@ impl Reporter {
     fn ok(&self) {
         self.line("ok");
     }
+    fn started(&self, pid: nix::unistd::Pid) {
+        self.line(&format!("ok {pid}"));
+    }
     fn error(&self, e: &str) {
         self.line(&format!("error {e}"));
     }
@@ -191,7 +194,7 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    reporter.ok();
+    reporter.started(pid);
     // what setting up took (the request, PAM's scratch) goes back to the system: an idle
     // session should cost little more than the modules' own state
     drop(cmd);

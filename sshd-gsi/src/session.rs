@@ -301,7 +301,7 @@ impl Connection {
                     .stderr(Stdio::piped());
             }
         }
-        let child = launch
+        let (child, session_pid) = launch
             .spawn()
             .await
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
@@ -335,7 +335,7 @@ impl Connection {
         match pty {
             Some(pty) => {
                 drop(pty.slave);
-                state.pid = child.id().and_then(|p| i32::try_from(p).ok());
+                state.pid = session_pid;
                 let master = Arc::new(pty.master);
                 state.master = Some(master.clone());
                 let mut tally = tally;
@@ -353,7 +353,7 @@ impl Connection {
                 tokio::spawn(pump_pty(channel, child, master, handle, id, tally));
             }
             None => {
-                state.pid = child.id().and_then(|p| i32::try_from(p).ok());
+                state.pid = session_pid;
                 tokio::spawn(pump_pipes(channel, child, handle, id, tally));
             }
         }
@@ -434,10 +434,18 @@ impl Launch {
         }
     }
 
-    async fn spawn(self) -> Result<tokio::process::Child, String> {
+    /// The process to wait for, and the pid whose process group signals go to (the session's
+    /// process itself, not the PAM helper above it).
+    async fn spawn(self) -> Result<(tokio::process::Child, Option<i32>), String> {
         match self {
-            Self::Direct(mut c) => c.spawn().map_err(|e| e.to_string()),
-            Self::Pam(h, request) => crate::pam::start_session(h, &request).await,
+            Self::Direct(mut c) => {
+                let child = c.spawn().map_err(|e| e.to_string())?;
+                let pid = child.id().and_then(|p| i32::try_from(p).ok());
+                Ok((child, pid))
+            }
+            Self::Pam(h, request) => crate::pam::start_session(h, &request)
+                .await
+                .map(|(child, pid)| (child, Some(pid))),
         }
     }
 }

@@ -1642,3 +1642,58 @@ fn suspensions_take_effect_without_a_restart_and_pool_logins_lease() {
     let nss = std::fs::read_to_string(server.path("nss/passwd")).unwrap();
     assert!(nss.contains("e2epool001:x:71001:71000:"), "{nss}");
 }
+
+/// Signal requests go to the session's process (its process group), not to the PAM helper
+/// above it: even SIGKILL, which the helper could not pass on, ends the process, and the
+/// helper still closes the PAM session and reports the signal.
+#[test]
+fn signal_requests_reach_the_session_process_under_pam() {
+    let Some(python) = python_with("asyncssh") else {
+        return;
+    };
+    let Some((server, token, pam)) = pam_server("") else {
+        return;
+    };
+    let script = r#"
+import asyncio, json, sys, asyncssh
+port, user, token_file = sys.argv[1:4]
+async def main():
+    async with asyncssh.connect("127.0.0.1", int(port), username=user,
+                                password=open(token_file).read().strip(),
+                                preferred_auth="password", known_hosts=None,
+                                agent_path=None, config=[]) as conn:
+        out = {}
+        for sig in ["TERM", "KILL"]:
+            p = await conn.create_process("echo started; sleep 100")
+            await p.stdout.readline()
+            p.send_signal(sig)
+            r = await asyncio.wait_for(p.wait(check=False), 20)
+            out[sig] = r.exit_signal[0] if r.exit_signal else r.exit_status
+        print(json.dumps(out))
+asyncio.run(main())
+"#;
+    let (code, out, err) = run(Command::new(&python).args([
+        "-c",
+        script,
+        &server.port.to_string(),
+        PAM_ACCOUNT,
+        token.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}\n{}", server.log());
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        r,
+        json!({"TERM": "TERM", "KILL": "KILL"}),
+        "{}",
+        server.log()
+    );
+    // both PAM sessions were closed by their helpers
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(pam.path().join("session.log"))
+                .is_ok_and(|l| l.matches("close_session").count() == 2)
+        }),
+        "{:?}",
+        std::fs::read_to_string(pam.path().join("session.log"))
+    );
+}
