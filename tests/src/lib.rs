@@ -85,24 +85,26 @@ pub fn library(name: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
-/// The PAM module cargo built for this test run (`pam_hpccert` is a dev-dependency of this
-/// crate, so cargo builds `libpam_hpccert.so` next to the test binaries).
-pub fn built_module() -> PathBuf {
+/// A module cargo built for this test run (`libpam_hpccert.so`, `libnss_hpccert.so`: their
+/// crates are dev-dependencies of this one, so cargo builds them next to the test binaries).
+pub fn built_library(file: &str) -> PathBuf {
     let exe = std::env::current_exe().or_fail("current_exe");
     let deps = exe.parent().or_fail("the test binary's directory");
-    [
-        deps.join("libpam_hpccert.so"),
-        deps.join("../libpam_hpccert.so"),
-    ]
-    .iter()
-    .find(|p| p.is_file())
-    .cloned()
-    .unwrap_or_else(|| {
-        panic!(
-            "libpam_hpccert.so not found in {} (pam_hpccert is a dev-dependency of this crate, so cargo should have built it)",
-            deps.display()
-        )
-    })
+    [deps.join(file), deps.join("..").join(file)]
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{file} not found in {} (its crate is a dev-dependency of this one, so cargo should have built it)",
+                deps.display()
+            )
+        })
+}
+
+/// The PAM module cargo built for this test run.
+pub fn built_module() -> PathBuf {
+    built_library("libpam_hpccert.so")
 }
 
 /// Whether this process runs as root (the owner of `/proc/self` is the effective uid).

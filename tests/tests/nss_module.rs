@@ -21,47 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hpccert_core::atomic_file::write_atomic;
 use hpccert_core::gridmap::AccountName;
 use hpccert_core::nsscache::{GroupEntry, PasswdEntry, render_passwd, write_group, write_passwd};
-use hpccert_e2e::{peer_available, run};
-
-/// nss_wrapper, or a skip (a failure under HPCCERT_E2E_REQUIRED=1).
-fn nss_wrapper() -> Option<PathBuf> {
-    let found = [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/usr/lib64",
-        "/usr/lib",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join("libnss_wrapper.so"))
-    .find(|p| p.is_file());
-    if found.is_none() {
-        let required = std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1");
-        let msg = "libnss_wrapper.so not found (Debian package libnss-wrapper)";
-        assert!(!required, "{msg}, and HPCCERT_E2E_REQUIRED=1");
-        eprintln!("SKIPPED: {msg}");
-    }
-    found
-}
-
-/// The module cargo built for this test run.
-fn built_module() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    let deps = exe
-        .parent()
-        .unwrap_or_else(|| panic!("no parent of {}", exe.display()));
-    [
-        deps.join("libnss_hpccert.so"),
-        deps.join("../libnss_hpccert.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| {
-        panic!(
-            "libnss_hpccert.so not found in {} (nss_hpccert is a dev-dependency of this crate, so cargo should have built it)",
-            deps.display()
-        )
-    })
-}
+use hpccert_e2e::{built_library, is_root, library, peer_available, run, skip};
 
 fn name(s: &str) -> AccountName {
     AccountName::parse(s).unwrap_or_else(|e| panic!("{e}"))
@@ -115,13 +75,14 @@ struct Site {
 
 impl Site {
     fn new() -> Option<Self> {
-        let wrapper = nss_wrapper()?;
+        let wrapper = library("libnss_wrapper.so", "libnss-wrapper")?;
         if !peer_available("getent", "libc-bin") || !peer_available("id", "coreutils") {
             return None;
         }
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let site = Self { dir, wrapper };
-        std::fs::copy(built_module(), site.module()).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(built_library("libnss_hpccert.so"), site.module())
+            .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(
             site.path("passwd.wrapper"),
             "root:x:0:0:root:/root:/bin/bash\n",
@@ -427,17 +388,8 @@ fn entries_larger_than_the_first_buffer_are_retried_not_cut() {
 fn glibc_loads_the_module_from_nsswitch_conf_in_a_private_mount_namespace() {
     let Some(site) = Site::new() else { return };
     // only root may unshare the mount namespace and bind-mount
-    if !std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    {
-        let required = std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "the glibc NSS test needs root, and HPCCERT_E2E_REQUIRED=1"
-        );
-        eprintln!("SKIPPED: the glibc NSS test needs root");
+    if !is_root() {
+        skip("the glibc NSS test needs root");
         return;
     }
     if !peer_available("unshare", "util-linux") {

@@ -14,7 +14,7 @@
 #![allow(clippy::panic)]
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,55 +23,13 @@ use hpccert_core::devtoken::{DevKey, jwks};
 use hpccert_core::token::JwsAlgorithm;
 use hpccert_core::token::keys::{CachedKeys, write_cached};
 use hpccert_core::token::unix_seconds;
-use hpccert_e2e::{peer_available, write_mode};
+use hpccert_e2e::{built_module, library, peer_available, write_mode};
 use serde_json::{Value, json};
 
 const JWKS_ISSUER: &str = "https://jwks.issuer.test";
 const CACHE_ISSUER: &str = "https://cache.issuer.test";
 const AUD: &str = "https://login.hpc.test";
 const PROMPT: &str = "Access token: ";
-
-/// A shared library of a Debian package, or a skip (a failure under HPCCERT_E2E_REQUIRED=1).
-fn library(name: &str, package: &str) -> Option<PathBuf> {
-    let found = [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib/aarch64-linux-gnu",
-        "/usr/lib64",
-        "/usr/lib",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join(name))
-    .find(|p| p.is_file());
-    if found.is_none() {
-        let required = std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1");
-        let msg = format!("{name} not found (Debian package {package})");
-        assert!(!required, "{msg}, and HPCCERT_E2E_REQUIRED=1");
-        eprintln!("SKIPPED: {msg}");
-    }
-    found
-}
-
-/// The module cargo built for this test run.
-fn built_module() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    let deps = exe
-        .parent()
-        .unwrap_or_else(|| panic!("no parent of {}", exe.display()));
-    let candidates = [
-        deps.join("libpam_hpccert.so"),
-        deps.join("../libpam_hpccert.so"),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "libpam_hpccert.so not found in {} (pam_hpccert is a dev-dependency of this crate, so cargo should have built it)",
-                deps.display()
-            )
-        })
-}
 
 /// What pamtester did.
 #[derive(Debug)]
