@@ -19,18 +19,29 @@ fn parse_dn(dn: &str) -> anyhow::Result<DistinguishedName> {
 
 /// Read the file's lines; refuse to edit a file that does not parse.
 fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    read_checked_lines(path, "", |text| GridMapfile::parse(text).map(drop))
+}
+
+/// The lines of a line-based file (none when it does not exist), refused when `check` finds
+/// errors, so that an edit never rewrites a broken file; `consequence` says what the broken
+/// file means meanwhile.
+pub(crate) fn read_checked_lines(
+    path: &Path,
+    consequence: &str,
+    check: impl Fn(&str) -> Result<(), Vec<hpccert_core::gridmap::LineError>>,
+) -> anyhow::Result<Vec<String>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    if let Err(errors) = GridMapfile::parse(&text) {
+    if let Err(errors) = check(&text) {
         let list: Vec<String> = errors
             .iter()
             .map(|e| format!("  line {}: {}", e.line, e.message))
             .collect();
         bail!(
-            "{} does not parse; fix it first (nothing was changed):\n{}",
+            "{} does not parse{consequence}; fix it first (nothing was changed):\n{}",
             path.display(),
             list.join("\n")
         );
@@ -38,7 +49,8 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(text.lines().map(str::to_string).collect())
 }
 
-fn write_lines(path: &Path, lines: &[String]) -> anyhow::Result<()> {
+/// Replace the file atomically with `lines`.
+pub(crate) fn write_lines(path: &Path, lines: &[String]) -> anyhow::Result<()> {
     let mut text = lines.join("\n");
     if !text.is_empty() {
         text.push('\n');

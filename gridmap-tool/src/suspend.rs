@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::edit::write_lines;
 use anyhow::{Context, anyhow, bail};
-use hpccert_core::atomic_file::{WriteLock, write_atomic};
+use hpccert_core::atomic_file::WriteLock;
 use hpccert_core::dn::DistinguishedName;
 use hpccert_core::gridmap::AccountName;
 use hpccert_core::suspension::{Suspended, SuspensionList, parse_line};
@@ -35,31 +36,9 @@ pub fn entry(
 }
 
 fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    if let Err(errors) = SuspensionList::parse(&text) {
-        let list: Vec<String> = errors
-            .iter()
-            .map(|e| format!("  line {}: {}", e.line, e.message))
-            .collect();
-        bail!(
-            "{} does not parse (every login is refused until it does); fix it first, nothing was changed:\n{}",
-            path.display(),
-            list.join("\n")
-        );
-    }
-    Ok(text.lines().map(str::to_string).collect())
-}
-
-fn write_lines(path: &Path, lines: &[String]) -> anyhow::Result<()> {
-    let mut text = lines.join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
-    write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+    crate::edit::read_checked_lines(path, " (every login is refused until it does)", |text| {
+        SuspensionList::parse(text).map(drop)
+    })
 }
 
 pub fn suspend(g: &GlobalArgs, what: Suspended) -> anyhow::Result<ExitCode> {
