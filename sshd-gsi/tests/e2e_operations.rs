@@ -1494,8 +1494,16 @@ fn pam_hpccert_rechecks_the_chain_sshd_gsi_hands_over() {
     let Some(python) = python_with("asyncssh") else {
         return;
     };
-    let module = Path::new(env!("CARGO_BIN_EXE_sshd-gsi")).with_file_name("libpam_hpccert.so");
-    assert!(module.is_file(), "{} (a dev-dependency)", module.display());
+    // pam_hpccert is a dev-dependency: cargo builds it beside this test's binary (deps/), and
+    // beside sshd-gsi when it was built on its own
+    let exe = std::env::current_exe().unwrap();
+    let module = [
+        exe.with_file_name("libpam_hpccert.so"),
+        Path::new(env!("CARGO_BIN_EXE_sshd-gsi")).with_file_name("libpam_hpccert.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .expect("libpam_hpccert.so built as a dev-dependency");
     let probe = tempfile::tempdir().unwrap();
     let config = probe.path().join("module.toml");
     let gridmap = probe.path().join("module-grid-mapfile");
