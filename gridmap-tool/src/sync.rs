@@ -346,8 +346,16 @@ fn line_changes(old: &str, new: &str) -> (usize, usize) {
     for l in old.lines() {
         *count.entry(l).or_default() -= 1;
     }
-    let added = count.values().filter(|&&n| n > 0).map(|&n| n as usize).sum();
-    let removed = count.values().filter(|&&n| n < 0).map(|&n| (-n) as usize).sum();
+    let added = count
+        .values()
+        .filter(|&&n| n > 0)
+        .map(|&n| n as usize)
+        .sum();
+    let removed = count
+        .values()
+        .filter(|&&n| n < 0)
+        .map(|&n| (-n) as usize)
+        .sum();
     (added, removed)
 }
 
@@ -424,8 +432,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let state = read_state(&targets.state).map_err(refusal)?;
     let static_file = match &args.static_gridmap {
         Some(p) => {
-            if std::fs::canonicalize(p).ok() == std::fs::canonicalize(&targets.grid_mapfile).ok()
-            {
+            if std::fs::canonicalize(p).ok() == std::fs::canonicalize(&targets.grid_mapfile).ok() {
                 return Err(refusal(format!(
                     "the static grid-mapfile {} is the file sync installs; keep the static lines in a separate file",
                     p.display()

@@ -67,8 +67,10 @@ impl Portal {
                     b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 22\r\nConnection: close\r\n\r\nmissing or wrong token"
                         .to_vec()
                 } else if headers.get("if-none-match") == Some(&current) {
-                    format!("HTTP/1.1 304 Not Modified\r\nETag: {current}\r\nConnection: close\r\n\r\n")
-                        .into_bytes()
+                    format!(
+                        "HTTP/1.1 304 Not Modified\r\nETag: {current}\r\nConnection: close\r\n\r\n"
+                    )
+                    .into_bytes()
                 } else {
                     let mut r = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -247,8 +249,7 @@ fn first_sync_installs_every_file_and_explain_uses_them() {
     let group = CachedTable::<GroupTable>::new(&site.dir.join("nss"));
     assert_eq!(group.load().unwrap().len(), 2);
     // the state: ETag and serial
-    let state: serde_json::Value =
-        serde_json::from_str(&site.read(".portal-sync.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&site.read(".portal-sync.json")).unwrap();
     assert_eq!(state["serial"], 7);
     assert_eq!(state["etag"], export::etag(&bundle(7, files())));
     assert_eq!(state["url"], portal.url.as_str());
@@ -274,7 +275,11 @@ fn same_etag_is_304_and_rewrites_nothing_then_a_new_bundle_installs() {
     let o = site.sync(&portal, &[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "unchanged (serial 7)");
-    assert_eq!(site.snapshot(), before, "mtimes or contents changed on a 304");
+    assert_eq!(
+        site.snapshot(),
+        before,
+        "mtimes or contents changed on a 304"
+    );
     assert_eq!(portal.requests(), 2);
 
     // serial 8 unsuspends mallory and adds bob
@@ -287,7 +292,10 @@ fn same_etag_is_304_and_rewrites_nothing_then_a_new_bundle_installs() {
     let out = stdout(&o);
     assert!(out.contains("installed serial 8"), "{out}");
     assert!(out.contains("suspended: +0 -1 lines"), "{out}");
-    assert!(out.contains("no longer suspended: account mallory"), "{out}");
+    assert!(
+        out.contains("no longer suspended: account mallory"),
+        "{out}"
+    );
     assert!(out.contains("grid-mapfile: +1 -0 lines"), "{out}");
     assert!(out.contains("token-mapfile: unchanged"), "{out}");
     assert!(out.contains("nss passwd: unchanged"), "{out}");
@@ -312,7 +320,9 @@ fn a_corrupted_download_changes_nothing() {
         serde_json::from_slice(&bundle(8, files())).unwrap();
     digest_mismatch["files"]["suspended"] = "".into(); // the digest still says "account mallory"
     let mut bad_line = files();
-    bad_line.nss_passwd.push_str("eve:x:0:0:root in disguise:/root:/bin/sh\n");
+    bad_line
+        .nss_passwd
+        .push_str("eve:x:0:0:root in disguise:/root:/bin/sh\n");
     let good = bundle(9, files());
     let cases: Vec<(&str, Vec<u8>, Option<String>, &str)> = vec![
         (
@@ -360,7 +370,10 @@ fn a_corrupted_download_changes_nothing() {
         let o = site.sync(&portal, &[]);
         assert_eq!(code(&o), 2, "{what}: {}{}", stdout(&o), stderr(&o));
         let err = stderr(&o);
-        assert!(err.contains("sync refused, nothing changed"), "{what}: {err}");
+        assert!(
+            err.contains("sync refused, nothing changed"),
+            "{what}: {err}"
+        );
         assert!(err.contains(expected), "{what}: {err}");
         assert_eq!(site.snapshot(), before, "{what}: an installed file changed");
     }
@@ -383,7 +396,10 @@ fn wrong_token_or_open_token_file_is_refused() {
     let err = stderr(&o);
     assert!(err.contains("HTTP 401"), "{err}");
     assert!(err.contains("missing or wrong token"), "{err}");
-    assert!(!err.contains("wrong-token\n") && !err.contains("Bearer"), "{err}");
+    assert!(
+        !err.contains("wrong-token\n") && !err.contains("Bearer"),
+        "{err}"
+    );
     assert!(!site.dir.join("grid-mapfile").exists());
 
     // a token file others can read is refused before any request

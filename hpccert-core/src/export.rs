@@ -196,15 +196,15 @@ impl Bundle {
         // named as such rather than as a shape error where possible
         let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| ExportError::Shape(e.to_string()))?;
-        if let Some(format) = value.get("format").and_then(|f| f.as_str()) {
-            if format != FORMAT {
-                return Err(ExportError::Format(format.to_string()));
-            }
+        if let Some(format) = value.get("format").and_then(|f| f.as_str())
+            && format != FORMAT
+        {
+            return Err(ExportError::Format(format.to_string()));
         }
-        if let Some(version) = value.get("version").and_then(serde_json::Value::as_u64) {
-            if version != VERSION {
-                return Err(ExportError::Version(version));
-            }
+        if let Some(version) = value.get("version").and_then(serde_json::Value::as_u64)
+            && version != VERSION
+        {
+            return Err(ExportError::Version(version));
         }
         // from the bytes again (not the Value): serde_json refuses duplicate members there
         let wire: Wire =
@@ -380,7 +380,12 @@ mod tests {
     }
 
     fn body(files: Files) -> Vec<u8> {
-        render(42, "2026-11-24T12:00:00Z", "https://portal.example.org", files)
+        render(
+            42,
+            "2026-11-24T12:00:00Z",
+            "https://portal.example.org",
+            files,
+        )
     }
 
     fn edit(f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
@@ -408,7 +413,8 @@ mod tests {
         assert_eq!(b.group[0].name.as_str(), "jdoe");
         assert_eq!(b.files, files());
         // empty files are fine
-        Bundle::parse(&body(Files::default())).unwrap();
+        let empty = Bundle::parse(&body(Files::default())).unwrap();
+        assert!(empty.passwd.is_empty());
     }
 
     #[test]
@@ -445,7 +451,13 @@ mod tests {
         }))
         .unwrap_err();
         assert!(
-            matches!(e, ExportError::DigestMismatch { file: ExportFile::Suspended, .. }),
+            matches!(
+                e,
+                ExportError::DigestMismatch {
+                    file: ExportFile::Suspended,
+                    ..
+                }
+            ),
             "{e}"
         );
         let e = Bundle::parse(&edit(|v| v["sha256"]["nss-group"] = "abc".into())).unwrap_err();
@@ -454,7 +466,8 @@ mod tests {
 
     #[test]
     fn each_file_parses_with_its_parser_and_errors_name_file_and_line() {
-        let cases: [(fn(&mut Files), &str); 6] = [
+        type Change = fn(&mut Files);
+        let cases: [(Change, &str); 6] = [
             (
                 |f| f.grid_mapfile.push_str("\"/O=Grid/CN=x\n"),
                 "files.grid-mapfile: line 2:",
