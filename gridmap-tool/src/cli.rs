@@ -154,6 +154,29 @@ pub enum Command {
         #[command(flatten)]
         who: Suspendable,
     },
+    /// Install the mapping portal's export bundle (mapping-portal/EXPORT.md): suspension list,
+    /// token map, grid-mapfile (after the static one) and NSS cache, each replaced atomically,
+    /// then the state (.portal-sync.json: ETag, serial). Everything is checked first; a
+    /// refusal exits 2 and changes nothing. Exit 0 installed or unchanged. For a timer.
+    Sync {
+        /// The bundle's URL (a URL without a path gets /export/v1/bundle). https, or plain
+        /// http to a loopback address only.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// File holding the bearer token (mode 0600 or stricter).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The site's own grid-mapfile lines, installed before the portal's (they win).
+        #[arg(long, value_name = "FILE")]
+        static_gridmap: Option<PathBuf>,
+        /// Install everything under DIR (grid-mapfile, token-mapfile, suspended, nss/) instead
+        /// of the configured paths.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Connect and read timeout.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
+    },
     /// Convert a DN between RFC 4514 and the OpenSSL/Globus slash form.
     ConvertDn {
         dn: String,

@@ -97,6 +97,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sync {
+            from,
+            token_file,
+            static_gridmap,
+            dir,
+            timeout,
+        } => crate::sync::run(
+            &g,
+            crate::sync::SyncArgs {
+                from,
+                token_file,
+                static_gridmap,
+                dir,
+                timeout,
+            },
+        ),
         Command::Demo { dir } => crate::demo::run(dir),
     }
 }

@@ -10,6 +10,7 @@ mod explain;
 mod pool;
 mod settings;
 mod suspend;
+mod sync;
 mod tokens;
 
 use std::process::ExitCode;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod devpki;
 pub mod devtoken;
 pub mod dn;
+pub mod export;
 pub mod gridmap;
 pub mod mapping;
 pub mod namespaces;

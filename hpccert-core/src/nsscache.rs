@@ -426,6 +426,38 @@ fn with_trailer(body: String, count: usize) -> String {
     text
 }
 
+/// Parse passwd lines without a trailer (the portal's export, [`crate::export`]) with every
+/// check the reader makes: one entry a line, each line ending in a newline, unique names and
+/// uids, no uid 0. Errors carry 1-based line numbers.
+pub fn parse_passwd_lines(text: &str) -> Result<Vec<PasswdEntry>, NssCacheError> {
+    lines_checked(text)?;
+    PasswdTable::parse(&with_trailer(text.to_string(), text.lines().count())).map(|t| t.entries)
+}
+
+/// Parse group lines without a trailer, with every check the reader makes (see
+/// [`parse_passwd_lines`]).
+pub fn parse_group_lines(text: &str) -> Result<Vec<GroupEntry>, NssCacheError> {
+    lines_checked(text)?;
+    GroupTable::parse(&with_trailer(text.to_string(), text.lines().count())).map(|t| t.entries)
+}
+
+fn lines_checked(text: &str) -> Result<(), NssCacheError> {
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(NssCacheError::Lines(vec![line_error(
+            text.lines().count(),
+            "the last line does not end in a newline (truncated?)".into(),
+        )]));
+    }
+    if text.contains('\r') {
+        let n = text.lines().position(|l| l.contains('\r')).unwrap_or(0) + 1;
+        return Err(NssCacheError::Lines(vec![line_error(
+            n,
+            "carriage return".into(),
+        )]));
+    }
+    Ok(())
+}
+
 /// The passwd file for `entries`, trailer included.
 pub fn render_passwd(entries: &[PasswdEntry]) -> String {
     let mut body = String::new();
