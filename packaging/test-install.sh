@@ -210,14 +210,17 @@ gridmap-tool --config /etc/hpccert/hpccert.toml keys show >/dev/null ||
 
 step "systemd units"
 units=(/lib/systemd/system/sshd-gsi.service /lib/systemd/system/gridmap-tool-keys-refresh.service
-    /lib/systemd/system/gridmap-tool-keys-refresh.timer)
+    /lib/systemd/system/gridmap-tool-keys-refresh.timer /lib/systemd/system/gridmap-tool-sync.service
+    /lib/systemd/system/gridmap-tool-sync.timer)
 for u in "${units[@]}"; do [ -f "$u" ] || fail "$u not installed"; done
 systemd-analyze verify --man=no "${units[@]}" || fail "systemd-analyze verify"
 [ -L /etc/systemd/system/timers.target.wants/gridmap-tool-keys-refresh.timer ] ||
     fail "the key refresh timer is not enabled"
 [ ! -e /etc/systemd/system/multi-user.target.wants/sshd-gsi.service ] ||
     fail "sshd-gsi.service must not be enabled by the package"
-for u in sshd-gsi.service gridmap-tool-keys-refresh.service; do
+[ ! -e /etc/systemd/system/timers.target.wants/gridmap-tool-sync.timer ] ||
+    fail "the portal sync timer must not be enabled by the package"
+for u in sshd-gsi.service gridmap-tool-keys-refresh.service gridmap-tool-sync.service; do
     systemd-analyze security --offline=true --no-pager "/lib/systemd/system/$u" 2>/dev/null |
         tail -n 1 | sed "s/^/   $u: /" || true
 done
