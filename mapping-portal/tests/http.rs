@@ -1,4 +1,5 @@
 //! The HTTP export against a running portal (SQLite), fetched with reqwest as a node would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 mod common;
 

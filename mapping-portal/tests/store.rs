@@ -1,6 +1,7 @@
 //! The store against SQLite always, and against PostgreSQL when one is available
 //! (`HPCCERT_TEST_POSTGRES_URL`, or a private server from /usr/lib/postgresql): the same
 //! scenario functions on both.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 mod common;
 
@@ -417,7 +418,10 @@ macro_rules! scenarios {
         #[tokio::test]
         async fn postgres_runs_every_scenario() {
             let pg = match common::Postgres::find() {
-                Ok(pg) => pg,
+                Ok(pg) => {
+                    eprintln!("postgres_runs_every_scenario: {}", pg.describe());
+                    pg
+                }
                 Err(reason) => {
                     eprintln!("SKIP postgres_runs_every_scenario: {reason}");
                     return;

@@ -1,7 +1,7 @@
 //! Databases for the tests: SQLite in a temporary directory always; PostgreSQL from
 //! `HPCCERT_TEST_POSTGRES_URL` (a role that may create databases), or a private server
 //! started from `/usr/lib/postgresql/*/bin` when that variable is unset.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,14 @@ impl Postgres {
             return Ok(Self::External(url));
         }
         PrivatePostgres::start().map(Self::Private)
+    }
+
+    /// Which server (without the URL: it may hold a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::External(_) => "the server of HPCCERT_TEST_POSTGRES_URL".into(),
+            Self::Private(p) => format!("a private server on 127.0.0.1:{}", p.port),
+        }
     }
 
     fn base_url(&self) -> String {
