@@ -172,6 +172,14 @@ impl Store {
         Ok(bundle)
     }
 
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT serial FROM export_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The export of the current state.
     pub async fn export(&self) -> Result<Bundle, StoreError> {
         let mut conn = self.pool.acquire().await?;

@@ -284,5 +284,6 @@ async fn serves_the_export_as_export_md_says() {
 
     let r = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
     running.stop().await;
 }
