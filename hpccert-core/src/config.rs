@@ -51,6 +51,46 @@ pub struct Config {
     /// `[[pool]]` tables: pools of accounts leased to identities (`.name` in the grid-mapfile).
     #[serde(default, rename = "pool", skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<PoolConfig>,
+    /// `[portal]`: the mapping portal's own settings (read only by `mapping-portal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<PortalConfig>,
+}
+
+fn default_portal_listen() -> String {
+    "127.0.0.1:8443".into()
+}
+
+/// `[portal]`: the mapping portal (its database, its listener, who may fetch its export).
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalConfig {
+    /// `sqlite://PATH?mode=rwc` or `postgres://...` [default: an SQLite file the portal names].
+    pub database: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8443].
+    #[serde(default = "default_portal_listen")]
+    pub listen: String,
+    /// The portal's public URL, named in the export bundle.
+    pub url: Option<String>,
+    /// Where the portal also installs its export for its own node (optional).
+    pub export_dir: Option<PathBuf>,
+    /// Bearer secrets that may fetch `/export/v1/bundle` (never printed by `Debug`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for PortalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalConfig")
+            .field("database", &self.database)
+            .field("listen", &self.listen)
+            .field("url", &self.url)
+            .field("export_dir", &self.export_dir)
+            .field(
+                "export_tokens",
+                &format_args!("<{} secrets>", self.export_tokens.len()),
+            )
+            .finish()
+    }
 }
 
 fn default_pool_home() -> String {
@@ -537,6 +577,7 @@ impl Default for Config {
             sshd: SshdConfig::default(),
             issuers: Vec::new(),
             pools: Vec::new(),
+            portal: None,
         }
     }
 }
@@ -643,6 +684,25 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_portal_section_and_hides_its_secrets() {
+        let c = Config::parse(
+            "version = 1\n[portal]\ndatabase = \"sqlite:///var/lib/p.db?mode=rwc\"\nexport_tokens = [\"s3cret-s3cret\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let p = c.portal.clone().unwrap();
+        assert_eq!(p.listen, "127.0.0.1:8443");
+        assert_eq!(p.export_tokens, vec!["s3cret-s3cret".to_string()]);
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = Config::parse(
+            "version = 1\n[portal]\nlisten_on = \"x\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("listen_on"), "{e}");
+    }
 
     #[test]
     fn parses_a_full_file() {
