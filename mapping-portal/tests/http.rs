@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use hpccert_core::gridmap::{AccountName, GridMapfile};
 use hpccert_core::nsscache::{self, CacheTable, GroupTable, PasswdTable};
 use hpccert_core::suspension::SuspensionList;
@@ -14,73 +11,10 @@ use mapping_portal::export::sha256_hex;
 use mapping_portal::model::{
     Account, Actor, Approval, Change, IdentityKey, IdentityProfile, SuspensionTarget,
 };
-use mapping_portal::store::Store;
-use mapping_portal::{ExportToken, Portal, PortalSettings};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef-export";
-const DN: &str = "/DC=org/DC=cilogon/C=US/O=Example/CN=Jane Doe A123";
-const ISS: &str = "https://cilogon.org";
-const SUB: &str = "http://cilogon.org/serverA/users/123";
-
-fn at(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_795_000_000 + s)
-}
-
-struct Running {
-    portal: Arc<Portal>,
-    base: String,
-    export_dir: tempfile::TempDir,
-    _db: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn start() -> Running {
-    let db = tempfile::tempdir().unwrap();
-    let export_dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&common::sqlite_url(db.path()), at(0))
-        .await
-        .unwrap();
-    let portal = Portal::start(
-        store,
-        PortalSettings {
-            url: "https://portal.example.org".into(),
-            export_tokens: vec![ExportToken::new(TOKEN).unwrap()],
-            export_dir: Some(export_dir.path().to_path_buf()),
-        },
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(mapping_portal::http::serve(
-        listener,
-        Arc::clone(&portal),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    Running {
-        portal,
-        base,
-        export_dir,
-        _db: db,
-        stop: Some(tx),
-        server,
-    }
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.server).await.unwrap().unwrap();
-    }
-}
+use common::{DN, ISS, SUB, TOKEN, at, start};
 
 async fn fetch(
     client: &reqwest::Client,
