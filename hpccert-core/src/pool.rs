@@ -302,9 +302,43 @@ impl Pools {
     }
 
     /// Write the NSS cache (`passwd`, `group`) in `dir` when its content differs from what
-    /// is there; `true` when a file was written.
+    /// is there; `true` when a file was written. Entries of others in the cache (the portal's
+    /// accounts, installed by `gridmap-tool sync`) are kept, before the pool accounts; a pool
+    /// account or group of the same name or id replaces theirs. A cache that does not parse is
+    /// not kept (the next sync writes its entries again).
     pub fn write_nss_cache(&self, dir: &Path) -> Result<bool, PoolError> {
-        let (passwd, group) = self.nss_entries();
+        let (pool_passwd, pool_group) = self.nss_entries();
+        let kept_passwd: Vec<PasswdEntry> =
+            nsscache::CachedTable::<nsscache::PasswdTable>::new(dir)
+                .load()
+                .map(|t| {
+                    t.entries()
+                        .iter()
+                        .filter(|e| {
+                            !pool_passwd
+                                .iter()
+                                .any(|p| p.name == e.name || p.uid == e.uid)
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+        let kept_group: Vec<GroupEntry> = nsscache::CachedTable::<nsscache::GroupTable>::new(dir)
+            .load()
+            .map(|t| {
+                t.entries()
+                    .iter()
+                    .filter(|e| {
+                        !pool_group
+                            .iter()
+                            .any(|p| p.name == e.name || p.gid == e.gid)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let passwd: Vec<PasswdEntry> = kept_passwd.into_iter().chain(pool_passwd).collect();
+        let group: Vec<GroupEntry> = kept_group.into_iter().chain(pool_group).collect();
         let same = |file: &str, text: String| {
             std::fs::read(dir.join(file)).is_ok_and(|old| old == text.as_bytes())
         };
@@ -1172,6 +1206,37 @@ mod tests {
     }
 
     const NONE: &dyn Fn(&AccountName) -> bool = &|_| false;
+
+    #[test]
+    fn the_pool_writer_keeps_the_portals_accounts_in_the_nss_cache() {
+        let (tmp, g) = dir_with(&[pool_config("atlas", 2, 20000)]);
+        let portal = PasswdEntry {
+            name: AccountName::parse("jdoe").unwrap(),
+            uid: 60001,
+            gid: 60001,
+            gecos: "Jane Doe (portal)".into(),
+            dir: "/home/jdoe".into(),
+            shell: "/bin/bash".into(),
+        };
+        let portal_group = GroupEntry {
+            name: AccountName::parse("jdoe").unwrap(),
+            gid: 60001,
+            members: vec![],
+        };
+        nsscache::write_passwd(tmp.path(), std::slice::from_ref(&portal)).unwrap();
+        nsscache::write_group(tmp.path(), std::slice::from_ref(&portal_group)).unwrap();
+        // a lease rewrites the cache: the portal's entries stay, the pool's are added
+        g.lease("atlas", &dn("/O=Grid/CN=Jane"), NONE).unwrap();
+        let passwd = nsscache::CachedTable::<nsscache::PasswdTable>::new(tmp.path());
+        assert_eq!(passwd.find_name("jdoe").unwrap(), Some(portal));
+        assert_eq!(
+            passwd.find_name("atlas001").unwrap().map(|e| e.uid),
+            Some(20000)
+        );
+        let group = nsscache::CachedTable::<nsscache::GroupTable>::new(tmp.path());
+        assert_eq!(group.find_name("jdoe").unwrap(), Some(portal_group));
+        assert!(group.find_name("atlas").unwrap().is_some());
+    }
 
     #[test]
     fn dn_encoding_matches_lcmaps() {
