@@ -1226,7 +1226,8 @@ mod tests {
         nsscache::write_passwd(tmp.path(), std::slice::from_ref(&portal)).unwrap();
         nsscache::write_group(tmp.path(), std::slice::from_ref(&portal_group)).unwrap();
         // a lease rewrites the cache: the portal's entries stay, the pool's are added
-        g.lease("atlas", &dn("/O=Grid/CN=Jane"), NONE).unwrap();
+        let leased = g.lease("atlas", &dn("/O=Grid/CN=Jane"), NONE).unwrap();
+        assert!(leased.new);
         let passwd = nsscache::CachedTable::<nsscache::PasswdTable>::new(tmp.path());
         assert_eq!(passwd.find_name("jdoe").unwrap(), Some(portal));
         assert_eq!(
