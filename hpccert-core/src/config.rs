@@ -81,7 +81,7 @@ pub struct PortalConfig {
 impl std::fmt::Debug for PortalConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PortalConfig")
-            .field("database", &self.database)
+            .field("database", &self.database.as_deref().map(redact_password))
             .field("listen", &self.listen)
             .field("url", &self.url)
             .field("export_dir", &self.export_dir)
@@ -90,6 +90,24 @@ impl std::fmt::Debug for PortalConfig {
                 &format_args!("<{} secrets>", self.export_tokens.len()),
             )
             .finish()
+    }
+}
+
+/// `scheme://user:SECRET@host/...` with the password replaced, for logs and debug output.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!(
+                "{scheme}://{user}:<redacted>@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -683,6 +701,22 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn database_passwords_are_redacted_in_debug_output() {
+        assert_eq!(
+            redact_password("postgres://portal:s3cret@db.example.org:5432/portal"),
+            "postgres://portal:<redacted>@db.example.org:5432/portal"
+        );
+        assert_eq!(
+            redact_password("postgres://portal@db/portal"),
+            "postgres://portal@db/portal"
+        );
+        assert_eq!(
+            redact_password("sqlite:///var/lib/hpccert/portal.db?mode=rwc"),
+            "sqlite:///var/lib/hpccert/portal.db?mode=rwc"
+        );
+    }
     use super::*;
 
     #[test]
