@@ -30,8 +30,8 @@ pub fn host_keys(config: &Config) -> Result<Vec<PrivateKey>, String> {
     Ok(keys)
 }
 
-/// The russh configuration: methods offered exactly as configured (none means none).
-pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Config {
+/// The SSH authentication methods the configured ones are offered as.
+pub fn method_set(config: &Config) -> russh::MethodSet {
     let mut methods = russh::MethodSet::empty();
     for m in &config.sshd.methods {
         methods.push(match m {
@@ -41,6 +41,12 @@ pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Co
             SshMethod::OpensshCert => MethodKind::PublicKey,
         });
     }
+    methods
+}
+
+/// The russh configuration: methods offered exactly as configured (none means none).
+pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Config {
+    let methods = method_set(config);
     russh::server::Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-sshd-gsi_{}", env!("CARGO_PKG_VERSION")).into(),

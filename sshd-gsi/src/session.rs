@@ -87,6 +87,16 @@ impl Connection {
         }
     }
 
+    /// A refusal that offers every configured method again, as sshd does (russh would drop
+    /// `password` from the list after a wrong one, and clients that follow the list then
+    /// give up instead of asking again).
+    fn reject(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(crate::server::method_set(&self.engine.config)),
+            partial_success: false,
+        }
+    }
+
     fn offers(&self, m: SshMethod) -> bool {
         self.engine.config.sshd.methods.contains(&m)
     }
@@ -141,7 +151,7 @@ impl Connection {
             }
             Err(reason) => {
                 self.engine.log_failure(method, user, &self.peer, &reason);
-                Auth::reject()
+                self.reject()
             }
         }
     }
@@ -789,7 +799,7 @@ impl russh::server::Handler for Connection {
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         // clients start with "none" to learn the methods: not a failure worth INFO (as sshd)
         tracing::debug!(target: "sshd_gsi::auth", "Failed none for {user} {}", auth::from(&self.peer));
-        Ok(Auth::reject())
+        Ok(self.reject())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
@@ -812,7 +822,7 @@ impl russh::server::Handler for Connection {
         Ok(if self.offers(SshMethod::OpensshCert) {
             Auth::Accept
         } else {
-            Auth::reject()
+            self.reject()
         })
     }
 
@@ -828,7 +838,7 @@ impl russh::server::Handler for Connection {
             "Failed publickey for {user} {}: plain SSH keys are not accepted ({fp})",
             auth::from(&self.peer)
         );
-        Ok(Auth::reject())
+        Ok(self.reject())
     }
 
     async fn auth_openssh_certificate(
@@ -839,7 +849,7 @@ impl russh::server::Handler for Connection {
         if !self.offers(SshMethod::OpensshCert) {
             self.engine
                 .log_failure("openssh-cert", user, &self.peer, "method not enabled");
-            return Ok(Auth::reject());
+            return Ok(self.reject());
         }
         let result =
             self.engine
@@ -856,7 +866,7 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         let refuse = |this: &Self, reason: String| {
             this.engine.log_failure("x509", user, &this.peer, &reason);
-            Ok(Auth::reject())
+            Ok(self.reject())
         };
         if !self.offers(SshMethod::X509)
             || !self
@@ -913,7 +923,7 @@ impl russh::server::Handler for Connection {
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         if !self.offers(SshMethod::KeyboardInteractive) {
-            return Ok(Auth::reject()); // russh drops the connection on UnsupportedMethod here
+            return Ok(self.reject()); // russh drops the connection on UnsupportedMethod here
         }
         let prompt = |text: String| Auth::Partial {
             name: "".into(),
@@ -940,7 +950,7 @@ impl russh::server::Handler for Connection {
                     &self.peer,
                     "token too long",
                 );
-                Ok(Auth::reject())
+                Ok(self.reject())
             }
             Next::Done(token) => match token.as_str() {
                 Some(t) => {
@@ -956,7 +966,7 @@ impl russh::server::Handler for Connection {
                         &self.peer,
                         "the answer is not UTF-8 text",
                     );
-                    Ok(Auth::reject())
+                    Ok(self.reject())
                 }
             },
         }
@@ -1307,7 +1317,7 @@ mod tests {
                     )
                     .await
                     .unwrap();
-                assert_eq!(a, Auth::reject());
+                assert_eq!(a, c.reject());
                 assert!(c.login.is_none());
             }
             let mut c = connection(&s.engine);
@@ -1316,27 +1326,27 @@ mod tests {
                 c.auth_external_publickey(&s.me, ALG, &blob(&s.stranger), None)
                     .await
                     .unwrap(),
-                Auth::reject()
+                c.reject()
             );
             // a login name the grid-mapfile does not list
             assert_eq!(
                 c.auth_external_publickey("nobody", ALG, &b, None)
                     .await
                     .unwrap(),
-                Auth::reject()
+                c.reject()
             );
             // an algorithm not enabled, and garbage
             assert_eq!(
                 c.auth_external_publickey(&s.me, "x509v3-ssh-rsa", &b, None)
                     .await
                     .unwrap(),
-                Auth::reject()
+                c.reject()
             );
             assert_eq!(
                 c.auth_external_publickey(&s.me, ALG, b"\x00\x00", None)
                     .await
                     .unwrap(),
-                Auth::reject()
+                c.reject()
             );
             assert!(c.login.is_none());
         });

@@ -1705,3 +1705,42 @@ asyncio.run(main())
         std::fs::read_to_string(pam.path().join("session.log"))
     );
 }
+
+/// After a wrong token the server still lists `password` (as sshd does; russh by itself drops
+/// it), so a client that follows the list (paramiko without fallback) may try again on the
+/// same connection, and the right token then logs in.
+#[test]
+fn a_wrong_token_leaves_password_offered_for_another_try() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let server = Server::start(&["keyboard-interactive", "password"], "", &[]);
+    let script = r#"
+import sys, paramiko
+host, port, user, token_file = sys.argv[1:5]
+token = open(token_file).read().strip()
+t = paramiko.Transport((host, int(port)))
+t.start_client(timeout=10)
+try:
+    t.auth_password(user, "not-a-token", fallback=False)
+    print("wrong token accepted")
+except paramiko.BadAuthenticationType as e:
+    print("password no longer offered:", e.allowed_types)
+except paramiko.AuthenticationException:
+    print("refused")
+t.auth_password(user, token, fallback=False)
+ch = t.open_session()
+ch.exec_command("echo ok")
+print(ch.makefile("rb").read().decode().strip())
+"#;
+    let (code, out, err) = run(Command::new(&python).args([
+        "-c",
+        script,
+        "127.0.0.1",
+        &server.port.to_string(),
+        user(),
+        server.path("token.jwt").to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{out}{err}\n{}", server.log());
+    assert_eq!(out.trim(), "refused\nok", "{err}\n{}", server.log());
+}
