@@ -14,6 +14,11 @@ use hpccert_core::config::DEFAULT_PATH;
 /// Token logins: keyboard-interactive (prompt "Access token: "; an answer ending in "\"
 /// continues with "Access token (part N): ", for clients that cut answers at 1023 bytes; see
 /// hpccert-askpass) or the token as the password.
+///
+/// With [sshd] use_pam (the default) every login runs the PAM account stack of the service
+/// sshd-gsi (/etc/pam.d/sshd-gsi) and every session process runs inside a PAM session, through
+/// the helper /usr/libexec/hpccert/sshd-gsi-pam-helper. SIGHUP re-reads the configuration and
+/// the files it names; SIGTERM stops accepting and lets the sessions finish.
 #[derive(Debug, Parser)]
 #[command(name = "sshd-gsi", version)]
 pub struct Cli {
