@@ -169,6 +169,10 @@ pub enum Command {
         /// The site's own grid-mapfile lines, installed before the portal's (they win).
         #[arg(long, value_name = "FILE")]
         static_gridmap: Option<PathBuf>,
+        /// The node's own suspensions, installed with the portal's (a suspension made only in
+        /// the installed list is lost at the next sync; keep local ones here).
+        #[arg(long, value_name = "FILE")]
+        static_suspended: Option<PathBuf>,
         /// Install everything under DIR (grid-mapfile, token-mapfile, suspended, nss/) instead
         /// of the configured paths.
         #[arg(long, value_name = "DIR")]

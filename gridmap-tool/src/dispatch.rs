@@ -101,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             token_file,
             static_gridmap,
+            static_suspended,
             dir,
             timeout,
         } => crate::sync::run(
@@ -109,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 from,
                 token_file,
                 static_gridmap,
+                static_suspended,
                 dir,
                 timeout,
             },

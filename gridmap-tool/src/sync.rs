@@ -31,6 +31,7 @@ use hpccert_core::config::Config;
 use hpccert_core::export::{self, Bundle, ExportFile, MAX_BUNDLE_BYTES};
 use hpccert_core::gridmap::GridMapfile;
 use hpccert_core::nsscache::{self, CacheTable, GroupTable, PasswdTable};
+use hpccert_core::suspension::SuspensionList;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,7 @@ pub struct SyncArgs {
     pub from: String,
     pub token_file: Option<PathBuf>,
     pub static_gridmap: Option<PathBuf>,
+    pub static_suspended: Option<PathBuf>,
     pub dir: Option<PathBuf>,
     pub timeout: u64,
 }
@@ -294,6 +296,41 @@ fn read_static(path: &Path) -> anyhow::Result<String> {
     })
 }
 
+/// The node's own suspension list (must parse), ending in a newline.
+fn read_static_suspended(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("static suspension list {}", path.display()))?;
+    SuspensionList::parse(&text).map_err(|errors| {
+        anyhow!(
+            "static suspension list {}: {}",
+            path.display(),
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    Ok(if text.is_empty() || text.ends_with('\n') {
+        text
+    } else {
+        text + "\n"
+    })
+}
+
+/// The installed suspension list: the portal's as it is, or with the node's own entries first
+/// (a suspension in either refuses).
+fn merge_suspended(static_file: Option<(&Path, &str)>, url: &reqwest::Url, portal: &str) -> String {
+    let Some((path, lines)) = static_file else {
+        return portal.to_string();
+    };
+    format!(
+        "# Installed by `gridmap-tool sync`: edit the static suspension list or the portal; changes here are lost at the next sync.\n\
+         # static: {}\n{lines}# portal: {url}\n{portal}",
+        path.display()
+    )
+}
+
 /// The installed grid-mapfile: the static lines first, then the portal's (the first line for
 /// a DN wins, so a DN in both keeps its static line), and the portal lines that are shadowed.
 fn merge_gridmap(
@@ -442,6 +479,18 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let static_suspended = match &args.static_suspended {
+        Some(p) => {
+            if std::fs::canonicalize(p).ok() == std::fs::canonicalize(&targets.suspended).ok() {
+                return Err(refusal(format!(
+                    "the static suspension list {} is the file sync installs; keep the node's own suspensions in a separate file",
+                    p.display()
+                )));
+            }
+            Some((p.clone(), read_static_suspended(p).map_err(refusal)?))
+        }
+        None => None,
+    };
     let if_none_match = state
         .as_ref()
         .filter(|s| s.url == url.as_str())
@@ -468,7 +517,14 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
         .check_serial(state.as_ref().map(|s| s.serial))
         .map_err(refusal)?;
 
-    let plan = plan(&config, &targets, &bundle, &url, static_file)?;
+    let plan = plan(
+        &config,
+        &targets,
+        &bundle,
+        &url,
+        static_file,
+        static_suspended,
+    )?;
     for p in &plan.files {
         let dir = parent(&p.path);
         if !dir.is_dir() {
@@ -569,6 +625,7 @@ fn plan(
     bundle: &Bundle,
     url: &reqwest::Url,
     static_file: Option<(&Path, String)>,
+    static_suspended: Option<(PathBuf, String)>,
 ) -> anyhow::Result<Plan> {
     let mut files = Vec::new();
     let mut skipped_token_map = false;
@@ -578,7 +635,13 @@ fn plan(
             ExportFile::Suspended => files.push(Planned {
                 label: "suspended",
                 path: targets.suspended.clone(),
-                new: bundle.files.suspended.clone(),
+                new: merge_suspended(
+                    static_suspended
+                        .as_ref()
+                        .map(|(p, t)| (p.as_path(), t.as_str())),
+                    url,
+                    &bundle.files.suspended,
+                ),
                 old: read_or_empty(&targets.suspended).map_err(refusal)?,
                 kind: Kind::Plain,
             }),

@@ -478,3 +478,46 @@ fn plain_http_to_another_host_is_refused_without_connecting() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!Path::new(&site.dir).exists());
 }
+
+#[test]
+fn the_nodes_own_suspensions_survive_every_sync() {
+    let portal = Portal::start();
+    portal.serve(bundle(7, files()));
+    let site = Site::new();
+    let local = site.root.join("suspended.static");
+    std::fs::write(
+        &local,
+        format!("dn \"{JANE}\"  # suspended on this node only\n"),
+    )
+    .unwrap();
+    let args = ["--static-suspended", local.to_str().unwrap()];
+    let o = site.sync(&portal, &args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let installed = site.read("suspended");
+    assert!(installed.contains(&format!("dn \"{JANE}\"")), "{installed}");
+    assert!(installed.contains("account mallory"), "{installed}");
+    // both refuse: the node's own entry and the portal's
+    let o = site.tool(&["explain", "--dn", JANE]);
+    assert!(stdout(&o).contains("suspended"), "{}", stdout(&o));
+    // a new bundle from the portal keeps the node's suspension
+    let mut changed = files();
+    changed.suspended = String::new();
+    portal.serve(bundle(8, changed));
+    let o = site.sync(&portal, &args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let installed = site.read("suspended");
+    assert!(installed.contains(&format!("dn \"{JANE}\"")), "{installed}");
+    assert!(!installed.contains("account mallory"), "{installed}");
+    // a local list that does not parse refuses the sync and changes nothing
+    std::fs::write(&local, "dn not-quoted\n").unwrap();
+    let before = site.snapshot();
+    portal.serve(bundle(9, files()));
+    let o = site.sync(&portal, &args);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("static suspension list"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(site.snapshot(), before);
+}
