@@ -113,113 +113,70 @@ pub trait CacheTable: Sized + Send + Sync {
     fn find_id(&self, id: u32) -> Option<&Self::Entry>;
 }
 
-/// The passwd database: entries in file order, indexed by name and by uid.
-#[derive(Debug, Default)]
-pub struct PasswdTable {
-    entries: Vec<PasswdEntry>,
-    by_name: HashMap<String, usize>,
-    by_uid: HashMap<u32, usize>,
+/// What one line of a database is: a passwd or a group entry.
+pub trait NssEntry: Clone + Send + Sync {
+    /// The file name in the cache directory.
+    const FILE: &'static str;
+    /// What a name and an id are called in messages (`user`/`uid`, `group`/`gid`).
+    const NAME: &'static str;
+    const ID: &'static str;
+    fn parse_line(line: &str) -> Result<Self, String>;
+    fn name(&self) -> &str;
+    fn id(&self) -> u32;
 }
 
-impl PasswdTable {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            entries: Vec::with_capacity(n),
-            by_name: HashMap::with_capacity(n),
-            by_uid: HashMap::with_capacity(n),
-        }
-    }
-    pub fn by_name(&self, name: &str) -> Option<&PasswdEntry> {
-        self.by_name.get(name).map(|&i| &self.entries[i])
-    }
-    pub fn by_uid(&self, uid: u32) -> Option<&PasswdEntry> {
-        self.by_uid.get(&uid).map(|&i| &self.entries[i])
-    }
-    pub fn entries(&self) -> &[PasswdEntry] {
-        &self.entries
-    }
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-impl CacheTable for PasswdTable {
+impl NssEntry for PasswdEntry {
     const FILE: &'static str = PASSWD_FILE;
-    type Entry = PasswdEntry;
-
-    fn parse_line(line: &str) -> Result<PasswdEntry, String> {
+    const NAME: &'static str = "user";
+    const ID: &'static str = "uid";
+    fn parse_line(line: &str) -> Result<Self, String> {
         parse_passwd_line(line)
     }
-    fn key(entry: &PasswdEntry) -> (&str, u32) {
-        (entry.name.as_str(), entry.uid)
+    fn name(&self) -> &str {
+        self.name.as_str()
     }
-    fn find_name(&self, name: &str) -> Option<&PasswdEntry> {
-        self.by_name(name)
-    }
-    fn find_id(&self, id: u32) -> Option<&PasswdEntry> {
-        self.by_uid(id)
-    }
-
-    fn parse(text: &str) -> Result<Self, NssCacheError> {
-        let (body, count) = checked_body(text)?;
-        let mut table = Self::with_capacity(count);
-        let mut errors = Vec::new();
-        for (i, line) in body.lines().enumerate() {
-            let number = i + 1;
-            let entry = match parse_passwd_line(line) {
-                Ok(e) => e,
-                Err(message) => {
-                    errors.push(line_error(number, message));
-                    continue;
-                }
-            };
-            let index = table.entries.len();
-            if table.by_name.contains_key(entry.name.as_str()) {
-                errors.push(line_error(number, format!("duplicate user {}", entry.name)));
-                continue;
-            }
-            if table.by_uid.contains_key(&entry.uid) {
-                errors.push(line_error(number, format!("duplicate uid {}", entry.uid)));
-                continue;
-            }
-            table.by_name.insert(entry.name.as_str().to_string(), index);
-            table.by_uid.insert(entry.uid, index);
-            table.entries.push(entry);
-        }
-        if errors.is_empty() {
-            Ok(table)
-        } else {
-            Err(NssCacheError::Lines(errors))
-        }
+    fn id(&self) -> u32 {
+        self.uid
     }
 }
 
-/// The group database: entries in file order, indexed by name and by gid.
-#[derive(Debug, Default)]
-pub struct GroupTable {
-    entries: Vec<GroupEntry>,
+impl NssEntry for GroupEntry {
+    const FILE: &'static str = GROUP_FILE;
+    const NAME: &'static str = "group";
+    const ID: &'static str = "gid";
+    fn parse_line(line: &str) -> Result<Self, String> {
+        parse_group_line(line)
+    }
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
+    fn id(&self) -> u32 {
+        self.gid
+    }
+}
+
+/// A database: entries in file order, indexed by name and by id.
+#[derive(Debug)]
+pub struct Table<E> {
+    entries: Vec<E>,
     by_name: HashMap<String, usize>,
-    by_gid: HashMap<u32, usize>,
+    by_id: HashMap<u32, usize>,
 }
 
-impl GroupTable {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            entries: Vec::with_capacity(n),
-            by_name: HashMap::with_capacity(n),
-            by_gid: HashMap::with_capacity(n),
-        }
-    }
-    pub fn by_name(&self, name: &str) -> Option<&GroupEntry> {
+/// The passwd database.
+pub type PasswdTable = Table<PasswdEntry>;
+/// The group database.
+pub type GroupTable = Table<GroupEntry>;
+
+impl<E: NssEntry> Table<E> {
+    pub fn by_name(&self, name: &str) -> Option<&E> {
         self.by_name.get(name).map(|&i| &self.entries[i])
     }
-    pub fn by_gid(&self, gid: u32) -> Option<&GroupEntry> {
-        self.by_gid.get(&gid).map(|&i| &self.entries[i])
+    /// By uid (passwd) or gid (group).
+    pub fn by_id(&self, id: u32) -> Option<&E> {
+        self.by_id.get(&id).map(|&i| &self.entries[i])
     }
-    pub fn entries(&self) -> &[GroupEntry] {
+    pub fn entries(&self) -> &[E] {
         &self.entries
     }
     pub fn len(&self) -> usize {
@@ -228,52 +185,41 @@ impl GroupTable {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-}
 
-impl CacheTable for GroupTable {
-    const FILE: &'static str = GROUP_FILE;
-    type Entry = GroupEntry;
-
-    fn parse_line(line: &str) -> Result<GroupEntry, String> {
-        parse_group_line(line)
-    }
-    fn key(entry: &GroupEntry) -> (&str, u32) {
-        (entry.name.as_str(), entry.gid)
-    }
-    fn find_name(&self, name: &str) -> Option<&GroupEntry> {
-        self.by_name(name)
-    }
-    fn find_id(&self, id: u32) -> Option<&GroupEntry> {
-        self.by_gid(id)
-    }
-
-    fn parse(text: &str) -> Result<Self, NssCacheError> {
-        let (body, count) = checked_body(text)?;
-        let mut table = Self::with_capacity(count);
+    /// The lines of a body (no trailer); every bad or duplicate line is reported.
+    fn parse_body(body: &str, count: usize) -> Result<Self, NssCacheError> {
+        let mut table = Self {
+            entries: Vec::with_capacity(count),
+            by_name: HashMap::with_capacity(count),
+            by_id: HashMap::with_capacity(count),
+        };
         let mut errors = Vec::new();
         for (i, line) in body.lines().enumerate() {
             let number = i + 1;
-            let entry = match parse_group_line(line) {
+            let entry = match E::parse_line(line) {
                 Ok(e) => e,
                 Err(message) => {
                     errors.push(line_error(number, message));
                     continue;
                 }
             };
-            let index = table.entries.len();
-            if table.by_name.contains_key(entry.name.as_str()) {
+            if table.by_name.contains_key(entry.name()) {
                 errors.push(line_error(
                     number,
-                    format!("duplicate group {}", entry.name),
+                    format!("duplicate {} {}", E::NAME, entry.name()),
                 ));
                 continue;
             }
-            if table.by_gid.contains_key(&entry.gid) {
-                errors.push(line_error(number, format!("duplicate gid {}", entry.gid)));
+            if table.by_id.contains_key(&entry.id()) {
+                errors.push(line_error(
+                    number,
+                    format!("duplicate {} {}", E::ID, entry.id()),
+                ));
                 continue;
             }
-            table.by_name.insert(entry.name.as_str().to_string(), index);
-            table.by_gid.insert(entry.gid, index);
+            let index = table.entries.len();
+            table.by_name.insert(entry.name().to_string(), index);
+            table.by_id.insert(entry.id(), index);
             table.entries.push(entry);
         }
         if errors.is_empty() {
@@ -281,6 +227,40 @@ impl CacheTable for GroupTable {
         } else {
             Err(NssCacheError::Lines(errors))
         }
+    }
+}
+
+impl PasswdTable {
+    pub fn by_uid(&self, uid: u32) -> Option<&PasswdEntry> {
+        self.by_id(uid)
+    }
+}
+
+impl GroupTable {
+    pub fn by_gid(&self, gid: u32) -> Option<&GroupEntry> {
+        self.by_id(gid)
+    }
+}
+
+impl<E: NssEntry> CacheTable for Table<E> {
+    const FILE: &'static str = E::FILE;
+    type Entry = E;
+
+    fn parse(text: &str) -> Result<Self, NssCacheError> {
+        let (body, count) = checked_body(text)?;
+        Self::parse_body(body, count)
+    }
+    fn parse_line(line: &str) -> Result<E, String> {
+        E::parse_line(line)
+    }
+    fn key(entry: &E) -> (&str, u32) {
+        (entry.name(), entry.id())
+    }
+    fn find_name(&self, name: &str) -> Option<&E> {
+        self.by_name(name)
+    }
+    fn find_id(&self, id: u32) -> Option<&E> {
+        self.by_id(id)
     }
 }
 
@@ -431,14 +411,14 @@ fn with_trailer(body: String, count: usize) -> String {
 /// uids, no uid 0. Errors carry 1-based line numbers.
 pub fn parse_passwd_lines(text: &str) -> Result<Vec<PasswdEntry>, NssCacheError> {
     lines_checked(text)?;
-    PasswdTable::parse(&with_trailer(text.to_string(), text.lines().count())).map(|t| t.entries)
+    PasswdTable::parse_body(text, text.lines().count()).map(|t| t.entries)
 }
 
 /// Parse group lines without a trailer, with every check the reader makes (see
 /// [`parse_passwd_lines`]).
 pub fn parse_group_lines(text: &str) -> Result<Vec<GroupEntry>, NssCacheError> {
     lines_checked(text)?;
-    GroupTable::parse(&with_trailer(text.to_string(), text.lines().count())).map(|t| t.entries)
+    GroupTable::parse_body(text, text.lines().count()).map(|t| t.entries)
 }
 
 fn lines_checked(text: &str) -> Result<(), NssCacheError> {
