@@ -137,6 +137,19 @@ fn group_cache() -> &'static CachedTable<GroupTable> {
     TABLE.get_or_init(|| CachedTable::with_report(cache_dir(), report_refused))
 }
 
+/// A single lookup's answer: the entry written into glibc's buffers by `fill`, not found, or
+/// unavailable (a missing or refused cache).
+fn lookup<E>(
+    found: Result<Option<E>, Arc<NssCacheError>>,
+    fill: impl FnOnce(&E) -> Answer,
+) -> Answer {
+    match found {
+        Ok(Some(entry)) => fill(&entry),
+        Ok(None) => Answer::NotFound,
+        Err(_) => Answer::Unavailable,
+    }
+}
+
 /// The whole passwd table (enumeration).
 fn passwd_table() -> Option<Arc<PasswdTable>> {
     passwd_cache().load().ok()
@@ -327,12 +340,10 @@ pub unsafe extern "C" fn _nss_hpccert_getpwnam_r(
         let Some(name) = (unsafe { name_arg(name) }) else {
             return Answer::NotFound;
         };
-        match passwd_cache().find_name(name) {
+        lookup(passwd_cache().find_name(name), |entry| {
             // SAFETY: glibc's result and buffer, valid for this call.
-            Ok(Some(entry)) => unsafe { fill_passwd(&entry, result, buffer, buflen) },
-            Ok(None) => Answer::NotFound,
-            Err(_) => Answer::Unavailable,
-        }
+            unsafe { fill_passwd(entry, result, buffer, buflen) }
+        })
     })
 }
 
@@ -349,12 +360,10 @@ pub unsafe extern "C" fn _nss_hpccert_getpwuid_r(
     errnop: *mut c_int,
 ) -> c_int {
     answer(errnop, || {
-        match passwd_cache().find_id(uid) {
+        lookup(passwd_cache().find_id(uid), |entry| {
             // SAFETY: glibc's result and buffer, valid for this call.
-            Ok(Some(entry)) => unsafe { fill_passwd(&entry, result, buffer, buflen) },
-            Ok(None) => Answer::NotFound,
-            Err(_) => Answer::Unavailable,
-        }
+            unsafe { fill_passwd(entry, result, buffer, buflen) }
+        })
     })
 }
 
@@ -411,12 +420,10 @@ pub unsafe extern "C" fn _nss_hpccert_getgrnam_r(
         let Some(name) = (unsafe { name_arg(name) }) else {
             return Answer::NotFound;
         };
-        match group_cache().find_name(name) {
+        lookup(group_cache().find_name(name), |entry| {
             // SAFETY: glibc's result and buffer, valid for this call.
-            Ok(Some(entry)) => unsafe { fill_group(&entry, result, buffer, buflen) },
-            Ok(None) => Answer::NotFound,
-            Err(_) => Answer::Unavailable,
-        }
+            unsafe { fill_group(entry, result, buffer, buflen) }
+        })
     })
 }
 
@@ -433,12 +440,10 @@ pub unsafe extern "C" fn _nss_hpccert_getgrgid_r(
     errnop: *mut c_int,
 ) -> c_int {
     answer(errnop, || {
-        match group_cache().find_id(gid) {
+        lookup(group_cache().find_id(gid), |entry| {
             // SAFETY: glibc's result and buffer, valid for this call.
-            Ok(Some(entry)) => unsafe { fill_group(&entry, result, buffer, buflen) },
-            Ok(None) => Answer::NotFound,
-            Err(_) => Answer::Unavailable,
-        }
+            unsafe { fill_group(entry, result, buffer, buflen) }
+        })
     })
 }
 
