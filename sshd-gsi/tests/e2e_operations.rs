@@ -107,40 +107,9 @@ fn ssh_audit() -> Option<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 // running commands
 
-/// Run with a deadline, stdin null; (exit code, stdout, stderr).
+/// (exit code, stdout, stderr), within the client deadline.
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let reader = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().unwrap()));
-    let err = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {CLIENT_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.join().unwrap()).into_owned(),
-        String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
-    )
+    common::run_within(cmd, CLIENT_TIMEOUT)
 }
 
 /// Replace `path` as an editor or a deployment tool should: a temporary file renamed over it.
