@@ -576,16 +576,25 @@ impl Checker {
                 subject: verified.subject().to_string(),
                 refusal: Box::new(refusal),
             })?;
-        // invariant of decide_token with a requested account; checked again because PAM_USER
-        // is what the application will log the user in as
-        if decision.account().as_str() != user {
-            return Err(PamError::AccountMismatch {
-                identity: identity(),
-                decided: decision.account().to_string(),
-                user: user.to_string(),
-            });
-        }
+        for_pam_user(decision, user, identity)
+    }
+}
+
+/// The decision, when it names PAM_USER: an invariant of deciding with a requested account,
+/// checked again because PAM_USER is what the application will log the user in as.
+fn for_pam_user(
+    decision: Decision,
+    user: &str,
+    identity: impl FnOnce() -> String,
+) -> Result<Decision, PamError> {
+    if decision.account().as_str() == user {
         Ok(decision)
+    } else {
+        Err(PamError::AccountMismatch {
+            identity: identity(),
+            decided: decision.account().to_string(),
+            user: user.to_string(),
+        })
     }
 }
 
@@ -620,14 +629,7 @@ fn decide_chain(
             subject: identity.clone(),
             refusal: Box::new(refusal),
         })?;
-    if decision.account().as_str() != user {
-        return Err(PamError::AccountMismatch {
-            identity,
-            decided: decision.account().to_string(),
-            user: user.to_string(),
-        });
-    }
-    Ok(decision)
+    for_pam_user(decision, user, || identity)
 }
 
 /// `auth` with a handed-over chain (option `x509`): no prompt; export and remember.
