@@ -88,11 +88,7 @@ pub struct Conversation {
 
 impl Conversation {
     fn report(&self, level: &str, m: &str) {
-        let one_line: String = m
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let _ = (&self.reporter).write_all(format!("log {level} {one_line}\n").as_bytes());
+        crate::pam_proto::send_line(&self.reporter, &format!("log {level} {m}"));
     }
 
     fn show(&self, m: &CStr) {

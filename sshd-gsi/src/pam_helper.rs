@@ -4,7 +4,7 @@
 //! as the account, forward signals, wait, close the session, and end as the process ended.
 #![allow(unsafe_code)] // fd 3 and stdio handling: each block says why it is sound
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -58,11 +58,7 @@ struct Reporter {
 
 impl Reporter {
     fn line(&self, l: &str) {
-        let one_line: String = l
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let _ = (&self.sock).write_all(format!("{one_line}\n").as_bytes());
+        crate::pam_proto::send_line(&self.sock, l);
     }
     fn ok(&self) {
         self.line("ok");

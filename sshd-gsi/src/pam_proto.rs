@@ -1,7 +1,21 @@
 //! What sshd-gsi and its PAM helper (`sshd-gsi-pam-helper`, see [`crate::pam`]) say to each
 //! other: the request the server sends as JSON on the helper's fd 3. Shared by both binaries.
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+
 use serde::{Deserialize, Serialize};
+
+/// Send one answer line to the server (`ok`, `error TEXT`, `log LEVEL TEXT`); control
+/// characters become spaces, so no text (a PAM module's message) can forge another line.
+pub fn send_line(sock: &UnixStream, line: &str) {
+    let one_line: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut w = sock;
+    let _ = w.write_all(format!("{one_line}\n").as_bytes());
+}
 
 /// Variables the server puts into the PAM environment and never passes on from it (a
 /// module could otherwise forge them for the session).
