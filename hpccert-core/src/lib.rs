@@ -18,6 +18,7 @@ pub mod export;
 pub mod gridmap;
 pub mod mapping;
 pub mod namespaces;
+pub mod notify;
 pub mod nsscache;
 pub mod pam;
 pub mod pool;

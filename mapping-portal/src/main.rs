@@ -1,41 +1,20 @@
 //! mapping-portal: serves the export bundle that login nodes install (`EXPORT.md`).
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+mod cli;
+
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use cli::Cli as Args;
 use hpccert_core::clock;
-use hpccert_core::config::{self, Config};
+use hpccert_core::config::Config;
 use mapping_portal::store::Store;
 use mapping_portal::{ExportToken, Portal, PortalSettings};
 
 /// The default SQLite database when `[portal] database` is not set.
-const DEFAULT_DATABASE: &str = "sqlite:///var/lib/hpccert/portal.db?mode=rwc";
-
-/// The hpccert mapping portal: keeps the links of identities (token identities, certificate
-/// DNs) to local accounts, and serves them to login nodes as one export bundle
-/// (`GET /export/v1/bundle`, fetched by `gridmap-tool sync`).
-///
-/// Reads the `[portal]` section of the config file: `database` (`sqlite://PATH?mode=rwc`, the
-/// default `/var/lib/hpccert/portal.db`, or `postgres://...`), `listen` (default
-/// 127.0.0.1:8443), `url` (the public URL named in the bundle), `export_tokens` (bearer
-/// secrets of at least 32 characters), `export_dir` (install the export for this node too).
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// The config file.
-    #[arg(long, default_value = config::DEFAULT_PATH, conflicts_with = "dev")]
-    config: PathBuf,
-    /// Development mode: an SQLite database in a temporary directory, a generated export
-    /// token, 127.0.0.1; prints the export URL and the token.
-    #[arg(long)]
-    dev: bool,
-    /// Listen here instead of `[portal] listen` (in --dev: a free port on 127.0.0.1).
-    #[arg(long)]
-    listen: Option<String>,
-}
+const DEFAULT_DATABASE: &str = "sqlite:///var/lib/hpccert-portal/portal.db?mode=rwc";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

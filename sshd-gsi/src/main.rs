@@ -11,7 +11,6 @@ mod dev;
 mod limits;
 mod loginrec;
 mod metrics;
-mod notify;
 mod pam;
 #[allow(dead_code)] // HANDOVER_PREFIX is the helper's
 mod pam_proto;

@@ -238,7 +238,7 @@ pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
             .map_err(|e| format!("[sshd] metrics_listen {addr}: {e}"))?;
         crate::metrics::serve(addr).await?;
     }
-    crate::notify::ready();
+    hpccert_core::notify::ready();
     let source = Arc::new(source);
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -247,7 +247,7 @@ pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!(target: "sshd_gsi", "Received SIGHUP; re-reading the configuration.");
-                crate::notify::reloading();
+                hpccert_core::notify::reloading();
                 match rebuild(&source).await {
                     Ok(new) => {
                         if new.engine.config.sshd.listen != listen {
@@ -264,14 +264,14 @@ pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
                     }
                     Err(e) => tracing::error!(target: "sshd_gsi", "reload refused, keeping the running configuration: {e}"),
                 }
-                crate::notify::ready();
+                hpccert_core::notify::ready();
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     tracing::info!(target: "sshd_gsi", "Received signal; terminating: no new connections, waiting for sessions to end.");
-    crate::notify::stopping();
+    hpccert_core::notify::stopping();
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;

@@ -19,6 +19,10 @@ mod sshd_gsi_cli;
 #[path = "../../gridmap-tool/src/cli.rs"]
 mod gridmap_tool_cli;
 
+#[allow(dead_code, missing_debug_implementations)]
+#[path = "../../mapping-portal/src/cli.rs"]
+mod mapping_portal_cli;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -56,6 +60,7 @@ fn programs() -> Vec<(clap::Command, &'static str)> {
     vec![
         (sshd_gsi_cli::Cli::command(), SSHD_GSI_EXTRA),
         (gridmap_tool_cli::Cli::command(), GRIDMAP_TOOL_EXTRA),
+        (mapping_portal_cli::Cli::command(), MAPPING_PORTAL_EXTRA),
     ]
 }
 
@@ -198,4 +203,18 @@ The default grid-mapfile; edits lock \fIFILE.lock\fR and replace the file atomic
 The issuer key cache written by \fBkeys refresh\fR (run by \fBgridmap-tool-keys-refresh.timer\fR).
 .SH "SEE ALSO"
 \fBsshd-gsi\fR(8), \fBpam_hpccert\fR(8), \fBlibnss_hpccert\fR(8)
+"#;
+
+const MAPPING_PORTAL_EXTRA: &str = r#".SH FILES
+.TP
+\fI/etc/hpccert/portal.toml\fR
+The portal's configuration (mode 0640, group hpccert-portal: it holds the OIDC client secret and the export tokens).
+.TP
+\fI/etc/pam.d/mapping-portal\fR
+The PAM service that checks a local account's password when a user proves the account.
+.TP
+\fI/var/lib/hpccert-portal/portal.db\fR
+The default SQLite database, created and migrated on first start.
+.SH "SEE ALSO"
+\fBgridmap-tool-sync\fR(8), \fBsshd-gsi\fR(8), \fBpam_hpccert\fR(8)
 "#;

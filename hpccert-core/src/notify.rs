@@ -1,6 +1,7 @@
 //! systemd readiness (`Type=notify`): `READY=1`, `RELOADING=1`, `STOPPING=1` sent to
 //! `$NOTIFY_SOCKET` (sd_notify(3)'s protocol: one datagram on a Unix socket; a leading `@`
-//! names an abstract socket). Without `$NOTIFY_SOCKET` nothing is sent.
+//! names an abstract socket). Without `$NOTIFY_SOCKET` nothing is sent. Used by sshd-gsi and
+//! mapping-portal.
 
 use std::os::unix::net::UnixDatagram;
 
@@ -21,7 +22,7 @@ fn send(state: &str) {
         None => sock.send_to(state.as_bytes(), &path),
     };
     if let Err(e) = sent {
-        tracing::warn!(target: "sshd_gsi", "sd_notify {state:?}: {e}");
+        tracing::warn!("sd_notify {state:?}: {e}");
     }
 }
 
