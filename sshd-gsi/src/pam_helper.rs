@@ -10,9 +10,10 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
-use crate::libpam::{self, Conversation, Pam};
 use crate::pam_proto::{HANDOVER_PREFIX, Request};
 use crate::spawn::{self, Account};
+use hpccert_pam_appl::{self as libpam, Conversation, Pam};
+use zeroize::Zeroizing;
 
 /// `sshd-gsi-pam-helper MODE`: read the request on fd 3, run the stacks, answer on fd 3.
 pub fn helper_main(mode: &str) -> ExitCode {
@@ -74,15 +75,57 @@ impl Reporter {
     }
 }
 
+/// Where the conversation's messages go: log lines to the server, and the terminal of a PTY
+/// session (as sshd shows PAM's messages). Nobody answers prompts: a module that asks fails.
+struct HelperConversation {
+    reporter: UnixStream,
+    terminal: bool,
+}
+
+impl HelperConversation {
+    fn report(&self, level: &str, m: &str) {
+        crate::pam_proto::send_line(&self.reporter, &format!("log {level} {m}"));
+    }
+
+    fn show(&self, m: &str) {
+        if self.terminal {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{m}");
+            let _ = out.flush();
+        }
+    }
+}
+
+impl Conversation for HelperConversation {
+    fn prompt(&mut self, _echo: bool, text: &str) -> Option<Zeroizing<String>> {
+        self.report(
+            "warn",
+            &format!("a PAM module asked {text:?}; sshd-gsi's PAM stacks cannot prompt"),
+        );
+        None
+    }
+
+    fn info(&mut self, text: &str) {
+        self.report("debug", &format!("PAM: {text}"));
+        self.show(text);
+    }
+
+    fn error(&mut self, text: &str) {
+        self.report("info", &format!("PAM: {text}"));
+        self.show(text);
+    }
+}
+
 fn context(request: &Request, reporter: &Reporter, terminal: bool) -> Result<Pam, String> {
-    let conversation = Conversation {
+    let conversation = HelperConversation {
         reporter: reporter
             .sock
             .try_clone()
             .map_err(|e| format!("cannot duplicate the helper socket: {e}"))?,
         terminal,
     };
-    let mut pam = Pam::start(&request.service, &request.user, conversation)?;
+    let mut pam = Pam::start(&request.service, &request.user, Box::new(conversation))?;
     pam.set_item(libpam::PAM_RHOST, &request.rhost)?;
     pam.set_item(libpam::PAM_TTY, request.tty.as_deref().unwrap_or("ssh"))?;
     for (k, v) in &request.handover {

@@ -5,8 +5,6 @@
 //! A program of its own, built from the few modules it needs, so that each open session costs
 //! libpam, the PAM modules and this small program, not a copy of the server.
 
-#[path = "../libpam.rs"]
-mod libpam;
 #[path = "../pam_helper.rs"]
 mod pam_helper;
 #[path = "../pam_proto.rs"]

@@ -1,5 +1,6 @@
-//! The application side of Linux-PAM (`<security/pam_appl.h>`) that the PAM helper uses:
-//! start, items, environment, account, credentials, session, end.
+//! The application side of Linux-PAM (`<security/pam_appl.h>`): start, items, environment,
+//! authentication, account, credentials, session, end. sshd-gsi's PAM helper runs the
+//! account and session stacks; the mapping portal checks a local account's password.
 //!
 //! Written here rather than taken from pam-client because sshd-gsi must open a session even
 //! when `pam_setcred` fails, as sshd does when PAM did not authenticate the user (pam-client
@@ -9,10 +10,10 @@
 #![allow(unsafe_code)] // FFI by nature: each block says why it is sound
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
-use std::io::Write;
 use std::marker::{PhantomData, PhantomPinned};
-use std::os::unix::net::UnixStream;
 use std::ptr::{self, NonNull};
+
+use zeroize::{Zeroize, Zeroizing};
 
 /// libpam's opaque `pam_handle_t`.
 #[repr(C)]
@@ -26,6 +27,7 @@ const PAM_CONV_ERR: c_int = 19;
 const PAM_BUF_ERR: c_int = 5;
 pub const PAM_TTY: c_int = 3;
 pub const PAM_RHOST: c_int = 4;
+pub const PAM_DISALLOW_NULL_AUTHTOK: c_int = 0x0001;
 pub const PAM_SILENT: c_int = 0x8000;
 pub const PAM_ESTABLISH_CRED: c_int = 0x0002;
 pub const PAM_DELETE_CRED: c_int = 0x0004;
@@ -72,6 +74,7 @@ unsafe extern "C" {
     fn pam_set_item(pamh: *mut RawPamHandle, item_type: c_int, item: *const c_void) -> c_int;
     fn pam_putenv(pamh: *mut RawPamHandle, name_value: *const c_char) -> c_int;
     fn pam_getenvlist(pamh: *mut RawPamHandle) -> *mut *mut c_char;
+    fn pam_authenticate(pamh: *mut RawPamHandle, flags: c_int) -> c_int;
     fn pam_acct_mgmt(pamh: *mut RawPamHandle, flags: c_int) -> c_int;
     fn pam_setcred(pamh: *mut RawPamHandle, flags: c_int) -> c_int;
     fn pam_open_session(pamh: *mut RawPamHandle, flags: c_int) -> c_int;
@@ -79,56 +82,38 @@ unsafe extern "C" {
     fn pam_strerror(pamh: *mut RawPamHandle, errnum: c_int) -> *const c_char;
 }
 
-/// Where the conversation's messages go: log lines to the server, and the terminal of a PTY
-/// session (as sshd shows PAM's messages). Nobody answers prompts: a module that asks fails.
-pub struct Conversation {
-    pub reporter: UnixStream,
-    pub terminal: bool,
+/// What the application answers to PAM's messages.
+pub trait Conversation {
+    /// A prompt (`echo`: `PAM_PROMPT_ECHO_ON`): the answer, or `None` to fail the
+    /// conversation (and so the module that asked).
+    fn prompt(&mut self, echo: bool, text: &str) -> Option<Zeroizing<String>>;
+    /// `PAM_TEXT_INFO`.
+    fn info(&mut self, text: &str);
+    /// `PAM_ERROR_MSG`.
+    fn error(&mut self, text: &str);
 }
 
-impl Conversation {
-    fn report(&self, level: &str, m: &str) {
-        crate::pam_proto::send_line(&self.reporter, &format!("log {level} {m}"));
-    }
-
-    fn show(&self, m: &CStr) {
-        if self.terminal {
-            let mut out = std::io::stdout();
-            let _ = out.write_all(m.to_bytes());
-            let _ = out.write_all(b"\n");
-            let _ = out.flush();
-        }
-    }
-
-    /// One message: whether it could be answered (prompts cannot).
-    fn message(&self, style: c_int, text: &CStr) -> bool {
-        match style {
+/// Each message of one `pam_conv` call: the answers, or `None` when one cannot be answered.
+fn answer_all(
+    conv: &mut dyn Conversation,
+    messages: &[(c_int, String)],
+) -> Option<Vec<Option<Zeroizing<String>>>> {
+    messages
+        .iter()
+        .map(|(style, text)| match *style {
             PAM_TEXT_INFO => {
-                self.report("debug", &format!("PAM: {}", text.to_string_lossy()));
-                self.show(text);
-                true
+                conv.info(text);
+                Some(None)
             }
             PAM_ERROR_MSG => {
-                self.report("info", &format!("PAM: {}", text.to_string_lossy()));
-                self.show(text);
-                true
+                conv.error(text);
+                Some(None)
             }
-            PAM_PROMPT_ECHO_OFF | PAM_PROMPT_ECHO_ON => {
-                self.report(
-                    "warn",
-                    &format!(
-                        "a PAM module asked {:?}; sshd-gsi's PAM stacks cannot prompt",
-                        text.to_string_lossy()
-                    ),
-                );
-                false
-            }
-            other => {
-                self.report("warn", &format!("a PAM module sent message style {other}"));
-                false
-            }
-        }
-    }
+            PAM_PROMPT_ECHO_OFF => conv.prompt(false, text).map(Some),
+            PAM_PROMPT_ECHO_ON => conv.prompt(true, text).map(Some),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The `pam_conv` callback.
@@ -150,8 +135,9 @@ unsafe extern "C" fn converse(
         if n == 0 || msg.is_null() || resp.is_null() || appdata_ptr.is_null() {
             return PAM_CONV_ERR;
         }
-        // SAFETY: appdata_ptr is the Conversation given to pam_start (see above).
-        let conv = unsafe { &*(appdata_ptr as *const Conversation) };
+        // SAFETY: appdata_ptr is the ConvBox given to pam_start (see above).
+        let conv = unsafe { &mut *(appdata_ptr as *mut ConvBox) };
+        let mut messages = Vec::with_capacity(n);
         for i in 0..n {
             // SAFETY: libpam passes n valid message pointers.
             let m = unsafe { *msg.add(i) };
@@ -161,47 +147,105 @@ unsafe extern "C" fn converse(
             // SAFETY: m is a valid pam_message; its text is NUL-terminated or NULL.
             let (style, text) = unsafe { ((*m).msg_style, (*m).msg) };
             let text = if text.is_null() {
-                c""
+                String::new()
             } else {
                 // SAFETY: a non-NULL message text is a NUL-terminated string.
                 unsafe { CStr::from_ptr(text) }
+                    .to_string_lossy()
+                    .into_owned()
             };
-            if !conv.message(style, text) {
-                return PAM_CONV_ERR;
-            }
+            messages.push((style, text));
         }
-        // answers for info and error messages: empty, in calloc'd memory libpam frees
+        let Some(answers) = answer_all(&mut *conv.0, &messages) else {
+            return PAM_CONV_ERR;
+        };
+        // the answers in calloc'd memory that libpam frees (each text strdup'd; NULL for
+        // info and error messages)
         // SAFETY: calloc of n zeroed responses (resp NULL, retcode 0).
-        let answers =
+        let out =
             unsafe { libc::calloc(n, std::mem::size_of::<PamResponse>()) } as *mut PamResponse;
-        if answers.is_null() {
+        if out.is_null() {
             return PAM_BUF_ERR;
         }
+        for (i, answer) in answers.iter().enumerate() {
+            let Some(text) = answer else { continue };
+            let copy = CString::new(text.as_bytes()).ok().map(|c| {
+                // SAFETY: a valid NUL-terminated string; strdup returns malloc'd memory.
+                let p = unsafe { libc::strdup(c.as_ptr()) };
+                // the temporary copy is wiped before it is freed
+                let mut bytes = c.into_bytes();
+                bytes.zeroize();
+                p
+            });
+            match copy {
+                Some(p) if !p.is_null() => {
+                    // SAFETY: i < n, within the calloc'd array.
+                    unsafe { (*out.add(i)).resp = p };
+                }
+                _ => {
+                    free_answers(out, n);
+                    return PAM_BUF_ERR;
+                }
+            }
+        }
         // SAFETY: resp is a valid out-pointer.
-        unsafe { *resp = answers };
+        unsafe { *resp = out };
         PAM_SUCCESS
     };
     std::panic::catch_unwind(run).unwrap_or(PAM_CONV_ERR)
 }
+
+/// Wipe and free the answers built so far (on a failure half-way).
+fn free_answers(out: *mut PamResponse, n: usize) {
+    for i in 0..n {
+        // SAFETY: i < n, within the calloc'd array; each resp is NULL or strdup'd.
+        let p = unsafe { (*out.add(i)).resp };
+        if !p.is_null() {
+            // SAFETY: a NUL-terminated string we strdup'd: wiped, then freed once.
+            unsafe {
+                let len = libc::strlen(p);
+                std::ptr::write_bytes(p, 0, len);
+                libc::free(p.cast());
+            }
+        }
+    }
+    // SAFETY: the calloc'd array, freed once.
+    unsafe { libc::free(out.cast()) };
+}
+
+/// The conversation behind `appdata_ptr` (a thin pointer to a fat one).
+struct ConvBox(Box<dyn Conversation>);
 
 /// A PAM transaction (`pam_start` .. `pam_end`).
 pub struct Pam {
     handle: NonNull<RawPamHandle>,
     /// The conversation structures libpam points to: they outlive the handle.
     _conv: Box<PamConv>,
-    _data: Box<Conversation>,
+    _data: Box<ConvBox>,
     last: c_int,
 }
 
+impl std::fmt::Debug for Pam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pam")
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Pam {
-    pub fn start(service: &str, user: &str, conversation: Conversation) -> Result<Self, String> {
+    pub fn start(
+        service: &str,
+        user: &str,
+        conversation: Box<dyn Conversation>,
+    ) -> Result<Self, String> {
         let c_service =
             CString::new(service).map_err(|_| format!("PAM service {service:?} contains NUL"))?;
         let c_user = CString::new(user).map_err(|_| format!("user {user:?} contains NUL"))?;
-        let mut data = Box::new(conversation);
+        let mut data = Box::new(ConvBox(conversation));
         let conv = Box::new(PamConv {
             conv: Some(converse),
-            appdata_ptr: (&mut *data as *mut Conversation).cast(),
+            appdata_ptr: (&mut *data as *mut ConvBox).cast(),
         });
         let mut handle: *mut RawPamHandle = ptr::null_mut();
         // SAFETY: valid NUL-terminated strings, a pam_conv that lives in a Box owned by the
@@ -286,6 +330,13 @@ impl Pam {
         // SAFETY: malloc'd by libpam, freed once.
         unsafe { libc::free(list.cast()) };
         out
+    }
+
+    /// `pam_authenticate`: the auth stack (which asks through the conversation).
+    pub fn authenticate(&mut self, flags: c_int) -> Result<(), String> {
+        // SAFETY: the handle is live.
+        let rc = unsafe { pam_authenticate(self.handle.as_ptr(), flags) };
+        self.check("pam_authenticate", rc)
     }
 
     pub fn acct_mgmt(&mut self, flags: c_int) -> Result<(), String> {
