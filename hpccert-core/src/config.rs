@@ -60,7 +60,8 @@ fn default_portal_listen() -> String {
     "127.0.0.1:8443".into()
 }
 
-/// `[portal]`: the mapping portal (its database, its listener, who may fetch its export).
+/// `[portal]`: the mapping portal (its database, its listener, its identity provider, how
+/// accounts are proved, its admins, who may fetch its export).
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortalConfig {
@@ -69,13 +70,118 @@ pub struct PortalConfig {
     /// Address to listen on [default: 127.0.0.1:8443].
     #[serde(default = "default_portal_listen")]
     pub listen: String,
-    /// The portal's public URL, named in the export bundle.
+    /// The portal's public URL (the OIDC redirect URI is URL/login/callback; named in the
+    /// export bundle). `https://` makes the cookies Secure and sends HSTS.
     pub url: Option<String>,
     /// Where the portal also installs its export for its own node (optional).
     pub export_dir: Option<PathBuf>,
     /// Bearer secrets that may fetch `/export/v1/bundle` (never printed by `Debug`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_tokens: Vec<String>,
+    /// Serve HTTPS with this certificate chain (PEM) and `tls_key`; plain HTTP without them
+    /// (behind a TLS reverse proxy).
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (the client address in logs, the
+    /// audit log and rate limits) and whose `remote_user_header` is believed (`proof =
+    /// "header"`). Empty: no forwarded header is believed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Whether a new link takes effect at once or waits for an admin.
+    #[serde(default)]
+    pub approval: PortalApproval,
+    /// How a user proves they own a local account.
+    #[serde(default)]
+    pub proof: PortalProof,
+    /// The PAM service of `proof = "pam"` [default: mapping-portal].
+    #[serde(default = "default_portal_pam_service")]
+    pub pam_service: String,
+    /// The header carrying the account name of `proof = "header"` [default: REMOTE_USER].
+    #[serde(default = "default_portal_remote_user_header")]
+    pub remote_user_header: String,
+    /// Accounts with a lower uid can never be linked [default: 1000].
+    #[serde(default = "default_portal_min_uid")]
+    pub min_uid: u32,
+    /// Token identities (as the identity provider names them) that may use the admin pages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<PortalAdmin>,
+    /// `[portal.oidc]`: the identity provider users log in with (none: no one can log in).
+    pub oidc: Option<PortalOidcConfig>,
+}
+
+/// `[portal] approval`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortalApproval {
+    #[default]
+    Immediate,
+    Admin,
+}
+
+/// `[portal] proof`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortalProof {
+    /// The account's password, checked by the PAM service `pam_service`.
+    #[default]
+    Pam,
+    /// The site's single sign-on proxy names the account in `remote_user_header`.
+    Header,
+}
+
+/// One `[portal] admins` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalAdmin {
+    pub issuer: String,
+    pub subject: String,
+}
+
+/// `[portal.oidc]`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalOidcConfig {
+    /// The issuer (discovery at ISSUER/.well-known/openid-configuration) [CILogon:
+    /// https://cilogon.org].
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret, inline (never printed by `Debug`) ...
+    pub client_secret: Option<String>,
+    /// ... or in a file of its own (one line).
+    pub client_secret_file: Option<PathBuf>,
+    /// [default: openid email profile org.cilogon.userinfo]
+    #[serde(default = "default_portal_scopes")]
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for PortalOidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalOidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<secret>"),
+            )
+            .field("client_secret_file", &self.client_secret_file)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+fn default_portal_pam_service() -> String {
+    "mapping-portal".into()
+}
+fn default_portal_remote_user_header() -> String {
+    "REMOTE_USER".into()
+}
+fn default_portal_min_uid() -> u32 {
+    1000
+}
+fn default_portal_scopes() -> Vec<String> {
+    ["openid", "email", "profile", "org.cilogon.userinfo"]
+        .map(String::from)
+        .to_vec()
 }
 
 impl std::fmt::Debug for PortalConfig {
@@ -89,6 +195,16 @@ impl std::fmt::Debug for PortalConfig {
                 "export_tokens",
                 &format_args!("<{} secrets>", self.export_tokens.len()),
             )
+            .field("tls_certificate", &self.tls_certificate)
+            .field("tls_key", &self.tls_key)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("approval", &self.approval)
+            .field("proof", &self.proof)
+            .field("pam_service", &self.pam_service)
+            .field("remote_user_header", &self.remote_user_header)
+            .field("min_uid", &self.min_uid)
+            .field("admins", &self.admins)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -736,6 +852,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("listen_on"), "{e}");
+    }
+
+    #[test]
+    fn parses_the_portal_web_settings() {
+        let c = Config::parse(
+            r#"version = 1
+[portal]
+url = "https://portal.example.org"
+trusted_proxies = ["127.0.0.1", "::1"]
+approval = "admin"
+proof = "header"
+admins = [{ issuer = "https://cilogon.org", subject = "http://cilogon.org/serverA/users/1" }]
+[portal.oidc]
+issuer = "https://cilogon.org"
+client_id = "cilogon:/client_id/abc"
+client_secret = "oidc-s3cret"
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let p = c.portal.clone().unwrap();
+        assert_eq!(p.approval, PortalApproval::Admin);
+        assert_eq!(p.proof, PortalProof::Header);
+        assert_eq!(p.pam_service, "mapping-portal");
+        assert_eq!(p.remote_user_header, "REMOTE_USER");
+        assert_eq!(p.min_uid, 1000);
+        assert_eq!(p.trusted_proxies.len(), 2);
+        assert_eq!(p.admins[0].subject, "http://cilogon.org/serverA/users/1");
+        let oidc = p.oidc.unwrap();
+        assert_eq!(
+            oidc.scopes,
+            ["openid", "email", "profile", "org.cilogon.userinfo"]
+        );
+        assert!(!format!("{c:?}").contains("oidc-s3cret"));
+        let e = Config::parse(
+            "version = 1\n[portal]\nproof = \"kerberos\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("proof"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The HTTP side: `GET /export/v1/bundle` (EXPORT.md) and `GET /healthz`.
+//! The HTTP side: `GET /export/v1/bundle` (EXPORT.md) and `GET /healthz`, and serving the
+//! whole portal over plain HTTP (behind a TLS reverse proxy) or HTTPS (rustls).
 //!
-//! Plain HTTP: TLS is for the reverse proxy in front (or a later version); the export token
-//! is a bearer secret, compared in constant time, and never logged.
+//! The export token is a bearer secret, compared in constant time, and never logged.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,18 +23,55 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .with_state(portal)
 }
 
-/// Serve until `shutdown` completes.
+/// The whole portal: the export, and the pages when `web` is given.
+pub fn app_router(portal: Arc<Portal>, web: Option<Arc<crate::web::App>>) -> Router {
+    match web {
+        Some(app) => router(portal).merge(crate::web::router(app)),
+        None => router(portal),
+    }
+}
+
+/// Serve `app` over plain HTTP until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    portal: Arc<Portal>,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
         listener,
-        router(portal).into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// The TLS settings from a PEM certificate chain and key (rustls, ring provider).
+pub async fn tls_config(
+    certificate: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<axum_server::tls_rustls::RustlsConfig> {
+    // the process-wide provider: ring, as reqwest's rustls uses (a second call is harmless)
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(certificate, key).await
+}
+
+/// Serve `app` over HTTPS until `shutdown` completes (then up to 10 s for open requests).
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
 }
 
 fn unauthorized(reason: &'static str) -> Response {

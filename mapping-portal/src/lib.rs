@@ -4,7 +4,8 @@
 //! * [`store`]: the database (SQLite or PostgreSQL) and the one function that changes it;
 //! * [`model`]: identities, accounts, links, suspensions, changes and errors;
 //! * [`export`]: the bundle, checked with the core parsers before it is published;
-//! * [`http`]: `GET /export/v1/bundle` and `GET /healthz`.
+//! * [`http`]: `GET /export/v1/bundle` and `GET /healthz`, and serving (HTTP or HTTPS);
+//! * [`web`]: the pages: OIDC login, account proof, links, admin pages.
 //!
 //! [`Portal`] ties them: it applies a change, then publishes the new bundle (in memory for
 //! the HTTP side, and into `[portal] export_dir` for the portal's own node).
@@ -14,6 +15,7 @@ pub mod export;
 pub mod http;
 pub mod model;
 pub mod store;
+pub mod web;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

@@ -1,4 +1,5 @@
-//! mapping-portal: serves the export bundle that login nodes install (`EXPORT.md`).
+//! mapping-portal: the pages where users link their identities to local accounts, and the
+//! export bundle that login nodes install (`EXPORT.md`).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -9,8 +10,16 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use cli::Cli as Args;
 use hpccert_core::clock;
-use hpccert_core::config::Config;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hpccert_core::config::{
+    Config, PortalAdmin, PortalApproval, PortalConfig, PortalOidcConfig, PortalProof,
+};
+use mapping_portal::model::Approval;
 use mapping_portal::store::Store;
+use mapping_portal::web::oidc::{Oidc, OidcSettings};
+use mapping_portal::web::{App, Proof, WebSettings};
 use mapping_portal::{ExportToken, Portal, PortalSettings};
 
 /// The default SQLite database when `[portal] database` is not set.
@@ -47,10 +56,33 @@ fn random_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    // kept until the end in --dev: the database lives there
-    let mut _dev_dir = None;
-    let (database, listen, url, tokens, export_dir) = if args.dev {
+/// Everything the portal needs from its config (or from --dev).
+struct Setup {
+    database: String,
+    listen: String,
+    url: Option<String>,
+    tokens: Vec<String>,
+    export_dir: Option<PathBuf>,
+    tls: Option<(PathBuf, PathBuf)>,
+    web: PortalConfig,
+}
+
+fn dev_oidc_from_env() -> Option<PortalOidcConfig> {
+    let issuer = std::env::var("HPCCERT_PORTAL_ISSUER").ok()?;
+    let client_id = std::env::var("HPCCERT_PORTAL_CLIENT_ID").ok()?;
+    Some(PortalOidcConfig {
+        issuer,
+        client_id,
+        client_secret: std::env::var("HPCCERT_PORTAL_CLIENT_SECRET").ok(),
+        client_secret_file: None,
+        scopes: ["openid", "email", "profile", "org.cilogon.userinfo"]
+            .map(String::from)
+            .to_vec(),
+    })
+}
+
+fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result<Setup> {
+    if args.dev {
         let dir = tempfile::Builder::new()
             .prefix("mapping-portal-dev.")
             .tempdir()
@@ -63,22 +95,113 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::create_dir(&export_dir).context("export directory")?;
         let token = random_token()?;
         let listen = args.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
-        _dev_dir = Some(dir);
-        (database, listen, None, vec![token], Some(export_dir))
-    } else {
-        let config = Config::load(&args.config)?;
-        let Some(portal) = config.portal else {
-            bail!("{}: no [portal] section", args.config.display());
-        };
-        (
-            portal.database.unwrap_or_else(|| DEFAULT_DATABASE.into()),
-            args.listen.clone().unwrap_or(portal.listen),
-            portal.url,
-            portal.export_tokens,
-            portal.export_dir,
-        )
+        *dev_dir = Some(dir);
+        // the defaults of an empty [portal] section, with the provider from the environment
+        let mut web: PortalConfig = toml::from_str("").context("default [portal]")?;
+        web.oidc = dev_oidc_from_env();
+        if let (Some(oidc), Ok(subject)) =
+            (&web.oidc, std::env::var("HPCCERT_PORTAL_ADMIN_SUBJECT"))
+        {
+            web.admins.push(PortalAdmin {
+                issuer: oidc.issuer.clone(),
+                subject,
+            });
+        }
+        return Ok(Setup {
+            database,
+            listen,
+            url: None,
+            tokens: vec![token],
+            export_dir: Some(export_dir),
+            tls: None,
+            web,
+        });
+    }
+    let config = Config::load(&args.config)?;
+    let Some(portal) = config.portal else {
+        bail!("{}: no [portal] section", args.config.display());
     };
-    let export_tokens = tokens
+    let tls = match (&portal.tls_certificate, &portal.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => bail!(
+            "{}: [portal] tls_certificate and tls_key go together",
+            args.config.display()
+        ),
+    };
+    Ok(Setup {
+        database: portal
+            .database
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE.into()),
+        listen: args.listen.clone().unwrap_or_else(|| portal.listen.clone()),
+        url: portal.url.clone(),
+        tokens: portal.export_tokens.clone(),
+        export_dir: portal.export_dir.clone(),
+        tls,
+        web: portal,
+    })
+}
+
+/// Whether `url` is https://, or http:// to a loopback address (tests, --dev).
+fn secure_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn oidc_settings(oidc: &PortalOidcConfig, url: &str) -> anyhow::Result<OidcSettings> {
+    if !secure_or_loopback(&oidc.issuer) {
+        bail!(
+            "[portal.oidc] issuer {} must be https:// (http:// only to a loopback address)",
+            oidc.issuer
+        );
+    }
+    let client_secret = match (&oidc.client_secret, &oidc.client_secret_file) {
+        (Some(_), Some(_)) => {
+            bail!("[portal.oidc] client_secret and client_secret_file are exclusive")
+        }
+        (Some(s), None) => Some(s.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("[portal.oidc] client_secret_file {}", path.display()))?;
+            let secret = text.trim().to_string();
+            if secret.is_empty() {
+                bail!(
+                    "[portal.oidc] client_secret_file {} is empty",
+                    path.display()
+                );
+            }
+            Some(secret)
+        }
+        (None, None) => None,
+    };
+    Ok(OidcSettings {
+        issuer: oidc.issuer.clone(),
+        client_id: oidc.client_id.clone(),
+        client_secret,
+        scopes: oidc.scopes.clone(),
+        redirect_uri: format!("{}/login/callback", url.trim_end_matches('/')),
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    // kept until the end in --dev: the database lives there
+    let mut dev_dir = None;
+    let setup = setup(&args, &mut dev_dir)?;
+    let export_tokens = setup
+        .tokens
         .iter()
         .map(|t| ExportToken::new(t))
         .collect::<Result<Vec<_>, _>>()
@@ -86,40 +209,106 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if export_tokens.is_empty() {
         tracing::warn!("no [portal] export_tokens: every request for the export is refused");
     }
+    let tls = match &setup.tls {
+        Some((cert, key)) => Some(
+            mapping_portal::http::tls_config(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
 
-    let store = Store::open(&database, clock::now())
+    let store = Store::open(&setup.database, clock::now())
         .await
         .context("opening the database")?;
     tracing::info!(backend = ?store.backend(), "database ready");
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let listener = tokio::net::TcpListener::bind(&setup.listen)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| format!("listening on {}", setup.listen))?;
     let local = listener.local_addr().context("local address")?;
-    let url = url.unwrap_or_else(|| format!("http://{local}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = setup
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{local}"))
+        .trim_end_matches('/')
+        .to_string();
     let portal = Portal::start(
         store.clone(),
         PortalSettings {
             url: url.clone(),
             export_tokens: export_tokens.clone(),
-            export_dir: export_dir.clone(),
+            export_dir: setup.export_dir.clone(),
         },
     )
     .await
     .context("publishing the export")?;
-    tracing::info!(%local, serial = portal.current().serial, "listening");
+    let web = &setup.web;
+    let oidc = match &web.oidc {
+        Some(o) => Some(Oidc::new(oidc_settings(o, &url)?).context("[portal.oidc]")?),
+        None => {
+            tracing::warn!("no [portal.oidc]: nobody can log in to the pages (the export works)");
+            None
+        }
+    };
+    let proof = match web.proof {
+        PortalProof::Pam => Proof::Pam {
+            service: web.pam_service.clone(),
+        },
+        PortalProof::Header => {
+            if web.trusted_proxies.is_empty() {
+                bail!(
+                    "[portal] proof = \"header\" needs trusted_proxies (the sign-on proxy's addresses)"
+                );
+            }
+            Proof::Header {
+                name: axum::http::HeaderName::from_bytes(
+                    web.remote_user_header.to_ascii_lowercase().as_bytes(),
+                )
+                .with_context(|| {
+                    format!("[portal] remote_user_header {:?}", web.remote_user_header)
+                })?,
+            }
+        }
+    };
+    let app = App::new(
+        Arc::clone(&portal),
+        oidc,
+        WebSettings {
+            url: url.clone(),
+            trusted_proxies: web.trusted_proxies.clone(),
+            approval: match web.approval {
+                PortalApproval::Immediate => Approval::Immediate,
+                PortalApproval::Admin => Approval::AwaitAdmin,
+            },
+            proof,
+            min_uid: web.min_uid,
+            admins: web
+                .admins
+                .iter()
+                .map(|a| (a.issuer.clone(), a.subject.clone()))
+                .collect(),
+        },
+    );
+    tracing::info!(%local, %url, serial = portal.current().serial, "listening");
     if args.dev {
         let token = export_tokens
             .first()
             .map(ExportToken::expose)
             .unwrap_or_default();
-        println!("mapping-portal --dev: database {database}");
-        if let Some(dir) = &export_dir {
+        println!("mapping-portal --dev: database {}", setup.database);
+        println!("  pages: {url}/");
+        if let Some(dir) = &setup.export_dir {
             println!("  export installed in {}", dir.display());
         }
-        println!(
-            "  export: curl -H 'Authorization: Bearer {token}' http://{local}/export/v1/bundle"
-        );
-        println!("  health: curl http://{local}/healthz");
+        println!("  export: curl -H 'Authorization: Bearer {token}' {url}/export/v1/bundle");
+        println!("  health: curl {url}/healthz");
     }
     let shutdown = async {
         let term = async {
@@ -136,10 +325,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             () = term => {}
         }
         tracing::info!("stopping");
+        hpccert_core::notify::stopping();
     };
-    mapping_portal::http::serve(listener, portal, shutdown)
-        .await
-        .context("serving")?;
+    let router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
+    hpccert_core::notify::ready();
+    match tls {
+        Some(tls) => {
+            let listener = listener.into_std().context("listener")?;
+            mapping_portal::http::serve_tls(listener, tls, router, shutdown).await
+        }
+        None => mapping_portal::http::serve(listener, router, shutdown).await,
+    }
+    .context("serving")?;
     store.close().await;
     Ok(())
 }

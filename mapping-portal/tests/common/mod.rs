@@ -248,7 +248,7 @@ pub async fn start() -> Running {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(mapping_portal::http::serve(
         listener,
-        Arc::clone(&portal),
+        mapping_portal::http::router(Arc::clone(&portal)),
         async {
             let _ = rx.await;
         },

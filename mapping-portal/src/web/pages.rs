@@ -1,0 +1,368 @@
+//! The pages, server-rendered with maud (every value is HTML-escaped by the macro). No
+//! JavaScript; one stylesheet from the portal itself, so that the Content-Security-Policy can
+//! forbid everything else.
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::session::User;
+use crate::model::{AuditEntry, IdentityKind, Link, LinkState, Suspension, SuspensionTarget};
+
+pub const STYLESHEET: &str = include_str!("portal.css");
+
+/// What every page shows in its header.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    pub user: Option<&'a User>,
+    pub csrf: Option<&'a str>,
+    pub flash: Option<&'a str>,
+}
+
+pub fn layout(title: &str, frame: &Frame<'_>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · hpccert mapping portal" }
+                link rel="stylesheet" href="/static/portal.css";
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/" { "hpccert mapping portal" }
+                    @if let Some(user) = frame.user {
+                        nav aria-label="Account" {
+                            span.who { (display_name(user)) }
+                            @if user.admin { a href="/admin" { "Admin" } }
+                            @if let Some(csrf) = frame.csrf {
+                                form.inline method="post" action="/logout" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button type="submit" { "Log out" }
+                                }
+                            }
+                        }
+                    }
+                }
+                main #main {
+                    @if let Some(flash) = frame.flash {
+                        p.flash role="status" { (flash) }
+                    }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+pub fn display_name(user: &User) -> String {
+    user.profile
+        .name
+        .clone()
+        .or_else(|| user.profile.email.clone())
+        .unwrap_or_else(|| user.subject.clone())
+}
+
+pub fn error(title: &str, message: &str, frame: &Frame<'_>) -> Markup {
+    layout(
+        title,
+        frame,
+        html! {
+            h1 { (title) }
+            p.error { (message) }
+            p { a href="/" { "Back to the start page" } }
+        },
+    )
+}
+
+pub fn welcome(login_configured: bool, frame: &Frame<'_>) -> Markup {
+    layout(
+        "Welcome",
+        frame,
+        html! {
+            h1 { "Link your identity to your HPC account" }
+            p {
+                "Science gateways and command-line tools log in to this site's login nodes with "
+                "your institution's identity: an access token or a certificate from CILogon. "
+                "Here you tell the login nodes which local account that identity belongs to."
+            }
+            ol.steps {
+                li { "Log in with your institution." }
+                li { "Prove that you own your local account (its password)." }
+                li { "Link them. You can remove the link at any time." }
+            }
+            @if login_configured {
+                p { a.button href="/login" { "Log in with your institution" } }
+            } @else {
+                p.error {
+                    "Login is not configured on this portal: the administrator must set "
+                    code { "[portal.oidc]" } " in its configuration."
+                }
+            }
+        },
+    )
+}
+
+#[derive(Debug)]
+pub struct HomeView<'a> {
+    pub user: &'a User,
+    pub csrf: &'a str,
+    pub links: &'a [Link],
+    pub suspended: &'a [Suspension],
+    pub proof_by_header: Option<Option<String>>,
+    pub approval_needed: bool,
+}
+
+fn kind_label(kind: IdentityKind) -> &'static str {
+    match kind {
+        IdentityKind::Token => "token",
+        IdentityKind::Dn => "dn",
+    }
+}
+
+fn identity_text(link_kind: IdentityKind, issuer: &str, subject: &str) -> Markup {
+    html! {
+        @match link_kind {
+            IdentityKind::Token => { span.kind { "Token identity" } " " code { (subject) } " from " code { (issuer) } }
+            IdentityKind::Dn => { span.kind { "Certificate DN" } " " code { (subject) } }
+        }
+    }
+}
+
+fn state_label(state: LinkState) -> &'static str {
+    match state {
+        LinkState::Active => "active",
+        LinkState::Pending => "awaiting approval",
+    }
+}
+
+pub fn home(view: &HomeView<'_>, frame: &Frame<'_>) -> Markup {
+    let user = view.user;
+    layout(
+        "Your links",
+        frame,
+        html! {
+            h1 { "Your identity" }
+            dl.identity {
+                dt { "Name" } dd { (display_name(user)) }
+                @if let Some(email) = &user.profile.email { dt { "Email" } dd { (email) } }
+                @if let Some(idp) = &user.idp_name { dt { "Institution" } dd { (idp) } }
+                dt { "Issuer" } dd { code { (user.issuer) } }
+                dt { "Subject" } dd { code { (user.subject) } }
+                @if let Some(dn) = &user.cert_dn { dt { "Certificate DN" } dd { code { (dn) } } }
+            }
+            @for s in view.suspended {
+                p.error role="alert" {
+                    "Suspended: " (suspension_target(&s.target)) ". Reason: " (s.reason)
+                    ". Logins with it are refused on every login node."
+                }
+            }
+            h2 { "Your links" }
+            @if view.links.is_empty() {
+                p #no-links { "No account is linked to your identity yet." }
+            } @else {
+                table.links #links {
+                    thead { tr { th scope="col" { "Identity" } th scope="col" { "Account" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Action" } } } }
+                    tbody {
+                        @for link in view.links {
+                            tr {
+                                td { (identity_text(link.identity.kind(), link.identity.issuer(), link.identity.subject())) }
+                                td.account { (link.account) }
+                                td.state { (state_label(link.state)) }
+                                td {
+                                    form method="post" action="/unlink" {
+                                        input type="hidden" name="csrf" value=(view.csrf);
+                                        input type="hidden" name="kind" value=(kind_label(link.identity.kind()));
+                                        input type="hidden" name="account" value=(link.account);
+                                        button.danger type="submit" { "Remove" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Link a local account" }
+            @if view.approval_needed {
+                p { "An administrator approves new links before the login nodes use them." }
+            }
+            @match &view.proof_by_header {
+                Some(Some(account)) => {
+                    form.card method="post" action="/link" {
+                        input type="hidden" name="csrf" value=(view.csrf);
+                        input type="hidden" name="account" value=(account);
+                        p { "The site's sign-on says you are " strong { (account) } "." }
+                        button type="submit" { "Link to " (account) }
+                    }
+                }
+                Some(None) => {
+                    p.error { "The site's sign-on did not name your account: open this portal through the site's sign-on." }
+                }
+                None => {
+                    form.card method="post" action="/link" {
+                        input type="hidden" name="csrf" value=(view.csrf);
+                        label for="account" { "Local account name" }
+                        input #account type="text" name="account" required autocomplete="username" autocapitalize="none" spellcheck="false";
+                        label for="password" { "Its password" }
+                        input #password type="password" name="password" required autocomplete="current-password";
+                        p.hint { "The password is checked once and never stored." }
+                        button type="submit" { "Prove and link" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn suspension_target(target: &SuspensionTarget) -> Markup {
+    html! {
+        @match target {
+            SuspensionTarget::Identity(k) => (identity_text(k.kind(), k.issuer(), k.subject())),
+            SuspensionTarget::Account(a) => { "account " code { (a) } }
+        }
+    }
+}
+
+fn when(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| at.to_string())
+}
+
+#[derive(Debug)]
+pub struct AdminView<'a> {
+    pub csrf: &'a str,
+    pub search: &'a str,
+    pub links: &'a [Link],
+    pub suspensions: &'a [Suspension],
+}
+
+fn identity_fields(csrf: &str, kind: IdentityKind, issuer: &str, subject: &str) -> Markup {
+    html! {
+        input type="hidden" name="csrf" value=(csrf);
+        input type="hidden" name="kind" value=(kind_label(kind));
+        input type="hidden" name="issuer" value=(issuer);
+        input type="hidden" name="subject" value=(subject);
+    }
+}
+
+pub fn admin(view: &AdminView<'_>, frame: &Frame<'_>) -> Markup {
+    let csrf = view.csrf;
+    layout(
+        "Admin",
+        frame,
+        html! {
+            h1 { "Links" }
+            p { a href="/admin/audit" { "Audit log" } }
+            form.search method="get" action="/admin" role="search" {
+                label for="q" { "Search accounts, identities, emails" }
+                input #q type="search" name="q" value=(view.search);
+                button type="submit" { "Search" }
+            }
+            table.links #admin-links {
+                thead { tr { th scope="col" { "Identity" } th scope="col" { "Person" } th scope="col" { "Account" } th scope="col" { "State" } th scope="col" { "Since" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                tbody {
+                    @for link in view.links {
+                        tr {
+                            td { (identity_text(link.identity.kind(), link.identity.issuer(), link.identity.subject())) }
+                            td { (link.profile.name.as_deref().or(link.profile.email.as_deref()).unwrap_or("")) }
+                            td.account { (link.account) }
+                            td.state { (state_label(link.state)) }
+                            td { (when(link.created)) }
+                            td.actions {
+                                @if link.state == LinkState::Pending {
+                                    form method="post" action="/admin/approve" {
+                                        (identity_fields(csrf, link.identity.kind(), link.identity.issuer(), link.identity.subject()))
+                                        input type="hidden" name="account" value=(link.account);
+                                        button type="submit" { "Approve" }
+                                    }
+                                }
+                                form method="post" action="/admin/suspend" {
+                                    (identity_fields(csrf, link.identity.kind(), link.identity.issuer(), link.identity.subject()))
+                                    input type="hidden" name="target" value="identity";
+                                    label.visually-hidden for={"reason-" (link.identity.subject()) "-" (link.account)} { "Reason" }
+                                    input id={"reason-" (link.identity.subject()) "-" (link.account)} type="text" name="reason" placeholder="reason" required;
+                                    button.danger type="submit" { "Suspend identity" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Suspensions" }
+            @if view.suspensions.is_empty() {
+                p { "Nothing is suspended." }
+            } @else {
+                table.links #suspensions {
+                    thead { tr { th scope="col" { "What" } th scope="col" { "Reason" } th scope="col" { "By" } th scope="col" { "When" } th scope="col" { span.visually-hidden { "Action" } } } }
+                    tbody {
+                        @for s in view.suspensions {
+                            tr {
+                                td { (suspension_target(&s.target)) }
+                                td { (s.reason) }
+                                td { (s.by) }
+                                td { (when(s.at)) }
+                                td {
+                                    form method="post" action="/admin/unsuspend" {
+                                        @match &s.target {
+                                            SuspensionTarget::Identity(k) => {
+                                                (identity_fields(csrf, k.kind(), k.issuer(), k.subject()))
+                                                input type="hidden" name="target" value="identity";
+                                            }
+                                            SuspensionTarget::Account(a) => {
+                                                input type="hidden" name="csrf" value=(csrf);
+                                                input type="hidden" name="target" value="account";
+                                                input type="hidden" name="account" value=(a);
+                                            }
+                                        }
+                                        button type="submit" { "Unsuspend" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Suspend an account" }
+            form.card method="post" action="/admin/suspend" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="target" value="account";
+                label for="suspend-account" { "Account" }
+                input #suspend-account type="text" name="account" required;
+                label for="suspend-reason" { "Reason" }
+                input #suspend-reason type="text" name="reason" required;
+                button.danger type="submit" { "Suspend account" }
+            }
+        },
+    )
+}
+
+pub fn audit(entries: &[AuditEntry], frame: &Frame<'_>) -> Markup {
+    layout(
+        "Audit log",
+        frame,
+        html! {
+            h1 { "Audit log" }
+            p { a href="/admin" { "Back to the links" } }
+            table.links #audit {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "From" } th scope="col" { "What" } th scope="col" { "Target" } th scope="col" { "Detail" } } }
+                tbody {
+                    @for e in entries {
+                        tr {
+                            td { (when(e.at)) }
+                            td { (e.actor) }
+                            td { (e.from_addr.as_deref().unwrap_or("")) }
+                            td { (e.action) }
+                            td { (e.target) }
+                            td { (e.detail) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,268 @@
+//! Server-side sessions: the cookie holds only a random id (256 bits); the server keeps the
+//! rest. Logging in replaces the session (a new id and a new CSRF token: a session id planted
+//! before the login is worthless after it). Sessions end after `IDLE` without a request and
+//! `LIFETIME` after they began; logins that have not come back from the identity provider end
+//! after `PENDING`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::model::IdentityProfile;
+
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
+pub const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
+pub const PENDING: Duration = Duration::from_secs(10 * 60);
+/// More sessions than this are not kept (the oldest go first): bounded memory.
+const MAX_SESSIONS: usize = 50_000;
+/// Logins started in one browser and not finished (several tabs).
+const MAX_PENDING: usize = 4;
+
+/// A random secret as URL-safe text (`bytes` bytes of the system's CSPRNG).
+pub fn random_text(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // OpenSSL's CSPRNG; if it ever fails, a constant would be a disaster: fail closed instead
+    if openssl::rand::rand_bytes(&mut buf).is_err() {
+        tracing::error!("the random number generator failed; refusing to make a secret");
+        return String::new();
+    }
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The logged-in person, as the identity provider described them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub issuer: String,
+    pub subject: String,
+    pub profile: IdentityProfile,
+    /// `idp_name` (the institution), shown only.
+    pub idp_name: Option<String>,
+    /// `cert_subject_dn`, in the identity provider's (OpenSSL one-line) form.
+    pub cert_dn: Option<String>,
+    pub admin: bool,
+}
+
+/// A login on its way through the identity provider.
+#[derive(Debug, Clone)]
+pub struct PendingLogin {
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub started: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub csrf: String,
+    pub user: Option<User>,
+    /// By OAuth `state`.
+    pub pending: HashMap<String, PendingLogin>,
+    /// A one-time message for the next page.
+    pub flash: Option<String>,
+    created: Instant,
+    seen: Instant,
+}
+
+impl Session {
+    fn new(now: Instant) -> Self {
+        Self {
+            csrf: random_text(32),
+            user: None,
+            pending: HashMap::new(),
+            flash: None,
+            created: now,
+            seen: now,
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.seen) > IDLE || now.duration_since(self.created) > LIFETIME
+    }
+}
+
+/// The session table, keyed by the SHA-256 of the id (a lookup never compares the secret).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn key(id: &str) -> [u8; 32] {
+    openssl::sha::sha256(id.as_bytes())
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new session: its id (for the cookie) and a copy.
+    pub fn create(&self, now: Instant) -> Option<(String, Session)> {
+        let id = random_text(32);
+        if id.is_empty() {
+            return None;
+        }
+        let session = Session::new(now);
+        if session.csrf.is_empty() {
+            return None;
+        }
+        let mut map = self.lock();
+        if map.len() >= MAX_SESSIONS {
+            map.retain(|_, s| !s.expired(now));
+            if map.len() >= MAX_SESSIONS
+                && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.seen).map(|(k, _)| *k)
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(key(&id), session.clone());
+        Some((id, session))
+    }
+
+    /// The live session of `id` (its last use updated), or `None`.
+    pub fn get(&self, id: &str, now: Instant) -> Option<Session> {
+        let mut map = self.lock();
+        let k = key(id);
+        let session = map.get_mut(&k)?;
+        if session.expired(now) {
+            map.remove(&k);
+            return None;
+        }
+        session.seen = now;
+        session
+            .pending
+            .retain(|_, p| now.duration_since(p.started) <= PENDING);
+        Some(session.clone())
+    }
+
+    /// Change the session of `id` (when it is still live).
+    pub fn update<R>(
+        &self,
+        id: &str,
+        now: Instant,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Option<R> {
+        let mut map = self.lock();
+        let session = map.get_mut(&key(id))?;
+        if session.expired(now) {
+            return None;
+        }
+        Some(f(session))
+    }
+
+    /// Remember a login in progress (the oldest is dropped beyond `MAX_PENDING`).
+    pub fn add_pending(&self, id: &str, now: Instant, state: String, login: PendingLogin) -> bool {
+        self.update(id, now, |s| {
+            if s.pending.len() >= MAX_PENDING
+                && let Some(oldest) = s
+                    .pending
+                    .iter()
+                    .min_by_key(|(_, p)| p.started)
+                    .map(|(k, _)| k.clone())
+            {
+                s.pending.remove(&oldest);
+            }
+            s.pending.insert(state, login);
+        })
+        .is_some()
+    }
+
+    /// Take (once) the pending login of `state`: a second callback with the same state finds
+    /// nothing.
+    pub fn take_pending(&self, id: &str, now: Instant, state: &str) -> Option<PendingLogin> {
+        self.update(id, now, |s| s.pending.remove(state))
+            .flatten()
+            .filter(|p| now.duration_since(p.started) <= PENDING)
+    }
+
+    /// End the session of `id`.
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(&key(id));
+    }
+
+    /// Replace the session of `old` by a new one for `user` (a new id, a new CSRF token).
+    pub fn login(&self, old: &str, now: Instant, user: User) -> Option<String> {
+        self.remove(old);
+        let (id, _) = self.create(now)?;
+        self.update(&id, now, |s| s.user = Some(user))?;
+        Some(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> User {
+        User {
+            issuer: "https://op".into(),
+            subject: "alice".into(),
+            profile: IdentityProfile::default(),
+            idp_name: None,
+            cert_dn: None,
+            admin: false,
+        }
+    }
+
+    #[test]
+    fn login_rotates_the_id_and_the_csrf_token() {
+        let sessions = Sessions::default();
+        let t = Instant::now();
+        let (old, before) = sessions.create(t).unwrap();
+        let new = sessions.login(&old, t, user()).unwrap();
+        assert_ne!(old, new);
+        assert!(sessions.get(&old, t).is_none(), "the old id is dead");
+        let after = sessions.get(&new, t).unwrap();
+        assert_ne!(before.csrf, after.csrf);
+        assert_eq!(after.user.unwrap().subject, "alice");
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_and_at_their_end() {
+        let sessions = Sessions::default();
+        let t = Instant::now();
+        let (id, _) = sessions.create(t).unwrap();
+        assert!(
+            sessions
+                .get(&id, t + IDLE - Duration::from_secs(1))
+                .is_some()
+        );
+        assert!(sessions.get(&id, t + IDLE * 2).is_none());
+        let (id, _) = sessions.create(t).unwrap();
+        let mut at = t;
+        while at < t + LIFETIME {
+            at += IDLE / 2;
+            let _ = sessions.get(&id, at);
+        }
+        assert!(sessions.get(&id, at + Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn a_pending_login_is_taken_once_and_expires() {
+        let sessions = Sessions::default();
+        let t = Instant::now();
+        let (id, _) = sessions.create(t).unwrap();
+        let p = PendingLogin {
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            started: t,
+        };
+        assert!(sessions.add_pending(&id, t, "s1".into(), p.clone()));
+        assert!(sessions.take_pending(&id, t, "s2").is_none());
+        assert!(sessions.take_pending(&id, t, "s1").is_some());
+        assert!(sessions.take_pending(&id, t, "s1").is_none(), "replay");
+        assert!(sessions.add_pending(&id, t, "s3".into(), p));
+        assert!(sessions.take_pending(&id, t + PENDING * 2, "s3").is_none());
+    }
+}

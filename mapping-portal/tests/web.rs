@@ -1,0 +1,767 @@
+//! The portal's pages over real HTTP, with a scripted OpenID provider in the same process:
+//! the login (state, nonce, PKCE), the link, the CSRF and session checks, the admin pages,
+//! and the attacks the issue names, each refused without changing anything.
+//!
+//! The provider here is scripted so that it can misbehave (a wrong nonce); the browser test
+//! in tests/tests/portal_browser.rs uses the real `oidc-provider` and Chromium.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use mapping_portal::model::Approval;
+use mapping_portal::store::Store;
+use mapping_portal::web::oidc::{Oidc, OidcSettings};
+use mapping_portal::web::{App, Proof, WebSettings};
+use mapping_portal::{ExportToken, Portal, PortalSettings};
+use serde_json::{Value, json};
+
+const CLIENT: &str = "portal-client";
+const SECRET: &str = "portal-client-secret";
+/// A local account every Debian machine has, with a uid above 1000.
+const ACCOUNT: &str = "nobody";
+
+/// What the scripted provider does differently.
+#[derive(Debug, Clone, Default)]
+struct Misbehave {
+    wrong_nonce: bool,
+}
+
+#[derive(Debug, Default)]
+struct OpState {
+    issuer: String,
+    /// The next login's subject.
+    subject: String,
+    misbehave: Misbehave,
+    /// code -> (nonce, challenge, method, subject, used)
+    codes: HashMap<String, (String, String, String, String, bool)>,
+    /// Query parameters of each authorization request.
+    authorize_requests: Vec<HashMap<String, String>>,
+    next: u64,
+}
+
+struct Op {
+    state: Mutex<OpState>,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+}
+
+type SharedOp = Arc<Op>;
+
+fn b64(data: &[u8]) -> String {
+    B64.encode(data)
+}
+
+impl Op {
+    fn sign(&self, claims: &Value) -> String {
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": "k1"});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.key).unwrap();
+        signer.update(input.as_bytes()).unwrap();
+        format!("{input}.{}", b64(&signer.sign_to_vec().unwrap()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpState> {
+        self.state.lock().unwrap()
+    }
+}
+
+async fn discovery(State(op): State<SharedOp>) -> Json<Value> {
+    let iss = op.lock().issuer.clone();
+    Json(json!({
+        "issuer": iss,
+        "authorization_endpoint": format!("{iss}/authorize"),
+        "token_endpoint": format!("{iss}/token"),
+        "userinfo_endpoint": format!("{iss}/userinfo"),
+        "jwks_uri": format!("{iss}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["openid", "email", "profile", "org.cilogon.userinfo"],
+    }))
+}
+
+async fn jwks(State(op): State<SharedOp>) -> Json<Value> {
+    let rsa = op.key.rsa().unwrap();
+    Json(json!({"keys": [{
+        "kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+        "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec()),
+    }]}))
+}
+
+/// Logs the user in at once and sends the browser back with a code.
+async fn authorize(
+    State(op): State<SharedOp>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut st = op.lock();
+    st.authorize_requests.push(q.clone());
+    st.next += 1;
+    let code = format!("code-{}", st.next);
+    let subject = st.subject.clone();
+    st.codes.insert(
+        code.clone(),
+        (
+            q.get("nonce").cloned().unwrap_or_default(),
+            q.get("code_challenge").cloned().unwrap_or_default(),
+            q.get("code_challenge_method").cloned().unwrap_or_default(),
+            subject,
+            false,
+        ),
+    );
+    let redirect = format!(
+        "{}?code={code}&state={}",
+        q["redirect_uri"],
+        q.get("state").cloned().unwrap_or_default()
+    );
+    Redirect::to(&redirect).into_response()
+}
+
+fn grant_error(what: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "invalid_grant", "error_description": what})),
+    )
+        .into_response()
+}
+
+async fn token(
+    State(op): State<SharedOp>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{SECRET}"))
+    );
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(basic.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let mut st = op.lock();
+    let issuer = st.issuer.clone();
+    let wrong_nonce = st.misbehave.wrong_nonce;
+    let Some(entry) = st
+        .codes
+        .get_mut(f.get("code").map(String::as_str).unwrap_or(""))
+    else {
+        return grant_error("unknown code");
+    };
+    if entry.4 {
+        return grant_error("code already used");
+    }
+    entry.4 = true;
+    // PKCE S256, as RFC 7636 section 4.6 checks it
+    let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+    if entry.2 != "S256" || b64(&openssl::sha::sha256(verifier.as_bytes())) != entry.1 {
+        return grant_error("PKCE verification failed");
+    }
+    let nonce = if wrong_nonce {
+        "not-the-nonce".to_string()
+    } else {
+        entry.0.clone()
+    };
+    let subject = entry.3.clone();
+    drop(st);
+    let now = hpccert_core::clock::unix_seconds(hpccert_core::clock::now());
+    let id_token = op.sign(&json!({
+        "iss": issuer, "sub": subject, "aud": CLIENT, "iat": now, "exp": now + 300,
+        "nonce": nonce, "email": format!("{subject}@example.org"), "name": format!("Test {subject}"),
+        "idp": "https://idp.example.org", "idp_name": "Example University",
+        "eppn": format!("{subject}@example.org"),
+        "cert_subject_dn": format!("/DC=org/DC=cilogon/C=US/O=Example University/CN=Test {subject} A1"),
+    }));
+    Json(json!({
+        "access_token": format!("at-{subject}"), "token_type": "Bearer", "expires_in": 300,
+        "id_token": id_token,
+    }))
+    .into_response()
+}
+
+async fn userinfo(headers: HeaderMap) -> Response {
+    let Some(sub) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer at-"))
+    else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    Json(json!({"sub": sub, "email": format!("{sub}@example.org")})).into_response()
+}
+
+async fn start_op() -> (SharedOp, String) {
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let op = Arc::new(Op {
+        state: Mutex::new(OpState::default()),
+        key,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    op.lock().issuer = issuer.clone();
+    let app = Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/authorize", get(authorize))
+        .route("/token", post(token))
+        .route("/userinfo", get(userinfo))
+        .with_state(Arc::clone(&op));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (op, issuer)
+}
+
+struct Setup {
+    op: SharedOp,
+    issuer: String,
+    base: String,
+    portal: Arc<Portal>,
+    _db: tempfile::TempDir,
+}
+
+/// The portal with the scripted provider; accounts proved by the `REMOTE_USER` header (the
+/// test is the trusted proxy). `admin` is the admin's subject.
+async fn setup(approval: Approval) -> Setup {
+    let (op, issuer) = start_op().await;
+    let db = tempfile::tempdir().unwrap();
+    let store = Store::open(&common::sqlite_url(db.path()), common::at(0))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let portal = Portal::start(
+        store,
+        PortalSettings {
+            url: base.clone(),
+            export_tokens: vec![ExportToken::new(common::TOKEN).unwrap()],
+            export_dir: None,
+        },
+    )
+    .await
+    .unwrap();
+    let oidc = Oidc::new(OidcSettings {
+        issuer: issuer.clone(),
+        client_id: CLIENT.into(),
+        client_secret: Some(SECRET.into()),
+        scopes: vec![
+            "openid".into(),
+            "email".into(),
+            "profile".into(),
+            "org.cilogon.userinfo".into(),
+        ],
+        redirect_uri: format!("{base}/login/callback"),
+    })
+    .unwrap();
+    let app = App::new(
+        Arc::clone(&portal),
+        Some(oidc),
+        WebSettings {
+            url: base.clone(),
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            approval,
+            proof: Proof::Header {
+                name: axum::http::HeaderName::from_static("remote_user"),
+            },
+            min_uid: 1000,
+            admins: vec![(issuer.clone(), "admin".into())],
+        },
+    );
+    let router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    Setup {
+        op,
+        issuer,
+        base,
+        portal,
+        _db: db,
+    }
+}
+
+/// A browser: one cookie, no automatic redirects.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Client {
+    fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+            cookie: None,
+        }
+    }
+
+    async fn send(&mut self, mut req: reqwest::RequestBuilder) -> Page {
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        for v in resp.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap().to_string();
+            self.cookie = if v.contains("Max-Age=0") {
+                None
+            } else {
+                Some(pair)
+            };
+        }
+        Page {
+            status: resp.status(),
+            location: resp
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string()),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> Page {
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            format!("{}{url}", self.base)
+        };
+        let req = self.http.get(url);
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .header("remote_user", ACCOUNT)
+            .form(form);
+        self.send(req).await
+    }
+
+    /// GET /login, through the provider, to the callback URL (not yet visited).
+    async fn start_login(&mut self) -> String {
+        let login = self.get("/login").await;
+        assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.body);
+        let authorize = login.location.unwrap();
+        // the provider answers with a redirect to the callback
+        let resp = self.http.get(&authorize).send().await.unwrap();
+        assert!(resp.status().is_redirection());
+        resp.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    async fn login(&mut self) -> Page {
+        let callback = self.start_login().await;
+        let page = self.get(&callback).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        assert_eq!(page.location.as_deref(), Some("/"));
+        self.get("/").await
+    }
+
+    async fn csrf(&mut self) -> String {
+        let home = self.get("/").await;
+        let at = home
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("a CSRF field")
+            + 19;
+        home.body[at..].split('"').next().unwrap().to_string()
+    }
+}
+
+/// One file of the published export bundle.
+fn export_file(portal: &Portal, name: &str) -> String {
+    let bundle: Value = serde_json::from_slice(&portal.current().body).unwrap();
+    bundle["files"][name].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_user_logs_in_links_sees_and_removes_the_link() {
+    let s = setup(Approval::Immediate).await;
+    s.op.lock().subject = "alice".into();
+    let mut alice = Client::new(&s.base);
+    let welcome = alice.get("/").await;
+    assert!(welcome.body.contains("Log in with your institution"));
+    let csp = welcome.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(welcome.headers["x-frame-options"], "DENY");
+
+    // the authorization request: code flow, S256 PKCE, a state and a nonce
+    let login = alice.get("/login").await;
+    let cookie = login.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let pre_login_cookie = alice.cookie.clone();
+    let resp = alice
+        .http
+        .get(login.location.unwrap())
+        .send()
+        .await
+        .unwrap();
+    let callback = resp.headers()["location"].to_str().unwrap().to_string();
+    {
+        let st = s.op.lock();
+        let q = st.authorize_requests.last().unwrap();
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["code_challenge"].len(), 43);
+        assert!(q["state"].len() >= 16 && q["nonce"].len() >= 16);
+        assert_eq!(q["redirect_uri"], format!("{}/login/callback", s.base));
+        assert!(
+            q["scope"].contains("org.cilogon.userinfo"),
+            "{}",
+            q["scope"]
+        );
+    }
+    let page = alice.get(&callback).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    // the session id changed at login
+    assert_ne!(alice.cookie, pre_login_cookie);
+    let home = alice.get("/").await;
+    assert!(home.body.contains("Test alice"), "{}", home.body);
+    assert!(
+        home.body
+            .contains("/DC=org/DC=cilogon/C=US/O=Example University/CN=Test alice A1")
+    );
+    assert!(home.body.contains("No account is linked"));
+
+    let csrf = alice.csrf().await;
+    let linked = alice
+        .post("/link", &[("csrf", &csrf), ("account", ACCOUNT)])
+        .await;
+    assert_eq!(linked.status, StatusCode::SEE_OTHER, "{}", linked.body);
+    let home = alice.get("/").await;
+    assert!(
+        home.body.contains(&format!("Linked to {ACCOUNT}")),
+        "{}",
+        home.body
+    );
+    assert_eq!(
+        export_file(&s.portal, "token-mapfile"),
+        format!("\"{}\" \"alice\" {ACCOUNT}\n", s.issuer)
+    );
+    assert_eq!(
+        export_file(&s.portal, "grid-mapfile"),
+        format!("\"/DC=org/DC=cilogon/C=US/O=Example University/CN=Test alice A1\" {ACCOUNT}\n")
+    );
+
+    // removing the token identity's link
+    let gone = alice
+        .post(
+            "/unlink",
+            &[("csrf", &csrf), ("kind", "token"), ("account", ACCOUNT)],
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER, "{}", gone.body);
+    let links = s.portal.store().links(None).await.unwrap();
+    assert_eq!(links.len(), 1, "only the DN's link is left: {links:?}");
+    assert!(links[0].identity.subject().contains("CN=Test alice A1"));
+
+    // log out: the session is gone
+    let out = alice.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(alice.cookie.is_none());
+    let after = alice.get("/").await;
+    assert!(after.body.contains("Log in with your institution"));
+}
+
+#[tokio::test]
+async fn tampered_state_replayed_code_and_foreign_callbacks_are_refused() {
+    let s = setup(Approval::Immediate).await;
+    s.op.lock().subject = "alice".into();
+    let mut alice = Client::new(&s.base);
+
+    // tampered state
+    let callback = alice.start_login().await;
+    let tampered = callback.replace("state=", "state=x");
+    let page = alice.get(&tampered).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.body.contains("not started in this browser"),
+        "{}",
+        page.body
+    );
+    assert!(!alice.get("/").await.body.contains("Your identity"));
+
+    // a callback in another browser (a login not started there: no PKCE verifier, no nonce)
+    let callback = alice.start_login().await;
+    let mut mallory = Client::new(&s.base);
+    let page = mallory.get(&callback).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(!mallory.get("/").await.body.contains("Your identity"));
+
+    // the real callback works once; replayed (with the new session, or the old cookie) it fails
+    let pre = alice.cookie.clone();
+    let page = alice.get(&callback).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let replay = alice.get(&callback).await;
+    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    let mut old = Client::new(&s.base);
+    old.cookie = pre;
+    let replay = old.get(&callback).await;
+    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    assert!(!old.get("/").await.body.contains("Your identity"));
+}
+
+#[tokio::test]
+async fn a_wrong_nonce_is_refused() {
+    let s = setup(Approval::Immediate).await;
+    {
+        let mut st = s.op.lock();
+        st.subject = "alice".into();
+        st.misbehave.wrong_nonce = true;
+    }
+    let mut alice = Client::new(&s.base);
+    let callback = alice.start_login().await;
+    let page = alice.get(&callback).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.to_lowercase().contains("nonce"), "{}", page.body);
+    assert!(!alice.get("/").await.body.contains("Your identity"));
+}
+
+#[tokio::test]
+async fn forms_without_the_right_csrf_token_or_origin_change_nothing() {
+    let s = setup(Approval::Immediate).await;
+    s.op.lock().subject = "alice".into();
+    let mut alice = Client::new(&s.base);
+    alice.login().await;
+    let csrf = alice.csrf().await;
+    let before = s.portal.current().serial;
+
+    let missing = alice.post("/link", &[("account", ACCOUNT)]).await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN);
+    let wrong = alice
+        .post("/link", &[("csrf", "AAAA"), ("account", ACCOUNT)])
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let almost = format!("{}x", &csrf[..csrf.len() - 1]);
+    let wrong = alice
+        .post("/link", &[("csrf", &almost), ("account", ACCOUNT)])
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    // the right token from another site's page
+    let req = alice
+        .http
+        .post(format!("{}/link", s.base))
+        .header("origin", "https://evil.example")
+        .header("remote_user", ACCOUNT)
+        .form(&[("csrf", csrf.as_str()), ("account", ACCOUNT)]);
+    let foreign = alice.send(req).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert_eq!(s.portal.current().serial, before, "nothing changed");
+    assert!(s.portal.store().links(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn another_users_session_cannot_touch_a_link() {
+    let s = setup(Approval::Immediate).await;
+    s.op.lock().subject = "alice".into();
+    let mut alice = Client::new(&s.base);
+    alice.login().await;
+    let alice_csrf = alice.csrf().await;
+    assert_eq!(
+        alice
+            .post("/link", &[("csrf", &alice_csrf), ("account", ACCOUNT)])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+
+    s.op.lock().subject = "bob".into();
+    let mut bob = Client::new(&s.base);
+    bob.login().await;
+    let bob_csrf = bob.csrf().await;
+    assert!(!bob.get("/").await.body.contains("Test alice"));
+    // bob's own session cannot remove alice's link: the identity comes from the session
+    let page = bob
+        .post(
+            "/unlink",
+            &[("csrf", &bob_csrf), ("kind", "token"), ("account", ACCOUNT)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    // bob's cookie with alice's CSRF token
+    let page = bob
+        .post(
+            "/unlink",
+            &[
+                ("csrf", &alice_csrf),
+                ("kind", "token"),
+                ("account", ACCOUNT),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    // alice's token without a session cookie
+    let mut anonymous = Client::new(&s.base);
+    let page = anonymous
+        .post(
+            "/unlink",
+            &[
+                ("csrf", &alice_csrf),
+                ("kind", "token"),
+                ("account", ACCOUNT),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.portal.store().links(None).await.unwrap().len(),
+        2,
+        "alice's token and DN links stay"
+    );
+    // bob is no admin
+    assert_eq!(bob.get("/admin").await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_admin_approves_suspends_and_reads_the_audit_log() {
+    let s = setup(Approval::AwaitAdmin).await;
+    s.op.lock().subject = "alice".into();
+    let mut alice = Client::new(&s.base);
+    alice.login().await;
+    let csrf = alice.csrf().await;
+    alice
+        .post("/link", &[("csrf", &csrf), ("account", ACCOUNT)])
+        .await;
+    let home = alice.get("/").await;
+    assert!(home.body.contains("awaiting approval"), "{}", home.body);
+    assert_eq!(
+        export_file(&s.portal, "grid-mapfile"),
+        "",
+        "pending links are not exported"
+    );
+    assert_eq!(export_file(&s.portal, "token-mapfile"), "");
+
+    s.op.lock().subject = "admin".into();
+    let mut admin = Client::new(&s.base);
+    admin.login().await;
+    let page = admin.get("/admin").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Approve"));
+    let csrf = admin.csrf().await;
+    let ok = admin
+        .post(
+            "/admin/approve",
+            &[
+                ("csrf", &csrf),
+                ("kind", "token"),
+                ("issuer", &s.issuer),
+                ("subject", "alice"),
+                ("account", ACCOUNT),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let ok = admin
+        .post(
+            "/admin/suspend",
+            &[
+                ("csrf", &csrf),
+                ("target", "identity"),
+                ("kind", "token"),
+                ("issuer", &s.issuer),
+                ("subject", "alice"),
+                ("reason", "compromised laptop"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(
+        export_file(&s.portal, "token-mapfile"),
+        format!("\"{}\" \"alice\" {ACCOUNT}\n", s.issuer)
+    );
+    let suspended = export_file(&s.portal, "suspended");
+    assert!(
+        suspended.contains(&format!("\"{}\" \"alice\"", s.issuer)),
+        "{suspended}"
+    );
+    let suspensions = s.portal.store().suspensions().await.unwrap();
+    assert_eq!(suspensions.len(), 1);
+    assert!(alice.get("/").await.body.contains("Suspended"));
+    let audit = admin.get("/admin/audit").await;
+    assert!(
+        audit.body.contains("suspend")
+            && audit.body.contains("approve")
+            && audit.body.contains("127.0.0.1"),
+        "{}",
+        audit.body
+    );
+    // a search finds the link, a search for nothing finds none
+    assert!(
+        admin
+            .get("/admin?q=alice")
+            .await
+            .body
+            .contains("Test alice")
+    );
+    assert!(
+        !admin
+            .get("/admin?q=zzz-nothing")
+            .await
+            .body
+            .contains("Test alice")
+    );
+    let ok = admin
+        .post(
+            "/admin/unsuspend",
+            &[
+                ("csrf", &csrf),
+                ("target", "identity"),
+                ("kind", "token"),
+                ("issuer", &s.issuer),
+                ("subject", "alice"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert!(s.portal.store().suspensions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn escaping_and_unknown_pages() {
+    let s = setup(Approval::Immediate).await;
+    s.op.lock().subject = "<script>alert(1)</script>".into();
+    let mut eve = Client::new(&s.base);
+    let home = eve.login().await;
+    assert!(!home.body.contains("<script>alert(1)"), "{}", home.body);
+    assert!(home.body.contains("&lt;script&gt;"));
+    let missing = eve.get("/nothing-here").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
