@@ -436,8 +436,31 @@ macro_rules! scenarios {
                 let url = pg.fresh_database(stringify!($name)).await;
                 $name(&url).await;
             )*
+            if let common::Postgres::Private(server) = &pg {
+                tls_verify_full(&pg, server).await;
+            }
         }
     };
+}
+
+/// `sslmode=verify-full` against the private server's certificate works; against another
+/// trust anchor the connection is refused (and nothing is opened).
+async fn tls_verify_full(pg: &common::Postgres, server: &common::PrivatePostgres) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, &server.ca_pem).unwrap();
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, common::server_certificate().0).unwrap();
+    let url = pg.fresh_database("tls").await;
+    let with = |anchor: &std::path::Path| {
+        format!("{url}?sslmode=verify-full&sslrootcert={}", anchor.display())
+    };
+    let store = Store::open(&with(&root), at(0)).await.unwrap();
+    store.ping().await.unwrap();
+    store.close().await;
+    let err = Store::open(&with(&other), at(0)).await.unwrap_err();
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("certificate") || text.contains("tls"), "{err}");
 }
 
 scenarios!(

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,6 +83,8 @@ pub struct PrivatePostgres {
     _dir: tempfile::TempDir,
     child: Child,
     pub port: u16,
+    /// The server's self-signed TLS certificate (PEM), its own trust anchor.
+    pub ca_pem: Vec<u8>,
 }
 
 fn postgres_bin() -> Option<PathBuf> {
@@ -148,6 +151,26 @@ impl PrivatePostgres {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        // TLS on (a self-signed certificate for 127.0.0.1): tls_verify_full connects with
+        // sslmode=verify-full against it
+        let (cert, key) = server_certificate();
+        let cert_file = dir.path().join("server.crt");
+        let key_file = dir.path().join("server.key");
+        std::fs::write(&cert_file, &cert).map_err(|e| e.to_string())?;
+        std::fs::write(&key_file, &key).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres:")
+                .arg(&cert_file)
+                .arg(&key_file)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !ok.success() {
+                return Err("cannot chown the TLS files to postgres".into());
+            }
+        }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -162,6 +185,12 @@ impl PrivatePostgres {
                 "listen_addresses=127.0.0.1",
                 "-c",
                 "fsync=off",
+                "-c",
+                "ssl=on",
+                "-c",
+                &format!("ssl_cert_file={}", cert_file.display()),
+                "-c",
+                &format!("ssl_key_file={}", key_file.display()),
             ])
             .arg("-k")
             .arg(dir.path())
@@ -173,6 +202,7 @@ impl PrivatePostgres {
             _dir: dir,
             child,
             port,
+            ca_pem: cert,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -270,4 +300,36 @@ impl Running {
         }
         (&mut self.server).await.unwrap().unwrap();
     }
+}
+
+/// A self-signed server certificate for 127.0.0.1 (PEM certificate, PEM key).
+pub fn server_certificate() -> (Vec<u8>, Vec<u8>) {
+    use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+    let key = openssl::pkey::PKey::from_ec_key(
+        openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "127.0.0.1").unwrap();
+    let name = name.build();
+    let mut b = openssl::x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap()).unwrap();
+    let serial = openssl::bn::BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.append_extension(BasicConstraints::new().critical().build().unwrap()).unwrap();
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
+    (b.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
 }
