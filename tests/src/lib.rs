@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod browser;
+
 /// Whether `program` can be run; when it cannot and peers are required, panic.
 pub fn peer_available(program: &str, package: &str) -> bool {
     let found = std::env::var_os("PATH")
