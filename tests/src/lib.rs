@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod browser;
+
 /// Whether `program` can be run; when it cannot and peers are required, panic.
 pub fn peer_available(program: &str, package: &str) -> bool {
     let found = std::env::var_os("PATH")
@@ -146,6 +148,42 @@ pub mod oidc {
     pub const CLI_REDIRECT: &str = "http://127.0.0.1/callback";
     /// The scope every token request asks for (and the provider grants).
     pub const SCOPE: &str = "compute.create storage.read:/home";
+    /// The confidential web client (authorization code + PKCE, client_secret_basic): id and
+    /// secret. Its redirect URIs are given with `--portal-redirect URL` (repeatable).
+    pub const PORTAL: (&str, &str) = ("hpc-portal", "portal-secret");
+    /// The scopes the portal client may ask for (CILogon's).
+    pub const PORTAL_SCOPE: &str = "openid email profile org.cilogon.userinfo";
+
+    /// The claims the provider gives the account with login name `login` (all its scopes
+    /// granted), as in `provider.mjs`: CILogon-like, with a certificate subject DN whose
+    /// serial is derived from the login name (FNV-1a), so a test knows it in advance.
+    pub fn account_claims(login: &str) -> serde_json::Value {
+        serde_json::json!({
+            "sub": login,
+            "email": format!("{login}@example.org"),
+            "email_verified": true,
+            "name": format!("Test User {login}"),
+            "given_name": "Test User",
+            "family_name": login,
+            "eppn": format!("{login}@example.org"),
+            "idp": "https://idp.example.org/idp/shibboleth",
+            "idp_name": "Example University",
+            "cert_subject_dn": account_dn(login),
+            "isMemberOf": ["/hpc/users"],
+        })
+    }
+
+    /// The `cert_subject_dn` of the account with login name `login` (OpenSSL's one-line
+    /// form, as CILogon gives it).
+    pub fn account_dn(login: &str) -> String {
+        let hash = login.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        format!(
+            "/DC=org/DC=cilogon/C=US/O=Example University/CN=Test User {login} A{:07}",
+            hash % 10_000_000
+        )
+    }
 
     /// `tests/oidc`: the provider script and its `node_modules`.
     pub fn oidc_dir() -> PathBuf {
