@@ -460,7 +460,10 @@ async fn tls_verify_full(pg: &common::Postgres, server: &common::PrivatePostgres
     store.close().await;
     let err = Store::open(&with(&other), at(0)).await.unwrap_err();
     let text = err.to_string().to_lowercase();
-    assert!(text.contains("certificate") || text.contains("tls"), "{err}");
+    assert!(
+        text.contains("certificate") || text.contains("tls"),
+        "{err}"
+    );
 }
 
 scenarios!(

@@ -774,16 +774,23 @@ async fn https_with_secure_host_cookies_and_hsts() {
     let (cert, key) = common::server_certificate();
     std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();
     std::fs::write(dir.path().join("tls.key"), &key).unwrap();
-    let tls = mapping_portal::http::tls_config(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
+    let tls =
+        mapping_portal::http::tls_config(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
+            .await
+            .unwrap();
+    let store = Store::open(&common::sqlite_url(dir.path()), common::at(0))
         .await
         .unwrap();
-    let store = Store::open(&common::sqlite_url(dir.path()), common::at(0)).await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let base = format!("https://{}", listener.local_addr().unwrap());
     let portal = Portal::start(
         store,
-        PortalSettings { url: base.clone(), export_tokens: vec![], export_dir: None },
+        PortalSettings {
+            url: base.clone(),
+            export_tokens: vec![],
+            export_dir: None,
+        },
     )
     .await
     .unwrap();
@@ -802,16 +809,23 @@ async fn https_with_secure_host_cookies_and_hsts() {
             url: base.clone(),
             trusted_proxies: vec![],
             approval: Approval::Immediate,
-            proof: Proof::Pam { service: "mapping-portal".into() },
+            proof: Proof::Pam {
+                service: "mapping-portal".into(),
+            },
             min_uid: 1000,
             admins: vec![],
         },
     );
     let router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(mapping_portal::http::serve_tls(listener, tls, router, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(mapping_portal::http::serve_tls(
+        listener,
+        tls,
+        router,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -820,12 +834,18 @@ async fn https_with_secure_host_cookies_and_hsts() {
         .unwrap();
     let home = http.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(home.status(), StatusCode::OK);
-    assert_eq!(home.headers()["strict-transport-security"], "max-age=31536000");
+    assert_eq!(
+        home.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
     let login = http.get(format!("{base}/login")).send().await.unwrap();
     assert_eq!(login.status(), StatusCode::SEE_OTHER);
     let cookie = login.headers()["set-cookie"].to_str().unwrap();
     assert!(cookie.starts_with("__Host-hpccert-portal="), "{cookie}");
-    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/"), "{cookie}");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
     // plain HTTP on the TLS port is not served
     let plain = reqwest::Client::new()
         .get(base.replace("https://", "http://") + "/healthz")

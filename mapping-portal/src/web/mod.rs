@@ -144,9 +144,11 @@ async fn security_headers(State(app): State<Arc<App>>, request: Request, next: N
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with this
+    // portal's own forms, which the CSRF check refuses; other sites still get no referrer
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         HeaderName::from_static("cross-origin-opener-policy"),

@@ -320,16 +320,26 @@ pub fn server_certificate() -> (Vec<u8>, Vec<u8>) {
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap()).unwrap();
-    let serial = openssl::bn::BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    let serial = openssl::bn::BigNum::from_u32(1)
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
     b.set_serial_number(&serial).unwrap();
-    b.append_extension(BasicConstraints::new().critical().build().unwrap()).unwrap();
+    b.append_extension(BasicConstraints::new().critical().build().unwrap())
+        .unwrap();
     let san = SubjectAlternativeName::new()
         .ip("127.0.0.1")
         .build(&b.x509v3_context(None, None))
         .unwrap();
     b.append_extension(san).unwrap();
-    b.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
-    (b.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
+    b.sign(&key, openssl::hash::MessageDigest::sha256())
+        .unwrap();
+    (
+        b.build().to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
 }
