@@ -22,13 +22,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, Query, Request, State};
+use axum::extract::{ConnectInfo, Form, FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::Portal;
@@ -199,6 +201,68 @@ impl Ctx {
     }
 }
 
+/// What every page reads of a request: the context, the TCP peer, the headers.
+struct Visit {
+    ctx: Ctx,
+    peer: IpAddr,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<App>> for Visit {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        // served without connection info (never by `http::serve`): no trusted peer
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        Ok(Self {
+            ctx: context(app, peer, &parts.headers),
+            peer,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// A form with a CSRF token.
+trait WithCsrf {
+    fn csrf(&self) -> &str;
+}
+
+/// A form POST that passed the CSRF checks ([`check_post`]); the refusal page otherwise.
+struct Posted<T> {
+    visit: Visit,
+    form: T,
+}
+
+impl<T: DeserializeOwned + WithCsrf + Send> FromRequest<Arc<App>> for Posted<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Ok(visit) = Visit::from_request_parts(&mut parts, app).await;
+        let method = parts.method.clone();
+        let form = match Form::<T>::from_request(Request::from_parts(parts, body), app).await {
+            Ok(Form(form)) => form,
+            Err(e) => {
+                tracing::warn!(client = %visit.ctx.client, "form refused: {e}");
+                return Err(error_page(
+                    &visit.ctx,
+                    StatusCode::BAD_REQUEST,
+                    "Form refused",
+                    "The form could not be read.",
+                ));
+            }
+        };
+        check_post(app, &visit.ctx, &visit.headers, &method, form.csrf())?;
+        Ok(Self { visit, form })
+    }
+}
+
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
 /// address of `X-Forwarded-For` that is not a trusted proxy.
 fn client_addr(settings: &WebSettings, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
@@ -230,8 +294,8 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn context(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Ctx {
-    let client = client_addr(&app.settings, peer.ip(), headers);
+fn context(app: &App, peer: IpAddr, headers: &HeaderMap) -> Ctx {
+    let client = client_addr(&app.settings, peer, headers);
     let session_id = cookie_value(headers, app.settings.cookie_name());
     let now = Instant::now();
     let session = session_id
@@ -406,12 +470,7 @@ fn user_identities(user: &User) -> Vec<IdentityKey> {
     out
 }
 
-async fn home(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let ctx = context(&app, peer, &headers);
+async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) -> Response {
     let (Some(user), Some(session)) = (ctx.user(), ctx.session.as_ref()) else {
         return html(
             StatusCode::OK,
@@ -439,7 +498,7 @@ async fn home(
     };
     let proof_by_header = match &app.settings.proof {
         Proof::Pam { .. } => None,
-        Proof::Header { name } => Some(header_account(&app, peer.ip(), &headers, name)),
+        Proof::Header { name } => Some(header_account(&app, peer, &headers, name)),
     };
     let view = pages::HomeView {
         user,
@@ -470,12 +529,7 @@ fn header_account(
         .map(String::from)
 }
 
-async fn login(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let ctx = context(&app, peer, &headers);
+async fn login(State(app): State<Arc<App>>, Visit { ctx, .. }: Visit) -> Response {
     let Some(oidc) = &app.oidc else {
         return error_page(
             &ctx,
@@ -542,11 +596,9 @@ struct CallbackQuery {
 
 async fn callback(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Visit { ctx, .. }: Visit,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let ctx = context(&app, peer, &headers);
     let refuse = |reason: String, shown: &str| {
         tracing::warn!(client = %ctx.client, "login refused: {reason}");
         error_page(&ctx, StatusCode::BAD_REQUEST, "Login failed", shown)
@@ -634,17 +686,19 @@ struct CsrfForm {
     csrf: String,
 }
 
+impl WithCsrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn logout(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Posted {
+        visit: Visit { ctx, .. },
+        ..
+    }: Posted<CsrfForm>,
 ) -> Response {
-    let ctx = context(&app, peer, &headers);
-    if let Err(r) = check_post(&app, &ctx, &headers, &method, &form.csrf) {
-        return r;
-    }
     if let Some(id) = &ctx.session_id {
         app.sessions.remove(id);
     }
@@ -668,24 +722,26 @@ struct LinkForm {
     password: Zeroizing<String>,
 }
 
+impl WithCsrf for LinkForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn link(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Form(form): Form<LinkForm>,
+    Posted {
+        visit: Visit { ctx, peer, headers },
+        form,
+    }: Posted<LinkForm>,
 ) -> Response {
-    let ctx = context(&app, peer, &headers);
-    if let Err(r) = check_post(&app, &ctx, &headers, &method, &form.csrf) {
-        return r;
-    }
     let user = match require_user(&ctx) {
         Ok(u) => u.clone(),
         Err(r) => return r,
     };
     let who = format!("token {:?} {:?}", user.issuer, user.subject);
     let proved = match &app.settings.proof {
-        Proof::Header { name } => match header_account(&app, peer.ip(), &headers, name) {
+        Proof::Header { name } => match header_account(&app, peer, &headers, name) {
             Some(named) if named == form.account.trim() => {
                 proof::local_account(&named, app.settings.min_uid)
             }
@@ -795,17 +851,19 @@ struct UnlinkForm {
     account: String,
 }
 
+impl WithCsrf for UnlinkForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn unlink(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Form(form): Form<UnlinkForm>,
+    Posted {
+        visit: Visit { ctx, .. },
+        form,
+    }: Posted<UnlinkForm>,
 ) -> Response {
-    let ctx = context(&app, peer, &headers);
-    if let Err(r) = check_post(&app, &ctx, &headers, &method, &form.csrf) {
-        return r;
-    }
     let user = match require_user(&ctx) {
         Ok(u) => u.clone(),
         Err(r) => return r,
@@ -865,11 +923,9 @@ struct AdminQuery {
 
 async fn admin(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Visit { ctx, .. }: Visit,
     Query(query): Query<AdminQuery>,
 ) -> Response {
-    let ctx = context(&app, peer, &headers);
     if let Err(r) = require_admin(&ctx) {
         return r;
     }
@@ -901,12 +957,7 @@ async fn admin(
     html(StatusCode::OK, pages::admin(&view, &ctx.frame()))
 }
 
-async fn audit(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let ctx = context(&app, peer, &headers);
+async fn audit(State(app): State<Arc<App>>, Visit { ctx, .. }: Visit) -> Response {
     if let Err(r) = require_admin(&ctx) {
         return r;
     }
@@ -934,6 +985,12 @@ struct IdentityForm {
     reason: String,
 }
 
+impl WithCsrf for IdentityForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 impl IdentityForm {
     fn identity(&self) -> Result<IdentityKey, StoreError> {
         match self.kind.as_str() {
@@ -959,16 +1016,10 @@ impl IdentityForm {
 /// An admin's change: checks, applies, reports.
 async fn admin_change(
     app: Arc<App>,
-    peer: SocketAddr,
-    method: Method,
-    headers: HeaderMap,
-    form: IdentityForm,
+    Posted { visit, form }: Posted<IdentityForm>,
     make: fn(&IdentityForm) -> Result<Change, StoreError>,
 ) -> Response {
-    let ctx = context(&app, peer, &headers);
-    if let Err(r) = check_post(&app, &ctx, &headers, &method, &form.csrf) {
-        return r;
-    }
+    let ctx = visit.ctx;
     if let Err(r) = require_admin(&ctx) {
         return r;
     }
@@ -999,14 +1050,8 @@ async fn admin_change(
     }
 }
 
-async fn approve(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Form(form): Form<IdentityForm>,
-) -> Response {
-    admin_change(app, peer, method, headers, form, |f| {
+async fn approve(State(app): State<Arc<App>>, posted: Posted<IdentityForm>) -> Response {
+    admin_change(app, posted, |f| {
         Ok(Change::Approve {
             identity: f.identity()?,
             account: f.account()?,
@@ -1015,14 +1060,8 @@ async fn approve(
     .await
 }
 
-async fn suspend(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Form(form): Form<IdentityForm>,
-) -> Response {
-    admin_change(app, peer, method, headers, form, |f| {
+async fn suspend(State(app): State<Arc<App>>, posted: Posted<IdentityForm>) -> Response {
+    admin_change(app, posted, |f| {
         let reason = f.reason.trim();
         if reason.is_empty() {
             return Err(StoreError::Invalid("a suspension needs a reason".into()));
@@ -1035,14 +1074,8 @@ async fn suspend(
     .await
 }
 
-async fn unsuspend(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    Form(form): Form<IdentityForm>,
-) -> Response {
-    admin_change(app, peer, method, headers, form, |f| {
+async fn unsuspend(State(app): State<Arc<App>>, posted: Posted<IdentityForm>) -> Response {
+    admin_change(app, posted, |f| {
         Ok(Change::Unsuspend {
             target: f.suspension_target()?,
         })
@@ -1067,12 +1100,7 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-async fn not_found(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let ctx = context(&app, peer, &headers);
+async fn not_found(Visit { ctx, .. }: Visit) -> Response {
     error_page(
         &ctx,
         StatusCode::NOT_FOUND,
