@@ -35,6 +35,11 @@ const ACCOUNT: &str = "nobody";
 #[derive(Debug, Clone, Default)]
 struct Misbehave {
     wrong_nonce: bool,
+    /// Sign ID tokens with this JWS algorithm: RS256 (default), RS512 (as Globus Auth does) or
+    /// HS256 (with the client secret, which the portal must never accept).
+    alg: Option<&'static str>,
+    /// Put an at_hash into the ID token: of the access token, or of another one.
+    at_hash: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -61,18 +66,33 @@ fn b64(data: &[u8]) -> String {
     B64.encode(data)
 }
 
+fn digest(alg: &str) -> openssl::hash::MessageDigest {
+    if alg.ends_with("512") {
+        openssl::hash::MessageDigest::sha512()
+    } else {
+        openssl::hash::MessageDigest::sha256()
+    }
+}
+
 impl Op {
-    fn sign(&self, claims: &Value) -> String {
-        let header = json!({"alg": "RS256", "typ": "JWT", "kid": "k1"});
+    fn sign(&self, alg: &str, claims: &Value) -> String {
+        let header = json!({"alg": alg, "typ": "JWT", "kid": "k1"});
         let input = format!(
             "{}.{}",
             b64(header.to_string().as_bytes()),
             b64(claims.to_string().as_bytes())
         );
-        let mut signer =
-            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.key).unwrap();
-        signer.update(input.as_bytes()).unwrap();
-        format!("{input}.{}", b64(&signer.sign_to_vec().unwrap()))
+        let signature = if alg == "HS256" {
+            let key = openssl::pkey::PKey::hmac(SECRET.as_bytes()).unwrap();
+            let mut signer = openssl::sign::Signer::new(digest(alg), &key).unwrap();
+            signer.update(input.as_bytes()).unwrap();
+            signer.sign_to_vec().unwrap()
+        } else {
+            let mut signer = openssl::sign::Signer::new(digest(alg), &self.key).unwrap();
+            signer.update(input.as_bytes()).unwrap();
+            signer.sign_to_vec().unwrap()
+        };
+        format!("{input}.{}", b64(&signature))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OpState> {
@@ -90,7 +110,7 @@ async fn discovery(State(op): State<SharedOp>) -> Json<Value> {
         "jwks_uri": format!("{iss}/jwks"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": ["RS256", "RS512"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "email", "profile", "org.cilogon.userinfo"],
     }))
@@ -99,7 +119,8 @@ async fn discovery(State(op): State<SharedOp>) -> Json<Value> {
 async fn jwks(State(op): State<SharedOp>) -> Json<Value> {
     let rsa = op.key.rsa().unwrap();
     Json(json!({"keys": [{
-        "kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+        // no "alg": the key serves RS256 and RS512 (Globus Auth publishes its keys so)
+        "kty": "RSA", "kid": "k1", "use": "sig",
         "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec()),
     }]}))
 }
@@ -158,7 +179,12 @@ async fn token(
     }
     let mut st = op.lock();
     let issuer = st.issuer.clone();
-    let wrong_nonce = st.misbehave.wrong_nonce;
+    let Misbehave {
+        wrong_nonce,
+        alg,
+        at_hash,
+    } = st.misbehave.clone();
+    let alg = alg.unwrap_or("RS256");
     let Some(entry) = st
         .codes
         .get_mut(f.get("code").map(String::as_str).unwrap_or(""))
@@ -182,15 +208,26 @@ async fn token(
     let subject = entry.3.clone();
     drop(st);
     let now = hpccert_core::clock::unix_seconds(hpccert_core::clock::now());
-    let id_token = op.sign(&json!({
+    let access_token = format!("at-{subject}");
+    let mut claims = json!({
         "iss": issuer, "sub": subject, "aud": CLIENT, "iat": now, "exp": now + 300,
         "nonce": nonce, "email": format!("{subject}@example.org"), "name": format!("Test {subject}"),
         "idp": "https://idp.example.org", "idp_name": "Example University",
         "eppn": format!("{subject}@example.org"),
         "cert_subject_dn": format!("/DC=org/DC=cilogon/C=US/O=Example University/CN=Test {subject} A1"),
-    }));
+    });
+    if let Some(right) = at_hash {
+        let hashed = if right {
+            access_token.clone()
+        } else {
+            "at-someone-else".into()
+        };
+        let hash = openssl::hash::hash(digest(alg), hashed.as_bytes()).unwrap();
+        claims["at_hash"] = json!(b64(&hash[..hash.len() / 2]));
+    }
+    let id_token = op.sign(alg, &claims);
     Json(json!({
-        "access_token": format!("at-{subject}"), "token_type": "Bearer", "expires_in": 300,
+        "access_token": access_token, "token_type": "Bearer", "expires_in": 300,
         "id_token": id_token,
     }))
     .into_response()
@@ -553,6 +590,36 @@ async fn a_wrong_nonce_is_refused() {
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.to_lowercase().contains("nonce"), "{}", page.body);
     assert!(!alice.get("/").await.body.contains("Your identity"));
+}
+
+#[tokio::test]
+async fn id_token_algorithms_and_at_hash() {
+    let s = setup(Approval::Immediate).await;
+    let set = |alg: &'static str, at_hash: Option<bool>| {
+        let mut st = s.op.lock();
+        st.subject = "alice".into();
+        st.misbehave.alg = Some(alg);
+        st.misbehave.at_hash = at_hash;
+    };
+    // RS512 (Globus Auth) with a matching at_hash: accepted
+    set("RS512", Some(true));
+    let mut alice = Client::new(&s.base);
+    assert!(alice.login().await.body.contains("Your identity"));
+    // an at_hash of another access token: refused
+    set("RS256", Some(false));
+    let mut other = Client::new(&s.base);
+    let callback = other.start_login().await;
+    let page = other.get(&callback).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("at_hash"), "{}", page.body);
+    // HMAC with the client secret (anyone holding the secret could mint it): refused
+    set("HS256", None);
+    let mut other = Client::new(&s.base);
+    let callback = other.start_login().await;
+    let page = other.get(&callback).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("HS256"), "{}", page.body);
+    assert!(!other.get("/").await.body.contains("Your identity"));
 }
 
 #[tokio::test]

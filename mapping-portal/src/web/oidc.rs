@@ -17,9 +17,9 @@ use openidconnect::core::{
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    AccessTokenHash, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     StandardErrorResponse, StandardTokenResponse, TokenResponse, UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,21 @@ use super::session::PendingLogin;
 const METADATA_TTL: Duration = Duration::from_secs(15 * 60);
 /// Each request to the provider.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The ID token signatures accepted: every asymmetric one (CILogon and Keycloak sign with
+/// RS256, Globus Auth with RS512), never HMAC with the client secret, never `none`.
+const ID_TOKEN_ALGORITHMS: [CoreJwsSigningAlgorithm; 10] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
 
 /// CILogon's claims beyond the standard ones (`org.cilogon.userinfo` scope).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -242,21 +257,40 @@ impl Oidc {
             .id_token()
             .ok_or_else(|| LoginError::IdToken("no ID token in the token response".into()))?;
         let nonce = Nonce::new(pending.nonce.clone());
-        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
-            Ok(c) => c.clone(),
+        let verify = |client: &OidcClient| -> Result<_, String> {
+            let verifier = client
+                .id_token_verifier()
+                .set_allowed_algs(ID_TOKEN_ALGORITHMS);
+            let claims = id_token
+                .claims(&verifier, &nonce)
+                .map_err(|e| error_chain(&e))?
+                .clone();
+            // at_hash, when the provider sends it, binds the access token to the ID token
+            if let Some(expected) = claims.access_token_hash() {
+                let alg = id_token.signing_alg().map_err(|e| error_chain(&e))?;
+                let key = id_token
+                    .signing_key(&verifier)
+                    .map_err(|e| error_chain(&e))?;
+                let actual = AccessTokenHash::from_token(token.access_token(), alg, key)
+                    .map_err(|e| error_chain(&e))?;
+                if actual != *expected {
+                    return Err("the access token does not match the ID token's at_hash".into());
+                }
+            }
+            Ok(claims)
+        };
+        let claims = match verify(&client) {
+            Ok(c) => c,
             Err(first) => {
                 // perhaps the provider rotated its keys: fetch them again, once
                 let fresh = self.client(true).await?;
-                id_token
-                    .claims(&fresh.id_token_verifier(), &nonce)
-                    .map_err(|e| {
-                        LoginError::IdToken(format!(
-                            "{} (before refreshing the keys: {})",
-                            error_chain(&e),
-                            error_chain(&first)
-                        ))
-                    })?
-                    .clone()
+                verify(&fresh).map_err(|e| {
+                    LoginError::IdToken(if e == first {
+                        e
+                    } else {
+                        format!("{e} (before refreshing the keys: {first})")
+                    })
+                })?
             }
         };
         let subject = claims.subject().clone();
