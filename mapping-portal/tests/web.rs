@@ -556,6 +556,18 @@ async fn tampered_state_replayed_code_and_foreign_callbacks_are_refused() {
     );
     assert!(!alice.get("/").await.body.contains("Your identity"));
 
+    // an authorization response naming another issuer (RFC 9207: a mix-up)
+    let callback = alice.start_login().await;
+    let page = alice
+        .get(&format!("{callback}&iss=https%3A%2F%2Fevil.example"))
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.body.contains("another identity provider"),
+        "{}",
+        page.body
+    );
+
     // a callback in another browser (a login not started there: no PKCE verifier, no nonce)
     let callback = alice.start_login().await;
     let mut mallory = Client::new(&s.base);

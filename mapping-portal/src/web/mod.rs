@@ -592,6 +592,8 @@ struct CallbackQuery {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// RFC 9207: the issuer of the authorization response, when the provider names it.
+    iss: Option<String>,
 }
 
 async fn callback(
@@ -629,6 +631,14 @@ async fn callback(
             "This login was not started in this browser, was already used, or took too long. Start again.",
         );
     };
+    if let Some(iss) = &query.iss
+        && iss != oidc.issuer()
+    {
+        return refuse(
+            format!("the authorization response names issuer {iss:?} (RFC 9207), not ours"),
+            "The answer came from another identity provider. Start again.",
+        );
+    }
     if let Some(error) = &query.error {
         let description = query.error_description.as_deref().unwrap_or("");
         return refuse(
