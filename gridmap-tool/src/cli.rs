@@ -166,6 +166,17 @@ pub enum Command {
         /// File holding the bearer token (mode 0600 or stricter).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Authenticate with this client certificate (PEM; mutual TLS, the portal's
+        /// export_client_ca and export_client_dns) instead of or besides a token.
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// The client certificate's key (PEM, mode 0600 or stricter).
+        #[arg(long, value_name = "FILE", requires = "client_cert")]
+        client_key: Option<PathBuf>,
+        /// Trust the portal's server certificate from these CAs (PEM) besides the built-in
+        /// web roots (a site CA).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
         /// The site's own grid-mapfile lines, installed before the portal's (they win).
         #[arg(long, value_name = "FILE")]
         static_gridmap: Option<PathBuf>,

@@ -100,6 +100,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync {
             from,
             token_file,
+            client_cert,
+            client_key,
+            ca_file,
             static_gridmap,
             static_suspended,
             dir,
@@ -109,6 +112,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::sync::SyncArgs {
                 from,
                 token_file,
+                client_cert,
+                client_key,
+                ca_file,
                 static_gridmap,
                 static_suspended,
                 dir,

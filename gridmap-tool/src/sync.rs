@@ -46,6 +46,9 @@ pub const STATE_FILE: &str = ".portal-sync.json";
 pub struct SyncArgs {
     pub from: String,
     pub token_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
     pub static_gridmap: Option<PathBuf>,
     pub static_suspended: Option<PathBuf>,
     pub dir: Option<PathBuf>,
@@ -160,16 +163,22 @@ fn loopback(url: &reqwest::Url) -> bool {
     }
 }
 
-/// The token in `path`; refused when others than the owner may read it (as ssh refuses a key).
-fn read_token(path: &Path) -> anyhow::Result<BearerToken> {
+/// Refuse a secret file that others than its owner may read (as ssh refuses a key).
+fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         bail!(
-            "{}: permissions {mode:04o} are too open: the token file must be readable by its owner only (chmod 600)",
+            "{}: permissions {mode:04o} are too open: the {what} must be readable by its owner only (chmod 600)",
             path.display()
         );
     }
+    Ok(())
+}
+
+/// The token in `path`; refused when others than the owner may read it.
+fn read_token(path: &Path) -> anyhow::Result<BearerToken> {
+    check_private(path, "token file")?;
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     let token = text.trim();
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -181,6 +190,45 @@ fn read_token(path: &Path) -> anyhow::Result<BearerToken> {
     Ok(BearerToken(token.to_string()))
 }
 
+/// How to reach the portal: the trusted CAs besides the built-in roots, the client identity.
+#[derive(Default)]
+struct Tls {
+    roots: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+}
+
+impl Tls {
+    fn new(args: &SyncArgs) -> anyhow::Result<Self> {
+        let mut tls = Self::default();
+        if let Some(path) = &args.ca_file {
+            let pem =
+                std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+            tls.roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow!("--ca-file {}: {}", path.display(), e.without_url()))?;
+            if tls.roots.is_empty() {
+                bail!("--ca-file {}: no certificate in the file", path.display());
+            }
+        }
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            check_private(key, "client key")?;
+            let mut pem =
+                std::fs::read(cert).with_context(|| format!("--client-cert {}", cert.display()))?;
+            pem.extend(
+                std::fs::read(key).with_context(|| format!("--client-key {}", key.display()))?,
+            );
+            tls.identity = Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
+                anyhow!(
+                    "--client-cert {} / --client-key {}: {}",
+                    cert.display(),
+                    key.display(),
+                    e.without_url()
+                )
+            })?);
+        }
+        Ok(tls)
+    }
+}
+
 /// The answer of the portal.
 enum Fetched {
     Unchanged,
@@ -190,10 +238,18 @@ enum Fetched {
 fn fetch(
     url: &reqwest::Url,
     token: Option<&BearerToken>,
+    tls: Tls,
     if_none_match: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Fetched> {
-    let client = reqwest::blocking::Client::builder()
+    let mut builder = reqwest::blocking::Client::builder();
+    for root in tls.roots {
+        builder = builder.add_root_certificate(root);
+    }
+    if let Some(identity) = tls.identity {
+        builder = builder.identity(identity);
+    }
+    let client = builder
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -458,6 +514,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
         .map(read_token)
         .transpose()
         .map_err(refusal)?;
+    let tls = Tls::new(&args).map_err(refusal)?;
     if let Some(dir) = &args.dir {
         std::fs::create_dir_all(dir.join("nss"))
             .with_context(|| format!("cannot make {}", dir.display()))
@@ -499,6 +556,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let fetched = fetch(
         &url,
         token.as_ref(),
+        tls,
         if_none_match,
         Duration::from_secs(args.timeout),
     )

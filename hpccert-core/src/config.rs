@@ -78,6 +78,12 @@ pub struct PortalConfig {
     /// Bearer secrets that may fetch `/export/v1/bundle` (never printed by `Debug`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_tokens: Vec<String>,
+    /// Login nodes may also fetch the export with a client certificate (mutual TLS, with
+    /// `tls_certificate`): one issued by a CA of this PEM file ...
+    pub export_client_ca: Option<PathBuf>,
+    /// ... whose subject is one of these DNs (slash or RFC 4514 form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_client_dns: Vec<String>,
     /// Serve HTTPS with this certificate chain (PEM) and `tls_key`; plain HTTP without them
     /// (behind a TLS reverse proxy).
     pub tls_certificate: Option<PathBuf>,
@@ -195,6 +201,8 @@ impl std::fmt::Debug for PortalConfig {
                 "export_tokens",
                 &format_args!("<{} secrets>", self.export_tokens.len()),
             )
+            .field("export_client_ca", &self.export_client_ca)
+            .field("export_client_dns", &self.export_client_dns)
             .field("tls_certificate", &self.tls_certificate)
             .field("tls_key", &self.tls_key)
             .field("trusted_proxies", &self.trusted_proxies)

@@ -7,11 +7,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum_server::tls::TlsInfo;
+use hpccert_core::dn::DistinguishedName;
 
 use crate::Portal;
 
@@ -45,14 +48,52 @@ pub async fn serve(
     .await
 }
 
-/// The TLS settings from a PEM certificate chain and key (rustls, ring provider).
+/// The TLS settings from a PEM certificate chain and key (rustls, ring provider); with
+/// `client_ca`, clients may present a certificate issued by one of its CAs (mutual TLS for the
+/// export; browsers present none and are served as before).
 pub async fn tls_config(
     certificate: &std::path::Path,
     key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
 ) -> std::io::Result<axum_server::tls_rustls::RustlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     // the process-wide provider: ring, as reqwest's rustls uses (a second call is harmless)
     let _ = rustls::crypto::ring::default_provider().install_default();
-    axum_server::tls_rustls::RustlsConfig::from_pem_file(certificate, key).await
+    let Some(client_ca) = client_ca else {
+        return axum_server::tls_rustls::RustlsConfig::from_pem_file(certificate, key).await;
+    };
+    let invalid = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", what.display()),
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(certificate)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| invalid(certificate, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, &e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(client_ca).map_err(|e| invalid(client_ca, &e))? {
+        roots
+            .add(ca.map_err(|e| invalid(client_ca, &e))?)
+            .map_err(|e| invalid(client_ca, &e))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid(client_ca, &"no CA certificate in the file"));
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| invalid(client_ca, &e))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key_der)
+        .map_err(|e| invalid(certificate, &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        Arc::new(config),
+    ))
 }
 
 /// Serve `app` over HTTPS until `shutdown` completes (then up to 10 s for open requests).
@@ -91,11 +132,26 @@ fn matches_etag(if_none_match: &str, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"') == etag)
 }
 
+/// The subject of the client certificate of a mutual TLS connection (verified in the
+/// handshake against `export_client_ca`), when there is one.
+fn client_certificate(tls: Option<&Arc<TlsInfo>>) -> Option<DistinguishedName> {
+    let der = tls?.peer_certificates.first()?;
+    DistinguishedName::from_certificate_der(der).ok()
+}
+
 async fn bundle(
     State(portal): State<Arc<Portal>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<Arc<TlsInfo>>>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(subject) = client_certificate(tls.as_ref().map(|Extension(t)| t)) {
+        if portal.export_client_ok(&subject) {
+            tracing::info!(%peer, client = %subject.to_slash(), "export requested with a client certificate");
+            return answer(&portal, &headers, &peer);
+        }
+        tracing::warn!(%peer, client = %subject.to_slash(), "export: client certificate not in export_client_dns");
+    }
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -112,6 +168,11 @@ async fn bundle(
         tracing::warn!(%peer, "export refused: wrong bearer token");
         return unauthorized("export: wrong bearer token");
     }
+    answer(&portal, &headers, &peer)
+}
+
+/// The bundle (or 304) for an authorized client.
+fn answer(portal: &Portal, headers: &HeaderMap, peer: &SocketAddr) -> Response {
     let current = portal.current();
     let etag = format!("\"{}\"", current.etag);
     let Ok(etag_value) = HeaderValue::from_str(&etag) else {

@@ -22,6 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use export::{Bundle, sha256_hex};
+use hpccert_core::dn::DistinguishedName;
 use model::{Actor, Change, StoreError};
 use store::Store;
 
@@ -76,6 +77,8 @@ pub struct PortalSettings {
     /// The public URL named in the bundle.
     pub url: String,
     pub export_tokens: Vec<ExportToken>,
+    /// Client certificate subjects that may fetch the export (over mutual TLS).
+    pub export_client_dns: Vec<DistinguishedName>,
     pub export_dir: Option<PathBuf>,
 }
 
@@ -86,6 +89,7 @@ pub struct Portal {
     url: String,
     /// SHA-256 of each export token: compared in constant time, on equal lengths.
     token_digests: Vec<[u8; 32]>,
+    client_dns: Vec<DistinguishedName>,
     export_dir: Option<PathBuf>,
     current: RwLock<Arc<Published>>,
     /// Serialises installs into `export_dir` (never an older serial over a newer one).
@@ -105,6 +109,7 @@ impl Portal {
                 .iter()
                 .map(ExportToken::digest)
                 .collect(),
+            client_dns: settings.export_client_dns,
             export_dir: settings.export_dir,
             current: RwLock::new(Arc::new(published)),
             installed: tokio::sync::Mutex::new(-1),
@@ -157,6 +162,14 @@ impl Portal {
             ok |= openssl::memcmp::eq(known, &digest);
         }
         ok
+    }
+
+    /// Whether a client certificate with this subject may fetch the export (the certificate
+    /// itself was verified against `export_client_ca` in the TLS handshake).
+    pub fn export_client_ok(&self, subject: &DistinguishedName) -> bool {
+        self.client_dns
+            .iter()
+            .any(|dn| dn.canonical() == subject.canonical())
     }
 
     async fn install(&self, bundle: &Bundle) {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use hpccert_core::config::{
     Config, PortalAdmin, PortalApproval, PortalConfig, PortalOidcConfig, PortalProof,
 };
+use hpccert_core::dn::DistinguishedName;
 use mapping_portal::model::Approval;
 use mapping_portal::store::Store;
 use mapping_portal::web::oidc::{Oidc, OidcSettings};
@@ -65,6 +66,23 @@ struct Setup {
     export_dir: Option<PathBuf>,
     tls: Option<(PathBuf, PathBuf)>,
     web: PortalConfig,
+}
+
+/// `[portal] export_client_dns`, parsed.
+fn client_dns(web: &PortalConfig) -> anyhow::Result<Vec<DistinguishedName>> {
+    if web.export_client_ca.is_some() == web.export_client_dns.is_empty() {
+        bail!("[portal] export_client_ca and export_client_dns go together");
+    }
+    if web.export_client_ca.is_some() && web.tls_certificate.is_none() {
+        bail!("[portal] export_client_ca needs tls_certificate and tls_key (mutual TLS)");
+    }
+    web.export_client_dns
+        .iter()
+        .map(|dn| {
+            DistinguishedName::parse(dn)
+                .with_context(|| format!("[portal] export_client_dns: {dn:?}"))
+        })
+        .collect()
 }
 
 fn dev_oidc_from_env() -> Option<PortalOidcConfig> {
@@ -206,12 +224,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|t| ExportToken::new(t))
         .collect::<Result<Vec<_>, _>>()
         .context("[portal] export_tokens")?;
-    if export_tokens.is_empty() {
-        tracing::warn!("no [portal] export_tokens: every request for the export is refused");
+    if export_tokens.is_empty() && setup.web.export_client_dns.is_empty() {
+        tracing::warn!(
+            "no [portal] export_tokens or export_client_dns: every request for the export is refused"
+        );
     }
     let tls = match &setup.tls {
         Some((cert, key)) => Some(
-            mapping_portal::http::tls_config(cert, key)
+            mapping_portal::http::tls_config(cert, key, setup.web.export_client_ca.as_deref())
                 .await
                 .with_context(|| {
                     format!(
@@ -244,6 +264,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         PortalSettings {
             url: url.clone(),
             export_tokens: export_tokens.clone(),
+            export_client_dns: client_dns(&setup.web)?,
             export_dir: setup.export_dir.clone(),
         },
     )

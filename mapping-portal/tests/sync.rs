@@ -174,3 +174,131 @@ async fn gridmap_tool_sync_installs_from_a_running_portal() {
     assert!(out.contains("suspended"), "{out}");
     running.stop().await;
 }
+
+/// Over HTTPS with mutual TLS: gridmap-tool trusts the portal's certificate from `--ca-file`
+/// and presents the node's certificate (`--client-cert`, `--client-key`) instead of a token;
+/// without a credential, or with a readable key, it is refused and installs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gridmap_tool_sync_with_a_client_certificate() {
+    use hpccert_core::devpki::{self, CertSpec};
+    use std::sync::Arc;
+    let Some(tool) = gridmap_tool() else { return };
+    let now = hpccert_core::clock::now();
+    let ca =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Nodes CA", now, 1).unwrap())
+            .unwrap();
+    let node_cert = devpki::issue(
+        &ca,
+        &CertSpec::user("/DC=org/DC=example/CN=node1.example.org", now, 1).unwrap(),
+    )
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name);
+    let (server_cert, server_key) = common::server_certificate();
+    std::fs::write(p("server.crt"), &server_cert).unwrap();
+    std::fs::write(p("server.key"), &server_key).unwrap();
+    std::fs::write(p("nodes-ca.pem"), ca.cert_pem().unwrap()).unwrap();
+    std::fs::write(p("node.crt"), node_cert.cert_pem().unwrap()).unwrap();
+    std::fs::write(p("node.key"), node_cert.key_pem().unwrap()).unwrap();
+    std::fs::set_permissions(p("node.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let store = mapping_portal::store::Store::open(&common::sqlite_url(d.path()), at(0))
+        .await
+        .unwrap();
+    let portal = mapping_portal::Portal::start(
+        store,
+        mapping_portal::PortalSettings {
+            url: "https://portal.example.org".into(),
+            export_tokens: vec![],
+            export_client_dns: vec![node_cert.subject()],
+            export_dir: None,
+        },
+    )
+    .await
+    .unwrap();
+    let jdoe = AccountName::parse("jdoe").unwrap();
+    portal
+        .change(
+            &Actor::new("admin"),
+            &Change::Link {
+                identity: IdentityKey::dn(DN).unwrap(),
+                profile: IdentityProfile::default(),
+                account: jdoe,
+                approval: Approval::Immediate,
+            },
+            at(1),
+        )
+        .await
+        .unwrap();
+    let tls = mapping_portal::http::tls_config(
+        &p("server.crt"),
+        &p("server.key"),
+        Some(&p("nodes-ca.pem")),
+    )
+    .await
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mapping_portal::http::serve_tls(
+        listener,
+        tls,
+        mapping_portal::http::router(Arc::clone(&portal)),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let dir = p("node");
+    std::fs::create_dir(&dir).unwrap();
+    let run = move |extra: Vec<String>| {
+        let (tool, base, dir) = (tool.clone(), base.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(&tool)
+                .args(["sync", "--from", &base, "--dir"])
+                .arg(&dir)
+                .args(&extra)
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        })
+    };
+    let s = |path: std::path::PathBuf| path.display().to_string();
+    let ca_file = vec!["--ca-file".to_string(), s(p("server.crt"))];
+    let mut with_cert = ca_file.clone();
+    with_cert.extend([
+        "--client-cert".into(),
+        s(p("node.crt")),
+        "--client-key".into(),
+        s(p("node.key")),
+    ]);
+
+    // no credential: 401, nothing installed
+    let (code, out) = run(ca_file.clone()).await.unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("401"), "{out}");
+    assert!(!d.path().join("node/grid-mapfile").exists());
+    // the node's certificate: installed
+    let (code, out) = run(with_cert.clone()).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    let gridmap = std::fs::read_to_string(d.path().join("node/grid-mapfile")).unwrap();
+    assert!(gridmap.contains(&format!("\"{DN}\" jdoe")), "{gridmap}");
+    // a key others may read: refused before connecting
+    std::fs::set_permissions(p("node.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) = run(with_cert).await.unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("too open"), "{out}");
+    // without --ca-file the portal's certificate is not trusted
+    let (code, out) = run(vec![]).await.unwrap();
+    assert_eq!(code, 2, "{out}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

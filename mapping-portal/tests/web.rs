@@ -287,6 +287,7 @@ async fn setup(approval: Approval) -> Setup {
         PortalSettings {
             url: base.clone(),
             export_tokens: vec![ExportToken::new(common::TOKEN).unwrap()],
+            export_client_dns: vec![],
             export_dir: None,
         },
     )
@@ -845,18 +846,54 @@ async fn escaping_and_unknown_pages() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
+/// A client identity for reqwest (certificate and key, PEM).
+fn identity(c: &hpccert_core::devpki::Credential) -> reqwest::Identity {
+    let mut pem = c.cert_pem().unwrap();
+    pem.extend(c.key_pem().unwrap());
+    reqwest::Identity::from_pem(&pem).unwrap()
+}
+
+/// HTTPS: Secure `__Host-` cookies and HSTS for the pages; the export also by mutual TLS, for
+/// a client certificate of `export_client_ca` whose subject is in `export_client_dns`.
 #[tokio::test]
 async fn https_with_secure_host_cookies_and_hsts() {
+    use hpccert_core::devpki::{self, CertSpec};
+    let now = hpccert_core::clock::now();
+    let ca =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Nodes CA", now, 1).unwrap())
+            .unwrap();
+    let node = devpki::issue(
+        &ca,
+        &CertSpec::user("/DC=org/DC=example/CN=node1.example.org", now, 1).unwrap(),
+    )
+    .unwrap();
+    let stranger = devpki::issue(
+        &ca,
+        &CertSpec::user("/DC=org/DC=example/CN=laptop.example.org", now, 1).unwrap(),
+    )
+    .unwrap();
+    let other_ca =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Other CA", now, 1).unwrap())
+            .unwrap();
+    let forged = devpki::issue(
+        &other_ca,
+        &CertSpec::user("/DC=org/DC=example/CN=node1.example.org", now, 1).unwrap(),
+    )
+    .unwrap();
     let (op, issuer) = start_op().await;
     op.lock().subject = "alice".into();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = common::server_certificate();
     std::fs::write(dir.path().join("tls.crt"), &cert).unwrap();
     std::fs::write(dir.path().join("tls.key"), &key).unwrap();
-    let tls =
-        mapping_portal::http::tls_config(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
-            .await
-            .unwrap();
+    std::fs::write(dir.path().join("nodes-ca.pem"), ca.cert_pem().unwrap()).unwrap();
+    let tls = mapping_portal::http::tls_config(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        Some(&dir.path().join("nodes-ca.pem")),
+    )
+    .await
+    .unwrap();
     let store = Store::open(&common::sqlite_url(dir.path()), common::at(0))
         .await
         .unwrap();
@@ -868,6 +905,7 @@ async fn https_with_secure_host_cookies_and_hsts() {
         PortalSettings {
             url: base.clone(),
             export_tokens: vec![],
+            export_client_dns: vec![node.subject()],
             export_dir: None,
         },
     )
@@ -925,6 +963,29 @@ async fn https_with_secure_host_cookies_and_hsts() {
         cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/"),
         "{cookie}"
     );
+    // the export: no credential, 401; the node's certificate, 200 with the bundle
+    let export = format!("{base}/export/v1/bundle");
+    assert_eq!(
+        http.get(&export).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let with = |id: &hpccert_core::devpki::Credential| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+            .identity(identity(id))
+            .build()
+            .unwrap()
+    };
+    let resp = with(&node).get(&export).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().contains_key("etag"));
+    let bundle: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(bundle["format"], "hpccert-export");
+    // a certificate of the same CA with a subject not in export_client_dns: 401
+    let resp = with(&stranger).get(&export).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // the node's subject from another CA: the handshake fails
+    assert!(with(&forged).get(&export).send().await.is_err());
     // plain HTTP on the TLS port is not served
     let plain = reqwest::Client::new()
         .get(base.replace("https://", "http://") + "/healthz")

@@ -268,6 +268,7 @@ pub async fn start() -> Running {
         PortalSettings {
             url: "https://portal.example.org".into(),
             export_tokens: vec![ExportToken::new(TOKEN).unwrap()],
+            export_client_dns: vec![],
             export_dir: Some(export_dir.path().to_path_buf()),
         },
     )
