@@ -266,7 +266,7 @@ pub fn admin(view: &AdminView<'_>, frame: &Frame<'_>) -> Markup {
             table.links #admin-links {
                 thead { tr { th scope="col" { "Identity" } th scope="col" { "Person" } th scope="col" { "Account" } th scope="col" { "State" } th scope="col" { "Since" } th scope="col" { span.visually-hidden { "Actions" } } } }
                 tbody {
-                    @for link in view.links {
+                    @for (i, link) in view.links.iter().enumerate() {
                         tr {
                             td { (identity_text(link.identity.kind(), link.identity.issuer(), link.identity.subject())) }
                             td { (link.profile.name.as_deref().or(link.profile.email.as_deref()).unwrap_or("")) }
@@ -284,8 +284,8 @@ pub fn admin(view: &AdminView<'_>, frame: &Frame<'_>) -> Markup {
                                 form method="post" action="/admin/suspend" {
                                     (identity_fields(csrf, link.identity.kind(), link.identity.issuer(), link.identity.subject()))
                                     input type="hidden" name="target" value="identity";
-                                    label.visually-hidden for={"reason-" (link.identity.subject()) "-" (link.account)} { "Reason" }
-                                    input id={"reason-" (link.identity.subject()) "-" (link.account)} type="text" name="reason" placeholder="reason" required;
+                                    label.visually-hidden for={"reason-" (i)} { "Reason for suspending " (link.identity.subject()) }
+                                    input id={"reason-" (i)} type="text" name="reason" placeholder="reason" required;
                                     button.danger type="submit" { "Suspend identity" }
                                 }
                             }
