@@ -19,6 +19,8 @@ use hpccert_e2e::{free_port, library, run, write_mode};
 
 const ACCOUNT: &str = "jdoe";
 const PASSWORD: &str = "correct horse battery staple";
+/// Another account, for the rate limit (its attempts lock it for 15 minutes).
+const OTHER: &str = "jroe";
 
 /// The workspace's binaries (built by `cargo test --workspace`), beside this test's directory.
 fn built_binary(name: &str) -> Option<PathBuf> {
@@ -71,7 +73,8 @@ fn start_portal(dir: &Path, port: u16, issuer: &str) -> Option<Portal> {
     let d = dir.display();
     write_mode(
         &dir.join("passdb"),
-        format!("{ACCOUNT}:{PASSWORD}:mapping-portal\n").as_bytes(),
+        format!("{ACCOUNT}:{PASSWORD}:mapping-portal\n{OTHER}:{PASSWORD}:mapping-portal\n")
+            .as_bytes(),
         0o600,
     );
     std::fs::create_dir_all(dir.join("pam.d")).unwrap();
@@ -84,12 +87,17 @@ fn start_portal(dir: &Path, port: u16, issuer: &str) -> Option<Portal> {
     );
     write_mode(
         &dir.join("passwd"),
-        format!("{ACCOUNT}:x:1234:1234:Jane Doe:/home/{ACCOUNT}:/bin/bash\n").as_bytes(),
+        format!(
+            "{ACCOUNT}:x:1234:1234:Jane Doe:/home/{ACCOUNT}:/bin/bash\n\
+             {OTHER}:x:1235:1235:John Roe:/home/{OTHER}:/bin/bash\n\
+             daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+        )
+        .as_bytes(),
         0o644,
     );
     write_mode(
         &dir.join("group"),
-        format!("{ACCOUNT}:x:1234:\n").as_bytes(),
+        format!("{ACCOUNT}:x:1234:\n{OTHER}:x:1235:\n").as_bytes(),
         0o644,
     );
     std::fs::create_dir_all(dir.join("export")).unwrap();
@@ -379,4 +387,29 @@ fn a_user_links_in_the_browser_and_the_node_maps_then_refuses() {
         );
     }
     b.screenshot("audit");
+
+    // the proof is rate-limited per account: five wrong passwords, then even the right one is
+    // refused (and PAM is not asked); a system account is refused whatever the password
+    b.goto(&format!("{}/", portal.base));
+    for attempt in 1..=6 {
+        b.wait_for("#account");
+        b.fill("#account", OTHER);
+        b.fill("#password", if attempt == 6 { PASSWORD } else { "guess" });
+        b.click("form[action='/link'] button[type=submit]");
+        wait_for_text(&b, "Account not proved");
+        let page = b.source();
+        if attempt == 6 {
+            assert!(page.contains("too many failed attempts"), "{page}");
+            b.screenshot("rate-limited");
+        } else {
+            assert!(page.contains("wrong password"), "attempt {attempt}: {page}");
+        }
+        b.goto(&format!("{}/", portal.base));
+    }
+    b.wait_for("#account");
+    b.fill("#account", "daemon");
+    b.fill("#password", PASSWORD);
+    b.click("form[action='/link'] button[type=submit]");
+    wait_for_text(&b, "system accounts cannot be linked");
+    assert!(!read(&export.join("token-mapfile")).contains(OTHER));
 }
