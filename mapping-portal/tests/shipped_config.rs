@@ -32,6 +32,34 @@ fn the_shipped_portal_config_parses_with_its_defaults() {
 }
 
 #[test]
+fn the_shipped_portal_config_parses_with_every_key_uncommented() {
+    // every commented-out `#key = value` and `#[table]` line is a real key with a valid value
+    let (text, path) = shipped();
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .fold(String::new(), |text, line| text + line + "\n");
+    assert!(uncommented.contains("\n[portal.oidc]\n"));
+    let config = Config::parse(&uncommented, &path).unwrap_or_else(|e| panic!("{e}"));
+    let portal = config.portal.expect("a [portal] section");
+    assert_eq!(portal.pam_service, "mapping-portal");
+    assert_eq!(portal.trusted_proxies.len(), 2);
+    let oidc = portal.oidc.expect("[portal.oidc]");
+    assert_eq!(oidc.issuer, "https://cilogon.org");
+    assert!(oidc.client_secret.is_none() && oidc.client_secret_file.is_some());
+}
+
+#[test]
 fn every_key_of_the_shipped_portal_config_is_explained() {
     let (text, _) = shipped();
     // a setting, active or commented out, follows a comment line or the setting it goes with
