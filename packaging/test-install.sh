@@ -553,7 +553,9 @@ PY
 base=http://127.0.0.1:$port
 # Type=notify: systemd waits for READY=1. A binary that has no sd_notify code linked in (no
 # "READY=1" string in it) is only waited for until /healthz answers, with a note.
+portal_notifies=""
 if grep -q 'READY=1' /usr/sbin/mapping-portal; then
+    portal_notifies=1
     wait_for "$WORK/notify.log" 'READY=1' 15 "$PORTAL_PID" || fail "no READY=1 from mapping-portal"
     echo "   ready: READY=1"
 else
@@ -604,6 +606,9 @@ portal_status=0
 wait "$PORTAL_PID" || portal_status=$?
 PORTAL_PID=""
 [ "$portal_status" = 0 ] || fail "mapping-portal exited with $portal_status after SIGTERM"
+if [ -n "$portal_notifies" ]; then
+    grep -q 'STOPPING=1' "$WORK/notify.log" || fail "no STOPPING=1 from mapping-portal"
+fi
 kill "$NOTIFY_PID" 2>/dev/null || true
 wait "$NOTIFY_PID" 2>/dev/null || true
 NOTIFY_PID=""
