@@ -54,6 +54,7 @@ fn the_shipped_portal_config_parses_with_every_key_uncommented() {
     let portal = config.portal.expect("a [portal] section");
     assert_eq!(portal.pam_service, "mapping-portal");
     assert_eq!(portal.trusted_proxies.len(), 2);
+    assert_eq!(portal.export_client_dns.len(), 1);
     let oidc = portal.oidc.expect("[portal.oidc]");
     assert_eq!(oidc.issuer, "https://cilogon.org");
     assert!(oidc.client_secret.is_none() && oidc.client_secret_file.is_some());
