@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the Debian and RPM packages of hpccert (issue #8):
-#   hpccert-sshd, hpccert-tools, libpam-hpccert, libnss-hpccert   (.deb, cargo-deb)
-#   hpccert-sshd, hpccert-tools, pam_hpccert, nss_hpccert         (.rpm, cargo-generate-rpm)
+#   hpccert-sshd, hpccert-tools, libpam-hpccert, libnss-hpccert, hpccert-portal
+#                                                                  (.deb, cargo-deb)
+#   hpccert-sshd, hpccert-tools, pam_hpccert, nss_hpccert, hpccert-portal
+#                                                                  (.rpm, cargo-generate-rpm)
 # into $CARGO_TARGET_DIR/packages (default target/packages).
 #
 # The release binaries are built once (cargo build --release --locked); the man pages and
@@ -56,7 +58,7 @@ assets=$release/packaging
 
 echo "== release build ($release)"
 # xtask in the same build: one feature resolution, so nothing is built twice
-cargo build --release --locked -p sshd-gsi -p gridmap-tool -p pam_hpccert -p nss_hpccert -p xtask
+cargo build --release --locked -p sshd-gsi -p gridmap-tool -p pam_hpccert -p nss_hpccert -p mapping-portal -p xtask
 
 echo "== man pages and completions ($assets)"
 rm -rf "$assets"
@@ -69,8 +71,12 @@ gzip -9n "$assets"/man/*.8
 # the RPM's config names Fedora's sftp-server
 sed 's|^sftp_server = "/usr/lib/openssh/sftp-server"|sftp_server = "/usr/libexec/openssh/sftp-server"|' \
     packaging/hpccert.toml >"$assets/rpm/hpccert.toml"
+# Fedora and RHEL have no shadow group (a unit naming a missing group does not start): the RPM's
+# mapping-portal.service goes without it (its comment says what to do there instead)
+sed 's|^SupplementaryGroups=shadow$|# (no shadow group on Fedora/RHEL: see the comment above)|' \
+    packaging/systemd/mapping-portal.service >"$assets/rpm/mapping-portal.service"
 # cargo-generate-rpm packages files as they are (cargo-deb strips its own copies)
-for f in sshd-gsi sshd-gsi-pam-helper gridmap-tool libpam_hpccert.so libnss_hpccert.so; do
+for f in sshd-gsi sshd-gsi-pam-helper gridmap-tool mapping-portal libpam_hpccert.so libnss_hpccert.so; do
     strip --strip-unneeded -o "$assets/rpm/$f" "$release/$f"
 done
 # The NSS module keeps its SONAME file name in the .deb, which cargo-deb neither strips nor runs
@@ -85,10 +91,12 @@ declared=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1],
     die "libnss_hpccert.so.2 needs Depends: $computed, but nss_hpccert/Cargo.toml declares: $declared (update it)"
 grep -q '^sftp_server = "/usr/libexec/openssh/sftp-server"' "$assets/rpm/hpccert.toml" ||
     die "packaging/hpccert.toml has no sftp_server line to adapt for RPM"
+grep -q '^SupplementaryGroups=' "$assets/rpm/mapping-portal.service" &&
+    die "packaging/systemd/mapping-portal.service: the RPM's copy still names a SupplementaryGroups="
 
 rm -rf "$out"
 mkdir -p "$out"
-crates=(sshd-gsi gridmap-tool pam_hpccert nss_hpccert)
+crates=(sshd-gsi gridmap-tool pam_hpccert nss_hpccert mapping-portal)
 
 if [ "$want_deb" = 1 ]; then
     for crate in "${crates[@]}"; do
