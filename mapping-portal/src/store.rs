@@ -190,39 +190,31 @@ impl Store {
     /// (case-insensitive); every link without a search.
     pub async fn links(&self, search: Option<&str>) -> Result<Vec<Link>, StoreError> {
         let pattern = format!("%{}%", escape_like(search.unwrap_or("")).to_lowercase());
-        let rows = sqlx::query(
-            "SELECT i.kind, i.issuer, i.subject, i.idp, i.email, i.name, i.eppn, \
-                    l.account, l.state, l.created, l.approved_by \
-             FROM links l JOIN identities i ON i.id = l.identity_id \
+        let rows = sqlx::query(&format!(
+            "{LINK_COLUMNS} \
              WHERE LOWER(l.account) LIKE $1 ESCAPE '\\' OR LOWER(i.issuer) LIKE $1 ESCAPE '\\' \
                 OR LOWER(i.subject) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(i.email, '')) LIKE $1 ESCAPE '\\' \
                 OR LOWER(COALESCE(i.name, '')) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(i.eppn, '')) LIKE $1 ESCAPE '\\' \
-             ORDER BY l.account, i.id, l.id",
-        )
+             ORDER BY l.account, i.id, l.id"
+        ))
         .bind(pattern)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Link {
-                    identity: IdentityKey::from_columns(
-                        &r.try_get::<String, _>(0)?,
-                        r.try_get(1)?,
-                        r.try_get(2)?,
-                    )?,
-                    profile: IdentityProfile {
-                        idp: r.try_get(3)?,
-                        email: r.try_get(4)?,
-                        name: r.try_get(5)?,
-                        eppn: r.try_get(6)?,
-                    },
-                    account: r.try_get(7)?,
-                    state: LinkState::from_column(&r.try_get::<String, _>(8)?)?,
-                    created: r.try_get(9)?,
-                    approved_by: r.try_get(10)?,
-                })
-            })
-            .collect()
+        rows.iter().map(link_of_row).collect()
+    }
+
+    /// The links of one identity (an exact match on the unique key: an index lookup).
+    pub async fn links_of(&self, identity: &IdentityKey) -> Result<Vec<Link>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{LINK_COLUMNS} WHERE i.kind = $1 AND i.issuer = $2 AND i.subject = $3 \
+             ORDER BY l.account, l.id"
+        ))
+        .bind(identity.kind().as_str())
+        .bind(identity.issuer())
+        .bind(identity.subject())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(link_of_row).collect()
     }
 
     /// Every suspension, oldest first.
@@ -272,6 +264,31 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         read_accounts(&mut conn).await
     }
+}
+
+/// The columns [`link_of_row`] reads.
+const LINK_COLUMNS: &str = "SELECT i.kind, i.issuer, i.subject, i.idp, i.email, i.name, i.eppn, \
+     l.account, l.state, l.created, l.approved_by \
+     FROM links l JOIN identities i ON i.id = l.identity_id";
+
+fn link_of_row(r: &sqlx::any::AnyRow) -> Result<Link, StoreError> {
+    Ok(Link {
+        identity: IdentityKey::from_columns(
+            &r.try_get::<String, _>(0)?,
+            r.try_get(1)?,
+            r.try_get(2)?,
+        )?,
+        profile: IdentityProfile {
+            idp: r.try_get(3)?,
+            email: r.try_get(4)?,
+            name: r.try_get(5)?,
+            eppn: r.try_get(6)?,
+        },
+        account: r.try_get(7)?,
+        state: LinkState::from_column(&r.try_get::<String, _>(8)?)?,
+        created: r.try_get(9)?,
+        approved_by: r.try_get(10)?,
+    })
 }
 
 fn escape_like(s: &str) -> String {

@@ -91,6 +91,11 @@ async fn links_export_and_audit(url: &str) {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].state, LinkState::Pending);
     assert_eq!(pending[0].approved_by, None);
+    // the identity's own links, by its exact key; another subject of the issuer has none
+    let own = store.links_of(&tok).await.unwrap();
+    assert_eq!(own, pending);
+    let other = IdentityKey::token(ISS, &format!("{SUB}x")).unwrap();
+    assert!(store.links_of(&other).await.unwrap().is_empty());
 
     let b = store
         .change(

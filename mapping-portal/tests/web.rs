@@ -451,6 +451,8 @@ async fn a_user_logs_in_links_sees_and_removes_the_link() {
     let mut alice = Client::new(&s.base);
     let welcome = alice.get("/").await;
     assert!(welcome.body.contains("Log in with your institution"));
+    // accounts are proved by the sign-on header here: no password is asked for
+    assert!(welcome.body.contains("the site's sign-on names it"));
     let csp = welcome.headers["content-security-policy"].to_str().unwrap();
     assert!(
         csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),

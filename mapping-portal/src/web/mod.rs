@@ -474,17 +474,21 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
     let (Some(user), Some(session)) = (ctx.user(), ctx.session.as_ref()) else {
         return html(
             StatusCode::OK,
-            pages::welcome(app.oidc.is_some(), &ctx.frame()),
+            pages::welcome(
+                app.oidc.is_some(),
+                matches!(app.settings.proof, Proof::Header { .. }),
+                &ctx.frame(),
+            ),
         );
     };
     let identities = user_identities(user);
-    let links = match app.portal.store().links(None).await {
-        Ok(all) => all
-            .into_iter()
-            .filter(|l| identities.contains(&l.identity))
-            .collect::<Vec<_>>(),
-        Err(e) => return store_failure(&ctx, &e),
-    };
+    let mut links = Vec::new();
+    for identity in &identities {
+        match app.portal.store().links_of(identity).await {
+            Ok(mut l) => links.append(&mut l),
+            Err(e) => return store_failure(&ctx, &e),
+        }
+    }
     let accounts: Vec<&str> = links.iter().map(|l| l.account.as_str()).collect();
     let suspended = match app.portal.store().suspensions().await {
         Ok(all) => all

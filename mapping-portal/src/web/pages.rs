@@ -75,7 +75,7 @@ pub fn error(title: &str, message: &str, frame: &Frame<'_>) -> Markup {
     )
 }
 
-pub fn welcome(login_configured: bool, frame: &Frame<'_>) -> Markup {
+pub fn welcome(login_configured: bool, proof_by_header: bool, frame: &Frame<'_>) -> Markup {
     layout(
         "Welcome",
         frame,
@@ -88,7 +88,11 @@ pub fn welcome(login_configured: bool, frame: &Frame<'_>) -> Markup {
             }
             ol.steps {
                 li { "Log in with your institution." }
-                li { "Prove that you own your local account (its password)." }
+                @if proof_by_header {
+                    li { "Confirm your local account (the site's sign-on names it)." }
+                } @else {
+                    li { "Prove that you own your local account (its password)." }
+                }
                 li { "Link them. You can remove the link at any time." }
             }
             @if login_configured {
