@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use hpccert_core::config::{Config, IssuerConfig};
-use hpccert_core::gridmap::GridMapfile;
+use hpccert_core::gridmap::{GridMapfile, MappedAccount};
 use hpccert_core::mapping::Mapper;
 use hpccert_core::token::fetch::{Fetcher, refresh_issuer};
 use hpccert_core::token::keys::{list_cached, read_cached};
@@ -399,13 +399,26 @@ pub fn tokenmap_check(config: &Config, file: Option<PathBuf>) -> anyhow::Result<
                 rule.line, rule.issuer
             );
         }
-        for a in &rule.accounts {
-            if hpccert_core::mapping::system_uid(a.as_str()).is_none() {
-                findings += 1;
-                println!(
-                    "{shown}:{}: warning: account {a} does not exist on this host",
-                    rule.line
-                );
+        for target in &rule.accounts {
+            match target {
+                MappedAccount::Local(a) => {
+                    if hpccert_core::mapping::system_uid(a.as_str()).is_none() {
+                        findings += 1;
+                        println!(
+                            "{shown}:{}: warning: account {a} does not exist on this host",
+                            rule.line
+                        );
+                    }
+                }
+                MappedAccount::Pool(p) => {
+                    if !config.pools.iter().any(|c| c.name == p.as_str()) {
+                        findings += 1;
+                        println!(
+                            "{shown}:{}: warning: pool .{p} is not configured ([[pool]])",
+                            rule.line
+                        );
+                    }
+                }
             }
         }
     }

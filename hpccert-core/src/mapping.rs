@@ -575,12 +575,12 @@ impl<'a> Mapper<'a> {
             subject: token.subject().to_string(),
             reason,
         };
-        let allowed: Vec<AccountName> = match self
+        let targets: Vec<MappedAccount> = match self
             .token_map
             .and_then(|m| m.lookup(token.issuer(), token.subject()))
         {
             Some(rule) => {
-                let names: Vec<&str> = rule.accounts.iter().map(AccountName::as_str).collect();
+                let names: Vec<String> = rule.accounts.iter().map(ToString::to_string).collect();
                 reasons.push(format!(
                     "token map line {} maps it to {}",
                     rule.line,
@@ -601,37 +601,24 @@ impl<'a> Mapper<'a> {
                     reasons.push(format!(
                         "no token map rule; claim {claim} names account {account}"
                     ));
-                    vec![account]
+                    vec![MappedAccount::Local(account)]
                 }
             },
         };
-        let account = match requested {
-            None => {
-                let Some(first) = allowed.first() else {
-                    return Err(not_mapped("no account".into()));
-                };
-                reasons.push(format!(
-                    "no login name requested: the first account, {first}"
-                ));
-                first.clone()
-            }
-            Some(name) => {
-                let wanted = AccountName::parse(name).map_err(|reason| Refusal::BadLoginName {
+        // the same choice as for a grid-mapfile line: the first target, or the requested
+        // account when listed, or leased from a listed pool
+        let not_allowed = |name: &str| {
+            if name.is_empty() {
+                not_mapped("no account".into())
+            } else {
+                Refusal::TokenAccountNotAllowed {
+                    identity: identity.to_string(),
                     requested: name.to_string(),
-                    reason,
-                })?;
-                if !allowed.contains(&wanted) {
-                    return Err(Refusal::TokenAccountNotAllowed {
-                        identity: identity.to_string(),
-                        requested: name.to_string(),
-                        allowed: allowed.iter().map(ToString::to_string).collect(),
-                    });
+                    allowed: targets.iter().map(ToString::to_string).collect(),
                 }
-                reasons.push(format!("requested account {wanted} is allowed"));
-                wanted
             }
         };
-        self.check_account(&account)?;
+        let account = self.pick(&identity, &targets, requested, &mut reasons, &not_allowed)?;
         Ok(Decision {
             account,
             identity,

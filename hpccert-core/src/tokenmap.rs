@@ -15,7 +15,7 @@
 //! * in quoted strings `\"`, `\\` and `\xHH` (a byte; the bytes must form UTF-8) are escapes,
 //!   as in the grid-mapfile;
 //! * accounts as in the grid-mapfile: comma-separated, white space around commas allowed,
-//!   the first is the default;
+//!   the first is the default; `.atlas` names a pool (an account leased at login);
 //! * `#` comment lines, blank lines, and `#` comments after white space at the end of a line.
 //!
 //! **Which rule wins**: a line with a literal subject wins over regex lines (lookup O(1));
@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::gridmap::{AccountName, LineError};
+use crate::gridmap::{AccountName, LineError, MappedAccount};
 
 /// Longest compiled regex accepted (bytes of the compiled program): a bound on the work
 /// one rule can cost.
@@ -73,13 +73,14 @@ pub struct TokenMapRule {
     pub line: usize,
     pub issuer: String,
     pub subject: SubjectMatch,
-    /// Never empty; the first is the default.
-    pub accounts: Vec<AccountName>,
+    /// Never empty; the first is the default. Local accounts, or pools (`.atlas`: an account
+    /// leased at login, as in the grid-mapfile).
+    pub accounts: Vec<MappedAccount>,
 }
 
 impl fmt::Display for TokenMapRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let accounts: Vec<&str> = self.accounts.iter().map(AccountName::as_str).collect();
+        let accounts: Vec<String> = self.accounts.iter().map(ToString::to_string).collect();
         write!(
             f,
             "{} {} {}",
@@ -308,7 +309,7 @@ fn need_space(rest: &str, after: &str) -> Result<(), String> {
     }
 }
 
-type ParsedRule = (String, SubjectMatch, Vec<AccountName>);
+type ParsedRule = (String, SubjectMatch, Vec<MappedAccount>);
 
 /// Parse one line: None for blank and comment lines.
 fn parse_rule(raw: &str) -> Result<Option<ParsedRule>, String> {
@@ -349,12 +350,7 @@ fn parse_rule(raw: &str) -> Result<Option<ParsedRule>, String> {
         if part.contains(char::is_whitespace) {
             return Err(format!("unexpected text after the accounts: {part:?}"));
         }
-        if part.starts_with('.') {
-            return Err(format!(
-                "{part}: pool accounts are not supported in the token map"
-            ));
-        }
-        let account = AccountName::parse(part)?;
+        let account = MappedAccount::parse(part)?;
         if accounts.contains(&account) {
             return Err(format!("account {account} listed twice"));
         }
@@ -527,7 +523,10 @@ mod tests {
             .unwrap();
         assert_eq!(r.line, 2);
         assert_eq!(
-            r.accounts.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+            r.accounts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             ["jsmith", "jsmith2"]
         );
         assert_eq!(m.duplicates(), &[(2, 5)]);
@@ -554,7 +553,7 @@ mod tests {
             .is_none()
         );
         assert_eq!(
-            m.lookup("https://q.example", "a\"b\\cA").unwrap().accounts[0].as_str(),
+            m.lookup("https://q.example", "a\"b\\cA").unwrap().accounts[0].to_string(),
             "q"
         );
     }
@@ -562,12 +561,26 @@ mod tests {
     #[test]
     fn every_bad_line_is_numbered() {
         let errs = TokenMapfile::parse(
-            "\"i\" \"s\" ok\n\"i\" s bad\n\"i\" /(/ bad\n\"i\" \"s\"\n\"i\" \"s2\" .pool\n\"i\" \"s3\" root x\n\"\" \"s\" a\n",
+            "\"i\" \"s\" ok\n\"i\" s bad\n\"i\" /(/ bad\n\"i\" \"s\"\n\"i\" \"s2\" .\n\"i\" \"s3\" root x\n\"\" \"s\" a\n",
         )
         .unwrap_err();
         let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 3, 4, 5, 6, 7], "{errs:?}");
         assert!(errs[1].message.contains("bad regex"), "{}", errs[1].message);
+    }
+
+    #[test]
+    fn pools_are_targets_as_in_the_grid_mapfile() {
+        let m = TokenMapfile::parse("\"https://i\" \"s\" .atlas,alice\n").unwrap();
+        let rule = m.lookup("https://i", "s").unwrap();
+        assert_eq!(
+            rule.accounts,
+            [
+                MappedAccount::Pool(AccountName::parse("atlas").unwrap()),
+                MappedAccount::Local(AccountName::parse("alice").unwrap())
+            ]
+        );
+        assert_eq!(rule.to_string(), "\"https://i\" \"s\" .atlas,alice");
     }
 
     #[test]
@@ -586,7 +599,7 @@ mod tests {
         let m = TokenMapfile::parse(MAP).unwrap();
         let again: String = m.rules().iter().map(|r| format!("{r}\n")).collect();
         let m2 = TokenMapfile::parse(&again).unwrap();
-        let strip = |m: &TokenMapfile| -> Vec<(String, SubjectMatch, Vec<AccountName>)> {
+        let strip = |m: &TokenMapfile| -> Vec<(String, SubjectMatch, Vec<MappedAccount>)> {
             m.rules()
                 .iter()
                 .map(|r| (r.issuer.clone(), r.subject.clone(), r.accounts.clone()))
@@ -624,7 +637,7 @@ GSI "/DC=org/CN=x" x
             m.lookup("https://scitokens.org/osg-connect", "anything")
                 .unwrap()
                 .accounts[0]
-                .as_str(),
+                .to_string(),
             "osg"
         );
         assert!(

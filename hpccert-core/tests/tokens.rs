@@ -589,6 +589,78 @@ fn token_map_and_claim_rules() {
     assert!(decide(&token, None, &[other], None).is_err());
 }
 
+/// A token map line may name a pool, as a grid-mapfile line does: a login leases an account
+/// (keyed by issuer and subject) and keeps it; a preview leases nothing; another token
+/// identity gets another account.
+#[test]
+fn token_map_pools_lease_accounts() {
+    use hpccert_core::config::PoolConfig;
+    use hpccert_core::pool::{Gridmapdir, Pools};
+    let f = fixture();
+    let token = f.verify(&f.rsa.mint(&claims()).unwrap()).unwrap();
+    let mut other_claims = claims();
+    other_claims["sub"] = json!("user-456");
+    let other = f.verify(&f.rsa.mint(&other_claims).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pools = Pools::from_config(&[PoolConfig {
+        name: "atlas".into(),
+        prefix: None,
+        count: 2,
+        first_uid: 20000,
+        gid: 20000,
+        group: None,
+        home: "/home/{account}".into(),
+        shell: "/bin/bash".into(),
+    }])
+    .unwrap();
+    let leaser = Gridmapdir::new(tmp.path(), pools);
+    let map = TokenMapfile::parse(&format!("\"{ISS}\" /user-.*/ .atlas\n")).unwrap();
+    let gridmap = GridMapfile::parse("").unwrap();
+    let uid_of = |name: &str| name.strip_prefix("atlas00").map(|_| 20001);
+    // explain: a preview, nothing leased
+    let preview = Mapper::new(&gridmap)
+        .with_tokens(Some(&map), &[])
+        .with_uid_lookup(uid_of)
+        .with_pool_preview(&leaser)
+        .decide_token(&token, None)
+        .unwrap();
+    assert!(preview.account().as_str().starts_with("atlas00"));
+    assert!(leaser.list().unwrap().iter().all(|s| s.lease.is_none()));
+    // a login leases, and the same identity keeps its account
+    let login = Mapper::new(&gridmap)
+        .with_tokens(Some(&map), &[])
+        .with_uid_lookup(uid_of)
+        .with_pools(&leaser);
+    let first = login.decide_token(&token, None).unwrap();
+    assert!(
+        first.reasons().iter().any(|r| r.contains("pool")),
+        "{:?}",
+        first.reasons()
+    );
+    assert_eq!(
+        login.decide_token(&token, None).unwrap().account(),
+        first.account()
+    );
+    assert_eq!(
+        login.decide_token(&token, Some("atlas")).unwrap().account(),
+        first.account()
+    );
+    // another subject gets the other account, and may not take the first one's
+    let second = login.decide_token(&other, None).unwrap();
+    assert_ne!(second.account(), first.account());
+    assert!(matches!(
+        login.decide_token(&other, Some(first.account().as_str())),
+        Err(Refusal::TokenAccountNotAllowed { .. })
+    ));
+    // without pools (pam_hpccert, which never writes) the line is refused, not guessed
+    let e = Mapper::new(&gridmap)
+        .with_tokens(Some(&map), &[])
+        .with_uid_lookup(uid_of)
+        .decide_token(&token, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("pool"), "{e}");
+}
+
 #[test]
 fn claim_rules_guard_domains_and_reserved_accounts() {
     let f = fixture();

@@ -116,7 +116,7 @@ async fn links_export_and_audit(url: &str) {
             .lookup(ISS, SUB)
             .unwrap()
             .accounts[0]
-            .as_str(),
+            .to_string(),
         "jdoe"
     );
     assert_eq!(b.generated, 1_795_000_004);
