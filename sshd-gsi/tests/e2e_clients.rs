@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 mod common;
-use common::{Process, free_port, skip, write_mode};
+use common::{Process, free_port, on_path, python_with, repo_root, skip, write_mode};
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -39,12 +39,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 // ---------------------------------------------------------------------------------------------
 // peers and skips
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
-}
-
 /// Whether every program is there (`(program, Debian package)`); a printed skip otherwise.
 fn peers(programs: &[(&str, &str)]) -> bool {
     for (program, package) in programs {
@@ -63,37 +57,8 @@ fn peers(programs: &[(&str, &str)]) -> bool {
 
 const SSH: (&str, &str) = ("ssh", "openssh-client");
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate is inside the workspace")
-        .to_path_buf()
-}
-
 fn askpass() -> PathBuf {
     repo_root().join("packaging/hpccert-askpass")
-}
-
-/// The Python interpreter of the end-to-end tests, if it can import `module`.
-fn python_with(module: &str) -> Option<PathBuf> {
-    let python = std::env::var_os("HPCCERT_E2E_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv-e2e/bin/python"));
-    let ok = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(python)
-    } else {
-        skip(&format!(
-            "Python module {module} not importable by {} (set HPCCERT_E2E_PYTHON, or: python3 -m venv .venv-e2e && .venv-e2e/bin/pip install 'asyncssh[pyOpenSSL]' paramiko)",
-            python.display()
-        ));
-        None
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 mod common;
-use common::{Process, free_port, skip, write_mode};
+use common::{Process, free_port, python_path, python_with, skip, write_mode};
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -49,41 +49,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // peers and skips
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate is inside the workspace")
-        .to_path_buf()
-}
-
-/// `$HPCCERT_E2E_PYTHON`, else `<repo>/.venv-e2e/bin/python` (not resolved: a venv's
-/// `python` is a symlink, its scripts are next to the link).
-fn python_path() -> PathBuf {
-    std::env::var_os("HPCCERT_E2E_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv-e2e/bin/python"))
-}
-
-/// The Python interpreter of the end-to-end tests, if it can import `modules` (`a, b`).
-fn python_with(modules: &str) -> Option<PathBuf> {
-    let python = python_path();
-    let ok = Command::new(&python)
-        .args(["-c", &format!("import {modules}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(python)
-    } else {
-        skip(&format!(
-            "Python modules {modules} not importable by {} (set HPCCERT_E2E_PYTHON, or: python3 -m venv .venv-e2e && .venv-e2e/bin/pip install 'asyncssh[pyOpenSSL]' paramiko ssh-audit)",
-            python.display()
-        ));
-        None
-    }
-}
 
 /// `ssh-audit` next to the test interpreter.
 fn ssh_audit() -> Option<PathBuf> {

@@ -19,10 +19,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 mod common;
-use common::{Process, free_port, skip, write_mode};
+use common::{Process, free_port, python_with, write_mode};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -50,50 +50,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // peers and skips
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-/// Whether `program` is on PATH; a printed skip otherwise.
-fn peer(program: &str, package: &str) -> bool {
-    let found = on_path(program);
-    if !found {
-        skip(&format!("{program} not found (Debian package {package})"));
-    }
-    found
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate is inside the workspace")
-        .to_path_buf()
-}
-
-/// The Python interpreter of the end-to-end tests, if it can import asyncssh.
-fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("HPCCERT_E2E_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv-e2e/bin/python"));
-    let ok = Command::new(&python)
-        .args(["-c", "import asyncssh, OpenSSL"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(python)
-    } else {
-        skip(&format!(
-            "Python modules asyncssh and OpenSSL not importable by {} (set HPCCERT_E2E_PYTHON, or: python3 -m venv .venv-e2e && .venv-e2e/bin/pip install 'asyncssh[pyOpenSSL]')",
-            python.display()
-        ));
-        None
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // running commands
@@ -629,7 +585,7 @@ fn assert_refused(log: &str, r: &Value, login: &str, reason: &str) {
 
 #[test]
 fn asyncssh_logs_in_with_certificates_and_proxies() {
-    let Some(python) = python() else {
+    let Some(python) = python_with("asyncssh, OpenSSL") else {
         return;
     };
     let pki = pki();
@@ -652,7 +608,7 @@ fn asyncssh_logs_in_with_certificates_and_proxies() {
         job("proxy of a proxy (depth 2)", kp2, cp2),
     ];
     // a real Globus proxy: proxy certificate, its key and the user certificate in one file
-    let globus = peer("grid-proxy-init", "globus-proxy-utils");
+    let globus = hpccert_e2e::peer_available("grid-proxy-init", "globus-proxy-utils");
     if globus {
         let cert = server.path("usercert.pem");
         let key = server.path("userkey.pem");
@@ -705,14 +661,14 @@ fn asyncssh_logs_in_with_certificates_and_proxies() {
 fn rsa2048_sha256_only_server() {
     let server = Server::start(&["x509"], Some(&[RSA]));
     // 3. server-sig-algs: exactly the configured x509 algorithms
-    if peer("ssh", "openssh-client") {
+    if hpccert_e2e::peer_available("ssh", "openssh-client") {
         let (code, _, err) = server.openssh_plain_key();
         assert_eq!(code, 255, "{err}");
         let algs = server_sig_algs(&err);
         eprintln!("server-sig-algs: {algs:?}");
         assert_eq!(x509_only(&algs), sorted(&[RSA]), "{algs:?}");
     }
-    let Some(python) = python() else {
+    let Some(python) = python_with("asyncssh, OpenSSL") else {
         return;
     };
     let pki = pki();
@@ -768,7 +724,7 @@ fn rsa2048_sha256_only_server() {
 
 #[test]
 fn refusals_are_ordinary_auth_failures_with_logged_reasons() {
-    let Some(python) = python() else {
+    let Some(python) = python_with("asyncssh, OpenSSL") else {
         return;
     };
     let pki = pki();
@@ -842,7 +798,7 @@ fn refusals_are_ordinary_auth_failures_with_logged_reasons() {
 
 #[test]
 fn openssh_plain_key_refused_and_server_sig_algs() {
-    if !peer("ssh", "openssh-client") {
+    if !hpccert_e2e::peer_available("ssh", "openssh-client") {
         return;
     }
     let configured = [P384, "x509v3-ssh-rsa", RSA];

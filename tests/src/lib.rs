@@ -13,9 +13,7 @@ pub mod browser;
 
 /// Whether `program` can be run; when it cannot and peers are required, panic.
 pub fn peer_available(program: &str, package: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false);
+    let found = on_path(program);
     if !found {
         skip(&format!("{program} not found (Debian package {package})"));
     }
@@ -107,6 +105,49 @@ pub fn built_library(file: &str) -> PathBuf {
 /// The PAM module cargo built for this test run.
 pub fn built_module() -> PathBuf {
     built_library("libpam_hpccert.so")
+}
+
+/// The workspace's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .or_fail("the tests crate is inside the workspace")
+        .to_path_buf()
+}
+
+/// Whether `program` is on PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// `$HPCCERT_E2E_PYTHON`, else `<repo>/.venv-e2e/bin/python` (not resolved: a venv's
+/// `python` is a symlink, its scripts are next to the link).
+pub fn python_path() -> PathBuf {
+    std::env::var_os("HPCCERT_E2E_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv-e2e/bin/python"))
+}
+
+/// The end-to-end tests' Python when it can `import modules` (`"asyncssh, OpenSSL"`); a
+/// printed skip otherwise.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let python = python_path();
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    skip(&format!(
+        "Python modules {modules} not importable by {} (set HPCCERT_E2E_PYTHON, or: python3 -m venv .venv-e2e && .venv-e2e/bin/pip install 'asyncssh[pyOpenSSL]' paramiko)",
+        python.display()
+    ));
+    None
 }
 
 /// Whether this process runs as root (the owner of `/proc/self` is the effective uid).

@@ -56,13 +56,6 @@ const SSHD: &str = "/usr/sbin/sshd";
 /// Extra `wlcg.groups` entries that make a client-credentials token about 2 KB.
 const GROUPS: &str = "44";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 // ---------------------------------------------------------------------------------------------
 // the provider's tokens and keys, once per test process
 
@@ -134,28 +127,6 @@ fn minted() -> &'static Minted {
 
 // ---------------------------------------------------------------------------------------------
 // the site: module, config, keys, token map, PAM service directory
-
-/// The Python interpreter of the end-to-end tests, if it can import paramiko.
-fn python_with_paramiko() -> Option<PathBuf> {
-    let python = std::env::var_os("HPCCERT_E2E_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv-e2e/bin/python"));
-    let ok = Command::new(&python)
-        .args(["-c", "import paramiko"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(python)
-    } else {
-        skip(&format!(
-            "paramiko not importable by {} (set HPCCERT_E2E_PYTHON, or: python3 -m venv .venv-e2e && .venv-e2e/bin/pip install paramiko)",
-            python.display()
-        ));
-        None
-    }
-}
 
 /// Everything every test here needs, or a printed skip.
 fn peers_available() -> Option<PathBuf> {
@@ -524,7 +495,7 @@ fn assert_session(out: &str, minted: &Minted) {
 #[test]
 fn paramiko_logs_in_with_a_2kb_provider_token_and_the_session_sees_the_identity() {
     let Some(site) = Site::new() else { return };
-    let Some(python) = python_with_paramiko() else {
+    let Some(python) = hpccert_e2e::python_with("paramiko") else {
         return;
     };
     let m = site.minted;
@@ -563,7 +534,7 @@ fn openssh_ssh_logs_in_with_the_2kb_token_in_parts_through_hpccert_askpass() {
     let sshd = site.sshd();
     let tf = site.token_file("robot.jwt", &m.robot);
     // the shipped helper, behind a wrapper that records the prompts it answers
-    let askpass = repo_root().join("packaging/hpccert-askpass");
+    let askpass = hpccert_e2e::repo_root().join("packaging/hpccert-askpass");
     let prompts = site.path("prompts.txt");
     let wrapper = site.path("askpass-recording");
     write_mode(
@@ -639,7 +610,7 @@ fn openssh_ssh_logs_in_with_the_2kb_token_in_parts_through_hpccert_askpass() {
 #[test]
 fn sshd_refuses_wrong_and_unmapped_tokens_and_logs_why_but_never_the_token() {
     let Some(site) = Site::new() else { return };
-    let Some(python) = python_with_paramiko() else {
+    let Some(python) = hpccert_e2e::python_with("paramiko") else {
         return;
     };
     let m = site.minted;

@@ -1,34 +1,16 @@
-//! What the sshd-gsi end-to-end test files share: the peers-or-skip convention, files with
-//! modes, and starting a real `sshd-gsi` on a free loopback port.
+//! What the sshd-gsi end-to-end test files share: the workspace's end-to-end helpers
+//! (`hpccert-e2e`: the peers-or-skip convention, files with modes, the Python), and starting a
+//! real `sshd-gsi` on a free loopback port.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // each test file uses a part
 
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+#[allow(unused_imports)] // each test file uses a part
+pub use hpccert_e2e::{
+    free_port, on_path, python_path, python_with, repo_root, required, skip, write_mode,
+};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Under `HPCCERT_E2E_REQUIRED=1` (CI) a missing peer is a failure, not a skip.
-pub fn required() -> bool {
-    std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1")
-}
-
-/// Print why a test does not run; a failure when peers are required.
-pub fn skip(msg: &str) {
-    assert!(!required(), "{msg}, and HPCCERT_E2E_REQUIRED=1");
-    eprintln!("SKIPPED: {msg}");
-}
-
-pub fn write_mode(path: &Path, data: &[u8], mode: u32) {
-    std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// A port that was free a moment ago (bound to 0, then released).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// A child process killed when dropped (also when a test fails).
 pub struct Process(pub Child);
