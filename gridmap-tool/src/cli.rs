@@ -158,40 +158,7 @@ pub enum Command {
     /// token map, grid-mapfile (after the static one) and NSS cache, each replaced atomically,
     /// then the state (.portal-sync.json: ETag, serial). Everything is checked first; a
     /// refusal exits 2 and changes nothing. Exit 0 installed or unchanged. For a timer.
-    Sync {
-        /// The bundle's URL (a URL without a path gets /export/v1/bundle). https, or plain
-        /// http to a loopback address only.
-        #[arg(long, value_name = "URL")]
-        from: String,
-        /// File holding the bearer token (mode 0600 or stricter).
-        #[arg(long, value_name = "FILE")]
-        token_file: Option<PathBuf>,
-        /// Authenticate with this client certificate (PEM; mutual TLS, the portal's
-        /// export_client_ca and export_client_dns) instead of or besides a token.
-        #[arg(long, value_name = "FILE", requires = "client_key")]
-        client_cert: Option<PathBuf>,
-        /// The client certificate's key (PEM, mode 0600 or stricter).
-        #[arg(long, value_name = "FILE", requires = "client_cert")]
-        client_key: Option<PathBuf>,
-        /// Trust the portal's server certificate from these CAs (PEM) besides the built-in
-        /// web roots (a site CA).
-        #[arg(long, value_name = "FILE")]
-        ca_file: Option<PathBuf>,
-        /// The site's own grid-mapfile lines, installed before the portal's (they win).
-        #[arg(long, value_name = "FILE")]
-        static_gridmap: Option<PathBuf>,
-        /// The node's own suspensions, installed with the portal's (a suspension made only in
-        /// the installed list is lost at the next sync; keep local ones here).
-        #[arg(long, value_name = "FILE")]
-        static_suspended: Option<PathBuf>,
-        /// Install everything under DIR (grid-mapfile, token-mapfile, suspended, nss/) instead
-        /// of the configured paths.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        /// Connect and read timeout.
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
-        timeout: u64,
-    },
+    Sync(SyncArgs),
     /// Convert a DN between RFC 4514 and the OpenSSL/Globus slash form.
     ConvertDn {
         dn: String,
@@ -280,4 +247,41 @@ pub enum TokenmapCommand {
     /// Convert an HTCondor mapfile's SCITOKENS lines to token map lines (on stdout; what
     /// cannot be converted is listed on stderr and makes the exit status 1).
     ImportCondor { file: PathBuf },
+}
+
+/// The options of `sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The bundle's URL (a URL without a path gets /export/v1/bundle). https, or plain
+    /// http to a loopback address only.
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// File holding the bearer token (mode 0600 or stricter).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Authenticate with this client certificate (PEM; mutual TLS, the portal's
+    /// export_client_ca and export_client_dns) instead of or besides a token.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM, mode 0600 or stricter).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Trust the portal's server certificate from these CAs (PEM) besides the built-in
+    /// web roots (a site CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The site's own grid-mapfile lines, installed before the portal's (they win).
+    #[arg(long, value_name = "FILE")]
+    pub static_gridmap: Option<PathBuf>,
+    /// The node's own suspensions, installed with the portal's (a suspension made only in
+    /// the installed list is lost at the next sync; keep local ones here).
+    #[arg(long, value_name = "FILE")]
+    pub static_suspended: Option<PathBuf>,
+    /// Install everything under DIR (grid-mapfile, token-mapfile, suspended, nss/) instead
+    /// of the configured paths.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Connect and read timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
 }

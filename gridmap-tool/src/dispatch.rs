@@ -97,30 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync {
-            from,
-            token_file,
-            client_cert,
-            client_key,
-            ca_file,
-            static_gridmap,
-            static_suspended,
-            dir,
-            timeout,
-        } => crate::sync::run(
-            &g,
-            crate::sync::SyncArgs {
-                from,
-                token_file,
-                client_cert,
-                client_key,
-                ca_file,
-                static_gridmap,
-                static_suspended,
-                dir,
-                timeout,
-            },
-        ),
+        Command::Sync(args) => crate::sync::run(&g, args),
         Command::Demo { dir } => crate::demo::run(dir),
     }
 }

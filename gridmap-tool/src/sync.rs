@@ -35,25 +35,11 @@ use hpccert_core::suspension::SuspensionList;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, SyncArgs};
 use crate::settings::effective_config;
 
 /// The state file's name in its directory.
 pub const STATE_FILE: &str = ".portal-sync.json";
-
-/// What the command line asks for.
-#[derive(Debug)]
-pub struct SyncArgs {
-    pub from: String,
-    pub token_file: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    pub static_gridmap: Option<PathBuf>,
-    pub static_suspended: Option<PathBuf>,
-    pub dir: Option<PathBuf>,
-    pub timeout: u64,
-}
 
 /// A bearer token: never printed, never logged.
 struct BearerToken(String);
@@ -330,13 +316,18 @@ fn fetch(
     Ok(Fetched::Bundle { body, etag })
 }
 
-/// The site's static grid-mapfile (must parse), ending in a newline.
-fn read_static(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("static grid-mapfile {}", path.display()))?;
-    GridMapfile::parse(&text).map_err(|errors| {
+/// A static file of the node's (`what`), which must parse with `parse`; its text ending in a
+/// newline.
+fn read_static_file<E: std::fmt::Display>(
+    path: &Path,
+    what: &str,
+    parse: impl FnOnce(&str) -> Result<(), Vec<E>>,
+) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{what} {}", path.display()))?;
+    parse(&text).map_err(|errors| {
         anyhow!(
-            "static grid-mapfile {}: {}",
+            "{what} {}: {}",
             path.display(),
             errors
                 .iter()
@@ -352,25 +343,17 @@ fn read_static(path: &Path) -> anyhow::Result<String> {
     })
 }
 
+/// The site's static grid-mapfile (must parse), ending in a newline.
+fn read_static(path: &Path) -> anyhow::Result<String> {
+    read_static_file(path, "static grid-mapfile", |t| {
+        GridMapfile::parse(t).map(drop)
+    })
+}
+
 /// The node's own suspension list (must parse), ending in a newline.
 fn read_static_suspended(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("static suspension list {}", path.display()))?;
-    SuspensionList::parse(&text).map_err(|errors| {
-        anyhow!(
-            "static suspension list {}: {}",
-            path.display(),
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    Ok(if text.is_empty() || text.ends_with('\n') {
-        text
-    } else {
-        text + "\n"
+    read_static_file(path, "static suspension list", |t| {
+        SuspensionList::parse(t).map(drop)
     })
 }
 

@@ -51,7 +51,7 @@ pub async fn serve(
 /// The TLS settings from a PEM certificate chain and key (rustls, ring provider); with
 /// `client_ca`, clients may present a certificate issued by one of its CAs (mutual TLS for the
 /// export; browsers present none and are served as before).
-pub async fn tls_config(
+pub fn tls_config(
     certificate: &std::path::Path,
     key: &std::path::Path,
     client_ca: Option<&std::path::Path>,
@@ -60,9 +60,6 @@ pub async fn tls_config(
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     // the process-wide provider: ring, as reqwest's rustls uses (a second call is harmless)
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(client_ca) = client_ca else {
-        return axum_server::tls_rustls::RustlsConfig::from_pem_file(certificate, key).await;
-    };
     let invalid = |what: &std::path::Path, e: &dyn std::fmt::Display| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -73,21 +70,29 @@ pub async fn tls_config(
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| invalid(certificate, &e))?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, &e))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(client_ca).map_err(|e| invalid(client_ca, &e))? {
-        roots
-            .add(ca.map_err(|e| invalid(client_ca, &e))?)
-            .map_err(|e| invalid(client_ca, &e))?;
-    }
-    if roots.is_empty() {
-        return Err(invalid(client_ca, &"no CA certificate in the file"));
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| invalid(client_ca, &e))?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_client_cert_verifier(verifier)
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(client_ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in
+                CertificateDer::pem_file_iter(client_ca).map_err(|e| invalid(client_ca, &e))?
+            {
+                roots
+                    .add(ca.map_err(|e| invalid(client_ca, &e))?)
+                    .map_err(|e| invalid(client_ca, &e))?;
+            }
+            if roots.is_empty() {
+                return Err(invalid(client_ca, &"no CA certificate in the file"));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| invalid(client_ca, &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key_der)
         .map_err(|e| invalid(certificate, &e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -232,7 +232,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tls = match &setup.tls {
         Some((cert, key)) => Some(
             mapping_portal::http::tls_config(cert, key, setup.web.export_client_ca.as_deref())
-                .await
                 .with_context(|| {
                     format!(
                         "TLS certificate {} and key {}",

@@ -35,11 +35,22 @@ fn gridmap_tool() -> Option<PathBuf> {
 }
 
 fn sync(tool: &Path, base: &str, token: &Path, dir: &Path) -> (i32, String) {
+    let (code, text) = sync_with(
+        tool,
+        base,
+        dir,
+        &["--token-file".into(), token.display().to_string()],
+    );
+    assert!(!text.contains(TOKEN), "the token was printed: {text}");
+    (code, text)
+}
+
+/// `gridmap-tool sync --from BASE --dir DIR EXTRA...`: exit code and everything it printed.
+fn sync_with(tool: &Path, base: &str, dir: &Path, extra: &[String]) -> (i32, String) {
     let out = Command::new(tool)
-        .args(["sync", "--from", base, "--token-file"])
-        .arg(token)
-        .arg("--dir")
+        .args(["sync", "--from", base, "--dir"])
         .arg(dir)
+        .args(extra)
         .output()
         .unwrap();
     let text = format!(
@@ -47,7 +58,6 @@ fn sync(tool: &Path, base: &str, token: &Path, dir: &Path) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!text.contains(TOKEN), "the token was printed: {text}");
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -235,7 +245,6 @@ async fn gridmap_tool_sync_with_a_client_certificate() {
         &p("server.key"),
         Some(&p("nodes-ca.pem")),
     )
-    .await
     .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -254,22 +263,7 @@ async fn gridmap_tool_sync_with_a_client_certificate() {
     std::fs::create_dir(&dir).unwrap();
     let run = move |extra: Vec<String>| {
         let (tool, base, dir) = (tool.clone(), base.clone(), dir.clone());
-        tokio::task::spawn_blocking(move || {
-            let out = Command::new(&tool)
-                .args(["sync", "--from", &base, "--dir"])
-                .arg(&dir)
-                .args(&extra)
-                .output()
-                .unwrap();
-            (
-                out.status.code().unwrap_or(-1),
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            )
-        })
+        tokio::task::spawn_blocking(move || sync_with(&tool, &base, &dir, &extra))
     };
     let s = |path: std::path::PathBuf| path.display().to_string();
     let ca_file = vec!["--ca-file".to_string(), s(p("server.crt"))];

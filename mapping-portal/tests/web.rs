@@ -894,7 +894,6 @@ async fn https_with_secure_host_cookies_and_hsts() {
         &dir.path().join("tls.key"),
         Some(&dir.path().join("nodes-ca.pem")),
     )
-    .await
     .unwrap();
     let store = Store::open(&common::sqlite_url(dir.path()), common::at(0))
         .await

@@ -453,17 +453,18 @@ fn store_failure(ctx: &Ctx, e: &StoreError) -> Response {
     )
 }
 
-/// The identities of the logged-in user: the token identity, and the certificate DN.
-fn user_identities(user: &User) -> Vec<IdentityKey> {
+/// The identities of a login: the token identity, and the certificate DN when the provider
+/// asserted a usable one. Computed once, at login.
+fn login_identities(identity: &oidc::LoginIdentity) -> Vec<IdentityKey> {
     let mut out = Vec::new();
-    if let Ok(k) = IdentityKey::token(&user.issuer, &user.subject) {
+    if let Ok(k) = IdentityKey::token(&identity.issuer, &identity.subject) {
         out.push(k);
     }
-    if let Some(dn) = &user.cert_dn {
+    if let Some(dn) = &identity.cert_dn {
         match IdentityKey::dn(dn) {
             Ok(k) => out.push(k),
             Err(e) => {
-                tracing::warn!(subject = %user.subject, "the identity provider's cert_subject_dn is not usable: {e}")
+                tracing::warn!(subject = %identity.subject, "the identity provider's cert_subject_dn is not usable: {e}")
             }
         }
     }
@@ -481,9 +482,9 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
             ),
         );
     };
-    let identities = user_identities(user);
+    let identities = &user.identities;
     let mut links = Vec::new();
-    for identity in &identities {
+    for identity in identities {
         match app.portal.store().links_of(identity).await {
             Ok(mut l) => links.append(&mut l),
             Err(e) => return store_failure(&ctx, &e),
@@ -676,6 +677,7 @@ async fn callback(
         },
         idp_name: identity.idp_name.clone(),
         cert_dn: identity.cert_dn.clone(),
+        identities: login_identities(&identity),
         admin,
     };
     let Some(new_id) = app.sessions.login(id, now, user) else {
@@ -795,7 +797,7 @@ async fn link(
     let approval = app.settings.approval;
     let mut linked = Vec::new();
     let mut problems = Vec::new();
-    for identity in user_identities(&user) {
+    for identity in &user.identities {
         let change = Change::Link {
             identity: identity.clone(),
             profile: user.profile.clone(),
@@ -883,9 +885,11 @@ async fn unlink(
         Err(r) => return r,
     };
     // only the user's own identities: the form names the kind, the session the identity
-    let identity = user_identities(&user)
-        .into_iter()
-        .find(|k| pages_kind(k) == form.kind);
+    let identity = user
+        .identities
+        .iter()
+        .find(|k| k.kind().as_str() == form.kind)
+        .cloned();
     let (Some(identity), Ok(account)) = (identity, AccountName::parse(form.account.trim())) else {
         tracing::warn!(client = %ctx.client, subject = %user.subject, kind = %form.kind, account = %form.account, "unlink refused: not one of the user's identities or not an account");
         return error_page(
@@ -919,13 +923,6 @@ async fn unlink(
             )
         }
         Err(e) => store_failure(&ctx, &e),
-    }
-}
-
-fn pages_kind(k: &IdentityKey) -> &'static str {
-    match k.kind() {
-        crate::model::IdentityKind::Token => "token",
-        crate::model::IdentityKind::Dn => "dn",
     }
 }
 

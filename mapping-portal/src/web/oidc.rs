@@ -155,15 +155,18 @@ pub struct Started {
 #[derive(Debug)]
 pub struct Oidc {
     settings: OidcSettings,
+    /// `settings.issuer` and `settings.redirect_uri`, parsed once.
+    issuer: IssuerUrl,
+    redirect: RedirectUrl,
     http: reqwest::Client,
     cached: tokio::sync::Mutex<Option<(Arc<OidcClient>, Instant)>>,
 }
 
 impl Oidc {
     pub fn new(settings: OidcSettings) -> Result<Self, LoginError> {
-        IssuerUrl::new(settings.issuer.clone())
+        let issuer = IssuerUrl::new(settings.issuer.clone())
             .map_err(|e| LoginError::Config(format!("[portal.oidc] issuer: {e}")))?;
-        RedirectUrl::new(settings.redirect_uri.clone())
+        let redirect = RedirectUrl::new(settings.redirect_uri.clone())
             .map_err(|e| LoginError::Config(format!("redirect URI: {e}")))?;
         let http = reqwest::Client::builder()
             // never follow a redirect from the provider's back channel (SSRF)
@@ -173,6 +176,8 @@ impl Oidc {
             .map_err(|e| LoginError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
             settings,
+            issuer,
+            redirect,
             http,
             cached: tokio::sync::Mutex::new(None),
         })
@@ -194,20 +199,16 @@ impl Oidc {
             issuer: self.settings.issuer.clone(),
             reason,
         };
-        let issuer = IssuerUrl::new(self.settings.issuer.clone())
-            .map_err(|e| LoginError::Config(format!("[portal.oidc] issuer: {e}")))?;
         // checks that the metadata's issuer is the configured one, and fetches the keys
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
             .await
             .map_err(|e| discovery(error_chain(&e)))?;
-        let redirect = RedirectUrl::new(self.settings.redirect_uri.clone())
-            .map_err(|e| LoginError::Config(format!("redirect URI: {e}")))?;
         let client = OidcClient::from_provider_metadata(
             metadata,
             ClientId::new(self.settings.client_id.clone()),
             self.settings.client_secret.clone().map(ClientSecret::new),
         )
-        .set_redirect_uri(redirect);
+        .set_redirect_uri(self.redirect.clone());
         let client = Arc::new(client);
         tracing::info!(issuer = %self.settings.issuer, "identity provider metadata and keys fetched");
         *cached = Some((Arc::clone(&client), Instant::now()));

@@ -2,6 +2,7 @@
 //! JavaScript; one stylesheet from the portal itself, so that the Content-Security-Policy can
 //! forbid everything else.
 
+use hpccert_core::x509::format_unix;
 use maud::{DOCTYPE, Markup, html};
 
 use super::session::User;
@@ -117,13 +118,6 @@ pub struct HomeView<'a> {
     pub approval_needed: bool,
 }
 
-fn kind_label(kind: IdentityKind) -> &'static str {
-    match kind {
-        IdentityKind::Token => "token",
-        IdentityKind::Dn => "dn",
-    }
-}
-
 fn identity_text(link_kind: IdentityKind, issuer: &str, subject: &str) -> Markup {
     html! {
         @match link_kind {
@@ -176,7 +170,7 @@ pub fn home(view: &HomeView<'_>, frame: &Frame<'_>) -> Markup {
                                 td {
                                     form method="post" action="/unlink" {
                                         input type="hidden" name="csrf" value=(view.csrf);
-                                        input type="hidden" name="kind" value=(kind_label(link.identity.kind()));
+                                        input type="hidden" name="kind" value=(link.identity.kind().as_str());
                                         input type="hidden" name="account" value=(link.account);
                                         button.danger type="submit" { "Remove" }
                                     }
@@ -227,16 +221,6 @@ fn suspension_target(target: &SuspensionTarget) -> Markup {
     }
 }
 
-fn when(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| at.to_string())
-}
-
 #[derive(Debug)]
 pub struct AdminView<'a> {
     pub csrf: &'a str,
@@ -248,7 +232,7 @@ pub struct AdminView<'a> {
 fn identity_fields(csrf: &str, kind: IdentityKind, issuer: &str, subject: &str) -> Markup {
     html! {
         input type="hidden" name="csrf" value=(csrf);
-        input type="hidden" name="kind" value=(kind_label(kind));
+        input type="hidden" name="kind" value=(kind.as_str());
         input type="hidden" name="issuer" value=(issuer);
         input type="hidden" name="subject" value=(subject);
     }
@@ -276,7 +260,7 @@ pub fn admin(view: &AdminView<'_>, frame: &Frame<'_>) -> Markup {
                             td { (link.profile.name.as_deref().or(link.profile.email.as_deref()).unwrap_or("")) }
                             td.account { (link.account) }
                             td.state { (state_label(link.state)) }
-                            td { (when(link.created)) }
+                            td { (format_unix(link.created)) }
                             td.actions {
                                 @if link.state == LinkState::Pending {
                                     form method="post" action="/admin/approve" {
@@ -309,7 +293,7 @@ pub fn admin(view: &AdminView<'_>, frame: &Frame<'_>) -> Markup {
                                 td { (suspension_target(&s.target)) }
                                 td { (s.reason) }
                                 td { (s.by) }
-                                td { (when(s.at)) }
+                                td { (format_unix(s.at)) }
                                 td {
                                     form method="post" action="/admin/unsuspend" {
                                         @match &s.target {
@@ -357,7 +341,7 @@ pub fn audit(entries: &[AuditEntry], frame: &Frame<'_>) -> Markup {
                 tbody {
                     @for e in entries {
                         tr {
-                            td { (when(e.at)) }
+                            td { (format_unix(e.at)) }
                             td { (e.actor) }
                             td { (e.from_addr.as_deref().unwrap_or("")) }
                             td { (e.action) }

@@ -46,10 +46,8 @@ pub enum ProofError {
 /// The local account `name`, checked: it exists, and its uid is not a system account's.
 pub fn local_account(name: &str, min_uid: u32) -> Result<AccountName, ProofError> {
     let account = AccountName::parse(name).map_err(|_| ProofError::BadName(name.to_string()))?;
-    let user = nix::unistd::User::from_name(name)
-        .map_err(|e| ProofError::Internal(format!("looking up {name}: {e}")))?
+    let uid = hpccert_core::mapping::system_uid(name)
         .ok_or_else(|| ProofError::NoAccount(name.to_string()))?;
-    let uid = user.uid.as_raw();
     if uid < min_uid {
         return Err(ProofError::SystemAccount {
             name: name.to_string(),

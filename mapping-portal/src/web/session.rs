@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::model::IdentityProfile;
+use crate::model::{IdentityKey, IdentityProfile};
 
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 pub const LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
@@ -42,6 +42,9 @@ pub struct User {
     pub idp_name: Option<String>,
     /// `cert_subject_dn`, in the identity provider's (OpenSSL one-line) form.
     pub cert_dn: Option<String>,
+    /// The identities this login may link: the token identity (issuer, subject) and the
+    /// certificate DN when it parses.
+    pub identities: Vec<IdentityKey>,
     pub admin: bool,
 }
 
@@ -211,6 +214,7 @@ mod tests {
             profile: IdentityProfile::default(),
             idp_name: None,
             cert_dn: None,
+            identities: vec![],
             admin: false,
         }
     }
