@@ -39,6 +39,7 @@ fi
 # It installs packages, so it runs under CI (a throw-away machine) or when asked for.
 if [ "${CI:-}" = true ] || [ "${HPCCERT_TEST_PACKAGES:-}" = 1 ]; then
     echo "== packages"
+    df -h "${CARGO_TARGET_DIR:-target}" | tail -1
     packaging/build-packages.sh
     packaging/test-install.sh
 else
