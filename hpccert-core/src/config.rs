@@ -108,6 +108,11 @@ pub struct PortalConfig {
     /// Accounts with a lower uid can never be linked [default: 1000].
     #[serde(default = "default_portal_min_uid")]
     pub min_uid: u32,
+    /// Users may also link a certificate DN their identity provider did not assert (an older
+    /// CILogon DN, an IGTF CA's), proved by signing a challenge with the certificate's key
+    /// (or a proxy's); the chain is checked against `[trust]` as a login's is [default: false].
+    #[serde(default)]
+    pub certificate_dns: bool,
     /// Token identities (as the identity provider names them) that may use the admin pages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admins: Vec<PortalAdmin>,
@@ -211,6 +216,7 @@ impl std::fmt::Debug for PortalConfig {
             .field("pam_service", &self.pam_service)
             .field("remote_user_header", &self.remote_user_header)
             .field("min_uid", &self.min_uid)
+            .field("certificate_dns", &self.certificate_dns)
             .field("admins", &self.admins)
             .field("oidc", &self.oidc)
             .finish()
@@ -871,6 +877,7 @@ url = "https://portal.example.org"
 trusted_proxies = ["127.0.0.1", "::1"]
 approval = "admin"
 proof = "header"
+certificate_dns = true
 admins = [{ issuer = "https://cilogon.org", subject = "http://cilogon.org/serverA/users/1" }]
 [portal.oidc]
 issuer = "https://cilogon.org"
@@ -886,6 +893,7 @@ client_secret = "oidc-s3cret"
         assert_eq!(p.pam_service, "mapping-portal");
         assert_eq!(p.remote_user_header, "REMOTE_USER");
         assert_eq!(p.min_uid, 1000);
+        assert!(p.certificate_dns);
         assert_eq!(p.trusted_proxies.len(), 2);
         assert_eq!(p.admins[0].subject, "http://cilogon.org/serverA/users/1");
         let oidc = p.oidc.unwrap();

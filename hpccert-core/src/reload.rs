@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type Loader<T> = Box<dyn Fn(&Path) -> Result<T, String> + Send + Sync>;
-type Fingerprint = Vec<(PathBuf, u64, i64, i64, u64, i64)>;
+pub(crate) type Fingerprint = Vec<(PathBuf, u64, i64, i64, u64, i64)>;
 
 fn stat(path: &Path) -> Option<(u64, i64, i64, u64, i64)> {
     let m = std::fs::metadata(path).ok()?;
@@ -21,7 +21,7 @@ fn stat(path: &Path) -> Option<(u64, i64, i64, u64, i64)> {
 }
 
 /// Fingerprint of a file, or of a directory and everything directly in it.
-fn fingerprint(path: &Path) -> Fingerprint {
+pub(crate) fn fingerprint(path: &Path) -> Fingerprint {
     let mut out = Vec::new();
     let mut push = |p: &Path| {
         if let Some((len, mtime, nsec, ino, ctime)) = stat(p) {

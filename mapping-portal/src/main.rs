@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hpccert_core::config::{
-    Config, PortalAdmin, PortalApproval, PortalConfig, PortalOidcConfig, PortalProof,
+    Config, PortalAdmin, PortalApproval, PortalConfig, PortalOidcConfig, PortalProof, TrustConfig,
 };
 use hpccert_core::dn::DistinguishedName;
 use mapping_portal::model::Approval;
@@ -66,6 +66,8 @@ struct Setup {
     export_dir: Option<PathBuf>,
     tls: Option<(PathBuf, PathBuf)>,
     web: PortalConfig,
+    /// `[trust]`, for `[portal] certificate_dns`.
+    trust: TrustConfig,
 }
 
 /// `[portal] export_client_dns`, parsed.
@@ -133,6 +135,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
             export_dir: Some(export_dir),
             tls: None,
             web,
+            trust: TrustConfig::default(),
         });
     }
     let config = Config::load(&args.config)?;
@@ -158,6 +161,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
         export_dir: portal.export_dir.clone(),
         tls,
         web: portal,
+        trust: config.trust,
     })
 }
 
@@ -297,6 +301,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
+    if web.certificate_dns {
+        // checked at each proof (the trust directory changes under the portal); said now
+        let source = setup.trust.source();
+        match hpccert_core::trust::TrustStore::load(&source) {
+            Ok(t) => {
+                tracing::info!(trust = %source.display(), cas = t.anchors().len(), "certificate DNs may be proved")
+            }
+            Err(e) => {
+                tracing::warn!(trust = %source.display(), "certificate DNs may be proved, but the trust store does not load now: {e}")
+            }
+        }
+    }
     let app = App::new(
         Arc::clone(&portal),
         oidc,
@@ -314,6 +330,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|a| (a.issuer.clone(), a.subject.clone()))
                 .collect(),
+            certificate_dns: web.certificate_dns.then(|| setup.trust.clone()),
         },
     );
     tracing::info!(%local, %url, serial = portal.current().serial, "listening");

@@ -275,6 +275,14 @@ struct Setup {
 /// The portal with the scripted provider; accounts proved by the `REMOTE_USER` header (the
 /// test is the trusted proxy). `admin` is the admin's subject.
 async fn setup(approval: Approval) -> Setup {
+    setup_with(approval, None).await
+}
+
+/// [`setup`], with `[portal] certificate_dns` on for this trust configuration.
+async fn setup_with(
+    approval: Approval,
+    certificate_dns: Option<hpccert_core::config::TrustConfig>,
+) -> Setup {
     let (op, issuer) = start_op().await;
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(&common::sqlite_url(db.path()), common::at(0))
@@ -318,6 +326,7 @@ async fn setup(approval: Approval) -> Setup {
             },
             min_uid: 1000,
             admins: vec![(issuer.clone(), "admin".into())],
+            certificate_dns,
         },
     );
     let router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
@@ -525,7 +534,12 @@ async fn a_user_logs_in_links_sees_and_removes_the_link() {
     let gone = alice
         .post(
             "/unlink",
-            &[("csrf", &csrf), ("kind", "token"), ("account", ACCOUNT)],
+            &[
+                ("csrf", &csrf),
+                ("kind", "token"),
+                ("subject", "alice"),
+                ("account", ACCOUNT),
+            ],
         )
         .await;
     assert_eq!(gone.status, StatusCode::SEE_OTHER, "{}", gone.body);
@@ -690,11 +704,17 @@ async fn another_users_session_cannot_touch_a_link() {
     bob.login().await;
     let bob_csrf = bob.csrf().await;
     assert!(!bob.get("/").await.body.contains("Test alice"));
-    // bob's own session cannot remove alice's link: the identity comes from the session
+    // bob's own session cannot remove alice's link, even naming it: the identity must be
+    // one of the session's
     let page = bob
         .post(
             "/unlink",
-            &[("csrf", &bob_csrf), ("kind", "token"), ("account", ACCOUNT)],
+            &[
+                ("csrf", &bob_csrf),
+                ("kind", "token"),
+                ("subject", "alice"),
+                ("account", ACCOUNT),
+            ],
         )
         .await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
@@ -705,6 +725,7 @@ async fn another_users_session_cannot_touch_a_link() {
             &[
                 ("csrf", &alice_csrf),
                 ("kind", "token"),
+                ("subject", "alice"),
                 ("account", ACCOUNT),
             ],
         )
@@ -718,6 +739,7 @@ async fn another_users_session_cannot_touch_a_link() {
             &[
                 ("csrf", &alice_csrf),
                 ("kind", "token"),
+                ("subject", "alice"),
                 ("account", ACCOUNT),
             ],
         )
@@ -932,6 +954,7 @@ async fn https_with_secure_host_cookies_and_hsts() {
             },
             min_uid: 1000,
             admins: vec![],
+            certificate_dns: None,
         },
     );
     let router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
@@ -995,4 +1018,259 @@ async fn https_with_secure_host_cookies_and_hsts() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// The text of the `<code>` in the first `<pre>` after `marker`, unescaped (what a user
+/// copies from the page).
+fn code_after(body: &str, marker: &str) -> String {
+    let at = body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in {body}"));
+    let text = &body[at..];
+    let text = &text[text.find("<pre").unwrap()..];
+    let text = &text[text.find("<code>").unwrap() + 6..text.find("</code>").unwrap()];
+    text.replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The challenge on the page.
+fn pre_text(body: &str, id: &str) -> String {
+    code_after(body, &format!("<pre id=\"{id}\">"))
+}
+
+/// The commands of the page's "~/.globus" box, as the user copies them.
+fn globus_commands(body: &str) -> String {
+    code_after(body, "~/.globus</code>, run:")
+}
+
+async fn post_dn(c: &mut Client, form: Vec<(String, String)>) -> Page {
+    let req = c
+        .http
+        .post(format!("{}/dn", c.base))
+        .header("origin", &c.base)
+        .form(&form);
+    c.send(req).await
+}
+
+fn sign(key: &openssl::pkey::PKey<openssl::pkey::Private>, text: &str) -> String {
+    let mut signer =
+        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .encode(signer.sign_oneshot_to_vec(text.as_bytes()).unwrap())
+}
+
+/// `[portal] certificate_dns`: a DN the provider did not assert is proved by signing the
+/// page's challenge (with the real `openssl` command line the page shows, and with a proxy's
+/// key), then linked and unlinked like the provider's DN; a forged chain, a wrong text, a
+/// pasted key and a replayed answer are refused; with the option off there is no such form.
+#[tokio::test]
+async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
+    use hpccert_core::config::TrustConfig;
+    use hpccert_core::devpki::{self, CertSpec, ProxySpec};
+    const OLD_DN: &str = "/DC=org/DC=example/O=Old Grid/CN=Alice Old";
+    let now = hpccert_core::clock::now();
+    let ca =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Grid CA", now, 1).unwrap())
+            .unwrap();
+    let user = devpki::issue(&ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
+    let proxy = devpki::issue_proxy(&user, &ProxySpec::new("12345", now, 1)).unwrap();
+    let rogue_ca =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Grid CA", now, 1).unwrap())
+            .unwrap();
+    let forged = devpki::issue(&rogue_ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
+    let trust_dir = tempfile::tempdir().unwrap();
+    devpki::install_ca(trust_dir.path(), &ca.cert, None, None).unwrap();
+    let trust = TrustConfig {
+        ca_dir: Some(trust_dir.path().to_path_buf()),
+        ..TrustConfig::default()
+    };
+    let pem = |c: &devpki::Credential| String::from_utf8(c.cert_pem().unwrap()).unwrap();
+
+    let s = setup_with(Approval::Immediate, Some(trust)).await;
+    s.op.lock().subject = "alice".into();
+    let mut alice = Client::new(&s.base);
+    let home = alice.login().await;
+    assert!(home.body.contains("Add a certificate DN"), "{}", home.body);
+    let challenge = pre_text(&home.body, "dn-challenge");
+    assert!(
+        challenge.starts_with(&format!("hpccert-portal {} ", s.base))
+            && challenge.contains("for alice at "),
+        "{challenge}"
+    );
+    assert_eq!(
+        pre_text(&alice.get("/").await.body, "dn-challenge"),
+        challenge,
+        "kept until used"
+    );
+    let csrf = alice.csrf().await;
+    let prove = |signature: String, certificates: String| {
+        vec![
+            ("csrf".to_string(), csrf.clone()),
+            ("signature".to_string(), signature),
+            ("certificates".to_string(), certificates),
+        ]
+    };
+    let dn_links = |links: &[mapping_portal::model::Link]| {
+        links
+            .iter()
+            .filter(|l| l.identity.subject() == OLD_DN)
+            .count()
+    };
+
+    // a certificate with the same DN from a CA the portal does not trust
+    let page = post_dn(
+        &mut alice,
+        prove(sign(&forged.key, &challenge), pem(&forged)),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(page.body.contains("chain is refused"), "{}", page.body);
+    // every answer uses the challenge up
+    let challenge2 = pre_text(&alice.get("/").await.body, "dn-challenge");
+    assert_ne!(challenge2, challenge);
+    let page = post_dn(&mut alice, prove(sign(&user.key, &challenge), pem(&user))).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(
+        page.body.contains("does not match"),
+        "the old challenge: {}",
+        page.body
+    );
+    // a key in the paste
+    let challenge3 = pre_text(&alice.get("/").await.body, "dn-challenge");
+    let with_key = pem(&user) + &String::from_utf8(user.key_pem().unwrap()).unwrap();
+    let page = post_dn(&mut alice, prove(sign(&user.key, &challenge3), with_key)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("private key"), "{}", page.body);
+    assert!(
+        !alice
+            .get("/")
+            .await
+            .body
+            .contains(&format!("<code>{OLD_DN}</code>"))
+    );
+
+    // the page's own commands, run by the real openssl with ~/.globus in a temporary home
+    let body = alice.get("/").await.body;
+    let challenge4 = pre_text(&body, "dn-challenge");
+    let commands = globus_commands(&body);
+    let mut lines = commands.lines();
+    let (sign_cmd, cat_cmd) = (lines.next().unwrap(), lines.next().unwrap());
+    assert!(sign_cmd.contains(&challenge4), "{sign_cmd}");
+    let home_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home_dir.path().join(".globus")).unwrap();
+    std::fs::write(home_dir.path().join(".globus/usercert.pem"), pem(&user)).unwrap();
+    std::fs::write(
+        home_dir.path().join(".globus/userkey.pem"),
+        user.key_pem().unwrap(),
+    )
+    .unwrap();
+    let run = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("HOME", home_dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let signature = run(sign_cmd);
+    let certificates = run(cat_cmd);
+    let page = post_dn(&mut alice, prove(signature.clone(), certificates.clone())).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let home = alice.get("/").await;
+    assert!(
+        home.body
+            .contains(&format!("You proved the certificate DN {OLD_DN}")),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains(&format!("<code>{OLD_DN}</code>")));
+    // the same answer again: its challenge is gone
+    assert_eq!(
+        post_dn(&mut alice, prove(signature, certificates))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        dn_links(&s.portal.store().links(None).await.unwrap()),
+        0,
+        "proved, not linked yet"
+    );
+
+    // linked with the account, like the provider's identities
+    let linked = alice
+        .post("/link", &[("csrf", &csrf), ("account", ACCOUNT)])
+        .await;
+    assert_eq!(linked.status, StatusCode::SEE_OTHER, "{}", linked.body);
+    let gridmap = export_file(&s.portal, "grid-mapfile");
+    assert!(
+        gridmap.contains(&format!("\"{OLD_DN}\" {ACCOUNT}\n")),
+        "{gridmap}"
+    );
+    assert!(gridmap.contains("CN=Test alice A1"), "{gridmap}");
+
+    // and unlinked by itself: the provider's DN stays
+    let gone = alice
+        .post(
+            "/unlink",
+            &[
+                ("csrf", &csrf),
+                ("kind", "dn"),
+                ("subject", OLD_DN),
+                ("account", ACCOUNT),
+            ],
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER, "{}", gone.body);
+    let gridmap = export_file(&s.portal, "grid-mapfile");
+    assert!(!gridmap.contains(OLD_DN), "{gridmap}");
+    assert!(gridmap.contains("CN=Test alice A1"), "{gridmap}");
+
+    // a proxy proves its end entity's DN: signed with the proxy's key, the chain pasted
+    let mut bob = Client::new(&s.base);
+    s.op.lock().subject = "bob".into();
+    let body = bob.login().await.body;
+    let challenge = pre_text(&body, "dn-challenge");
+    assert!(challenge.contains("for bob at "), "{challenge}");
+    let bob_csrf = bob.csrf().await;
+    let form = vec![
+        ("csrf".to_string(), bob_csrf),
+        ("signature".to_string(), sign(&proxy.key, &challenge)),
+        ("certificates".to_string(), pem(&proxy) + &pem(&user)),
+    ];
+    let page = post_dn(&mut bob, form).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert!(
+        bob.get("/")
+            .await
+            .body
+            .contains(&format!("You proved the certificate DN {OLD_DN}"))
+    );
+
+    // with [portal] certificate_dns off: no form, and the endpoint refuses
+    let off = setup(Approval::Immediate).await;
+    off.op.lock().subject = "carol".into();
+    let mut carol = Client::new(&off.base);
+    let home = carol.login().await;
+    assert!(!home.body.contains("Add a certificate DN"));
+    let carol_csrf = carol.csrf().await;
+    let req = carol
+        .http
+        .post(format!("{}/dn", off.base))
+        .header("origin", &off.base)
+        .form(&[
+            ("csrf", carol_csrf.as_str()),
+            ("signature", "AAAA"),
+            ("certificates", pem(&user).as_str()),
+        ]);
+    assert_eq!(carol.send(req).await.status, StatusCode::NOT_FOUND);
 }

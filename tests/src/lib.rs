@@ -591,3 +591,17 @@ pub mod oidc {
         panic!("no redirect to the client after the pages {pages:?}");
     }
 }
+
+/// Serialises the tests of one test binary that start processes under pam_wrapper.
+///
+/// pam_wrapper gives each process a private copy of its service directory, `/tmp/pam.0` to
+/// `/tmp/pam.z`, choosing the first name that `lstat` finds free and only then creating it:
+/// two processes starting at the same moment can choose the same name, and one then reads the
+/// other's services (seen here as a token "refused: bad signature" against another test's
+/// keys). Hold the guard for as long as the test starts such processes.
+pub fn pam_wrapper_serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -156,6 +156,8 @@ struct Site {
     dir: tempfile::TempDir,
     pam_wrapper: PathBuf,
     minted: &'static Minted,
+    /// Held while the test runs (see [`hpccert_e2e::pam_wrapper_serial`]).
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Site {
@@ -220,6 +222,7 @@ impl Site {
             dir,
             pam_wrapper,
             minted,
+            _serial: hpccert_e2e::pam_wrapper_serial(),
         })
     }
 

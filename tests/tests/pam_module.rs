@@ -63,6 +63,8 @@ struct Site {
     wrappers: String,
     jwks_key: DevKey,
     cache_key: DevKey,
+    /// Held while the test runs (see [`hpccert_e2e::pam_wrapper_serial`]).
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Site {
@@ -195,6 +197,7 @@ impl Site {
             wrappers,
             jwks_key,
             cache_key,
+            _serial: hpccert_e2e::pam_wrapper_serial(),
         })
     }
 

@@ -13,11 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hpccert_core::devpki::{self, CertSpec};
 use hpccert_e2e::browser::{Browser, PHONE, WINDOW, browser_available};
 use hpccert_e2e::oidc::{AUDIENCE, PORTAL, Provider, account_dn, provider_available, write_jwks};
 use hpccert_e2e::{free_port, library, run, write_mode};
 
 const ACCOUNT: &str = "jdoe";
+/// The DN of the user's older grid certificate, which the identity provider does not assert.
+const OLD_DN: &str = "/DC=org/DC=example/O=Old Grid/CN=Jane Doe";
 const PASSWORD: &str = "correct horse battery staple";
 /// Another account, for the rate limit (its attempts lock it for 15 minutes).
 const OTHER: &str = "jroe";
@@ -56,7 +59,8 @@ impl Portal {
 }
 
 /// mapping-portal with its config, PAM through pam_wrapper (service `mapping-portal`:
-/// pam_matrix with one account and password) and the account known through nss_wrapper.
+/// pam_matrix with one account and password) and the account known through nss_wrapper;
+/// certificate DNs may be proved against the trust directory `dir`/certificates.
 fn start_portal(dir: &Path, port: u16, issuer: &str) -> Option<Portal> {
     let binary = built_binary("mapping-portal")?;
     let pam_wrapper = library("libpam_wrapper.so", "libpam-wrapper")?;
@@ -110,6 +114,8 @@ fn start_portal(dir: &Path, port: u16, issuer: &str) -> Option<Portal> {
              listen = \"127.0.0.1:{port}\"\nurl = \"{base}\"\nexport_dir = \"{d}/export\"\n\
              export_tokens = [\"0123456789abcdef0123456789abcdef-export\"]\n\
              admins = [{{ issuer = \"{issuer}\", subject = \"admin\" }}]\n\
+             certificate_dns = true\n\
+             [trust]\nca_dir = \"{d}/certificates\"\n\
              [portal.oidc]\nissuer = \"{issuer}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
             PORTAL.0, PORTAL.1
         )
@@ -165,7 +171,8 @@ impl Node {
         write_mode(
             &config,
             format!(
-                "version = 1\n[tokens]\nkey_cache_dir = \"{}/keys\"\n\
+                "version = 1\n[trust]\nca_dir = \"{0}/certificates\"\n\
+                 [tokens]\nkey_cache_dir = \"{0}/keys\"\n\
                  [mapping]\ngrid_mapfile = \"{e}/grid-mapfile\"\ntoken_mapfile = \"{e}/token-mapfile\"\n\
                  suspended_file = \"{e}/suspended\"\n\
                  [[issuer]]\nissuer = \"{issuer}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\n",
@@ -192,6 +199,12 @@ impl Node {
             .arg(&self.config)
             .args(args)
             .stdin(Stdio::null()))
+    }
+
+    /// `explain --cert`: exit code and everything it printed.
+    fn explain_cert(&self, chain: &Path) -> (i32, String) {
+        let (code, out, err) = self.run(&["explain", "--cert", &chain.display().to_string()]);
+        (code, format!("{out}{err}"))
     }
 
     /// `explain --token`: exit code and everything it printed.
@@ -247,6 +260,15 @@ fn a_user_links_in_the_browser_and_the_node_maps_then_refuses() {
     let callback = format!("http://127.0.0.1:{portal_port}/login/callback");
     let provider = Provider::start_with(d, free_port(), &jwks, &["--portal-redirect", &callback]);
     let issuer = provider.issuer();
+    // an older grid certificate of the same person, from a CA the portal and the node trust
+    let now = hpccert_core::clock::now();
+    let grid_ca =
+        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Old Grid CA", now, 1).unwrap())
+            .unwrap();
+    let old = devpki::issue(&grid_ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
+    devpki::install_ca(&d.join("certificates"), &grid_ca.cert, None, None).unwrap();
+    write_mode(&d.join("usercert.pem"), &old.cert_pem().unwrap(), 0o644);
+    write_mode(&d.join("userkey.pem"), &old.key_pem().unwrap(), 0o600);
     let Some(portal) = start_portal(d, portal_port, &issuer) else {
         return;
     };
@@ -349,6 +371,41 @@ fn a_user_links_in_the_browser_and_the_node_maps_then_refuses() {
     wait_for_text(&b, "Linked to");
     let (code, out) = node.explain();
     assert_eq!(code, 0, "{out}\n{}\n{}", b.source(), portal.log_text());
+
+    // the older certificate's DN: the page's challenge signed with its key by the openssl
+    // command line, pasted with the certificate, then linked with the account's password
+    let (code, out) = node.explain_cert(&d.join("usercert.pem"));
+    assert_ne!(code, 0, "not linked yet: {out}");
+    let challenge = b.text("#dn-challenge");
+    let (code, signature, err) = run(Command::new("sh").arg("-c").arg(format!(
+        "printf '%s' '{challenge}' | openssl dgst -sha256 -sign {}/userkey.pem | openssl base64",
+        d.display()
+    )));
+    assert_eq!(code, 0, "{err}");
+    b.fill("#signature", &signature);
+    b.fill("#certificates", &read(&d.join("usercert.pem")));
+    b.screenshot("dn-proof-form");
+    b.click("form[action='/dn'] button[type=submit]");
+    wait_for_text(&b, "You proved the certificate DN");
+    assert!(b.source().contains(OLD_DN), "{}", b.source());
+    b.screenshot("dn-proved");
+    b.fill("#account", ACCOUNT);
+    b.fill("#password", PASSWORD);
+    b.click("form[action='/link'] button[type=submit]");
+    wait_for_text(&b, "Linked to");
+    assert!(
+        read(&export.join("grid-mapfile")).contains(&format!("\"{OLD_DN}\" {ACCOUNT}\n")),
+        "{}",
+        read(&export.join("grid-mapfile"))
+    );
+    let (code, out) = node.explain_cert(&d.join("usercert.pem"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(ACCOUNT), "{out}");
+    assert!(
+        !portal.log_text().contains(signature.trim()),
+        "what the user pastes is never logged"
+    );
+
     b.click("form[action='/logout'] button");
     b.wait_for("a[href='/login']");
     b.delete_all_cookies();

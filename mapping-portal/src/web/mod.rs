@@ -12,6 +12,7 @@
 // would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod dnproof;
 pub mod oidc;
 pub mod pages;
 pub mod proof;
@@ -38,6 +39,7 @@ use crate::model::{
     Actor, Approval, Change, IdentityKey, IdentityProfile, StoreError, SuspensionTarget,
 };
 use hpccert_core::clock;
+use hpccert_core::config::TrustConfig;
 use hpccert_core::gridmap::AccountName;
 use oidc::Oidc;
 use pages::Frame;
@@ -62,6 +64,9 @@ pub struct WebSettings {
     pub min_uid: u32,
     /// `(issuer, subject)` of the admins.
     pub admins: Vec<(String, String)>,
+    /// Users may prove a certificate DN by signing a challenge, its chain checked against
+    /// this trust configuration (`[portal] certificate_dns`); `None`: they may not.
+    pub certificate_dns: Option<TrustConfig>,
 }
 
 impl WebSettings {
@@ -117,6 +122,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/logout", post(logout))
         .route("/link", post(link))
         .route("/unlink", post(unlink))
+        .route("/dn", post(prove_dn))
         .route("/admin", get(admin))
         .route("/admin/audit", get(audit))
         .route("/admin/approve", post(approve))
@@ -505,6 +511,18 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
         Proof::Pam { .. } => None,
         Proof::Header { name } => Some(header_account(&app, peer, &headers, name)),
     };
+    let dn_challenge = match (&app.settings.certificate_dns, &ctx.session_id) {
+        (Some(_), Some(id)) => app.sessions.dn_challenge(id, Instant::now(), || {
+            dnproof::Challenge::new(
+                app.settings.origin(),
+                &user.issuer,
+                &user.subject,
+                &session::random_text(24),
+                Instant::now(),
+            )
+        }),
+        _ => None,
+    };
     let view = pages::HomeView {
         user,
         csrf: &session.csrf,
@@ -512,6 +530,7 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
         suspended: &suspended,
         proof_by_header,
         approval_needed: app.settings.approval == Approval::AwaitAdmin,
+        dn_challenge: dn_challenge.as_ref().map(|c| c.text.as_str()),
     };
     html(StatusCode::OK, pages::home(&view, &ctx.frame()))
 }
@@ -863,6 +882,9 @@ struct UnlinkForm {
     csrf: String,
     #[serde(default)]
     kind: String,
+    /// The token subject or the DN (slash form) of the identity.
+    #[serde(default)]
+    subject: String,
     #[serde(default)]
     account: String,
 }
@@ -884,11 +906,11 @@ async fn unlink(
         Ok(u) => u.clone(),
         Err(r) => return r,
     };
-    // only the user's own identities: the form names the kind, the session the identity
+    // only the user's own identities: the form names one, the session has it
     let identity = user
         .identities
         .iter()
-        .find(|k| k.kind().as_str() == form.kind)
+        .find(|k| k.kind().as_str() == form.kind && k.subject() == form.subject)
         .cloned();
     let (Some(identity), Ok(account)) = (identity, AccountName::parse(form.account.trim())) else {
         tracing::warn!(client = %ctx.client, subject = %user.subject, kind = %form.kind, account = %form.account, "unlink refused: not one of the user's identities or not an account");
@@ -924,6 +946,107 @@ async fn unlink(
         }
         Err(e) => store_failure(&ctx, &e),
     }
+}
+
+#[derive(Deserialize)]
+struct DnForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    signature: String,
+    #[serde(default)]
+    certificates: String,
+}
+
+impl WithCsrf for DnForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// A certificate DN proved by a signed challenge joins the session's identities (the link
+/// form then links it). Every answer uses the challenge up, right or wrong.
+async fn prove_dn(
+    State(app): State<Arc<App>>,
+    Posted {
+        visit: Visit { ctx, .. },
+        form,
+    }: Posted<DnForm>,
+) -> Response {
+    let user = match require_user(&ctx) {
+        Ok(u) => u.clone(),
+        Err(r) => return r,
+    };
+    let (Some(trust), Some(id)) = (&app.settings.certificate_dns, &ctx.session_id) else {
+        tracing::warn!(client = %ctx.client, subject = %user.subject, "DN proof refused: [portal] certificate_dns is off");
+        return error_page(
+            &ctx,
+            StatusCode::NOT_FOUND,
+            "Not available",
+            "This portal does not link certificate DNs other than the one your identity provider names.",
+        );
+    };
+    let who = format!("token {:?} {:?}", user.issuer, user.subject);
+    let refuse = |e: dnproof::DnProofError| {
+        tracing::warn!(client = %ctx.client, %who, "DN proof refused: {e}");
+        let status = match e {
+            dnproof::DnProofError::Trust(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::FORBIDDEN,
+        };
+        error_page(&ctx, status, "Certificate DN not proved", &e.to_string())
+    };
+    let Some(challenge) = app.sessions.take_dn_challenge(id, Instant::now()) else {
+        return refuse(dnproof::DnProofError::NoChallenge);
+    };
+    let trust = trust.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        dnproof::verify(
+            &trust,
+            &challenge.text,
+            &form.certificates,
+            &form.signature,
+            clock::now(),
+        )
+    })
+    .await;
+    let dn = match checked {
+        Ok(Ok(dn)) => dn,
+        Ok(Err(e)) => return refuse(e),
+        Err(e) => {
+            tracing::error!(client = %ctx.client, %who, "DN proof stopped: {e}");
+            return error_page(
+                &ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Certificate DN not proved",
+                "The check stopped; try again.",
+            );
+        }
+    };
+    let identity = match IdentityKey::dn(&dn.to_slash()) {
+        Ok(k) => k,
+        Err(e) => return refuse(dnproof::DnProofError::Certificates(e.to_string())),
+    };
+    if !app
+        .sessions
+        .add_identity(id, Instant::now(), identity.clone())
+    {
+        return error_page(
+            &ctx,
+            StatusCode::FORBIDDEN,
+            "Certificate DN not proved",
+            "Your session ended: log in again.",
+        );
+    }
+    tracing::info!(client = %ctx.client, %who, %identity, "certificate DN proved by a signed challenge");
+    done(
+        &app,
+        &ctx,
+        "/",
+        format!(
+            "You proved the certificate DN {}. Link it to your account with the form \"Link a local account\".",
+            identity.subject()
+        ),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -1134,6 +1257,7 @@ mod tests {
             },
             min_uid: 1000,
             admins: vec![],
+            certificate_dns: None,
         }
     }
 

@@ -116,6 +116,8 @@ pub struct HomeView<'a> {
     pub suspended: &'a [Suspension],
     pub proof_by_header: Option<Option<String>>,
     pub approval_needed: bool,
+    /// The challenge to sign, when users may prove a certificate DN.
+    pub dn_challenge: Option<&'a str>,
 }
 
 fn identity_text(link_kind: IdentityKind, issuer: &str, subject: &str) -> Markup {
@@ -147,7 +149,9 @@ pub fn home(view: &HomeView<'_>, frame: &Frame<'_>) -> Markup {
                 @if let Some(idp) = &user.idp_name { dt { "Institution" } dd { (idp) } }
                 dt { "Issuer" } dd { code { (user.issuer) } }
                 dt { "Subject" } dd { code { (user.subject) } }
-                @if let Some(dn) = &user.cert_dn { dt { "Certificate DN" } dd { code { (dn) } } }
+                @for k in user.identities.iter().filter(|k| k.kind() == IdentityKind::Dn) {
+                    dt { "Certificate DN" } dd { code { (k.subject()) } }
+                }
             }
             @for s in view.suspended {
                 p.error role="alert" {
@@ -171,6 +175,7 @@ pub fn home(view: &HomeView<'_>, frame: &Frame<'_>) -> Markup {
                                     form method="post" action="/unlink" {
                                         input type="hidden" name="csrf" value=(view.csrf);
                                         input type="hidden" name="kind" value=(link.identity.kind().as_str());
+                                        input type="hidden" name="subject" value=(link.identity.subject());
                                         input type="hidden" name="account" value=(link.account);
                                         button.danger type="submit" { "Remove" }
                                     }
@@ -208,8 +213,42 @@ pub fn home(view: &HomeView<'_>, frame: &Frame<'_>) -> Markup {
                     }
                 }
             }
+            @if let Some(challenge) = view.dn_challenge {
+                (dn_proof_form(view.csrf, challenge))
+            }
         },
     )
+}
+
+/// Proving a certificate DN by signing the challenge with the `openssl` command line.
+fn dn_proof_form(csrf: &str, challenge: &str) -> Markup {
+    let sign = format!("printf '%s' '{challenge}' | openssl dgst -sha256 -sign");
+    html! {
+        h2 #dn-proof { "Add a certificate DN" }
+        p {
+            "Link a certificate DN your identity provider does not name (an older CILogon "
+            "certificate, another grid CA's) by signing this portal's challenge with the "
+            "certificate's key. The key never leaves your computer."
+        }
+        form.card.wide method="post" action="/dn" {
+            input type="hidden" name="csrf" value=(csrf);
+            p { "The challenge, valid for 15 minutes and once:" }
+            pre #dn-challenge { code { (challenge) } }
+            p { "With a certificate and key in " code { "~/.globus" } ", run:" }
+            pre { code { (sign) " ~/.globus/userkey.pem | openssl base64" "\n" "cat ~/.globus/usercert.pem" } }
+            p { "With a proxy (" code { "grid-proxy-init" } ", " code { "voms-proxy-init" } "), run:" }
+            pre { code {
+                (sign) " /tmp/x509up_u$(id -u) | openssl base64" "\n"
+                "sed -n '/-BEGIN CERTIFICATE-/,/-END CERTIFICATE-/p' /tmp/x509up_u$(id -u)"
+            } }
+            label for="signature" { "The signature (the first command's output)" }
+            textarea #signature name="signature" rows="4" required spellcheck="false" {}
+            label for="certificates" { "The certificates (the second command's output; never the key)" }
+            textarea #certificates name="certificates" rows="8" required spellcheck="false" {}
+            button type="submit" { "Prove the DN" }
+            p.hint { "Then link it to your account with the form above." }
+        }
+    }
 }
 
 fn suspension_target(target: &SuspensionTarget) -> Markup {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use super::dnproof::Challenge;
 use crate::model::{IdentityKey, IdentityProfile};
 
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
@@ -42,8 +43,9 @@ pub struct User {
     pub idp_name: Option<String>,
     /// `cert_subject_dn`, in the identity provider's (OpenSSL one-line) form.
     pub cert_dn: Option<String>,
-    /// The identities this login may link: the token identity (issuer, subject) and the
-    /// certificate DN when it parses.
+    /// The identities this login may link: the token identity (issuer, subject), the
+    /// certificate DN the identity provider asserted when it parses, and the DNs proved in
+    /// this session by signing a challenge.
     pub identities: Vec<IdentityKey>,
     pub admin: bool,
 }
@@ -64,6 +66,8 @@ pub struct Session {
     pub pending: HashMap<String, PendingLogin>,
     /// A one-time message for the next page.
     pub flash: Option<String>,
+    /// The challenge a certificate DN is proved with (`[portal] certificate_dns`).
+    pub dn_challenge: Option<Challenge>,
     created: Instant,
     seen: Instant,
 }
@@ -75,6 +79,7 @@ impl Session {
             user: None,
             pending: HashMap::new(),
             flash: None,
+            dn_challenge: None,
             created: now,
             seen: now,
         }
@@ -181,6 +186,43 @@ impl Sessions {
             .filter(|p| now.duration_since(p.started) <= PENDING)
     }
 
+    /// The session's live DN challenge, made with `make` when it has none (or it expired).
+    pub fn dn_challenge(
+        &self,
+        id: &str,
+        now: Instant,
+        make: impl FnOnce() -> Challenge,
+    ) -> Option<Challenge> {
+        self.update(id, now, |s| {
+            if s.dn_challenge.as_ref().is_none_or(|c| c.expired(now)) {
+                s.dn_challenge = Some(make());
+            }
+            s.dn_challenge.clone()
+        })
+        .flatten()
+    }
+
+    /// Take (once) the session's DN challenge: every answer, right or wrong, uses it up.
+    pub fn take_dn_challenge(&self, id: &str, now: Instant) -> Option<Challenge> {
+        self.update(id, now, |s| s.dn_challenge.take())
+            .flatten()
+            .filter(|c| !c.expired(now))
+    }
+
+    /// Add a proved identity to the logged-in user of `id`.
+    pub fn add_identity(&self, id: &str, now: Instant, identity: IdentityKey) -> bool {
+        self.update(id, now, |s| match &mut s.user {
+            Some(user) => {
+                if !user.identities.contains(&identity) {
+                    user.identities.push(identity);
+                }
+                true
+            }
+            None => false,
+        })
+        .unwrap_or(false)
+    }
+
     /// End the session of `id`.
     pub fn remove(&self, id: &str) {
         self.lock().remove(&key(id));
@@ -268,5 +310,42 @@ mod tests {
         assert!(sessions.take_pending(&id, t, "s1").is_none(), "replay");
         assert!(sessions.add_pending(&id, t, "s3".into(), p));
         assert!(sessions.take_pending(&id, t + PENDING * 2, "s3").is_none());
+    }
+
+    #[test]
+    fn a_dn_challenge_is_kept_until_used_once_or_expired() {
+        use super::super::dnproof::CHALLENGE_LIFETIME;
+        let sessions = Sessions::default();
+        let t = Instant::now();
+        let (id, _) = sessions.create(t).unwrap();
+        let make = |n: &str, at| Challenge::new("o", "i", "s", n, at);
+        let first = sessions.dn_challenge(&id, t, || make("1", t)).unwrap();
+        let again = sessions.dn_challenge(&id, t, || make("2", t)).unwrap();
+        assert_eq!(
+            first, again,
+            "the page shows the same challenge until it is used"
+        );
+        assert_eq!(sessions.take_dn_challenge(&id, t), Some(first));
+        assert_eq!(sessions.take_dn_challenge(&id, t), None, "used once");
+        let later = t + CHALLENGE_LIFETIME + Duration::from_secs(1);
+        sessions.dn_challenge(&id, t, || make("3", t)).unwrap();
+        assert_eq!(sessions.take_dn_challenge(&id, later), None, "expired");
+    }
+
+    #[test]
+    fn proved_identities_join_the_logged_in_user_once() {
+        let sessions = Sessions::default();
+        let t = Instant::now();
+        let (anon, _) = sessions.create(t).unwrap();
+        let dn = IdentityKey::dn("/DC=org/DC=example/CN=Alice").unwrap();
+        assert!(
+            !sessions.add_identity(&anon, t, dn.clone()),
+            "nobody logged in"
+        );
+        let id = sessions.login(&anon, t, user()).unwrap();
+        assert!(sessions.add_identity(&id, t, dn.clone()));
+        assert!(sessions.add_identity(&id, t, dn.clone()));
+        let identities = sessions.get(&id, t).unwrap().user.unwrap().identities;
+        assert_eq!(identities, vec![dn]);
     }
 }

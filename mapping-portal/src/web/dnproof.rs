@@ -1,0 +1,193 @@
+//! Proving a certificate DN the identity provider did not assert (`[portal] certificate_dns`):
+//! the portal shows a one-time challenge naming itself and the logged-in identity; the user
+//! signs it with the certificate's key (or a proxy's) using the `openssl` command line and
+//! pastes the signature and the certificate chain. The chain is verified as a login's is
+//! (trust store, CRLs, namespaces, RFC 3820 proxies), the signature with the leaf's key, and
+//! the DN proved is the identity's (the end entity's, also through proxies).
+//!
+//! What the user pastes is never logged: neither the signature nor the certificates, and a
+//! paste holding a private key is refused before it is read any further.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hpccert_core::config::TrustConfig;
+use hpccert_core::dn::DistinguishedName;
+use hpccert_core::trust::TrustStore;
+use hpccert_core::x509::{PresentedChain, verify_chain};
+use openssl::hash::MessageDigest;
+use openssl::pkey::Id;
+use openssl::sign::Verifier;
+use thiserror::Error;
+
+/// How long a challenge can be answered.
+pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// A paste larger than this is not read (a chain of a few certificates is a few KB).
+pub const MAX_PASTE: usize = 64 * 1024;
+
+/// A challenge shown to one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub text: String,
+    pub issued: Instant,
+}
+
+impl Challenge {
+    /// A new challenge for the portal at `origin` and the login (`issuer`, `subject`): the
+    /// text names both, so that a user asked to sign it elsewhere can see whose it is.
+    /// Characters a shell's single quotes or a terminal could mangle become `_`.
+    pub fn new(origin: &str, issuer: &str, subject: &str, nonce: &str, now: Instant) -> Self {
+        let text = format!(
+            "hpccert-portal {origin} certificate DN for {subject} at {issuer} nonce {nonce}"
+        )
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " :/.,_@+=-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+        Self { text, issued: now }
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.issued) > CHALLENGE_LIFETIME
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DnProofError {
+    #[error(
+        "no challenge is waiting for an answer (it was used or is older than 15 minutes): sign the new one"
+    )]
+    NoChallenge,
+    #[error(
+        "the paste holds a private key: never paste a key anywhere; paste only the certificates"
+    )]
+    PrivateKey,
+    #[error("the paste is larger than {MAX_PASTE} bytes")]
+    TooLarge,
+    #[error("the certificates: {0}")]
+    Certificates(String),
+    #[error("the signature is not base64: {0}")]
+    SignatureEncoding(String),
+    #[error("the signature does not match the challenge and the certificate's key")]
+    SignatureMismatch,
+    #[error("the certificate's key type is not supported (RSA and EC keys are)")]
+    KeyType,
+    #[error("the certificate chain is refused: {0}")]
+    Chain(String),
+    #[error("the trust store cannot be loaded: {0}")]
+    Trust(String),
+}
+
+/// Check the answer to `challenge`: `certificates` (PEM, the leaf first, then any proxies'
+/// issuers and intermediates) and `signature` (base64 of `openssl dgst -sha256 -sign`).
+/// Returns the proved DN.
+pub fn verify(
+    trust: &TrustConfig,
+    challenge: &str,
+    certificates: &str,
+    signature: &str,
+    now: SystemTime,
+) -> Result<DistinguishedName, DnProofError> {
+    if certificates.len() > MAX_PASTE || signature.len() > MAX_PASTE {
+        return Err(DnProofError::TooLarge);
+    }
+    if certificates.contains("PRIVATE KEY") || signature.contains("PRIVATE KEY") {
+        return Err(DnProofError::PrivateKey);
+    }
+    let signature: String = signature.split_whitespace().collect();
+    let signature = STANDARD
+        .decode(signature.as_bytes())
+        .map_err(|e| DnProofError::SignatureEncoding(e.to_string()))?;
+    let chain = PresentedChain::from_pem(certificates.as_bytes())
+        .map_err(|e| DnProofError::Certificates(e.to_string()))?;
+    let leaf = chain
+        .certificates()
+        .first()
+        .ok_or_else(|| DnProofError::Certificates("no certificate".into()))?;
+    let key = leaf
+        .public_key()
+        .map_err(|e| DnProofError::Certificates(e.to_string()))?;
+    if !matches!(key.id(), Id::RSA | Id::EC) {
+        return Err(DnProofError::KeyType);
+    }
+    // the text exactly as shown (printf '%s'), or with the newline `echo` adds
+    let signed = |data: &[u8]| -> bool {
+        Verifier::new(MessageDigest::sha256(), &key)
+            .and_then(|mut v| v.verify_oneshot(&signature, data))
+            .unwrap_or(false)
+    };
+    if !signed(challenge.as_bytes()) && !signed(format!("{challenge}\n").as_bytes()) {
+        return Err(DnProofError::SignatureMismatch);
+    }
+    let source = trust.source();
+    let store = TrustStore::load(&source)
+        .map_err(|e| DnProofError::Trust(format!("{}: {e}", source.display())))?;
+    let verified = verify_chain(&store, &chain, &trust.verify_options(), now)
+        .map_err(|e| DnProofError::Chain(e.to_string()))?;
+    Ok(verified.identity().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_challenge_names_the_portal_and_the_login_in_safe_characters() {
+        let c = Challenge::new(
+            "https://portal.example.org",
+            "https://cilogon.org",
+            "http://cilogon.org/serverA/users/1'; rm -rf ~",
+            "n0nce",
+            Instant::now(),
+        );
+        assert!(
+            c.text
+                .starts_with("hpccert-portal https://portal.example.org ")
+        );
+        assert!(c.text.contains("at https://cilogon.org nonce n0nce"));
+        assert!(!c.text.contains('\''), "{}", c.text);
+        assert!(!c.text.contains(';'), "{}", c.text);
+    }
+
+    #[test]
+    fn challenges_expire() {
+        let t = Instant::now();
+        let c = Challenge::new("o", "i", "s", "n", t);
+        assert!(!c.expired(t + CHALLENGE_LIFETIME));
+        assert!(c.expired(t + CHALLENGE_LIFETIME + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_pasted_key_or_bad_base64_is_refused_before_anything_else() {
+        let trust = TrustConfig::default();
+        let now = SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            verify(
+                &trust,
+                "c",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "AAAA",
+                now
+            ),
+            Err(DnProofError::PrivateKey)
+        );
+        assert!(matches!(
+            verify(&trust, "c", "", "not base64!", now),
+            Err(DnProofError::SignatureEncoding(_))
+        ));
+        assert!(matches!(
+            verify(&trust, "c", "no pem here", "AAAA", now),
+            Err(DnProofError::Certificates(_))
+        ));
+        assert_eq!(
+            verify(&trust, "c", &"x".repeat(MAX_PASTE + 1), "AAAA", now),
+            Err(DnProofError::TooLarge)
+        );
+    }
+}
