@@ -54,7 +54,6 @@ pub use crate::token::entry::{Next, Secret, TokenEntry};
 use std::ffi::CStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use thiserror::Error;
@@ -62,7 +61,6 @@ use thiserror::Error;
 use crate::config::{Config, ConfigError};
 use crate::gridmap::GridMapfile;
 use crate::mapping::{Decision, Mapper, Refusal, TokenRules, UidLookup};
-use crate::reload::{Fingerprint, fingerprint};
 use crate::suspension::{SuspensionError, SuspensionList};
 use crate::token::keys::FileKeySource;
 use crate::token::{Capability, IssuerPolicy, TokenError, VerifiedToken, verify_token};
@@ -610,7 +608,10 @@ fn decide_chain(
     system: &SystemView,
 ) -> Result<Decision, PamError> {
     let config = Config::load(&options.config)?;
-    let trust = trust_store(&config.trust.source())?;
+    // auth and account of one login run in one process: the second finds it loaded
+    let source = config.trust.source();
+    let trust = TrustStore::load_cached(&source)
+        .map_err(|e| PamError::TrustStore(format!("{}: {e}", source.display())))?;
     let gridmap = GridMapfile::load(&config.mapping.grid_mapfile).map_err(|e| {
         PamError::GridMap(format!("{}: {e}", config.mapping.grid_mapfile.display()))
     })?;
@@ -630,35 +631,6 @@ fn decide_chain(
             refusal: Box::new(refusal),
         })?;
     for_pam_user(decision, user, || identity)
-}
-
-/// The trust store at `source`, loaded once per process while the source stays as it was:
-/// auth and account of one login run in one process, and the second call finds the store
-/// loaded (an IGTF directory with its CRLs is the costly part of a check). A source that
-/// changed is loaded again, and one that no longer loads refuses (no last good version here:
-/// a PAM check fails closed).
-fn trust_store(source: &Path) -> Result<Arc<TrustStore>, PamError> {
-    /// At most this many sources are kept (one per configuration in practice).
-    const KEPT: usize = 4;
-    type Loaded = Vec<(PathBuf, Fingerprint, Arc<TrustStore>)>;
-    static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
-    let lock = || LOADED.lock().unwrap_or_else(PoisonError::into_inner);
-    // taken before the load: a change during the load makes the next call load again
-    let print = fingerprint(source);
-    if let Some((_, _, store)) = lock().iter().find(|(p, f, _)| p == source && *f == print) {
-        return Ok(Arc::clone(store));
-    }
-    let store = Arc::new(
-        TrustStore::load(source)
-            .map_err(|e| PamError::TrustStore(format!("{}: {e}", source.display())))?,
-    );
-    let mut loaded = lock();
-    loaded.retain(|(p, _, _)| p != source);
-    if loaded.len() >= KEPT {
-        loaded.remove(0);
-    }
-    loaded.push((source.to_path_buf(), print, Arc::clone(&store)));
-    Ok(store)
 }
 
 /// `auth` with a handed-over chain (option `x509`): no prompt; export and remember.
@@ -1307,7 +1279,7 @@ mod tests {
     fn the_trust_store_is_loaded_once_per_process_until_it_changes() {
         let site = CertSite::new();
         let certs = site.dir.path().join("certificates");
-        let first = trust_store(&certs).unwrap();
+        let first = TrustStore::load_cached(&certs).unwrap();
         let mut h = site.handle("alice", "good");
         assert_eq!(site.auth(&mut h), PamCode::Success, "{}", h.log_text());
         assert_eq!(
@@ -1317,7 +1289,7 @@ mod tests {
             h.log_text()
         );
         assert!(
-            Arc::ptr_eq(&first, &trust_store(&certs).unwrap()),
+            std::sync::Arc::ptr_eq(&first, &TrustStore::load_cached(&certs).unwrap()),
             "auth and account used the store loaded first"
         );
         let refused = |site: &CertSite| {
@@ -1333,7 +1305,10 @@ mod tests {
             .unwrap();
         let crl_text = std::fs::read(&crl).unwrap();
         std::fs::remove_file(&crl).unwrap();
-        assert!(!Arc::ptr_eq(&first, &trust_store(&certs).unwrap()));
+        assert!(!std::sync::Arc::ptr_eq(
+            &first,
+            &TrustStore::load_cached(&certs).unwrap()
+        ));
         assert!(
             !refused(&site),
             "no CRL, crl = if-present: not known to be revoked"

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
@@ -26,6 +26,7 @@ use thiserror::Error;
 
 use crate::dn::DistinguishedName;
 use crate::namespaces::{NamespacePolicy, PolicyFormat, PolicyIssuer, load_policy_file};
+use crate::reload::{Fingerprint as SourceFingerprint, fingerprint as source_fingerprint};
 use crate::x509::CertInfo;
 
 /// Why a trust store could not be loaded at all.
@@ -215,6 +216,32 @@ fn unix(t: &x509_parser::time::ASN1Time) -> i64 {
 }
 
 impl TrustStore {
+    /// The store at `path`, loaded once per process while `path` stays as it was (size,
+    /// mtime, inode and ctime of the directory and of every file in it): for short-lived
+    /// checks without a [`crate::reload::Reloading`] of their own, such as a PAM module's auth
+    /// and account of one login, or a portal's proofs. A source that changed is loaded again;
+    /// one that no longer loads is an error (no last good version: such a check fails closed).
+    pub fn load_cached(path: &Path) -> Result<Arc<Self>, TrustError> {
+        /// At most this many sources are kept (one per configuration in practice).
+        const KEPT: usize = 4;
+        type Loaded = Vec<(PathBuf, SourceFingerprint, Arc<TrustStore>)>;
+        static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
+        let lock = || LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+        // taken before the load: a change during the load makes the next call load again
+        let print = source_fingerprint(path);
+        if let Some((_, _, store)) = lock().iter().find(|(p, f, _)| p == path && *f == print) {
+            return Ok(Arc::clone(store));
+        }
+        let store = Arc::new(Self::load(path)?);
+        let mut loaded = lock();
+        loaded.retain(|(p, _, _)| p != path);
+        if loaded.len() >= KEPT {
+            loaded.remove(0);
+        }
+        loaded.push((path.to_path_buf(), print, Arc::clone(&store)));
+        Ok(store)
+    }
+
     /// Load from a directory (IGTF layout) or a PEM bundle file.
     pub fn load(path: &Path) -> Result<Self, TrustError> {
         let meta = std::fs::metadata(path).map_err(|source| TrustError::Io {

@@ -126,7 +126,7 @@ pub fn verify(
         return Err(DnProofError::SignatureMismatch);
     }
     let source = trust.source();
-    let store = TrustStore::load(&source)
+    let store = TrustStore::load_cached(&source)
         .map_err(|e| DnProofError::Trust(format!("{}: {e}", source.display())))?;
     let verified = verify_chain(&store, &chain, &trust.verify_options(), now)
         .map_err(|e| DnProofError::Chain(e.to_string()))?;
