@@ -13,19 +13,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type Loader<T> = Box<dyn Fn(&Path) -> Result<T, String> + Send + Sync>;
-pub(crate) type Fingerprint = Vec<(PathBuf, u64, i64, i64, u64, i64)>;
+pub(crate) type Fingerprint = Vec<(PathBuf, u64, i64, i64, u64, i64, i64)>;
 
-fn stat(path: &Path) -> Option<(u64, i64, i64, u64, i64)> {
+fn stat(path: &Path) -> Option<(u64, i64, i64, u64, i64, i64)> {
     let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.mtime(), m.mtime_nsec(), m.ino(), m.ctime()))
+    Some((
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
 }
 
 /// Fingerprint of a file, or of a directory and everything directly in it.
 pub(crate) fn fingerprint(path: &Path) -> Fingerprint {
     let mut out = Vec::new();
     let mut push = |p: &Path| {
-        if let Some((len, mtime, nsec, ino, ctime)) = stat(p) {
-            out.push((p.to_path_buf(), len, mtime, nsec, ino, ctime));
+        if let Some((len, mtime, nsec, ino, ctime, ctime_nsec)) = stat(p) {
+            out.push((p.to_path_buf(), len, mtime, nsec, ino, ctime, ctime_nsec));
         }
     };
     push(path);

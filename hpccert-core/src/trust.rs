@@ -217,23 +217,24 @@ fn unix(t: &x509_parser::time::ASN1Time) -> i64 {
 
 impl TrustStore {
     /// The store at `path`, loaded once per process while `path` stays as it was (size,
-    /// mtime, inode and ctime of the directory and of every file in it): for short-lived
-    /// checks without a [`crate::reload::Reloading`] of their own, such as a PAM module's auth
-    /// and account of one login, or a portal's proofs. A source that changed is loaded again;
+    /// mtime, inode and ctime of the directory and of every file in it): for occasional
+    /// checks in a long-running process without a [`crate::reload::Reloading`] of their own,
+    /// such as the portal's DN proofs. A source that changed is loaded again;
     /// one that no longer loads is an error (no last good version: such a check fails closed).
     pub fn load_cached(path: &Path) -> Result<Arc<Self>, TrustError> {
         /// At most this many sources are kept (one per configuration in practice).
         const KEPT: usize = 4;
         type Loaded = Vec<(PathBuf, SourceFingerprint, Arc<TrustStore>)>;
         static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
-        let lock = || LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+        // held through a load: callers arriving meanwhile wait for it rather than each
+        // loading the directory and its CRLs again
+        let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
         // taken before the load: a change during the load makes the next call load again
         let print = source_fingerprint(path);
-        if let Some((_, _, store)) = lock().iter().find(|(p, f, _)| p == path && *f == print) {
+        if let Some((_, _, store)) = loaded.iter().find(|(p, f, _)| p == path && *f == print) {
             return Ok(Arc::clone(store));
         }
         let store = Arc::new(Self::load(path)?);
-        let mut loaded = lock();
         loaded.retain(|(p, _, _)| p != path);
         if loaded.len() >= KEPT {
             loaded.remove(0);

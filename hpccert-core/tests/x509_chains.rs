@@ -505,3 +505,39 @@ fn trust_directory_reloads_on_change() {
         Err(VerifyError::Revoked { .. })
     ));
 }
+
+#[test]
+fn a_cached_trust_store_is_loaded_again_when_its_directory_changes() {
+    let p = pki();
+    let dir = tempfile::tempdir().unwrap();
+    devpki::install_ca(dir.path(), &p.ca.cert, None, None).unwrap();
+    let first = TrustStore::load_cached(dir.path()).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &TrustStore::load_cached(dir.path()).unwrap()),
+        "unchanged: the same store"
+    );
+    assert!(verify(&first, &[&p.user]).is_ok());
+    // a CRL arrives (fetch-crl): the next call loads the directory again and sees it
+    let crl = devpki::crl(
+        &p.ca,
+        &[(&p.user.cert, now() - DAY)],
+        now() - HOUR,
+        now() + DAY,
+        2,
+    )
+    .unwrap();
+    let crl_file = dir
+        .path()
+        .join(format!("{}.r0", devpki::subject_hash(&p.ca.cert)));
+    std::fs::write(&crl_file, crl.to_pem().unwrap()).unwrap();
+    let second = TrustStore::load_cached(dir.path()).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &second));
+    assert!(matches!(
+        verify(&second, &[&p.user]),
+        Err(VerifyError::Revoked { .. })
+    ));
+    // a directory that no longer loads is an error, not the last good store
+    let gone = dir.path().to_path_buf();
+    drop(dir);
+    assert!(TrustStore::load_cached(&gone).is_err());
+}

@@ -304,7 +304,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if web.certificate_dns {
         // checked at each proof (the trust directory changes under the portal); said now
         let source = setup.trust.source();
-        match hpccert_core::trust::TrustStore::load(&source) {
+        match hpccert_core::trust::TrustStore::load_cached(&source) {
             Ok(t) => {
                 tracing::info!(trust = %source.display(), cas = t.anchors().len(), "certificate DNs may be proved")
             }

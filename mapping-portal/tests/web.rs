@@ -1063,9 +1063,10 @@ fn sign(key: &openssl::pkey::PKey<openssl::pkey::Private>, text: &str) -> String
 }
 
 /// `[portal] certificate_dns`: a DN the provider did not assert is proved by signing the
-/// page's challenge (with the real `openssl` command line the page shows, and with a proxy's
-/// key), then linked and unlinked like the provider's DN; a forged chain, a wrong text, a
-/// pasted key and a replayed answer are refused; with the option off there is no such form.
+/// page's challenge (with the real `openssl` command line the page shows), then linked and
+/// unlinked like the provider's DN; a forged chain, a wrong text, a pasted key, someone
+/// else's certificate with one's own signature, another session's challenge, a replayed
+/// answer and a proxy are refused; with the option off there is no such form.
 #[tokio::test]
 async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
     use hpccert_core::config::TrustConfig;
@@ -1152,9 +1153,35 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
             .contains(&format!("<code>{OLD_DN}</code>"))
     );
 
-    // the page's own commands, run by the real openssl with ~/.globus in a temporary home
+    // the victim's public certificate with a signature made by another key
+    let challenge3 = pre_text(&alice.get("/").await.body, "dn-challenge");
+    let page = post_dn(
+        &mut alice,
+        prove(sign(&forged.key, &challenge3), pem(&user)),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("does not match"), "{}", page.body);
+
+    // alice's challenge, rightly signed, answered in another session (bob's)
     let body = alice.get("/").await.body;
     let challenge4 = pre_text(&body, "dn-challenge");
+    s.op.lock().subject = "bob".into();
+    let mut bob = Client::new(&s.base);
+    let bob_challenge = pre_text(&bob.login().await.body, "dn-challenge");
+    assert!(bob_challenge.contains("for bob at "), "{bob_challenge}");
+    let bob_csrf = bob.csrf().await;
+    let form = vec![
+        ("csrf".to_string(), bob_csrf.clone()),
+        ("signature".to_string(), sign(&user.key, &challenge4)),
+        ("certificates".to_string(), pem(&user)),
+    ];
+    let page = post_dn(&mut bob, form).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("does not match"), "{}", page.body);
+
+    // the page's own commands, run by the real openssl with ~/.globus in a temporary home
+    // (alice's challenge is still hers to answer)
     let commands = globus_commands(&body);
     let mut lines = commands.lines();
     let (sign_cmd, cat_cmd) = (lines.next().unwrap(), lines.next().unwrap());
@@ -1235,25 +1262,21 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
     assert!(!gridmap.contains(OLD_DN), "{gridmap}");
     assert!(gridmap.contains("CN=Test alice A1"), "{gridmap}");
 
-    // a proxy proves its end entity's DN: signed with the proxy's key, the chain pasted
-    let mut bob = Client::new(&s.base);
-    s.op.lock().subject = "bob".into();
-    let body = bob.login().await.body;
-    let challenge = pre_text(&body, "dn-challenge");
-    assert!(challenge.contains("for bob at "), "{challenge}");
-    let bob_csrf = bob.csrf().await;
+    // a proxy is refused although it verifies: it is delegated, and may be held by services
+    let challenge = pre_text(&bob.get("/").await.body, "dn-challenge");
     let form = vec![
         ("csrf".to_string(), bob_csrf),
         ("signature".to_string(), sign(&proxy.key, &challenge)),
         ("certificates".to_string(), pem(&proxy) + &pem(&user)),
     ];
     let page = post_dn(&mut bob, form).await;
-    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(page.body.contains("proxy certificate"), "{}", page.body);
     assert!(
-        bob.get("/")
+        !bob.get("/")
             .await
             .body
-            .contains(&format!("You proved the certificate DN {OLD_DN}"))
+            .contains(&format!("<code>{OLD_DN}</code>"))
     );
 
     // with [portal] certificate_dns off: no form, and the endpoint refuses

@@ -1,9 +1,12 @@
 //! Proving a certificate DN the identity provider did not assert (`[portal] certificate_dns`):
 //! the portal shows a one-time challenge naming itself and the logged-in identity; the user
-//! signs it with the certificate's key (or a proxy's) using the `openssl` command line and
-//! pastes the signature and the certificate chain. The chain is verified as a login's is
-//! (trust store, CRLs, namespaces, RFC 3820 proxies), the signature with the leaf's key, and
-//! the DN proved is the identity's (the end entity's, also through proxies).
+//! signs it with the certificate's own key using the `openssl` command line and pastes the
+//! signature and the certificate (with any intermediate CAs). The chain is verified as a
+//! login's is (trust store, CRLs, namespaces), the signature with the certificate's key.
+//!
+//! A proxy certificate is refused here although a login accepts one: a proxy is delegated,
+//! often held by gateways and batch jobs, and holding one must not be enough to link its
+//! owner's DN to another account for good.
 //!
 //! What the user pastes is never logged: neither the signature nor the certificates, and a
 //! paste holding a private key is refused before it is read any further.
@@ -74,8 +77,14 @@ pub enum DnProofError {
     Certificates(String),
     #[error("the signature is not base64: {0}")]
     SignatureEncoding(String),
-    #[error("the signature does not match the challenge and the certificate's key")]
+    #[error(
+        "the signature does not match this challenge and the first certificate's key: sign the new challenge on the start page with the key of the first certificate you paste"
+    )]
     SignatureMismatch,
+    #[error(
+        "that is a proxy certificate; sign with the certificate's own key (a proxy is delegated, and may be held by services)"
+    )]
+    Proxy,
     #[error("the certificate's key type is not supported (RSA and EC keys are)")]
     KeyType,
     #[error("the certificate chain is refused: {0}")]
@@ -84,9 +93,9 @@ pub enum DnProofError {
     Trust(String),
 }
 
-/// Check the answer to `challenge`: `certificates` (PEM, the leaf first, then any proxies'
-/// issuers and intermediates) and `signature` (base64 of `openssl dgst -sha256 -sign`).
-/// Returns the proved DN.
+/// Check the answer to `challenge`: `certificates` (PEM, the end entity's first, then any
+/// intermediates) and `signature` (base64 of `openssl dgst -sha256 -sign`). Returns the proved
+/// DN.
 pub fn verify(
     trust: &TrustConfig,
     challenge: &str,
@@ -130,6 +139,9 @@ pub fn verify(
         .map_err(|e| DnProofError::Trust(format!("{}: {e}", source.display())))?;
     let verified = verify_chain(&store, &chain, &trust.verify_options(), now)
         .map_err(|e| DnProofError::Chain(e.to_string()))?;
+    if verified.proxy_depth() > 0 {
+        return Err(DnProofError::Proxy);
+    }
     Ok(verified.identity().clone())
 }
 

@@ -513,13 +513,18 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
     };
     let dn_challenge = match (&app.settings.certificate_dns, &ctx.session_id) {
         (Some(_), Some(id)) => app.sessions.dn_challenge(id, Instant::now(), || {
-            dnproof::Challenge::new(
-                app.settings.origin(),
-                &user.issuer,
-                &user.subject,
-                &session::random_text(24),
-                Instant::now(),
-            )
+            // an empty nonce (the random source failed) makes no challenge: a text without
+            // one would be the same for every session of this user
+            let nonce = session::random_text(24);
+            (!nonce.is_empty()).then(|| {
+                dnproof::Challenge::new(
+                    app.settings.origin(),
+                    &user.issuer,
+                    &user.subject,
+                    &nonce,
+                    Instant::now(),
+                )
+            })
         }),
         _ => None,
     };
@@ -988,12 +993,23 @@ async fn prove_dn(
     };
     let who = format!("token {:?} {:?}", user.issuer, user.subject);
     let refuse = |e: dnproof::DnProofError| {
+        if let dnproof::DnProofError::Trust(_) = e {
+            // the server's own fault, and its paths are not the user's business
+            tracing::error!(client = %ctx.client, %who, "DN proof failed: {e}");
+            return error_page(
+                &ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Certificate DN not proved",
+                "The portal cannot read its trusted certificate authorities now; try again later.",
+            );
+        }
         tracing::warn!(client = %ctx.client, %who, "DN proof refused: {e}");
-        let status = match e {
-            dnproof::DnProofError::Trust(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::FORBIDDEN,
-        };
-        error_page(&ctx, status, "Certificate DN not proved", &e.to_string())
+        error_page(
+            &ctx,
+            StatusCode::FORBIDDEN,
+            "Certificate DN not proved",
+            &e.to_string(),
+        )
     };
     let Some(challenge) = app.sessions.take_dn_challenge(id, Instant::now()) else {
         return refuse(dnproof::DnProofError::NoChallenge);

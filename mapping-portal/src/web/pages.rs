@@ -232,18 +232,19 @@ fn dn_proof_form(csrf: &str, challenge: &str) -> Markup {
         }
         form.card.wide method="post" action="/dn" {
             input type="hidden" name="csrf" value=(csrf);
-            p { "The challenge, valid for 15 minutes and once:" }
+            p { "The challenge (one answer, within 15 minutes of its first showing):" }
             pre #dn-challenge { code { (challenge) } }
-            p { "With a certificate and key in " code { "~/.globus" } ", run:" }
+            p { "With the certificate and its key in " code { "~/.globus" } ", run:" }
             pre { code { (sign) " ~/.globus/userkey.pem | openssl base64" "\n" "cat ~/.globus/usercert.pem" } }
-            p { "With a proxy (" code { "grid-proxy-init" } ", " code { "voms-proxy-init" } "), run:" }
-            pre { code {
-                (sign) " /tmp/x509up_u$(id -u) | openssl base64" "\n"
-                "sed -n '/-BEGIN CERTIFICATE-/,/-END CERTIFICATE-/p' /tmp/x509up_u$(id -u)"
-            } }
+            p.hint {
+                "Use the certificate's own key: a proxy (" code { "grid-proxy-init" } ") is not "
+                "accepted here. For a PKCS#12 file from a browser, first extract them with "
+                code { "openssl pkcs12 -in cert.p12 -nokeys -clcerts -out usercert.pem" } " and "
+                code { "openssl pkcs12 -in cert.p12 -nocerts -out userkey.pem" } "."
+            }
             label for="signature" { "The signature (the first command's output)" }
             textarea #signature name="signature" rows="4" required spellcheck="false" {}
-            label for="certificates" { "The certificates (the second command's output; never the key)" }
+            label for="certificates" { "The certificate (the second command's output; never the key)" }
             textarea #certificates name="certificates" rows="8" required spellcheck="false" {}
             button type="submit" { "Prove the DN" }
             p.hint { "Then link it to your account with the form above." }

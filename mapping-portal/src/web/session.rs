@@ -186,16 +186,17 @@ impl Sessions {
             .filter(|p| now.duration_since(p.started) <= PENDING)
     }
 
-    /// The session's live DN challenge, made with `make` when it has none (or it expired).
+    /// The session's live DN challenge, made with `make` when it has none (or it expired;
+    /// `make` may fail to make one).
     pub fn dn_challenge(
         &self,
         id: &str,
         now: Instant,
-        make: impl FnOnce() -> Challenge,
+        make: impl FnOnce() -> Option<Challenge>,
     ) -> Option<Challenge> {
         self.update(id, now, |s| {
             if s.dn_challenge.as_ref().is_none_or(|c| c.expired(now)) {
-                s.dn_challenge = Some(make());
+                s.dn_challenge = make();
             }
             s.dn_challenge.clone()
         })
@@ -318,7 +319,7 @@ mod tests {
         let sessions = Sessions::default();
         let t = Instant::now();
         let (id, _) = sessions.create(t).unwrap();
-        let make = |n: &str, at| Challenge::new("o", "i", "s", n, at);
+        let make = |n: &str, at| Some(Challenge::new("o", "i", "s", n, at));
         let first = sessions.dn_challenge(&id, t, || make("1", t)).unwrap();
         let again = sessions.dn_challenge(&id, t, || make("2", t)).unwrap();
         assert_eq!(
@@ -330,6 +331,7 @@ mod tests {
         let later = t + CHALLENGE_LIFETIME + Duration::from_secs(1);
         sessions.dn_challenge(&id, t, || make("3", t)).unwrap();
         assert_eq!(sessions.take_dn_challenge(&id, later), None, "expired");
+        assert_eq!(sessions.dn_challenge(&id, t, || None), None, "none made");
     }
 
     #[test]
