@@ -25,16 +25,30 @@ use crate::model::{
 
 /// The migrations of `migrations/BACKEND/`, embedded (as `sqlx::migrate!` would, without
 /// compiling sqlx's proc-macro crate): `(version, description, SQL)`.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "portal",
-    include_str!("../migrations/sqlite/0001_portal.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "portal",
-    include_str!("../migrations/postgres/0001_portal.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "portal",
+        include_str!("../migrations/sqlite/0001_portal.sql"),
+    ),
+    (
+        2,
+        "links linked_by",
+        include_str!("../migrations/sqlite/0002_links_linked_by.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "portal",
+        include_str!("../migrations/postgres/0001_portal.sql"),
+    ),
+    (
+        2,
+        "links linked_by",
+        include_str!("../migrations/postgres/0002_links_linked_by.sql"),
+    ),
+];
 
 fn migrator(backend: Backend) -> Migrator {
     let list = match backend {
@@ -215,6 +229,23 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(link_of_row).collect()
+    }
+
+    /// The certificate DNs that have a link made by `actor` (an [`Actor`]'s name).
+    pub async fn dns_linked_by(&self, actor: &str) -> Result<Vec<IdentityKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT i.kind, i.issuer, i.subject FROM links l \
+             JOIN identities i ON i.id = l.identity_id \
+             WHERE l.linked_by = $1 AND i.kind = 'dn' ORDER BY i.subject",
+        )
+        .bind(actor)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                IdentityKey::from_columns(&r.try_get::<String, _>(0)?, r.try_get(1)?, r.try_get(2)?)
+            })
+            .collect()
     }
 
     /// Every suspension, oldest first.
@@ -511,13 +542,15 @@ async fn apply(
                 Approval::AwaitAdmin => (LinkState::Pending, None),
             };
             sqlx::query(
-                "INSERT INTO links (identity_id, account, state, created, approved_by) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO links (identity_id, account, state, created, approved_by, linked_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(id)
             .bind(account.as_str())
             .bind(state.as_str())
             .bind(at)
             .bind(approved_by)
+            .bind(actor.name.clone())
             .execute(&mut *conn)
             .await?;
             Ok(format!(", {}", state.as_str()))

@@ -96,6 +96,12 @@ async fn links_export_and_audit(url: &str) {
     assert_eq!(own, pending);
     let other = IdentityKey::token(ISS, &format!("{SUB}x")).unwrap();
     assert!(store.links_of(&other).await.unwrap().is_empty());
+    // the DNs with a link made by an actor: admin made the DN's (the token's is no DN)
+    assert_eq!(
+        store.dns_linked_by("admin").await.unwrap(),
+        vec![dn.clone()]
+    );
+    assert!(store.dns_linked_by("root").await.unwrap().is_empty());
 
     let b = store
         .change(

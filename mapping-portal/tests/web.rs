@@ -1245,6 +1245,26 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
     );
     assert!(gridmap.contains("CN=Test alice A1"), "{gridmap}");
 
+    // a later login sees the link and may remove it, though the DN is not proved again
+    let out = alice.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    s.op.lock().subject = "alice".into();
+    let home = alice.login().await;
+    assert!(
+        home.body
+            .contains(&format!("name=\"subject\" value=\"{OLD_DN}\"")),
+        "{}",
+        home.body
+    );
+    assert!(
+        !home
+            .body
+            .contains(&format!("<dd><code>{OLD_DN}</code></dd>")),
+        "not one of this session's identities: {}",
+        home.body
+    );
+    let csrf = alice.csrf().await;
+
     // and unlinked by itself: the provider's DN stays
     let gone = alice
         .post(

@@ -196,10 +196,9 @@ impl Ctx {
     }
 
     fn actor(&self) -> Actor {
-        let name = self.user().map_or_else(
-            || "anonymous".to_string(),
-            |u| format!("token {:?} {:?}", u.issuer, u.subject),
-        );
+        let name = self
+            .user()
+            .map_or_else(|| "anonymous".to_string(), User::actor_name);
         Actor {
             name,
             from_addr: Some(self.client.to_string()),
@@ -488,9 +487,9 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
             ),
         );
     };
-    let identities = &user.identities;
+    let identities: Vec<&IdentityKey> = user.own_identities().collect();
     let mut links = Vec::new();
-    for identity in identities {
+    for identity in identities.iter().copied() {
         match app.portal.store().links_of(identity).await {
             Ok(mut l) => links.append(&mut l),
             Err(e) => return store_failure(&ctx, &e),
@@ -501,7 +500,7 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
         Ok(all) => all
             .into_iter()
             .filter(|s| match &s.target {
-                SuspensionTarget::Identity(k) => identities.contains(k),
+                SuspensionTarget::Identity(k) => identities.contains(&k),
                 SuspensionTarget::Account(a) => accounts.contains(&a.as_str()),
             })
             .collect::<Vec<_>>(),
@@ -690,6 +689,15 @@ async fn callback(
         .admins
         .iter()
         .any(|(iss, sub)| *iss == identity.issuer && *sub == identity.subject);
+    let linked_dns = match app
+        .portal
+        .store()
+        .dns_linked_by(&session::actor_name(&identity.issuer, &identity.subject))
+        .await
+    {
+        Ok(dns) => dns,
+        Err(e) => return store_failure(&ctx, &e),
+    };
     let user = User {
         issuer: identity.issuer.clone(),
         subject: identity.subject.clone(),
@@ -702,6 +710,7 @@ async fn callback(
         idp_name: identity.idp_name.clone(),
         cert_dn: identity.cert_dn.clone(),
         identities: login_identities(&identity),
+        linked_dns,
         admin,
     };
     let Some(new_id) = app.sessions.login(id, now, user) else {
@@ -779,7 +788,7 @@ async fn link(
         Ok(u) => u.clone(),
         Err(r) => return r,
     };
-    let who = format!("token {:?} {:?}", user.issuer, user.subject);
+    let who = user.actor_name();
     let proved = match &app.settings.proof {
         Proof::Header { name } => match header_account(&app, peer, &headers, name) {
             Some(named) if named == form.account.trim() => {
@@ -913,8 +922,7 @@ async fn unlink(
     };
     // only the user's own identities: the form names one, the session has it
     let identity = user
-        .identities
-        .iter()
+        .own_identities()
         .find(|k| k.kind().as_str() == form.kind && k.subject() == form.subject)
         .cloned();
     let (Some(identity), Ok(account)) = (identity, AccountName::parse(form.account.trim())) else {
@@ -991,7 +999,7 @@ async fn prove_dn(
             "This portal does not link certificate DNs other than the one your identity provider names.",
         );
     };
-    let who = format!("token {:?} {:?}", user.issuer, user.subject);
+    let who = user.actor_name();
     let refuse = |e: dnproof::DnProofError| {
         if let dnproof::DnProofError::Trust(_) = e {
             // the server's own fault, and its paths are not the user's business

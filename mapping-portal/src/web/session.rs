@@ -47,7 +47,32 @@ pub struct User {
     /// certificate DN the identity provider asserted when it parses, and the DNs proved in
     /// this session by signing a challenge.
     pub identities: Vec<IdentityKey>,
+    /// Certificate DNs this login linked in an earlier session, proved then by signature: their
+    /// links are shown and may be removed, but the DN is linked to nothing new without a new
+    /// proof. Read at login.
+    pub linked_dns: Vec<IdentityKey>,
     pub admin: bool,
+}
+
+impl User {
+    /// The name this login has in the audit log and in `links.linked_by`.
+    pub fn actor_name(&self) -> String {
+        actor_name(&self.issuer, &self.subject)
+    }
+
+    /// The identities whose links this login sees and may remove.
+    pub fn own_identities(&self) -> impl Iterator<Item = &IdentityKey> {
+        self.identities.iter().chain(
+            self.linked_dns
+                .iter()
+                .filter(|k| !self.identities.contains(k)),
+        )
+    }
+}
+
+/// The audit log's name of the token identity (`issuer`, `subject`).
+pub fn actor_name(issuer: &str, subject: &str) -> String {
+    format!("token {issuer:?} {subject:?}")
 }
 
 /// A login on its way through the identity provider.
@@ -258,6 +283,7 @@ mod tests {
             idp_name: None,
             cert_dn: None,
             identities: vec![],
+            linked_dns: vec![],
             admin: false,
         }
     }
