@@ -54,6 +54,7 @@ pub use crate::token::entry::{Next, Secret, TokenEntry};
 use std::ffi::CStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use thiserror::Error;
@@ -61,6 +62,7 @@ use thiserror::Error;
 use crate::config::{Config, ConfigError};
 use crate::gridmap::GridMapfile;
 use crate::mapping::{Decision, Mapper, Refusal, TokenRules, UidLookup};
+use crate::reload::{Fingerprint, fingerprint};
 use crate::suspension::{SuspensionError, SuspensionList};
 use crate::token::keys::FileKeySource;
 use crate::token::{Capability, IssuerPolicy, TokenError, VerifiedToken, verify_token};
@@ -219,6 +221,66 @@ pub trait PamHandle {
     fn set_data(&mut self, key: &str, value: Option<&Secret>) -> Result<(), HandleError>;
     /// Log one line (`pam_syslog`, which adds `pam_hpccert(SERVICE:TYPE): `).
     fn syslog(&mut self, level: LogLevel, message: &str);
+    /// The trust store this module kept on the handle earlier in the transaction.
+    fn kept_trust(&self) -> Option<Arc<KeptTrust>> {
+        None
+    }
+    /// Keep a trust store on the handle until the transaction ends (`pam_set_data`; freed
+    /// by `pam_end`). Not keeping it only costs a second load.
+    fn keep_trust(&mut self, _trust: Arc<KeptTrust>) -> Result<(), HandleError> {
+        Ok(())
+    }
+}
+
+/// A trust store kept on a PAM handle for one transaction (auth, then account), with the
+/// fingerprint of its source when it was loaded.
+pub struct KeptTrust {
+    source: PathBuf,
+    print: Fingerprint,
+    store: Arc<TrustStore>,
+}
+
+impl fmt::Debug for KeptTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeptTrust")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The trust store at `source` for this transaction: the one kept on the handle while the
+/// source is unchanged (auth and account of one login load it once), else loaded now and
+/// kept. A source that changed is loaded again, and one that no longer loads refuses.
+fn transaction_trust(
+    h: &mut dyn PamHandle,
+    options: &Options,
+    source: &Path,
+) -> Result<Arc<TrustStore>, PamError> {
+    // taken before the load: a change during the load makes the next check load again
+    let print = fingerprint(source);
+    if let Some(kept) = h.kept_trust()
+        && kept.source == source
+        && kept.print == print
+    {
+        return Ok(Arc::clone(&kept.store));
+    }
+    let store = Arc::new(
+        TrustStore::load(source)
+            .map_err(|e| PamError::TrustStore(format!("{}: {e}", source.display())))?,
+    );
+    let kept = KeptTrust {
+        source: source.to_path_buf(),
+        print,
+        store: Arc::clone(&store),
+    };
+    if let Err(e) = h.keep_trust(Arc::new(kept)) {
+        debug(
+            h,
+            options,
+            &format!("the trust store is not kept for this transaction: {e}"),
+        );
+    }
+    Ok(store)
 }
 
 /// What the module sees of the system: the time and the account database. Parameters, so
@@ -602,17 +664,14 @@ fn for_pam_user(
 /// sshd-gsi and `gridmap-tool explain --cert` do: trust store with its CRLs, namespaces and
 /// signing policies, then the grid-mapfile for PAM_USER.
 fn decide_chain(
+    h: &mut dyn PamHandle,
     options: &Options,
     pem: &str,
     user: &str,
     system: &SystemView,
 ) -> Result<Decision, PamError> {
     let config = Config::load(&options.config)?;
-    // loaded for each check: a cache kept in the module would outlive the transaction
-    // (libpam unloads modules at pam_end, and a static's store would be lost, not freed)
-    let source = config.trust.source();
-    let trust = TrustStore::load(&source)
-        .map_err(|e| PamError::TrustStore(format!("{}: {e}", source.display())))?;
+    let trust = transaction_trust(h, options, &config.trust.source())?;
     let gridmap = GridMapfile::load(&config.mapping.grid_mapfile).map_err(|e| {
         PamError::GridMap(format!("{}: {e}", config.mapping.grid_mapfile.display()))
     })?;
@@ -645,7 +704,7 @@ fn auth_chain(
     if (system.uid_of)(user).is_none() {
         return Err(PamError::UnknownUser(user.to_string()));
     }
-    let decision = decide_chain(options, pem, user, system)?;
+    let decision = decide_chain(h, options, pem, user, system)?;
     for reason in decision.reasons() {
         debug(h, options, reason);
     }
@@ -919,7 +978,7 @@ fn account_inner(
         if (system.uid_of)(user).is_none() {
             return Err(PamError::UnknownUser(user.to_string()));
         }
-        let decision = decide_chain(options, &pem, user, system)?;
+        let decision = decide_chain(h, options, &pem, user, system)?;
         debug(
             h,
             options,
@@ -1010,6 +1069,7 @@ mod tests {
         data: HashMap<String, Secret>,
         logs: Vec<(LogLevel, String)>,
         fail_putenv: bool,
+        trust: Option<Arc<KeptTrust>>,
     }
 
     impl Fake {
@@ -1094,6 +1154,13 @@ mod tests {
         }
         fn syslog(&mut self, level: LogLevel, message: &str) {
             self.logs.push((level, message.to_string()));
+        }
+        fn kept_trust(&self) -> Option<Arc<KeptTrust>> {
+            self.trust.clone()
+        }
+        fn keep_trust(&mut self, trust: Arc<KeptTrust>) -> Result<(), HandleError> {
+            self.trust = Some(trust);
+            Ok(())
         }
     }
 
@@ -1274,6 +1341,48 @@ mod tests {
             let refs: Vec<&CStr> = args.iter().map(|a| a.as_c_str()).collect();
             account(h, &refs, &system())
         }
+    }
+
+    #[test]
+    fn auth_and_account_share_one_trust_store_until_it_changes() {
+        let site = CertSite::new();
+        let mut h = site.handle("alice", "good");
+        assert_eq!(site.auth(&mut h), PamCode::Success, "{}", h.log_text());
+        let kept = h.trust.clone().expect("auth keeps the store on the handle");
+        assert_eq!(
+            site.acct(&mut h, false),
+            PamCode::Success,
+            "{}",
+            h.log_text()
+        );
+        assert!(
+            Arc::ptr_eq(&kept.store, &h.trust.as_ref().unwrap().store),
+            "account used the store auth loaded"
+        );
+        // the directory changes between auth and account (fetch-crl): loaded again
+        let certs = site.dir.path().join("certificates");
+        let crl = std::fs::read_dir(&certs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "r0"))
+            .unwrap();
+        let crl_text = std::fs::read(&crl).unwrap();
+        let mut h = site.handle("alice", "revoked");
+        assert_ne!(site.auth(&mut h), PamCode::Success, "the CRL revokes it");
+        std::fs::remove_file(&crl).unwrap();
+        assert_eq!(
+            site.auth(&mut h),
+            PamCode::Success,
+            "no CRL now (crl = if-present): {}",
+            h.log_text()
+        );
+        std::fs::write(&crl, crl_text).unwrap();
+        assert_ne!(
+            site.acct(&mut h, false),
+            PamCode::Success,
+            "the CRL is back before account: {}",
+            h.log_text()
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::marker::{PhantomData, PhantomPinned};
 use std::ptr::{self, NonNull};
+use std::sync::Arc;
 
-use hpccert_core::pam::{HandleError, LogLevel, PamHandle, Secret};
+use hpccert_core::pam::{HandleError, KeptTrust, LogLevel, PamHandle, Secret};
 
 /// libpam's opaque `pam_handle_t`.
 #[derive(Debug)]
@@ -159,6 +160,21 @@ unsafe extern "C" fn cleanup_secret(_pamh: *mut RawPamHandle, data: *mut c_void,
             // libpam calls the cleanup once per stored pointer.
             let c = unsafe { CString::from_raw(data.cast::<c_char>()) };
             drop(SecretCString(Some(c)));
+        }
+    });
+}
+
+/// The `pam_set_data` key of the trust store kept for the transaction.
+const DATA_TRUST: &CStr = c"pam_hpccert_trust_store";
+
+/// The cleanup libpam calls for the kept trust store when it is replaced or the handle ends
+/// (before libpam unloads the module): free it.
+unsafe extern "C" fn cleanup_trust(_pamh: *mut RawPamHandle, data: *mut c_void, _status: c_int) {
+    let _ = std::panic::catch_unwind(|| {
+        if !data.is_null() {
+            // SAFETY: `data` is the pointer `Box::into_raw` made in `keep_trust`, and libpam
+            // calls the cleanup once per stored pointer.
+            drop(unsafe { Box::from_raw(data.cast::<Arc<KeptTrust>>()) });
         }
     });
 }
@@ -368,6 +384,40 @@ impl PamHandle for LibPam {
             // SAFETY: libpam did not take the pointer: reclaim it (wiped on drop).
             drop(SecretCString(Some(unsafe { CString::from_raw(data) })));
         }
+        Err(self.error("pam_set_data", rc))
+    }
+
+    fn kept_trust(&self) -> Option<Arc<KeptTrust>> {
+        let mut data: *const c_void = ptr::null();
+        // SAFETY: the handle is live, the key NUL-terminated, `data` a valid out pointer.
+        let rc = unsafe { pam_get_data(self.raw(), DATA_TRUST.as_ptr(), &mut data) };
+        if rc != PAM_SUCCESS || data.is_null() {
+            return None;
+        }
+        // SAFETY: only `keep_trust` stores under this key: a `Box<Arc<KeptTrust>>` that
+        // libpam owns until the cleanup; the Arc is cloned at once.
+        let kept = unsafe { &*data.cast::<Arc<KeptTrust>>() };
+        Some(Arc::clone(kept))
+    }
+
+    fn keep_trust(&mut self, trust: Arc<KeptTrust>) -> Result<(), HandleError> {
+        let data = Box::into_raw(Box::new(trust));
+        // SAFETY: the handle is live and the key NUL-terminated; `data` is a pointer from
+        // `Box::into_raw` that libpam hands to `cleanup_trust` when the entry is replaced or
+        // the handle ends (which also frees a store replaced here).
+        let rc = unsafe {
+            pam_set_data(
+                self.raw(),
+                DATA_TRUST.as_ptr(),
+                data.cast(),
+                Some(cleanup_trust as CleanupFn),
+            )
+        };
+        if rc == PAM_SUCCESS {
+            return Ok(());
+        }
+        // SAFETY: libpam did not take the pointer: reclaim it.
+        drop(unsafe { Box::from_raw(data) });
         Err(self.error("pam_set_data", rc))
     }
 
