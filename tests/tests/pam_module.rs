@@ -836,9 +836,18 @@ fn certificate_chains_handed_over_by_the_application() {
         .as_bytes(),
         0o644,
     );
-    let app = |service: &str, user: &str, chain: &Path| -> (Value, String) {
-        let out = Command::new("/usr/bin/python3")
-            .args(["-c", HANDOVER_APP, service, user])
+    // the application, or under valgrind with `valgrind` options (its exit status then says
+    // whether memcheck found errors)
+    let run_app = |valgrind: &[&str], service: &str, user: &str, chain: &Path| {
+        let mut cmd = match valgrind {
+            [] => Command::new("/usr/bin/python3"),
+            options => {
+                let mut c = Command::new("valgrind");
+                c.args(options).arg("/usr/bin/python3");
+                c
+            }
+        };
+        cmd.args(["-c", HANDOVER_APP, service, user])
             .arg(chain)
             .env("LD_PRELOAD", &site.wrappers)
             .env("PAM_WRAPPER", "1")
@@ -848,7 +857,10 @@ fn certificate_chains_handed_over_by_the_application() {
             .env("NSS_WRAPPER_GROUP", d.join("group"))
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| panic!("python3: {e}"));
+            .unwrap_or_else(|e| panic!("python3: {e}"))
+    };
+    let app = |service: &str, user: &str, chain: &Path| -> (Value, String) {
+        let out = run_app(&[], service, user, chain);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let v = serde_json::from_str(stdout.trim())
@@ -905,4 +917,34 @@ fn certificate_chains_handed_over_by_the_application() {
     let (r, log) = app("hpccert-x509-off", "alice", &good);
     assert_ne!(r["auth"].as_i64(), Some(SUCCESS), "{r}\n{log}");
     assert_eq!(r["dn"], Value::Null, "{r}");
+
+    // memcheck over whole transactions (auth, account, pam_end: libpam frees the trust store
+    // kept on the handle, then unloads the module): no invalid access, nothing definitely
+    // lost (the module is linked -z nodelete, so its statics stay reachable)
+    if !peer_available("valgrind", "valgrind") {
+        return;
+    }
+    for (user, chain, auth) in [("alice", &good, SUCCESS), ("alice", &revoked_pem, AUTH_ERR)] {
+        let log_file = d.join("valgrind.log");
+        let log_arg = format!("--log-file={}", log_file.display());
+        let out = run_app(
+            &[
+                "--quiet",
+                "--error-exitcode=99",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite",
+                "--show-leak-kinds=definite",
+                "--keep-debuginfo=yes",
+                &log_arg,
+            ],
+            "hpccert-x509",
+            user,
+            chain,
+        );
+        let memcheck = std::fs::read_to_string(&log_file).unwrap_or_default();
+        assert_eq!(out.status.code(), Some(0), "memcheck:\n{memcheck}");
+        let r: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(r["auth"].as_i64(), Some(auth), "{r}");
+    }
 }
