@@ -1095,6 +1095,11 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
     let mut alice = Client::new(&s.base);
     let home = alice.login().await;
     assert!(home.body.contains("Add a certificate DN"), "{}", home.body);
+    assert!(
+        home.body.contains("for one answer until <time datetime=\""),
+        "the page says until when: {}",
+        home.body
+    );
     let challenge = pre_text(&home.body, "dn-challenge");
     assert!(
         challenge.starts_with(&format!("hpccert-portal {} ", s.base))

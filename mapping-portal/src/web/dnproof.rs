@@ -34,6 +34,8 @@ pub const MAX_PASTE: usize = 64 * 1024;
 pub struct Challenge {
     pub text: String,
     pub issued: Instant,
+    /// When it can no longer be answered, in Unix seconds (shown on the page).
+    pub expires_unix: i64,
 }
 
 impl Challenge {
@@ -53,7 +55,15 @@ impl Challenge {
             }
         })
         .collect();
-        Self { text, issued: now }
+        let expires = hpccert_core::clock::now() + CHALLENGE_LIFETIME;
+        let expires_unix = expires
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Self {
+            text,
+            issued: now,
+            expires_unix,
+        }
     }
 
     pub fn expired(&self, now: Instant) -> bool {
@@ -171,6 +181,14 @@ mod tests {
     fn challenges_expire() {
         let t = Instant::now();
         let c = Challenge::new("o", "i", "s", "n", t);
+        let now_unix = hpccert_core::clock::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (c.expires_unix - now_unix - 900).abs() <= 2,
+            "shown: 15 min on"
+        );
         assert!(!c.expired(t + CHALLENGE_LIFETIME));
         assert!(c.expired(t + CHALLENGE_LIFETIME + Duration::from_secs(1)));
     }

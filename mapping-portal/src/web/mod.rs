@@ -534,7 +534,7 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
         suspended: &suspended,
         proof_by_header,
         approval_needed: app.settings.approval == Approval::AwaitAdmin,
-        dn_challenge: dn_challenge.as_ref().map(|c| c.text.as_str()),
+        dn_challenge: dn_challenge.as_ref(),
     };
     html(StatusCode::OK, pages::home(&view, &ctx.frame()))
 }

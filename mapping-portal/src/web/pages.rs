@@ -5,6 +5,7 @@
 use hpccert_core::x509::format_unix;
 use maud::{DOCTYPE, Markup, html};
 
+use super::dnproof::Challenge;
 use super::session::User;
 use crate::model::{AuditEntry, IdentityKind, Link, LinkState, Suspension, SuspensionTarget};
 
@@ -117,7 +118,7 @@ pub struct HomeView<'a> {
     pub proof_by_header: Option<Option<String>>,
     pub approval_needed: bool,
     /// The challenge to sign, when users may prove a certificate DN.
-    pub dn_challenge: Option<&'a str>,
+    pub dn_challenge: Option<&'a Challenge>,
 }
 
 fn identity_text(link_kind: IdentityKind, issuer: &str, subject: &str) -> Markup {
@@ -221,8 +222,11 @@ pub fn home(view: &HomeView<'_>, frame: &Frame<'_>) -> Markup {
 }
 
 /// Proving a certificate DN by signing the challenge with the `openssl` command line.
-fn dn_proof_form(csrf: &str, challenge: &str) -> Markup {
-    let sign = format!("printf '%s' '{challenge}' | openssl dgst -sha256 -sign");
+fn dn_proof_form(csrf: &str, challenge: &Challenge) -> Markup {
+    let sign = format!(
+        "printf '%s' '{}' | openssl dgst -sha256 -sign",
+        challenge.text
+    );
     html! {
         h2 #dn-proof { "Add a certificate DN" }
         p {
@@ -232,8 +236,12 @@ fn dn_proof_form(csrf: &str, challenge: &str) -> Markup {
         }
         form.card.wide method="post" action="/dn" {
             input type="hidden" name="csrf" value=(csrf);
-            p { "The challenge (one answer, within 15 minutes of its first showing):" }
-            pre #dn-challenge { code { (challenge) } }
+            p {
+                "The challenge, for one answer until "
+                time datetime=(format_unix(challenge.expires_unix)) { (format_unix(challenge.expires_unix)) }
+                ":"
+            }
+            pre #dn-challenge { code { (challenge.text) } }
             p { "With the certificate and its key in " code { "~/.globus" } ", run:" }
             pre { code { (sign) " ~/.globus/userkey.pem | openssl base64" "\n" "cat ~/.globus/usercert.pem" } }
             p.hint {
