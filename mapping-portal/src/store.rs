@@ -231,6 +231,25 @@ impl Store {
         rows.iter().map(link_of_row).collect()
     }
 
+    /// The links of one identity that `actor` (an [`Actor`]'s name) made.
+    pub async fn links_made_by(
+        &self,
+        identity: &IdentityKey,
+        actor: &str,
+    ) -> Result<Vec<Link>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{LINK_COLUMNS} WHERE i.kind = $1 AND i.issuer = $2 AND i.subject = $3 \
+             AND l.linked_by = $4 ORDER BY l.account, l.id"
+        ))
+        .bind(identity.kind().as_str())
+        .bind(identity.issuer())
+        .bind(identity.subject())
+        .bind(actor)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(link_of_row).collect()
+    }
+
     /// The certificate DNs that have a link made by `actor` (an [`Actor`]'s name).
     pub async fn dns_linked_by(&self, actor: &str) -> Result<Vec<IdentityKey>, StoreError> {
         let rows = sqlx::query(

@@ -102,6 +102,11 @@ async fn links_export_and_audit(url: &str) {
         vec![dn.clone()]
     );
     assert!(store.dns_linked_by("root").await.unwrap().is_empty());
+    assert_eq!(
+        store.links_made_by(&dn, "admin").await.unwrap(),
+        store.links_of(&dn).await.unwrap()
+    );
+    assert!(store.links_made_by(&dn, "root").await.unwrap().is_empty());
 
     let b = store
         .change(

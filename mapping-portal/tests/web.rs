@@ -1250,7 +1250,42 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
     );
     assert!(gridmap.contains("CN=Test alice A1"), "{gridmap}");
 
-    // a later login sees the link and may remove it, though the DN is not proved again
+    // someone else (an admin) links the same DN to another account
+    use mapping_portal::model::{Account, Actor, Change, IdentityKey};
+    let jdoe = hpccert_core::gridmap::AccountName::parse("jdoe").unwrap();
+    let admin = Actor::new("admin");
+    let when = hpccert_core::clock::now();
+    s.portal
+        .change(
+            &admin,
+            &Change::CreateAccount(Account {
+                name: jdoe.clone(),
+                uid: 60001,
+                gid: 60001,
+                gecos: "J. Doe (portal)".into(),
+                home: "/home/jdoe".into(),
+                shell: "/bin/bash".into(),
+            }),
+            when,
+        )
+        .await
+        .unwrap();
+    s.portal
+        .change(
+            &admin,
+            &Change::Link {
+                identity: IdentityKey::dn(OLD_DN).unwrap(),
+                profile: Default::default(),
+                account: jdoe.clone(),
+                approval: Approval::Immediate,
+            },
+            when,
+        )
+        .await
+        .unwrap();
+
+    // a later login sees its own link and may remove it, though the DN is not proved again;
+    // the admin's link of the same DN it neither sees nor removes
     let out = alice.post("/logout", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     s.op.lock().subject = "alice".into();
@@ -1268,7 +1303,31 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
         "not one of this session's identities: {}",
         home.body
     );
+    assert!(!home.body.contains("jdoe"), "{}", home.body);
     let csrf = alice.csrf().await;
+    let theirs = alice
+        .post(
+            "/unlink",
+            &[
+                ("csrf", &csrf),
+                ("kind", "dn"),
+                ("subject", OLD_DN),
+                ("account", "jdoe"),
+            ],
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::BAD_REQUEST, "{}", theirs.body);
+    let old_dn_line = |gridmap: &str| {
+        gridmap
+            .lines()
+            .find(|l| l.contains(OLD_DN))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        old_dn_line(&export_file(&s.portal, "grid-mapfile")).contains("jdoe"),
+        "the admin's link stays"
+    );
 
     // and unlinked by itself: the provider's DN stays
     let gone = alice
@@ -1284,8 +1343,16 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
         .await;
     assert_eq!(gone.status, StatusCode::SEE_OTHER, "{}", gone.body);
     let gridmap = export_file(&s.portal, "grid-mapfile");
-    assert!(!gridmap.contains(OLD_DN), "{gridmap}");
+    assert!(!old_dn_line(&gridmap).contains(ACCOUNT), "{gridmap}");
+    assert!(old_dn_line(&gridmap).contains("jdoe"), "{gridmap}");
     assert!(gridmap.contains("CN=Test alice A1"), "{gridmap}");
+    // linking again links the session's identities only: not the DN proved long ago
+    let again = alice
+        .post("/link", &[("csrf", &csrf), ("account", ACCOUNT)])
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    let gridmap = export_file(&s.portal, "grid-mapfile");
+    assert!(!old_dn_line(&gridmap).contains(ACCOUNT), "{gridmap}");
 
     // a proxy is refused although it verifies: it is delegated, and may be held by services
     let challenge = pre_text(&bob.get("/").await.body, "dn-challenge");

@@ -36,7 +36,7 @@ use zeroize::Zeroizing;
 
 use crate::Portal;
 use crate::model::{
-    Actor, Approval, Change, IdentityKey, IdentityProfile, StoreError, SuspensionTarget,
+    Actor, Approval, Change, IdentityKey, IdentityProfile, Link, StoreError, SuspensionTarget,
 };
 use hpccert_core::clock;
 use hpccert_core::config::TrustConfig;
@@ -487,14 +487,11 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
             ),
         );
     };
-    let identities: Vec<&IdentityKey> = user.own_identities().collect();
-    let mut links = Vec::new();
-    for identity in identities.iter().copied() {
-        match app.portal.store().links_of(identity).await {
-            Ok(mut l) => links.append(&mut l),
-            Err(e) => return store_failure(&ctx, &e),
-        }
-    }
+    let identities: Vec<&IdentityKey> = user.identities.iter().chain(user.earlier_dns()).collect();
+    let links = match visible_links(&app, user).await {
+        Ok(l) => l,
+        Err(e) => return store_failure(&ctx, &e),
+    };
     let accounts: Vec<&str> = links.iter().map(|l| l.account.as_str()).collect();
     let suspended = match app.portal.store().suspensions().await {
         Ok(all) => all
@@ -537,6 +534,21 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
         dn_challenge: dn_challenge.as_ref(),
     };
     html(StatusCode::OK, pages::home(&view, &ctx.frame()))
+}
+
+/// The links a login sees: every link of its identities, and of the DNs it knows only from
+/// earlier sessions the links it made itself.
+async fn visible_links(app: &App, user: &User) -> Result<Vec<Link>, StoreError> {
+    let store = app.portal.store();
+    let mut links = Vec::new();
+    for identity in &user.identities {
+        links.append(&mut store.links_of(identity).await?);
+    }
+    let me = user.actor_name();
+    for dn in user.earlier_dns() {
+        links.append(&mut store.links_made_by(dn, &me).await?);
+    }
+    Ok(links)
 }
 
 /// The account the site's sign-on proxy names, believed only from a trusted proxy.
@@ -920,13 +932,31 @@ async fn unlink(
         Ok(u) => u.clone(),
         Err(r) => return r,
     };
-    // only the user's own identities: the form names one, the session has it
-    let identity = user
-        .own_identities()
-        .find(|k| k.kind().as_str() == form.kind && k.subject() == form.subject)
-        .cloned();
-    let (Some(identity), Ok(account)) = (identity, AccountName::parse(form.account.trim())) else {
-        tracing::warn!(client = %ctx.client, subject = %user.subject, kind = %form.kind, account = %form.account, "unlink refused: not one of the user's identities or not an account");
+    // only the user's own links: of an identity of the session, or one this login made for a
+    // DN it knows from an earlier session
+    let named = |k: &&IdentityKey| k.kind().as_str() == form.kind && k.subject() == form.subject;
+    let account = AccountName::parse(form.account.trim()).ok();
+    let identity = match (user.identities.iter().find(named), &account) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(account)) => match user.earlier_dns().find(named) {
+            Some(k) => match app
+                .portal
+                .store()
+                .links_made_by(k, &user.actor_name())
+                .await
+            {
+                Ok(mine) => mine
+                    .iter()
+                    .any(|l| l.account == account.as_str())
+                    .then(|| k.clone()),
+                Err(e) => return store_failure(&ctx, &e),
+            },
+            None => None,
+        },
+        (None, None) => None,
+    };
+    let (Some(identity), Some(account)) = (identity, account) else {
+        tracing::warn!(client = %ctx.client, subject = %user.subject, kind = %form.kind, account = %form.account, "unlink refused: not one of the user's links or not an account");
         return error_page(
             &ctx,
             StatusCode::BAD_REQUEST,

@@ -47,9 +47,9 @@ pub struct User {
     /// certificate DN the identity provider asserted when it parses, and the DNs proved in
     /// this session by signing a challenge.
     pub identities: Vec<IdentityKey>,
-    /// Certificate DNs this login linked in an earlier session, proved then by signature: their
-    /// links are shown and may be removed, but the DN is linked to nothing new without a new
-    /// proof. Read at login.
+    /// Certificate DNs this login linked in an earlier session, proved then by signature: the
+    /// links it made for them (only those) are shown and may be removed, but the DN is linked
+    /// to nothing new without a new proof. Read at login.
     pub linked_dns: Vec<IdentityKey>,
     pub admin: bool,
 }
@@ -60,13 +60,12 @@ impl User {
         actor_name(&self.issuer, &self.subject)
     }
 
-    /// The identities whose links this login sees and may remove.
-    pub fn own_identities(&self) -> impl Iterator<Item = &IdentityKey> {
-        self.identities.iter().chain(
-            self.linked_dns
-                .iter()
-                .filter(|k| !self.identities.contains(k)),
-        )
+    /// The DNs known to this login only from its earlier links: of these, it sees and may
+    /// remove only the links it made.
+    pub fn earlier_dns(&self) -> impl Iterator<Item = &IdentityKey> {
+        self.linked_dns
+            .iter()
+            .filter(|k| !self.identities.contains(k))
     }
 }
 
