@@ -230,6 +230,9 @@ pub trait PamHandle {
     fn keep_trust(&mut self, _trust: Arc<KeptTrust>) -> Result<(), HandleError> {
         Ok(())
     }
+    /// Free the kept trust store now (after the account check: a session may hold the handle
+    /// until logout).
+    fn forget_trust(&mut self) {}
 }
 
 /// A trust store kept on a PAM handle for one transaction (auth, then account), with the
@@ -262,6 +265,11 @@ fn transaction_trust(
         && kept.source == source
         && kept.print == print
     {
+        debug(
+            h,
+            options,
+            "trust store: the one loaded earlier in this transaction (unchanged)",
+        );
         return Ok(Arc::clone(&kept.store));
     }
     let store = Arc::new(
@@ -978,7 +986,10 @@ fn account_inner(
         if (system.uid_of)(user).is_none() {
             return Err(PamError::UnknownUser(user.to_string()));
         }
-        let decision = decide_chain(h, options, &pem, user, system)?;
+        let decided = decide_chain(h, options, &pem, user, system);
+        // the last check of the transaction that needs it
+        h.forget_trust();
+        let decision = decided?;
         debug(
             h,
             options,
@@ -1161,6 +1172,9 @@ mod tests {
         fn keep_trust(&mut self, trust: Arc<KeptTrust>) -> Result<(), HandleError> {
             self.trust = Some(trust);
             Ok(())
+        }
+        fn forget_trust(&mut self) {
+            self.trust = None;
         }
     }
 
@@ -1348,17 +1362,17 @@ mod tests {
         let site = CertSite::new();
         let mut h = site.handle("alice", "good");
         assert_eq!(site.auth(&mut h), PamCode::Success, "{}", h.log_text());
-        let kept = h.trust.clone().expect("auth keeps the store on the handle");
-        assert_eq!(
-            site.acct(&mut h, false),
-            PamCode::Success,
-            "{}",
+        assert!(h.trust.is_some(), "auth keeps the store on the handle");
+        let args = site.args(false);
+        let debug = [args[0].as_c_str(), c"debug"];
+        assert_eq!(account(&mut h, &debug, &system()), PamCode::Success);
+        assert!(
+            h.log_text()
+                .contains("trust store: the one loaded earlier in this transaction"),
+            "account used the store auth loaded: {}",
             h.log_text()
         );
-        assert!(
-            Arc::ptr_eq(&kept.store, &h.trust.as_ref().unwrap().store),
-            "account used the store auth loaded"
-        );
+        assert!(h.trust.is_none(), "and freed it");
         // the directory changes between auth and account (fetch-crl): loaded again
         let certs = site.dir.path().join("certificates");
         let crl = std::fs::read_dir(&certs)

@@ -351,6 +351,10 @@ impl PamHandle for LibPam {
 
     fn data(&self, key: &str) -> Option<Secret> {
         let key = CString::new(key).ok()?;
+        if key.as_c_str() == DATA_TRUST {
+            // not a string: only `kept_trust` reads it
+            return None;
+        }
         let mut data: *const c_void = ptr::null();
         // SAFETY: the handle is live, `key` is NUL-terminated, `data` a valid out pointer.
         let rc = unsafe { pam_get_data(self.raw(), key.as_ptr(), &mut data) };
@@ -366,6 +370,13 @@ impl PamHandle for LibPam {
     fn set_data(&mut self, key: &str, value: Option<&Secret>) -> Result<(), HandleError> {
         let key =
             CString::new(key).map_err(|_| HandleError::new("pam_set_data", None, "bad key"))?;
+        if key.as_c_str() == DATA_TRUST {
+            return Err(HandleError::new(
+                "pam_set_data",
+                None,
+                "the trust store's key is not for strings",
+            ));
+        }
         let (data, cleanup): (*mut c_char, Option<CleanupFn>) = match value {
             Some(v) => (
                 SecretCString::new(v, "pam_set_data")?.into_raw(),
@@ -419,6 +430,12 @@ impl PamHandle for LibPam {
         // SAFETY: libpam did not take the pointer: reclaim it.
         drop(unsafe { Box::from_raw(data) });
         Err(self.error("pam_set_data", rc))
+    }
+
+    fn forget_trust(&mut self) {
+        // SAFETY: the handle is live and the key NUL-terminated; replacing the entry with null
+        // makes libpam run `cleanup_trust` on the kept pointer.
+        let _ = unsafe { pam_set_data(self.raw(), DATA_TRUST.as_ptr(), ptr::null_mut(), None) };
     }
 
     fn syslog(&mut self, level: LogLevel, message: &str) {

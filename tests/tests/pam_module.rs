@@ -828,6 +828,11 @@ fn certificate_chains_handed_over_by_the_application() {
         0o644,
     );
     write_mode(
+        &d.join("pam.d/hpccert-x509-debug"),
+        format!("auth required {line} debug\naccount required {line} debug\n").as_bytes(),
+        0o644,
+    );
+    write_mode(
         &d.join("pam.d/hpccert-x509-off"),
         format!(
             "auth required {m} config={dd}/x509.toml\naccount required {m} config={dd}/x509.toml\n",
@@ -937,7 +942,7 @@ fn certificate_chains_handed_over_by_the_application() {
                 "--keep-debuginfo=yes",
                 &log_arg,
             ],
-            "hpccert-x509",
+            "hpccert-x509-debug",
             user,
             chain,
         );
@@ -946,5 +951,13 @@ fn certificate_chains_handed_over_by_the_application() {
         let r: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         assert_eq!(r["auth"].as_i64(), Some(auth), "{r}");
+        if auth == SUCCESS {
+            // account used the store auth kept on the handle (then freed it)
+            let log = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                log.contains("trust store: the one loaded earlier in this transaction"),
+                "{log}"
+            );
+        }
     }
 }
