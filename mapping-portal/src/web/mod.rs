@@ -720,7 +720,6 @@ async fn callback(
             eppn: identity.eppn.clone(),
         },
         idp_name: identity.idp_name.clone(),
-        cert_dn: identity.cert_dn.clone(),
         identities: login_identities(&identity),
         linked_dns,
         admin,
@@ -932,29 +931,21 @@ async fn unlink(
         Ok(u) => u.clone(),
         Err(r) => return r,
     };
-    // only the user's own links: of an identity of the session, or one this login made for a
-    // DN it knows from an earlier session
-    let named = |k: &&IdentityKey| k.kind().as_str() == form.kind && k.subject() == form.subject;
-    let account = AccountName::parse(form.account.trim()).ok();
-    let identity = match (user.identities.iter().find(named), &account) {
-        (Some(k), _) => Some(k.clone()),
-        (None, Some(account)) => match user.earlier_dns().find(named) {
-            Some(k) => match app
-                .portal
-                .store()
-                .links_made_by(k, &user.actor_name())
-                .await
-            {
-                Ok(mine) => mine
-                    .iter()
-                    .any(|l| l.account == account.as_str())
-                    .then(|| k.clone()),
-                Err(e) => return store_failure(&ctx, &e),
-            },
-            None => None,
-        },
-        (None, None) => None,
+    // only the user's own links: those its start page shows
+    let mine = match visible_links(&app, &user).await {
+        Ok(l) => l,
+        Err(e) => return store_failure(&ctx, &e),
     };
+    let account = AccountName::parse(form.account.trim()).ok();
+    let identity = account.as_ref().and_then(|account| {
+        mine.iter()
+            .find(|l| {
+                l.identity.kind().as_str() == form.kind
+                    && l.identity.subject() == form.subject
+                    && l.account == account.as_str()
+            })
+            .map(|l| l.identity.clone())
+    });
     let (Some(identity), Some(account)) = (identity, account) else {
         tracing::warn!(client = %ctx.client, subject = %user.subject, kind = %form.kind, account = %form.account, "unlink refused: not one of the user's links or not an account");
         return error_page(

@@ -41,8 +41,6 @@ pub struct User {
     pub profile: IdentityProfile,
     /// `idp_name` (the institution), shown only.
     pub idp_name: Option<String>,
-    /// `cert_subject_dn`, in the identity provider's (OpenSSL one-line) form.
-    pub cert_dn: Option<String>,
     /// The identities this login may link: the token identity (issuer, subject), the
     /// certificate DN the identity provider asserted when it parses, and the DNs proved in
     /// this session by signing a challenge.
@@ -280,7 +278,6 @@ mod tests {
             subject: "alice".into(),
             profile: IdentityProfile::default(),
             idp_name: None,
-            cert_dn: None,
             identities: vec![],
             linked_dns: vec![],
             admin: false,
