@@ -585,11 +585,14 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
             _ => nss_body(&p.old),
         };
         let (added, removed) = line_changes(&old_body, &p.new);
-        let unchanged = match &p.kind {
-            Kind::Plain => p.old == p.new,
-            Kind::NssPasswd(e) => p.old == nsscache::render_passwd(e),
-            Kind::NssGroup(e) => p.old == nsscache::render_group(e),
-        };
+        // a file that does not exist yet is written even when it would be empty: the node's
+        // services refuse to start on a configured file that is missing
+        let unchanged = p.path.exists()
+            && match &p.kind {
+                Kind::Plain => p.old == p.new,
+                Kind::NssPasswd(e) => p.old == nsscache::render_passwd(e),
+                Kind::NssGroup(e) => p.old == nsscache::render_group(e),
+            };
         if unchanged {
             summary.push(format!("  {}: unchanged ({})", p.label, p.path.display()));
             continue;

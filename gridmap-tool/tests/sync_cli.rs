@@ -263,6 +263,60 @@ fn first_sync_installs_every_file_and_explain_uses_them() {
     assert!(stdout(&o).contains("suspended"), "{}", stdout(&o));
 }
 
+/// A new portal exports empty lists: a node's first sync must still create every file, or
+/// sshd-gsi (whose config names them) refuses to start on a missing token map.
+#[test]
+fn first_sync_of_an_empty_portal_creates_every_file() {
+    let portal = Portal::start();
+    let empty = Files {
+        grid_mapfile: String::new(),
+        token_mapfile: String::new(),
+        suspended: String::new(),
+        nss_passwd: String::new(),
+        nss_group: String::new(),
+    };
+    portal.serve(bundle(1, empty));
+    let site = Site::new();
+    let o = site.sync(&portal, &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    for f in [
+        "suspended",
+        "token-mapfile",
+        "grid-mapfile",
+        "nss/passwd",
+        "nss/group",
+    ] {
+        assert!(
+            site.dir.join(f).is_file(),
+            "{f} not created: {}",
+            stdout(&o)
+        );
+    }
+    assert_eq!(site.read("token-mapfile"), "");
+    // and the next bundle with the same (empty) files rewrites nothing
+    let before = site.snapshot();
+    portal.serve(bundle(
+        2,
+        Files {
+            grid_mapfile: String::new(),
+            token_mapfile: String::new(),
+            suspended: String::new(),
+            nss_passwd: String::new(),
+            nss_group: String::new(),
+        },
+    ));
+    let o = site.sync(&portal, &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("token-mapfile: unchanged"),
+        "{}",
+        stdout(&o)
+    );
+    let after = site.snapshot();
+    let tm = site.dir.join("token-mapfile");
+    assert_eq!(after[&tm], before[&tm]);
+}
+
 #[test]
 fn same_etag_is_304_and_rewrites_nothing_then_a_new_bundle_installs() {
     let portal = Portal::start();

@@ -25,12 +25,19 @@ pub struct Cli {
     /// The config file.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG, conflicts_with = "dev")]
     pub config: PathBuf,
-    /// Development mode: an SQLite database in a temporary directory, a generated export
-    /// token, 127.0.0.1; prints the URLs and the token. The OpenID provider comes from the
-    /// environment in this mode (HPCCERT_PORTAL_ISSUER, HPCCERT_PORTAL_CLIENT_ID,
-    /// HPCCERT_PORTAL_CLIENT_SECRET); without them the pages say that login is not configured.
+    /// Development mode, on a loopback address only: an SQLite database, the export and a
+    /// generated export token in a temporary (or the --state-dir) directory; a built-in dev
+    /// OpenID provider (dev researchers picked on a page; ID and access tokens, JWKS, and a dev
+    /// CA with a certificate for each researcher), unless HPCCERT_PORTAL_ISSUER,
+    /// HPCCERT_PORTAL_CLIENT_ID (and HPCCERT_PORTAL_CLIENT_SECRET) name a provider; the
+    /// account proof accepts only the current user's account with a generated dev password (no
+    /// PAM). Prints where everything is.
     #[arg(long)]
     pub dev: bool,
+    /// Keep --dev's state here (database, export, token, dev provider's keys and
+    /// certificates) instead of a temporary directory removed at exit.
+    #[arg(long, value_name = "DIR", requires = "dev")]
+    pub state_dir: Option<PathBuf>,
     /// Listen here instead of `[portal] listen` (in --dev: a free port on 127.0.0.1).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,

@@ -19,8 +19,9 @@ use hpccert_core::config::{
 use hpccert_core::dn::DistinguishedName;
 use mapping_portal::model::Approval;
 use mapping_portal::store::Store;
+use mapping_portal::web::devidp::{self, DevIdp};
 use mapping_portal::web::oidc::{Oidc, OidcSettings};
-use mapping_portal::web::{App, Proof, WebSettings};
+use mapping_portal::web::{App, DevAccount, Proof, WebSettings};
 use mapping_portal::{ExportToken, Portal, PortalSettings};
 
 /// The default SQLite database when `[portal] database` is not set.
@@ -68,6 +69,45 @@ struct Setup {
     web: PortalConfig,
     /// `[trust]`, for `[portal] certificate_dns`.
     trust: TrustConfig,
+    /// `--dev`: its state directory and what it embeds.
+    dev: Option<DevState>,
+}
+
+/// What `--dev` keeps in its state directory.
+struct DevState {
+    dir: PathBuf,
+    /// The file holding the export token (0600), for `gridmap-tool sync --token-file`.
+    export_token_file: PathBuf,
+    /// The embedded dev identity provider, unless the environment names a provider.
+    embedded_idp: bool,
+    accounts: Vec<DevAccount>,
+}
+
+/// A secret of `len` hex digits (at most 64) kept in `path` (0600): read when it exists,
+/// else made and written.
+fn kept_secret(path: &std::path::Path, len: usize) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let text = text.trim().to_string();
+        if !text.is_empty() {
+            return Ok(text);
+        }
+    }
+    let secret: String = random_token()?.chars().take(len).collect();
+    std::fs::write(path, format!("{secret}\n")).with_context(|| path.display().to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| path.display().to_string())?;
+    Ok(secret)
+}
+
+/// The account running the portal: the dev account of `--dev`.
+fn current_account() -> anyhow::Result<String> {
+    let uid = nix::unistd::geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => Ok(user.name),
+        Ok(None) => bail!("the current user (uid {uid}) has no account name"),
+        Err(e) => bail!("looking up the current user (uid {uid}): {e}"),
+    }
 }
 
 /// `[portal] export_client_dns`, parsed.
@@ -103,20 +143,34 @@ fn dev_oidc_from_env() -> Option<PortalOidcConfig> {
 
 fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result<Setup> {
     if args.dev {
-        let dir = tempfile::Builder::new()
-            .prefix("mapping-portal-dev.")
-            .tempdir()
-            .context("temporary directory")?;
-        let database = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("portal.db").display()
-        );
-        let export_dir = dir.path().join("export");
-        std::fs::create_dir(&export_dir).context("export directory")?;
-        let token = random_token()?;
+        let dir = match &args.state_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| d.display().to_string())?;
+                d.clone()
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("mapping-portal-dev.")
+                    .tempdir()
+                    .context("temporary directory")?;
+                let path = t.path().to_path_buf();
+                *dev_dir = Some(t);
+                path
+            }
+        };
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| dir.display().to_string())?;
+        }
+        let database = format!("sqlite://{}?mode=rwc", dir.join("portal.db").display());
+        let export_dir = dir.join("export");
+        std::fs::create_dir_all(&export_dir).context("export directory")?;
+        let export_token_file = dir.join("export-token");
+        let token = kept_secret(&export_token_file, 64)?;
         let listen = args.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
-        *dev_dir = Some(dir);
-        // the defaults of an empty [portal] section, with the provider from the environment
+        // the defaults of an empty [portal] section; the provider from the environment, or
+        // the embedded dev provider (set up once the address is known)
         let mut web: PortalConfig = toml::from_str("").context("default [portal]")?;
         web.oidc = dev_oidc_from_env();
         if let (Some(oidc), Ok(subject)) =
@@ -127,6 +181,18 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
                 subject,
             });
         }
+        let account = current_account()?;
+        // short enough to type
+        let password = kept_secret(&dir.join("dev-account-password"), 12)?;
+        let dev = DevState {
+            dir,
+            export_token_file,
+            embedded_idp: web.oidc.is_none(),
+            accounts: vec![DevAccount {
+                name: account,
+                password,
+            }],
+        };
         return Ok(Setup {
             database,
             listen,
@@ -136,6 +202,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
             tls: None,
             web,
             trust: TrustConfig::default(),
+            dev: Some(dev),
         });
     }
     let config = Config::load(&args.config)?;
@@ -162,7 +229,73 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
         tls,
         web: portal,
         trust: config.trust,
+        dev: None,
     })
+}
+
+/// What `--dev` prints: where everything is and how to use it.
+fn dev_instructions(dev: &DevState, url: &str, idp: Option<&DevIdp>, setup: &Setup) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let d = dev.dir.display();
+    let _ = writeln!(out, "mapping-portal --dev (development only): state in {d}");
+    let _ = writeln!(out, "  pages:    {url}/");
+    match idp {
+        Some(idp) => {
+            let _ = writeln!(
+                out,
+                "  login:    the dev identity provider {} (pick a dev researcher: {})",
+                idp.issuer(),
+                devidp::RESEARCHERS
+                    .iter()
+                    .map(|r| if r.admin {
+                        format!("{} (admin)", r.login)
+                    } else {
+                        r.login.to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let f = idp.files();
+            let _ = writeln!(
+                out,
+                "            its keys {}, its CA {}, the researchers' certificates in {}",
+                f.jwks.display(),
+                f.ca_dir.display(),
+                f.certificates.display()
+            );
+            let _ = writeln!(
+                out,
+                "            an access token (audience {}): curl -s {}/access-token/ada",
+                devidp::DEV_AUDIENCE,
+                idp.issuer()
+            );
+        }
+        None => {
+            let issuer = setup.web.oidc.as_ref().map_or("", |o| o.issuer.as_str());
+            let _ = writeln!(
+                out,
+                "  login:    the provider {issuer} (HPCCERT_PORTAL_ISSUER)"
+            );
+        }
+    }
+    for a in &dev.accounts {
+        let _ = writeln!(
+            out,
+            "  account:  {} with the dev password {} (the account proof of --dev; no PAM)",
+            a.name, a.password
+        );
+    }
+    if let Some(dir) = &setup.export_dir {
+        let _ = writeln!(out, "  export:   installed in {}", dir.display());
+    }
+    let _ = writeln!(
+        out,
+        "  sync:     gridmap-tool sync --from {url}/export/v1/bundle --token-file {} --dir DIR",
+        dev.export_token_file.display()
+    );
+    let _ = writeln!(out, "  health:   curl {url}/healthz");
+    out
 }
 
 /// Whether `url` is https://, or http:// to a loopback address (tests, --dev).
@@ -255,6 +388,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", setup.listen))?;
     let local = listener.local_addr().context("local address")?;
+    if setup.dev.is_some() && !local.ip().is_loopback() {
+        bail!(
+            "--dev serves on a loopback address only (its identity provider lets anyone be anyone), not {local}"
+        );
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = setup
         .url
@@ -273,7 +411,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await
     .context("publishing the export")?;
-    let web = &setup.web;
+    let mut web = setup.web.clone();
+    let idp = match &setup.dev {
+        Some(dev) if dev.embedded_idp => {
+            let idp = DevIdp::open(&url, &dev.dir.join("dev-idp"), clock::now())
+                .map_err(|e| anyhow::anyhow!("the dev identity provider: {e}"))?;
+            web.oidc = Some(PortalOidcConfig {
+                issuer: idp.issuer().to_string(),
+                client_id: devidp::CLIENT_ID.to_string(),
+                client_secret: None,
+                client_secret_file: None,
+                scopes: ["openid", "email", "profile", "org.cilogon.userinfo"]
+                    .map(String::from)
+                    .to_vec(),
+            });
+            for who in devidp::RESEARCHERS.iter().filter(|r| r.admin) {
+                web.admins.push(PortalAdmin {
+                    issuer: idp.issuer().to_string(),
+                    subject: who.subject.to_string(),
+                });
+            }
+            Some(Arc::new(idp))
+        }
+        _ => None,
+    };
+    let web = &web;
     let oidc = match &web.oidc {
         Some(o) => Some(Oidc::new(oidc_settings(o, &url)?).context("[portal.oidc]")?),
         None => {
@@ -281,11 +443,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             None
         }
     };
-    let proof = match web.proof {
-        PortalProof::Pam => Proof::Pam {
+    let proof = match (&setup.dev, web.proof) {
+        (Some(dev), _) => Proof::Dev {
+            accounts: dev.accounts.clone(),
+        },
+        (None, PortalProof::Pam) => Proof::Pam {
             service: web.pam_service.clone(),
         },
-        PortalProof::Header => {
+        (None, PortalProof::Header) => {
             if web.trusted_proxies.is_empty() {
                 bail!(
                     "[portal] proof = \"header\" needs trusted_proxies (the sign-on proxy's addresses)"
@@ -331,21 +496,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .map(|a| (a.issuer.clone(), a.subject.clone()))
                 .collect(),
             certificate_dns: web.certificate_dns.then(|| setup.trust.clone()),
+            dev: setup.dev.is_some(),
         },
     );
     tracing::info!(%local, %url, serial = portal.current().serial, "listening");
-    if args.dev {
-        let token = export_tokens
-            .first()
-            .map(ExportToken::expose)
-            .unwrap_or_default();
-        println!("mapping-portal --dev: database {}", setup.database);
-        println!("  pages: {url}/");
-        if let Some(dir) = &setup.export_dir {
-            println!("  export installed in {}", dir.display());
-        }
-        println!("  export: curl -H 'Authorization: Bearer {token}' {url}/export/v1/bundle");
-        println!("  health: curl {url}/healthz");
+    if let Some(dev) = &setup.dev {
+        print!("{}", dev_instructions(dev, &url, idp.as_deref(), &setup));
     }
     let shutdown = async {
         let term = async {
@@ -364,7 +520,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("stopping");
         hpccert_core::notify::stopping();
     };
-    let router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
+    let mut router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
+    if let Some(idp) = idp {
+        router = router.merge(devidp::router(idp));
+    }
     hpccert_core::notify::ready();
     match tls {
         Some(tls) => {

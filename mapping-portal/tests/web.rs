@@ -327,6 +327,7 @@ async fn setup_with(
             min_uid: 1000,
             admins: vec![(issuer.clone(), "admin".into())],
             certificate_dns,
+            dev: false,
         },
     );
     let router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
@@ -955,6 +956,7 @@ async fn https_with_secure_host_cookies_and_hsts() {
             min_uid: 1000,
             admins: vec![],
             certificate_dns: None,
+            dev: false,
         },
     );
     let router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));

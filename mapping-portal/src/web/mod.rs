@@ -12,6 +12,7 @@
 // would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod devidp;
 pub mod dnproof;
 pub mod oidc;
 pub mod pages;
@@ -49,8 +50,25 @@ use session::{Session, Sessions, User};
 /// How a local account is proved.
 #[derive(Debug, Clone)]
 pub enum Proof {
-    Pam { service: String },
-    Header { name: HeaderName },
+    Pam {
+        service: String,
+    },
+    Header {
+        name: HeaderName,
+    },
+    /// `--dev` only: the dev accounts and their passwords (no PAM), stated on the page. The
+    /// accounts need not exist on this host and may be below `min_uid` (the demo links the
+    /// account running it).
+    Dev {
+        accounts: Vec<DevAccount>,
+    },
+}
+
+/// A dev account of [`Proof::Dev`].
+#[derive(Debug, Clone)]
+pub struct DevAccount {
+    pub name: String,
+    pub password: String,
 }
 
 /// The web side's settings.
@@ -67,6 +85,8 @@ pub struct WebSettings {
     /// Users may prove a certificate DN by signing a challenge, its chain checked against
     /// this trust configuration (`[portal] certificate_dns`); `None`: they may not.
     pub certificate_dns: Option<TrustConfig>,
+    /// `--dev`: every page says so.
+    pub dev: bool,
 }
 
 impl WebSettings {
@@ -176,6 +196,8 @@ async fn security_headers(State(app): State<Arc<App>>, request: Request, next: N
 
 /// What a handler knows about the request.
 struct Ctx {
+    /// The portal runs in `--dev`.
+    dev: bool,
     client: IpAddr,
     session_id: Option<String>,
     session: Option<Session>,
@@ -189,6 +211,7 @@ impl Ctx {
     fn frame(&self) -> Frame<'_> {
         let user = self.user();
         Frame {
+            dev: self.dev,
             user,
             csrf: user.and(self.session.as_ref().map(|s| s.csrf.as_str())),
             flash: self.session.as_ref().and_then(|s| s.flash.as_deref()),
@@ -313,6 +336,7 @@ fn context(app: &App, peer: IpAddr, headers: &HeaderMap) -> Ctx {
         app.sessions.update(id, now, |s| s.flash = None);
     }
     Ctx {
+        dev: app.settings.dev,
         client,
         session_id: session.as_ref().and(session_id),
         session,
@@ -504,8 +528,12 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
         Err(e) => return store_failure(&ctx, &e),
     };
     let proof_by_header = match &app.settings.proof {
-        Proof::Pam { .. } => None,
+        Proof::Pam { .. } | Proof::Dev { .. } => None,
         Proof::Header { name } => Some(header_account(&app, peer, &headers, name)),
+    };
+    let dev_accounts = match &app.settings.proof {
+        Proof::Dev { accounts } => Some(accounts.as_slice()),
+        Proof::Pam { .. } | Proof::Header { .. } => None,
     };
     let dn_challenge = match (&app.settings.certificate_dns, &ctx.session_id) {
         (Some(_), Some(id)) => app.sessions.dn_challenge(id, Instant::now(), || {
@@ -532,6 +560,7 @@ async fn home(State(app): State<Arc<App>>, Visit { ctx, peer, headers }: Visit) 
         proof_by_header,
         approval_needed: app.settings.approval == Approval::AwaitAdmin,
         dn_challenge: dn_challenge.as_ref(),
+        dev_accounts,
     };
     html(StatusCode::OK, pages::home(&view, &ctx.frame()))
 }
@@ -814,6 +843,14 @@ async fn link(
                 Err(ProofError::Refused(form.account.clone()))
             }
         },
+        Proof::Dev { accounts } => prove_dev_account(
+            &app,
+            &ctx,
+            &who,
+            accounts,
+            form.account.trim(),
+            &form.password,
+        ),
         Proof::Pam { service } => {
             prove_with_pam(
                 &app,
@@ -899,6 +936,35 @@ async fn prove_with_pam(
         app.limiter.succeeded(&keys, started);
     }
     result.map(|()| account)
+}
+
+/// `--dev`: the account is one of the dev accounts and the password its dev password; rate
+/// limited as the PAM proof is.
+fn prove_dev_account(
+    app: &App,
+    ctx: &Ctx,
+    who: &str,
+    accounts: &[DevAccount],
+    name: &str,
+    password: &str,
+) -> Result<AccountName, ProofError> {
+    let account = AccountName::parse(name).map_err(|_| ProofError::BadName(name.to_string()))?;
+    let keys = proof::attempt_keys(account.as_str(), who, ctx.client);
+    let started = Instant::now();
+    app.limiter.begin(&keys, started)?;
+    // memcmp::eq compares equal lengths only (and panics otherwise)
+    let right = accounts.iter().any(|a| {
+        a.name == name
+            && !password.is_empty()
+            && a.password.len() == password.len()
+            && openssl::memcmp::eq(a.password.as_bytes(), password.as_bytes())
+    });
+    if right {
+        app.limiter.succeeded(&keys, started);
+        Ok(account)
+    } else {
+        Err(ProofError::Refused(name.to_string()))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1303,6 +1369,7 @@ mod tests {
             min_uid: 1000,
             admins: vec![],
             certificate_dns: None,
+            dev: false,
         }
     }
 

@@ -14,6 +14,8 @@ pub const STYLESHEET: &str = include_str!("portal.css");
 /// What every page shows in its header.
 #[derive(Debug)]
 pub struct Frame<'a> {
+    /// `mapping-portal --dev`: a banner says so.
+    pub dev: bool,
     pub user: Option<&'a User>,
     pub csrf: Option<&'a str>,
     pub flash: Option<&'a str>,
@@ -44,6 +46,13 @@ pub fn layout(title: &str, frame: &Frame<'_>, body: Markup) -> Markup {
                                 }
                             }
                         }
+                    }
+                }
+                @if frame.dev {
+                    p.devmode role="note" {
+                        strong { "Development mode." }
+                        " mapping-portal --dev: a temporary or dev database, the built-in dev "
+                        "identity provider and dev accounts. Never use it for a real site."
                     }
                 }
                 main #main {
@@ -119,6 +128,8 @@ pub struct HomeView<'a> {
     pub approval_needed: bool,
     /// The challenge to sign, when users may prove a certificate DN.
     pub dn_challenge: Option<&'a Challenge>,
+    /// `--dev`: the dev accounts that the account proof accepts, shown on the page.
+    pub dev_accounts: Option<&'a [super::DevAccount]>,
 }
 
 fn identity_text(link_kind: IdentityKind, issuer: &str, subject: &str) -> Markup {
@@ -211,6 +222,17 @@ pub fn home(view: &HomeView<'_>, frame: &Frame<'_>) -> Markup {
                         input #password type="password" name="password" required autocomplete="current-password";
                         p.hint { "The password is checked once and never stored." }
                         button type="submit" { "Prove and link" }
+                    }
+                    @if let Some(accounts) = view.dev_accounts {
+                        p.devmode #dev-accounts {
+                            "Development mode: the proof asks no PAM; it accepts only these dev "
+                            "accounts: "
+                            @for (i, a) in accounts.iter().enumerate() {
+                                @if i > 0 { ", " }
+                                code.dev-account { (a.name) } " (password " code.dev-password { (a.password) } ")"
+                            }
+                            "."
+                        }
                     }
                 }
             }
