@@ -26,30 +26,22 @@ die() {
 # The first ```sh block after "## Two commands": its command lines, comments dropped. A line
 # ending in "\" continues.
 commands() {
-    python3 - "$ROOT/README.md" <<'EOF'
-import re, sys
-text = open(sys.argv[1]).read()
-m = re.search(r"^## Two commands\n(.*?)(?=^## )", text, re.S | re.M)
-if not m:
-    sys.exit("README.md has no '## Two commands' section")
-block = re.search(r"```sh\n(.*?)```", m.group(1), re.S)
-if not block:
-    sys.exit("README.md's '## Two commands' section has no ```sh block")
-cmds, cur = [], ""
-for line in block.group(1).splitlines():
-    s = line.strip()
-    if not s or s.startswith("#"):
-        continue
-    cur += s
-    if cur.endswith("\\"):
-        cur = cur[:-1] + " "
-        continue
-    cmds.append(cur)
-    cur = ""
-if len(cmds) != 2:
-    sys.exit(f"README.md's '## Two commands' block has {len(cmds)} commands, not 2: {cmds}")
-print("\n".join(cmds))
-EOF
+    awk '
+        /^## / { in_section = ($0 == "## Two commands"); next }
+        in_section && !in_block && /^```sh$/ { in_block = 1; seen = 1; next }
+        in_block && /^```/ { in_block = 0; in_section = 0; next }
+        in_block {
+            line = $0
+            sub(/^[ \t]+/, "", line); sub(/[ \t]+$/, "", line)
+            if (line == "" || line ~ /^#/) next
+            if (line ~ /\\$/) { cur = cur substr(line, 1, length(line) - 1) " "; next }
+            print cur line; cur = ""; n++
+        }
+        END {
+            if (!seen) { print "README.md has no ```sh block in a \"## Two commands\" section" > "/dev/stderr"; exit 1 }
+            if (n != 2) { print "README.md: the \"## Two commands\" block has " n " commands, not 2" > "/dev/stderr"; exit 1 }
+        }
+    ' "$ROOT/README.md"
 }
 
 all=$(commands) || die "cannot read the commands from README.md"
@@ -81,9 +73,15 @@ trap cleanup EXIT
 # without target/, .patched/ or any other ignored state.
 clone=$work/clone
 mkdir -p "$clone"
-git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
-    tar -C "$ROOT" --null -T - -cf - | tar -C "$clone" -xf -
+if command -v git >/dev/null 2>&1 && git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+    git ls-files -z --cached --others --exclude-standard |
+        while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+        tar -C "$ROOT" --null -T - -cf - | tar -C "$clone" -xf -
+else
+    # not a git checkout (a tarball): everything but build state
+    tar -C "$ROOT" --exclude=./target --exclude=./.patched --exclude=./.venv-e2e -cf - . |
+        tar -C "$clone" -xf -
+fi
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 # a fresh dev state, as on a new machine (the dev server keeps it under XDG_STATE_HOME)
