@@ -358,6 +358,77 @@ pub struct SshdConfig {
     pub pam_service: String,
     /// The PAM helper program (default: `sshd-gsi-pam-helper` beside `sshd-gsi`).
     pub pam_helper: Option<PathBuf>,
+    /// Session channels (shell, exec, subsystem) open at once on one connection, as sshd's
+    /// `MaxSessions` (default 10; 0 refuses every session, as sshd's `MaxSessions 0`).
+    pub max_sessions: usize,
+}
+
+/// Environment variables no client may set, whatever `[sshd] accept_env` says: the identity
+/// the server hands the session (`HPCCERT_*`, `SSH_*`, the account's own), the dynamic loader's
+/// and libc's (`LD_*`, `GCONV_PATH`, ...), shells' startup hooks (`ENV`, `BASH_ENV`, `IFS`) and
+/// the credentials' locations (`X509_*`, `BEARER_TOKEN*`, `KRB5CCNAME`).
+pub const PROTECTED_ENV_PREFIXES: &[&str] = &[
+    "HPCCERT_",
+    "LD_",
+    "SSH_",
+    "X509_",
+    "BEARER_TOKEN",
+    "MALLOC_",
+    "GLIBC_",
+];
+/// Names no client may set (see [`PROTECTED_ENV_PREFIXES`]).
+pub const PROTECTED_ENV_NAMES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "MAIL",
+    "TERM",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "KRB5CCNAME",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TMPDIR",
+    "TZDIR",
+    "XDG_RUNTIME_DIR",
+];
+
+/// Whether a client may never set `name` (see [`PROTECTED_ENV_PREFIXES`]).
+pub fn env_protected(name: &str) -> bool {
+    PROTECTED_ENV_NAMES.contains(&name)
+        || PROTECTED_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// A protected name (or prefix, ending in `*`) that the `accept_env` pattern would admit.
+pub fn pattern_admits_protected(pattern: &str) -> Option<String> {
+    match pattern.strip_suffix('*') {
+        // a prefix pattern admits a protected name or prefix that starts with it, and every
+        // name of a protected prefix it starts with
+        Some(prefix) => PROTECTED_ENV_NAMES
+            .iter()
+            .find(|n| n.starts_with(prefix))
+            .map(|n| (*n).to_string())
+            .or_else(|| {
+                PROTECTED_ENV_PREFIXES
+                    .iter()
+                    .find(|p| p.starts_with(prefix) || prefix.starts_with(*p))
+                    .map(|p| format!("{p}*"))
+            }),
+        None => env_protected(pattern).then(|| pattern.to_string()),
+    }
 }
 
 impl Default for SshdConfig {
@@ -384,12 +455,20 @@ impl Default for SshdConfig {
             use_pam: true,
             pam_service: "sshd-gsi".into(),
             pam_helper: None,
+            max_sessions: 10,
         }
     }
 }
 
 impl SshdConfig {
     fn check(&self) -> Result<(), String> {
+        for pattern in &self.accept_env {
+            if let Some(name) = pattern_admits_protected(pattern) {
+                return Err(format!(
+                    "[sshd] accept_env: {pattern:?} would let clients set {name}, which only the server sets (identity, loader and shell variables are never taken from a client)"
+                ));
+            }
+        }
         for a in &self.x509_algorithms {
             if !KNOWN_X509_ALGORITHMS.contains(&a.as_str()) {
                 return Err(format!(
@@ -780,7 +859,22 @@ impl Config {
                 "[trust] ca_dir and ca_bundle are exclusive: give one".into(),
             ));
         }
-        config.sshd.check().map_err(invalid)?;
+        config.sshd.check().map_err(|message| {
+            // name the line of the key the message is about, when it can be found
+            let key = message
+                .strip_prefix("[sshd] ")
+                .and_then(|m| m.split(':').next())
+                .unwrap_or("");
+            let line = (!key.is_empty())
+                .then(|| {
+                    text.lines()
+                        .position(|l| l.trim_start().starts_with(key))
+                        .map(|n| format!("line {}: ", n + 1))
+                })
+                .flatten()
+                .unwrap_or_default();
+            invalid(format!("{line}{message}"))
+        })?;
         for (i, issuer) in config.issuers.iter().enumerate() {
             issuer.check().map_err(invalid)?;
             if config.issuers[..i]
@@ -831,6 +925,51 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn accept_env_patterns_that_admit_identity_or_loader_variables_are_refused_with_the_line() {
+        for (pattern, names) in [
+            ("*", "PATH"),
+            ("HPCCERT_*", "HPCCERT_*"),
+            ("HPCCERT_IDENTITY", "HPCCERT_IDENTITY"),
+            ("LD_PRELOAD", "LD_PRELOAD"),
+            ("L*", "LOGNAME"),
+            ("LD*", "LD_*"),
+            ("PATH", "PATH"),
+            ("SSH_ORIGINAL_COMMAND", "SSH_ORIGINAL_COMMAND"),
+            ("BASH_ENV", "BASH_ENV"),
+        ] {
+            let text = format!(
+                "version = 1\n[sshd]\nlisten = [\"127.0.0.1:2222\"]\naccept_env = [\"LANG\", \"{pattern}\"]\n"
+            );
+            let e = Config::parse(&text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("line 4: [sshd] accept_env"), "{pattern}: {e}");
+            assert!(e.contains(&format!("{pattern:?}")), "{pattern}: {e}");
+            assert!(e.contains(names), "{pattern}: {e}");
+        }
+        // the shipped default and ordinary locale and editor variables are fine
+        for ok in ["LANG", "LC_*", "EDITOR", "COLORTERM", "GIT_*"] {
+            let text = format!("version = 1\n[sshd]\naccept_env = [\"{ok}\"]\n");
+            assert!(Config::parse(&text, Path::new("t.toml")).is_ok(), "{ok}");
+        }
+        assert!(env_protected("HPCCERT_DN"));
+        assert!(env_protected("LD_LIBRARY_PATH"));
+        assert!(!env_protected("LANG"));
+    }
+
+    #[test]
+    fn max_sessions_defaults_to_sshds_ten() {
+        let c = Config::parse("version = 1\n", Path::new("t.toml")).unwrap();
+        assert_eq!(c.sshd.max_sessions, 10);
+        let c = Config::parse(
+            "version = 1\n[sshd]\nmax_sessions = 2\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.sshd.max_sessions, 2);
+    }
 
     #[test]
     fn database_passwords_are_redacted_in_debug_output() {

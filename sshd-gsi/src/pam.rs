@@ -63,6 +63,21 @@ pub fn helper_path(configured: Option<&Path>) -> Result<PathBuf, String> {
         })
 }
 
+/// Pass a client's `signal` request to a session's PAM helper (`pid`, not yet reaped by the
+/// caller), which passes it on to the session's process group while that is not reaped;
+/// SIGKILL, which the helper could not catch, travels as [`crate::pam_proto::kill_carrier`].
+pub fn signal_helper(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
+    let number = if sig == nix::sys::signal::Signal::SIGKILL {
+        crate::pam_proto::kill_carrier()
+    } else {
+        sig as libc::c_int
+    };
+    // SAFETY: kill has no memory effects; `pid` is the caller's unreaped child.
+    unsafe {
+        libc::kill(pid.as_raw(), number);
+    }
+}
+
 /// How long the account stack may take before the login is refused.
 const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long opening a session may take (pam_mkhomedir, pam_systemd) before it fails.

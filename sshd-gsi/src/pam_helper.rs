@@ -250,15 +250,26 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
 fn forwarded_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::Signal::*;
     let mut set = nix::sys::signal::SigSet::empty();
+    // every signal of RFC 4254 6.9 a client may send, and SIGCHLD (the session's end); the
+    // fault signals can be blocked and waited for when another process sends them
     for s in [
         SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE, SIGCONT,
+        SIGABRT, SIGFPE, SIGILL, SIGSEGV,
     ] {
         set.add(s);
     }
-    set
+    let mut raw = *set.as_ref();
+    // SAFETY: sigaddset writes into the local, initialised sigset_t; the signal number is
+    // SIGRTMIN, valid on Linux.
+    unsafe {
+        libc::sigaddset(&mut raw, crate::pam_proto::kill_carrier());
+        nix::sys::signal::SigSet::from_sigset_t_unchecked(raw)
+    }
 }
 
-/// Wait for the session process, passing every other signal on to its process group.
+/// Wait for the session process, passing every other signal on to its process group. Only
+/// this helper, its parent, signals the group, and only until it has reaped the session
+/// process: a signal can never reach a process group that a recycled pid now leads.
 fn wait_forwarding(
     pid: nix::unistd::Pid,
     signals: &nix::sys::signal::SigSet,
@@ -271,11 +282,19 @@ fn wait_forwarding(
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return WaitStatus::Exited(pid, 255),
         }
-        match signals.wait() {
-            Ok(nix::sys::signal::Signal::SIGCHLD) | Err(_) => {}
-            Ok(sig) => {
-                let _ = nix::sys::signal::killpg(pid, sig);
-            }
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait reads the initialised set and writes one int into `sig`.
+        if unsafe { libc::sigwait(signals.as_ref(), &mut sig) } != 0 || sig == libc::SIGCHLD {
+            continue;
+        }
+        let sig = if sig == crate::pam_proto::kill_carrier() {
+            libc::SIGKILL
+        } else {
+            sig
+        };
+        // SAFETY: killpg has no memory effects; the group is the session's, not yet reaped.
+        unsafe {
+            libc::killpg(pid.as_raw(), sig);
         }
     }
 }

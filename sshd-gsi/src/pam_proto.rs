@@ -6,6 +6,13 @@ use std::os::unix::net::UnixStream;
 
 use serde::{Deserialize, Serialize};
 
+/// The real-time signal the server sends a session's PAM helper to mean SIGKILL (which cannot
+/// be caught and passed on): the helper kills the session's process group itself, then still
+/// closes the PAM session. Every other signal is sent to the helper as it is and passed on.
+pub fn kill_carrier() -> libc::c_int {
+    libc::SIGRTMIN()
+}
+
 /// Send one answer line to the server (`ok`, `error TEXT`, `log LEVEL TEXT`); control
 /// characters become spaces, so no text (a PAM module's message) can forge another line.
 pub fn send_line(sock: &UnixStream, line: &str) {

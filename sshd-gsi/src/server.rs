@@ -201,17 +201,11 @@ pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
     let mut listeners = Vec::new();
     for addr in &listen {
         let addr: SocketAddr = addr.parse().map_err(|e| format!("listen {addr}: {e}"))?;
-        match TcpListener::bind(addr).await {
-            Ok(l) => {
-                tracing::info!(target: "sshd_gsi", "Server listening on {} port {}.", addr.ip(), addr.port());
-                listeners.push(l);
-            }
-            // `[::]` and `0.0.0.0` on the same port collide where IPv6 sockets are dual-stack
-            Err(e) if addr.is_ipv6() && !listeners.is_empty() => {
-                tracing::debug!(target: "sshd_gsi", "not listening on {addr}: {e}");
-            }
-            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
-        }
+        // every configured address or none: a server that silently lost one (IPv6, say)
+        // refuses the clients that use it
+        let l = bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(target: "sshd_gsi", "Server listening on {} port {}.", addr.ip(), addr.port());
+        listeners.push(l);
     }
     let active = Arc::new(tokio::sync::Semaphore::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -309,6 +303,22 @@ impl Drop for Active {
     }
 }
 
+/// A listening socket on `addr`: an IPv6 one is IPv6 only (`IPV6_V6ONLY`, as sshd sets it), so
+/// that `0.0.0.0:P` and `[::]:P` both bind and IPv4 clients arrive as IPv4 addresses (the
+/// source-address rules and per-source limits compare them as such).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<std::sync::RwLock<Arc<Live>>>,
@@ -328,6 +338,8 @@ async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
+        // an IPv4 client is an IPv4 address, whatever socket it came through
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let live = state.read().unwrap_or_else(|p| p.into_inner()).clone();
         let local = stream.local_addr().unwrap_or(peer);
         let slot = match live.startups.admit(peer.ip(), crate::limits::roll()) {

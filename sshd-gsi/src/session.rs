@@ -44,6 +44,8 @@ struct ChannelState {
     env: Vec<(String, String)>,
     master: Option<Arc<OwnedFd>>,
     pid: Option<i32>,
+    /// `signal` requests go to the task that owns (and reaps) the process.
+    signals: Option<tokio::sync::mpsc::UnboundedSender<nix::sys::signal::Signal>>,
 }
 
 /// The handler of one connection.
@@ -218,12 +220,15 @@ impl Connection {
         for (k, v) in identity_environment(login.method, &login.decision) {
             env.push((k.into(), v.into()));
         }
-        for (k, v) in &state.env {
-            if spawn::env_allowed(k, &self.engine.config.sshd.accept_env) {
-                env.push((k.into(), v.into()));
-            }
-        }
-        env
+        // the client's, never a protected name (env_allowed), and before everything the
+        // server sets: a later value of the same name wins, so the server's would anyway
+        let client: Vec<(OsString, OsString)> = state
+            .env
+            .iter()
+            .filter(|(k, _)| spawn::env_allowed(k, &self.engine.config.sshd.accept_env))
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        client.into_iter().chain(env).collect()
     }
 
     /// Start the channel's process: `argv` runs as the account, with or without PTY; with
@@ -240,10 +245,16 @@ impl Connection {
         let Some(state) = self.channels.get(&id) else {
             return Err("unknown channel".into());
         };
+        // one process per session channel (RFC 4254 6.5): a second shell, exec or subsystem
+        // request is refused before anything starts, as sshd does
+        if state.channel.is_none() {
+            return Err("a process already runs on this channel".into());
+        }
         let pty = match &state.pty {
             Some(p) if !matches!(what, Start::Subsystem(_)) => {
                 let pty = Pty::open(p.cols, p.rows, p.px, p.py)?;
                 apply_modes(&pty.slave, &p.modes);
+                pty.give_to(account)?;
                 Some(pty)
             }
             _ => None,
@@ -258,7 +269,13 @@ impl Connection {
                     .unwrap_or_default();
                 (shell.clone(), Some(format!("-{name}")), Vec::new())
             }
-            Start::Subsystem(program) => (program.clone(), None, Vec::new()),
+            // through the account's shell, as sshd runs subsystems (`$SHELL -c sftp-server`):
+            // an account whose shell is nologin, false or a restricted shell gets no sftp
+            Start::Subsystem(program) => (
+                shell.clone(),
+                None,
+                vec!["-c".to_string(), program.display().to_string()],
+            ),
         };
         let env = self.environment(
             account,
@@ -322,6 +339,12 @@ impl Connection {
             return Err("a process already runs on this channel".into());
         };
         let handle = session.handle();
+        let (signal_tx, signal_rx) = tokio::sync::mpsc::unbounded_channel();
+        state.signals = Some(signal_tx);
+        let owner = ProcessOwner {
+            signals: signal_rx,
+            via_helper: self.engine.pam_helper.is_some(),
+        };
         let tally = Tally {
             engine: self.engine.clone(),
             user: self.user.clone(),
@@ -360,11 +383,11 @@ impl Connection {
                     record.login();
                     tally.login_record = Some(record);
                 }
-                tokio::spawn(pump_pty(channel, child, master, handle, id, tally));
+                tokio::spawn(pump_pty(channel, child, owner, master, handle, id, tally));
             }
             None => {
                 state.pid = session_pid;
-                tokio::spawn(pump_pipes(channel, child, handle, id, tally));
+                tokio::spawn(pump_pipes(channel, child, owner, handle, id, tally));
             }
         }
         tracing::info!(
@@ -676,6 +699,7 @@ fn unix_signal(sig: &Sig) -> Option<nix::sys::signal::Signal> {
 async fn pump_pipes(
     channel: Channel<Msg>,
     mut child: tokio::process::Child,
+    owner: ProcessOwner,
     handle: russh::server::Handle,
     id: ChannelId,
     tally: Tally,
@@ -717,17 +741,69 @@ async fn pump_pipes(
             }
         }
     });
-    let _ = out.await;
-    let _ = err.await;
-    let status = child.wait().await;
+    // signals reach the process while its output drains, and until it is reaped
+    let mut owner = owner;
+    let outputs = async {
+        let _ = out.await;
+        let _ = err.await;
+    };
+    tokio::pin!(outputs);
+    loop {
+        tokio::select! {
+            () = &mut outputs => break,
+            Some(sig) = owner.signals.recv() => owner.deliver(&child, sig),
+        }
+    }
+    let status = owner.wait(&mut child).await;
     input.abort();
     report_exit(&write, &handle, id, status, &tally).await;
+}
+
+/// The task that owns a session's process (or its PAM helper) and reaps it: the only one that
+/// signals it. Tokio knows the child's id until it has reaped it, and an unreaped process's pid
+/// (and the process group it leads) cannot be anyone else's: so a `signal` request that comes
+/// after the process ended reaches nobody, never a recycled pid.
+struct ProcessOwner {
+    signals: tokio::sync::mpsc::UnboundedReceiver<nix::sys::signal::Signal>,
+    /// The child is the PAM helper, which passes signals on to the session's process group
+    /// while it has not reaped the session process (`pam_helper::wait_forwarding`).
+    via_helper: bool,
+}
+
+impl ProcessOwner {
+    fn deliver(&self, child: &tokio::process::Child, sig: nix::sys::signal::Signal) {
+        let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+            tracing::debug!(target: "sshd_gsi::session", "signal {sig} not sent: the session process has ended");
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(pid);
+        if self.via_helper {
+            crate::pam::signal_helper(pid, sig);
+        } else {
+            // the process leads its own session: signal its process group
+            let _ = nix::sys::signal::killpg(pid, sig);
+        }
+    }
+
+    /// Wait for the child, delivering signals meanwhile.
+    async fn wait(
+        &mut self,
+        child: &mut tokio::process::Child,
+    ) -> std::io::Result<std::process::ExitStatus> {
+        loop {
+            tokio::select! {
+                status = child.wait() => return status,
+                Some(sig) = self.signals.recv() => self.deliver(child, sig),
+            }
+        }
+    }
 }
 
 /// A PTY: client data -> master, master -> data; the process's exit ends the channel.
 async fn pump_pty(
     channel: Channel<Msg>,
     mut child: tokio::process::Child,
+    mut owner: ProcessOwner,
     master: Arc<OwnedFd>,
     handle: russh::server::Handle,
     id: ChannelId,
@@ -769,9 +845,12 @@ async fn pump_pty(
             }
         }
     });
-    let status = child.wait().await;
+    let status = owner.wait(&mut child).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), out).await;
     input.abort();
+    if let Some(record) = &tally.login_record {
+        spawn::release_pty(&record.tty);
+    }
     report_exit(&write, &handle, id, status, &tally).await;
 }
 
@@ -994,6 +1073,14 @@ impl russh::server::Handler for Connection {
                 .await;
             return Ok(());
         }
+        let max = self.engine.config.sshd.max_sessions;
+        if self.channels.len() >= max {
+            tracing::warn!(target: "sshd_gsi::session", "session channel refused {}: {} open, [sshd] max_sessions = {max}", auth::from(&self.peer), self.channels.len());
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let id = channel.id();
         self.channels.insert(
             id,
@@ -1119,12 +1206,13 @@ impl russh::server::Handler for Connection {
         signal: Sig,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let (Some(pid), Some(sig)) = (
-            self.channels.get(&channel).and_then(|s| s.pid),
+        // to the task that owns the process (ProcessOwner): it signals only while the process
+        // is not reaped
+        if let (Some(tx), Some(sig)) = (
+            self.channels.get(&channel).and_then(|s| s.signals.as_ref()),
             unix_signal(&signal),
         ) {
-            // the process leads its own session: signal its process group
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
+            let _ = tx.send(sig);
         }
         Ok(())
     }
@@ -1169,6 +1257,68 @@ mod tests {
     use std::path::Path;
 
     const ALG: &str = "x509v3-ecdsa-sha2-nistp256";
+
+    /// A `signal` request that comes after the session's process was reaped reaches nobody,
+    /// even when the kernel gave its pid (and process group id) to a new process meanwhile:
+    /// the next pid is forced through /proc/sys/kernel/ns_last_pid (root only).
+    #[test]
+    fn a_signal_after_the_process_was_reaped_never_reaches_a_recycled_pid() {
+        use std::os::unix::process::CommandExt as _;
+        if !nix::unistd::geteuid().is_root()
+            || std::fs::metadata("/proc/sys/kernel/ns_last_pid").is_err()
+        {
+            eprintln!("SKIPPED: needs root and /proc/sys/kernel/ns_last_pid");
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for _attempt in 0..20 {
+                let mut c = std::process::Command::new("true");
+                c.process_group(0);
+                let mut child = tokio::process::Command::from(c).spawn().unwrap();
+                let pid = child.id().unwrap();
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let mut owner = ProcessOwner {
+                    signals: rx,
+                    via_helper: false,
+                };
+                assert!(owner.wait(&mut child).await.unwrap().success());
+                // a new process group leader with the same pid
+                std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+                let mut v = std::process::Command::new("sleep");
+                v.arg("30").process_group(0);
+                let mut victim = v.spawn().unwrap();
+                if victim.id() != pid {
+                    let _ = victim.kill();
+                    let _ = victim.wait();
+                    continue; // another process took the pid first: try again
+                }
+                // the client's signal request after the end
+                tx.send(nix::sys::signal::Signal::SIGTERM).unwrap();
+                let delivered = tokio::time::timeout(
+                    std::time::Duration::from_millis(200),
+                    owner.signals.recv(),
+                )
+                .await;
+                if let Ok(Some(sig)) = delivered {
+                    owner.deliver(&child, sig);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let alive = victim.try_wait().unwrap().is_none();
+                let _ = victim.kill();
+                let _ = victim.wait();
+                assert!(
+                    alive,
+                    "the signal reached the process that reused pid {pid}"
+                );
+                return;
+            }
+            panic!("could not make a process reuse a pid in 20 tries");
+        });
+    }
 
     struct Site {
         _dir: tempfile::TempDir,

@@ -1,12 +1,15 @@
 //! Starting a session's process as the mapped account: the one place where sshd-gsi changes
 //! privileges.
 //!
-//! In the child, between fork and exec: every descriptor above stderr marked close-on-exec,
-//! a new session (`setsid`), the PTY as controlling
-//! terminal when there is one, then `initgroups`, `setgid`, `setuid` for the account, each
-//! checked, and a final check that the real and effective ids are the account's and that
-//! root cannot be regained. Any failure aborts the exec: the session gets an error, never a
-//! process with the wrong identity.
+//! The account's supplementary groups are resolved before the fork ([`Account::lookup`]:
+//! `getgrouplist`, which goes through NSS: sssd, LDAP, nss_hpccert take locks and allocate,
+//! which a child forked from a multi-threaded server must never do). In the child, between
+//! fork and exec, only async-signal-safe calls: every descriptor above stderr marked
+//! close-on-exec, a new session (`setsid`), the PTY as controlling terminal when there is one,
+//! then `setgroups` with the resolved list, `setgid`, `setuid`, each checked, and a final
+//! check that the real and effective ids are the account's and that root cannot be regained.
+//! Any failure aborts the exec: the session gets an error, never a process with the wrong
+//! identity.
 #![allow(unsafe_code)] // the pre-exec hook and PTY ioctls are FFI by nature; each block says why it is sound
 
 use std::ffi::{CString, OsString};
@@ -25,6 +28,8 @@ pub struct Account {
     pub gid: Gid,
     pub home: PathBuf,
     pub shell: PathBuf,
+    /// The supplementary groups (with the primary group), resolved at lookup, before any fork.
+    pub groups: Vec<Gid>,
 }
 
 impl Account {
@@ -38,12 +43,17 @@ impl Account {
         } else {
             user.shell
         };
+        let c_name = CString::new(user.name.clone())
+            .map_err(|_| format!("account name {name:?} contains NUL"))?;
+        let groups = nix::unistd::getgrouplist(&c_name, user.gid)
+            .map_err(|e| format!("cannot resolve the groups of account {name}: {e}"))?;
         Ok(Self {
             name: user.name,
             uid: user.uid,
             gid: user.gid,
             home: user.dir,
             shell,
+            groups,
         })
     }
 
@@ -70,7 +80,33 @@ pub struct Pty {
     pub slave_path: String,
 }
 
+/// The group that owns session terminals (as sshd's `pty_setowner`: `tty` when it exists).
+fn tty_group() -> Option<Gid> {
+    nix::unistd::Group::from_name("tty")
+        .ok()
+        .flatten()
+        .map(|g| g.gid)
+}
+
 impl Pty {
+    /// Give the terminal to the account, as sshd does: owner the account, group `tty` with mode
+    /// 0620 (others in group tty, `write` and `wall`, may write to it; `mesg` works), or the
+    /// account's group with 0600 where there is no tty group. Only root can; a server running
+    /// as the account itself (`--dev`) already owns its PTYs.
+    pub fn give_to(&self, account: &Account) -> Result<(), String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(());
+        }
+        let (group, mode) = match tty_group() {
+            Some(g) => (g, 0o620),
+            None => (account.gid, 0o600),
+        };
+        nix::unistd::fchown(&self.slave, Some(account.uid), Some(group))
+            .map_err(|e| format!("chown {}: {e}", self.slave_path))?;
+        nix::sys::stat::fchmod(&self.slave, nix::sys::stat::Mode::from_bits_truncate(mode))
+            .map_err(|e| format!("chmod {}: {e}", self.slave_path))
+    }
+
     pub fn open(cols: u32, rows: u32, px: u32, py: u32) -> Result<Self, String> {
         let ws = winsize(cols, rows, px, py);
         let OpenptyResult { master, slave } =
@@ -83,6 +119,24 @@ impl Pty {
             slave,
             slave_path,
         })
+    }
+}
+
+/// Give a session's terminal back to root at the end of the session, as sshd's `pty_release`
+/// (root:root, 0666), so that nothing of the account's stays on it while the device lives.
+pub fn release_pty(slave_path: &str) {
+    if slave_path.is_empty() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let root = (Some(Uid::from_raw(0)), Some(Gid::from_raw(0)));
+    // the node is gone once the last descriptor of the pair is closed: nothing to give back
+    if nix::unistd::chown(slave_path, root.0, root.1).is_ok() {
+        let _ = nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            slave_path,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        );
     }
 }
 
@@ -120,16 +174,15 @@ pub fn as_account(
 ) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     account.can_switch_to()?;
-    let name =
-        CString::new(account.name.clone()).map_err(|_| "account name contains NUL".to_string())?;
+    let groups: Vec<libc::gid_t> = account.groups.iter().map(|g| g.as_raw()).collect();
     let home = CString::new(account.home.clone().into_os_string().into_vec())
         .map_err(|_| "home directory contains NUL".to_string())?;
     let (uid, gid) = (account.uid, account.gid);
     let switch = nix::unistd::geteuid().is_root();
     // SAFETY: the closure runs in the forked child before exec. It only calls
-    // async-signal-safe functions (close_range, sigprocmask, setsid, ioctl,
-    // setgroups/initgroups, setgid, setuid, get*id, chdir) on values prepared before the
-    // fork, and allocates nothing.
+    // async-signal-safe functions (close_range, sigprocmask, setsid, ioctl, setgroups,
+    // setgid, setuid, get*id, chdir) on values prepared before the fork (the group list was
+    // resolved by Account::lookup: no NSS call, no lock, no allocation happens here).
     unsafe {
         cmd.pre_exec(move || {
             // no descriptor of the server reaches the session (those it inherited itself
@@ -153,7 +206,7 @@ pub fn as_account(
                 return Err(std::io::Error::last_os_error());
             }
             if switch {
-                drop_to(&name, uid, gid)?;
+                drop_to(&groups, uid, gid)?;
             }
             if libc::chdir(home.as_ptr()) != 0 && libc::chdir(c"/".as_ptr()) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -164,11 +217,12 @@ pub fn as_account(
     Ok(())
 }
 
-/// initgroups, setgid, setuid, and checks that they took (called in the child).
-fn drop_to(name: &CString, uid: Uid, gid: Gid) -> std::io::Result<()> {
-    #[allow(clippy::useless_conversion)] // gid_t and the initgroups group type differ between libcs
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    if unsafe { libc::initgroups(name.as_ptr(), gid.as_raw().try_into().unwrap_or(0)) } != 0 {
+/// setgroups (the list resolved before the fork), setgid, setuid, and checks that they took
+/// (called in the child: async-signal-safe calls only).
+fn drop_to(groups: &[libc::gid_t], uid: Uid, gid: Gid) -> std::io::Result<()> {
+    #[allow(clippy::useless_conversion)] // size_t and setgroups' count type differ between libcs
+    // SAFETY: `groups` points to `groups.len()` initialised gid_t values that outlive the call.
+    if unsafe { libc::setgroups(groups.len().try_into().unwrap_or(0), groups.as_ptr()) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
@@ -208,7 +262,10 @@ pub fn base_environment(account: &Account) -> Vec<(OsString, OsString)> {
 
 /// Whether the client may set `name` (`LC_*` matches a prefix).
 pub fn env_allowed(name: &str, allow: &[String]) -> bool {
+    // never what the server itself sets or what steers the loader and the shell, whatever the
+    // patterns say (the config check refuses such patterns; this holds even if one slips by)
     !name.is_empty()
+        && !hpccert_core::config::env_protected(name)
         && allow.iter().any(|a| match a.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix),
             None => a == name,
@@ -227,6 +284,18 @@ mod tests {
         assert!(!env_allowed("LD_PRELOAD", &allow));
         assert!(!env_allowed("LANGUAGE", &allow));
         assert!(!env_allowed("", &allow));
+        // protected names, whatever the patterns admit
+        let all = vec!["*".to_string(), "HPCCERT_IDENTITY".to_string()];
+        assert!(env_allowed("EDITOR", &all));
+        for name in [
+            "HPCCERT_IDENTITY",
+            "LD_PRELOAD",
+            "PATH",
+            "SSH_ORIGINAL_COMMAND",
+            "BASH_ENV",
+        ] {
+            assert!(!env_allowed(name, &all), "{name}");
+        }
     }
 
     #[test]
