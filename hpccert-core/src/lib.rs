@@ -23,6 +23,7 @@ pub mod nsscache;
 pub mod pam;
 pub mod pool;
 pub mod reload;
+pub mod sshca;
 pub mod sshcert;
 pub mod suspension;
 pub mod token;
