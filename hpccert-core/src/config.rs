@@ -118,6 +118,106 @@ pub struct PortalConfig {
     pub admins: Vec<PortalAdmin>,
     /// `[portal.oidc]`: the identity provider users log in with (none: no one can log in).
     pub oidc: Option<PortalOidcConfig>,
+    /// `[portal.ssh_ca]`: the site's SSH user CA (`POST /ssh/v1/certificate`).
+    pub ssh_ca: Option<PortalSshCaConfig>,
+}
+
+/// `[portal.ssh_ca]`: short-lived OpenSSH user certificates for the accounts a credential maps
+/// to (see `hpccert_core::sshca`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSshCaConfig {
+    /// The Ed25519 CA private key (OpenSSH format, mode 0600, owned by the portal's user).
+    pub key_file: PathBuf,
+    /// The next CA key for a rollover: published with the current one, not used to sign.
+    pub next_key_file: Option<PathBuf>,
+    /// Longest validity of a certificate, in seconds (never past the credential's own expiry).
+    #[serde(default = "default_ssh_ca_max_validity")]
+    pub max_validity: u64,
+    /// User key types: `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ecdsa-sha2-nistp384`, `rsa`
+    /// (3072 bits or more) or `rsa-BITS`.
+    #[serde(default = "default_ssh_ca_key_types")]
+    pub key_types: Vec<String>,
+    #[serde(default = "yes")]
+    pub permit_pty: bool,
+    #[serde(default = "yes")]
+    pub permit_agent_forwarding: bool,
+    #[serde(default = "yes")]
+    pub permit_port_forwarding: bool,
+    #[serde(default)]
+    pub permit_x11_forwarding: bool,
+    #[serde(default)]
+    pub permit_user_rc: bool,
+    /// Certificate requests per identity per hour.
+    #[serde(default = "default_ssh_ca_per_identity")]
+    pub per_identity_per_hour: usize,
+    /// Certificate requests per source address per hour.
+    #[serde(default = "default_ssh_ca_per_source")]
+    pub per_source_per_hour: usize,
+    /// For `/.well-known/hpccert`: the site's name, the public OIDC client the `hpccert`
+    /// client uses, its scopes and the audience of its tokens, and the login hosts
+    /// (`host:port`).
+    pub site_name: Option<String>,
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub login_hosts: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_ssh_ca_max_validity() -> u64 {
+    12 * 3600
+}
+fn default_ssh_ca_key_types() -> Vec<String> {
+    [
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "rsa",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_ssh_ca_per_identity() -> usize {
+    30
+}
+fn default_ssh_ca_per_source() -> usize {
+    120
+}
+
+impl PortalSshCaConfig {
+    /// The policy the CA enforces.
+    pub fn policy(&self) -> Result<crate::sshca::CaPolicy, String> {
+        if self.max_validity == 0 {
+            return Err("[portal.ssh_ca] max_validity must be above 0 seconds".into());
+        }
+        let key_types = self
+            .key_types
+            .iter()
+            .map(|t| {
+                crate::sshca::UserKeyType::parse(t)
+                    .map_err(|e| format!("[portal.ssh_ca] key_types: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if key_types.is_empty() {
+            return Err("[portal.ssh_ca] key_types is empty: no key could be certified".into());
+        }
+        Ok(crate::sshca::CaPolicy {
+            max_validity: std::time::Duration::from_secs(self.max_validity),
+            key_types,
+            extensions: crate::sshca::Extensions {
+                pty: self.permit_pty,
+                agent_forwarding: self.permit_agent_forwarding,
+                port_forwarding: self.permit_port_forwarding,
+                x11_forwarding: self.permit_x11_forwarding,
+                user_rc: self.permit_user_rc,
+            },
+        })
+    }
 }
 
 /// `[portal] approval`.
@@ -219,6 +319,7 @@ impl std::fmt::Debug for PortalConfig {
             .field("certificate_dns", &self.certificate_dns)
             .field("admins", &self.admins)
             .field("oidc", &self.oidc)
+            .field("ssh_ca", &self.ssh_ca)
             .finish()
     }
 }
@@ -875,6 +976,9 @@ impl Config {
                 .unwrap_or_default();
             invalid(format!("{line}{message}"))
         })?;
+        if let Some(ca) = config.portal.as_ref().and_then(|p| p.ssh_ca.as_ref()) {
+            ca.policy().map_err(invalid)?;
+        }
         for (i, issuer) in config.issuers.iter().enumerate() {
             issuer.check().map_err(invalid)?;
             if config.issuers[..i]

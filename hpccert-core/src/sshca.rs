@@ -544,7 +544,7 @@ mod tests {
         .unwrap();
         let user = keygen(d.path(), "id_ed25519", &["-t", "ed25519"]);
         let key = user_key(&user);
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let token_exp = now + Duration::from_secs(3600);
         let issued = ca
             .issue(
@@ -639,7 +639,7 @@ mod tests {
             CaPolicy::default(),
         )
         .unwrap();
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let request = |key: &PublicKey, principals: Vec<String>| {
             ca.issue(
                 &CertRequest {

@@ -23,6 +23,7 @@ pub fn router(portal: Arc<Portal>) -> Router {
     Router::new()
         .route("/export/v1/bundle", get(bundle))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::serve))
         .with_state(portal)
 }
 

@@ -5,7 +5,10 @@
 //! * [`model`]: identities, accounts, links, suspensions, changes and errors;
 //! * [`export`]: the bundle, checked with the core parsers before it is published;
 //! * [`http`]: `GET /export/v1/bundle` and `GET /healthz`, and serving (HTTP or HTTPS);
-//! * [`web`]: the pages: OIDC login, account proof, links, admin pages.
+//! * [`web`]: the pages: OIDC login, account proof, links, admin pages;
+//! * [`sshca`]: the SSH user CA (`[portal.ssh_ca]`): `POST /ssh/v1/certificate`,
+//!   `GET /.well-known/hpccert`;
+//! * [`metrics`]: Prometheus counters at `GET /metrics` (loopback clients).
 //!
 //! [`Portal`] ties them: it applies a change, then publishes the new bundle (in memory for
 //! the HTTP side, and into `[portal] export_dir` for the portal's own node).
@@ -13,7 +16,9 @@
 
 pub mod export;
 pub mod http;
+pub mod metrics;
 pub mod model;
+pub mod sshca;
 pub mod store;
 pub mod web;
 
@@ -188,6 +193,21 @@ impl Portal {
             Err(e) => tracing::error!(serial = bundle.serial, "installing the export failed: {e}"),
         }
     }
+}
+
+/// Count an issued SSH certificate.
+pub(crate) fn metrics_issued() {
+    metrics::get().certificates_issued.inc();
+}
+
+/// Count a refused certificate request.
+pub(crate) fn metrics_refused(reason: &str) {
+    metrics::get()
+        .certificates_refused
+        .get_or_create(&metrics::ReasonLabels {
+            reason: reason.to_string(),
+        })
+        .inc();
 }
 
 fn publish(bundle: &Bundle, url: &str) -> Published {

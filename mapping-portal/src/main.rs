@@ -71,6 +71,8 @@ struct Setup {
     trust: TrustConfig,
     /// `--dev`: its state directory and what it embeds.
     dev: Option<DevState>,
+    /// The whole config file (`[[issuer]]`, `[tokens]` for the SSH CA's token checks).
+    config: Config,
 }
 
 /// What `--dev` keeps in its state directory.
@@ -203,10 +205,12 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
             web,
             trust: TrustConfig::default(),
             dev: Some(dev),
+            config: Config::parse("version = 1\n", std::path::Path::new("--dev"))
+                .context("the built-in dev configuration")?,
         });
     }
     let config = Config::load(&args.config)?;
-    let Some(portal) = config.portal else {
+    let Some(portal) = config.portal.clone() else {
         bail!("{}: no [portal] section", args.config.display());
     };
     let tls = match (&portal.tls_certificate, &portal.tls_key) {
@@ -228,8 +232,9 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
         export_dir: portal.export_dir.clone(),
         tls,
         web: portal,
-        trust: config.trust,
+        trust: config.trust.clone(),
         dev: None,
+        config,
     })
 }
 
@@ -520,7 +525,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("stopping");
         hpccert_core::notify::stopping();
     };
+    let ssh_ca = match &web.ssh_ca {
+        Some(settings) => {
+            let ca = mapping_portal::sshca::CertificateAuthority::new(
+                settings,
+                &setup.config,
+                Arc::clone(&portal),
+                &url,
+                web.oidc.as_ref().map(|o| o.issuer.clone()),
+            )
+            // a CA key others can read, or one that does not load: nothing is ever signed
+            .map_err(|e| anyhow::anyhow!("the SSH CA cannot start: {e}"))?;
+            tracing::info!(ca = %hpccert_core::sshca::fingerprint(ca.ca().public_key()), "SSH CA ready");
+            Some(Arc::new(ca))
+        }
+        None => None,
+    };
     let mut router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
+    if let Some(ca) = ssh_ca {
+        router = router.merge(mapping_portal::sshca::router(ca));
+    }
     if let Some(idp) = idp {
         router = router.merge(devidp::router(idp));
     }

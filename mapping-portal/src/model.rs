@@ -327,3 +327,42 @@ pub enum StoreError {
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
+
+/// How a caller proved who it is to the SSH CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateProof {
+    /// A bearer access token from a configured issuer.
+    Token,
+    /// The portal's own browser session.
+    PortalSession,
+    /// An X.509 certificate or proxy that signed a challenge.
+    X509,
+}
+
+impl CertificateProof {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::PortalSession => "portal-session",
+            Self::X509 => "x509",
+        }
+    }
+}
+
+/// An OpenSSH certificate the SSH CA issued (a row of `ssh_certificates`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    pub serial: u64,
+    pub identity: IdentityKey,
+    pub accounts: Vec<String>,
+    pub key_fingerprint: String,
+    pub ca_fingerprint: String,
+    pub key_id: String,
+    pub valid_after: i64,
+    pub valid_before: i64,
+    pub source_addr: Option<String>,
+    pub proof: CertificateProof,
+    pub issued_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+}

@@ -19,8 +19,8 @@ use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::export::{self, Bundle, ExportState};
 use crate::model::{
-    Account, Actor, Approval, AuditEntry, Change, IdentityKey, IdentityProfile, Link, LinkState,
-    StoreError, Suspension, SuspensionTarget,
+    Account, Actor, Approval, AuditEntry, CertificateProof, Change, IdentityKey, IdentityProfile,
+    IssuedCertificate, Link, LinkState, StoreError, Suspension, SuspensionTarget,
 };
 
 /// The migrations of `migrations/BACKEND/`, embedded (as `sqlx::migrate!` would, without
@@ -36,6 +36,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "links linked_by",
         include_str!("../migrations/sqlite/0002_links_linked_by.sql"),
     ),
+    (
+        3,
+        "ssh certificates",
+        include_str!("../migrations/sqlite/0003_ssh_certificates.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -47,6 +52,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "links linked_by",
         include_str!("../migrations/postgres/0002_links_linked_by.sql"),
+    ),
+    (
+        3,
+        "ssh certificates",
+        include_str!("../migrations/postgres/0003_ssh_certificates.sql"),
     ),
 ];
 
@@ -304,6 +314,123 @@ impl Store {
                     target: r.try_get(3)?,
                     from_addr: r.try_get(4)?,
                     detail: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Record an issued SSH certificate and its audit row, in one transaction (the export
+    /// does not change: the serial stays).
+    pub async fn record_certificate(&self, cert: &IssuedCertificate) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO ssh_certificates (serial, identity_kind, identity_issuer, identity_subject, \
+             accounts, key_fingerprint, ca_fingerprint, key_id, valid_after, valid_before, source_addr, \
+             proof, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(cert.serial.to_string())
+        .bind(cert.identity.kind().as_str())
+        .bind(cert.identity.issuer())
+        .bind(cert.identity.subject())
+        .bind(cert.accounts.join(","))
+        .bind(&cert.key_fingerprint)
+        .bind(&cert.ca_fingerprint)
+        .bind(&cert.key_id)
+        .bind(cert.valid_after)
+        .bind(cert.valid_before)
+        .bind(cert.source_addr.clone())
+        .bind(cert.proof.as_str())
+        .bind(cert.issued_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit (at, actor, action, target, from_addr, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(cert.issued_at)
+        .bind(cert.identity.to_string())
+        .bind("issue-ssh-certificate")
+        .bind(cert.accounts.join(","))
+        .bind(cert.source_addr.clone())
+        .bind(format!(
+            "serial {} key {} valid until {} proof {}",
+            cert.serial,
+            cert.key_fingerprint,
+            cert.valid_before,
+            cert.proof.as_str()
+        ))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An audit row that changes nothing else (a refused certificate request).
+    pub async fn audit_event(
+        &self,
+        at: i64,
+        actor: &str,
+        action: &str,
+        target: &str,
+        from_addr: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit (at, actor, action, target, from_addr, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(from_addr.map(str::to_string))
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every certificate issued, newest first.
+    pub async fn certificates(&self) -> Result<Vec<IssuedCertificate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, identity_kind, identity_issuer, identity_subject, accounts, key_fingerprint, \
+             ca_fingerprint, key_id, valid_after, valid_before, source_addr, proof, issued_at, revoked_at, \
+             revoked_reason FROM ssh_certificates ORDER BY issued_at DESC, serial",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let serial: String = r.try_get(0)?;
+                let proof: String = r.try_get(11)?;
+                let accounts: String = r.try_get(4)?;
+                Ok(IssuedCertificate {
+                    serial: serial.parse().map_err(|_| {
+                        StoreError::Corrupt(format!("ssh_certificates.serial {serial:?}"))
+                    })?,
+                    identity: IdentityKey::from_columns(
+                        &r.try_get::<String, _>(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                    )?,
+                    accounts: accounts.split(',').map(str::to_string).collect(),
+                    key_fingerprint: r.try_get(5)?,
+                    ca_fingerprint: r.try_get(6)?,
+                    key_id: r.try_get(7)?,
+                    valid_after: r.try_get(8)?,
+                    valid_before: r.try_get(9)?,
+                    source_addr: r.try_get(10)?,
+                    proof: match proof.as_str() {
+                        "token" => CertificateProof::Token,
+                        "portal-session" => CertificateProof::PortalSession,
+                        "x509" => CertificateProof::X509,
+                        other => {
+                            return Err(StoreError::Corrupt(format!(
+                                "ssh_certificates.proof {other:?}"
+                            )));
+                        }
+                    },
+                    issued_at: r.try_get(12)?,
+                    revoked_at: r.try_get(13)?,
+                    revoked_reason: r.try_get(14)?,
                 })
             })
             .collect()

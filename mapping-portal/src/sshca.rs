@@ -1,0 +1,497 @@
+//! The site's SSH user CA (`[portal.ssh_ca]`): `POST /ssh/v1/certificate` turns a credential
+//! into a short-lived OpenSSH user certificate for the accounts the mapping engine allows, and
+//! `GET /.well-known/hpccert` tells clients how to log in.
+//!
+//! The decision is the one a login node makes: the token is verified offline with the cached
+//! issuer keys (`[[issuer]]`, audience included), then mapped by hpccert-core's engine over
+//! the portal's own current export (token map, suspension list: the files every node
+//! installs), so a suspended identity or account, an unlinked identity or an account the
+//! identity may not use is refused with the engine's reason. Every issuance is recorded
+//! (serial, identity, accounts, key fingerprint, validity, source, proof) with an audit row;
+//! every refusal is logged and audited, and nothing is recorded as issued. Requests are
+//! rate-limited per identity and per source address.
+//!
+//! Request: `Authorization: Bearer TOKEN`, JSON `{"public_key": "ssh-ed25519 AAAA...",
+//! "principals": ["jdoe"]}` (principals optional: the account the engine picks). Response 200:
+//! `{"certificate": "...-cert-v01@openssh.com ...", "serial": N, "principals": [...],
+//! "key_id": "...", "valid_after": T, "valid_before": T, "identity": "..."}`; refusals:
+//! 400 (request), 401 (credential), 403 (mapping), 429 (rate), 503 (CA unusable), each with
+//! `{"error": CODE, "reason": TEXT}`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hpccert_core::config::{Config, PortalSshCaConfig};
+use hpccert_core::gridmap::GridMapfile;
+use hpccert_core::mapping::{Decision, Mapper, TokenRules};
+use hpccert_core::sshca::{self, CertRequest, SshCa};
+use hpccert_core::suspension::{SuspensionError, SuspensionList};
+use hpccert_core::token::keys::FileKeySource;
+use hpccert_core::token::{IssuerPolicy, VerifiedToken, unix_seconds, verify_token};
+use hpccert_core::tokenmap::TokenMapfile;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Portal;
+use crate::model::{CertificateProof, IdentityKey, IssuedCertificate};
+
+/// The window of the rate limits.
+const WINDOW: Duration = Duration::from_secs(3600);
+/// Largest request body (a public key and a few principals).
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
+
+/// Sliding-window counters.
+#[derive(Debug, Default)]
+struct Limiter(Mutex<HashMap<String, VecDeque<Instant>>>);
+
+impl Limiter {
+    /// Count one request under `key`; false when `limit` were counted in the window already.
+    fn admit(&self, key: &str, limit: usize, now: Instant) -> bool {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let q = map.entry(key.to_string()).or_default();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+            q.pop_front();
+        }
+        if q.len() >= limit {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+}
+
+/// The CA service.
+pub struct CertificateAuthority {
+    ca: SshCa,
+    settings: PortalSshCaConfig,
+    issuers: Vec<IssuerPolicy>,
+    rules: Vec<TokenRules>,
+    keys: FileKeySource,
+    max_token_bytes: usize,
+    portal: Arc<Portal>,
+    /// The portal's public URL (for discovery).
+    url: String,
+    /// The OIDC issuer users log in with (for discovery).
+    oidc_issuer: Option<String>,
+    per_identity: Limiter,
+    per_source: Limiter,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request is refused: the HTTP status, a code and the reason (logged and returned).
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    reason: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateRequest {
+    public_key: String,
+    #[serde(default)]
+    principals: Vec<String>,
+}
+
+impl CertificateAuthority {
+    /// The CA of `[portal.ssh_ca]`: its keys loaded (a key others can read, or that does not
+    /// load, refuses the start), tokens checked with the config's `[[issuer]]` tables.
+    pub fn new(
+        settings: &PortalSshCaConfig,
+        config: &Config,
+        portal: Arc<Portal>,
+        url: &str,
+        oidc_issuer: Option<String>,
+    ) -> Result<Self, String> {
+        let policy = settings.policy()?;
+        let ca = SshCa::load(
+            &settings.key_file,
+            settings.next_key_file.as_deref(),
+            policy,
+        )
+        .map_err(|e| format!("[portal.ssh_ca]: {e}"))?;
+        if config.issuers.is_empty() {
+            tracing::warn!(
+                "[portal.ssh_ca]: no [[issuer]] is configured: every bearer token is refused"
+            );
+        }
+        Ok(Self {
+            ca,
+            settings: settings.clone(),
+            issuers: config.issuer_policies(),
+            rules: config.token_rules(),
+            keys: config.file_key_source(),
+            max_token_bytes: config.tokens.max_token_bytes,
+            portal,
+            url: url.trim_end_matches('/').to_string(),
+            oidc_issuer,
+            per_identity: Limiter::default(),
+            per_source: Limiter::default(),
+        })
+    }
+
+    pub fn ca(&self) -> &SshCa {
+        &self.ca
+    }
+
+    /// The discovery document (`/.well-known/hpccert`).
+    pub fn discovery(&self) -> Value {
+        let keys: Vec<String> = self
+            .ca
+            .public_keys()
+            .into_iter()
+            .filter_map(|k| k.to_openssh().ok())
+            .collect();
+        json!({
+            "hpccert": 1,
+            "site": self.settings.site_name.clone().unwrap_or_else(|| self.url.clone()),
+            "portal": self.url,
+            "certificate_endpoint": format!("{}/ssh/v1/certificate", self.url),
+            "link_url": format!("{}/", self.url),
+            "oidc": {
+                "issuer": self.oidc_issuer,
+                "client_id": self.settings.client_id,
+                "scopes": self.settings.scopes,
+                "audience": self.settings.audience,
+            },
+            "ssh_ca_keys": keys,
+            "login_hosts": self.settings.login_hosts,
+            "max_validity": self.settings.max_validity,
+            "key_types": self.settings.key_types,
+        })
+    }
+
+    /// Verify, map, sign, record: the whole decision for one token request.
+    async fn issue_for_token(
+        &self,
+        token: &str,
+        request: &CertificateRequest,
+        source: IpAddr,
+        now: SystemTime,
+    ) -> Result<Value, Refused> {
+        let verified = verify_token(token, &self.issuers, &self.keys, self.max_token_bytes, now)
+            .map_err(|e| Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))?;
+        let identity = IdentityKey::token(verified.issuer(), verified.subject())
+            .map_err(|e| Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))?;
+        if !self.per_identity.admit(
+            &identity.to_string(),
+            self.settings.per_identity_per_hour,
+            Instant::now(),
+        ) {
+            return Err(Refused::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "more than {} certificate requests for {identity} in an hour",
+                    self.settings.per_identity_per_hour
+                ),
+            ));
+        }
+        let public_key = sshca::parse_user_key(&request.public_key)
+            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
+        sshca::check_user_key(&public_key, &self.ca.policy().key_types)
+            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
+        let decisions = self.decide(&verified, &request.principals).await?;
+        let principals: Vec<String> = decisions.iter().map(|d| d.account().to_string()).collect();
+        let serial = fresh_serial()
+            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", e))?;
+        let key_id = format!(
+            "{} serial {serial} via {}",
+            decisions
+                .first()
+                .map_or_else(|| identity.to_string(), |d| d.identity().to_string()),
+            self.url
+        );
+        let issued = self
+            .ca
+            .issue(
+                &CertRequest {
+                    public_key: &public_key,
+                    principals: principals.clone(),
+                    key_id: key_id.clone(),
+                    serial,
+                    credential_expires: u64::try_from(verified.expires_at())
+                        .ok()
+                        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+                    source_address: None,
+                    force_command: None,
+                },
+                now,
+            )
+            .map_err(|e| match e {
+                sshca::SshCaError::CredentialExpired => {
+                    Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string())
+                }
+                _ => Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ca_unavailable",
+                    e.to_string(),
+                ),
+            })?;
+        let text = issued.openssh().map_err(|e| {
+            Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_unavailable",
+                e.to_string(),
+            )
+        })?;
+        let record = IssuedCertificate {
+            serial,
+            identity: identity.clone(),
+            accounts: principals.clone(),
+            key_fingerprint: sshca::fingerprint(&public_key),
+            ca_fingerprint: sshca::fingerprint(self.ca.public_key()),
+            key_id: key_id.clone(),
+            valid_after: i64::try_from(issued.valid_after).unwrap_or(i64::MAX),
+            valid_before: i64::try_from(issued.valid_before).unwrap_or(i64::MAX),
+            source_addr: Some(source.to_string()),
+            proof: CertificateProof::Token,
+            issued_at: unix_seconds(now),
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        // recorded before it is handed out: a certificate the database does not know could
+        // never be revoked
+        self.portal
+            .store()
+            .record_certificate(&record)
+            .await
+            .map_err(|e| {
+                Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ca_unavailable",
+                    format!("the certificate could not be recorded: {e}"),
+                )
+            })?;
+        crate::metrics_issued();
+        tracing::info!(
+            target: "audit",
+            identity = %identity,
+            accounts = %principals.join(","),
+            serial,
+            key = %record.key_fingerprint,
+            valid_before = issued.valid_before,
+            from = %source,
+            proof = "token",
+            "SSH certificate issued"
+        );
+        Ok(json!({
+            "certificate": text,
+            "serial": serial,
+            "principals": principals,
+            "key_id": key_id,
+            "valid_after": issued.valid_after,
+            "valid_before": issued.valid_before,
+            "identity": decisions.first().map(|d| d.identity().to_string()),
+        }))
+    }
+
+    /// The engine's decision for each requested principal (or the one it picks), over the
+    /// portal's current export.
+    async fn decide(
+        &self,
+        verified: &VerifiedToken,
+        requested: &[String],
+    ) -> Result<Vec<Decision>, Refused> {
+        let bundle = self.portal.store().export().await.map_err(|e| {
+            Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_unavailable",
+                e.to_string(),
+            )
+        })?;
+        let unusable = |what: &str, e: String| {
+            Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_unavailable",
+                format!("the portal's {what} does not parse: {e}"),
+            )
+        };
+        let token_map = TokenMapfile::parse(&bundle.files.token_mapfile).map_err(|e| {
+            unusable(
+                "token map",
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let suspensions: Result<SuspensionList, SuspensionError> =
+            SuspensionList::parse(&bundle.files.suspended).map_err(SuspensionError::Syntax);
+        let empty = GridMapfile::default();
+        let mapper = Mapper::new(&empty)
+            .with_suspensions(&suspensions)
+            .with_tokens(Some(&token_map), &self.rules);
+        let refused = |e: hpccert_core::mapping::Refusal| {
+            Refused::new(StatusCode::FORBIDDEN, "not_allowed", e.to_string())
+        };
+        if requested.is_empty() {
+            return Ok(vec![mapper.decide_token(verified, None).map_err(refused)?]);
+        }
+        if requested.len() > 32 {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "at most 32 principals",
+            ));
+        }
+        requested
+            .iter()
+            .map(|p| mapper.decide_token(verified, Some(p)).map_err(refused))
+            .collect()
+    }
+}
+
+/// A fresh random 64-bit serial (never 0).
+fn fresh_serial() -> Result<u64, String> {
+    loop {
+        let mut b = [0u8; 8];
+        openssl::rand::rand_bytes(&mut b).map_err(|e| format!("random serial: {e}"))?;
+        let s = u64::from_be_bytes(b);
+        if s != 0 {
+            return Ok(s);
+        }
+    }
+}
+
+/// The CA's routes.
+pub fn router(ca: Arc<CertificateAuthority>) -> Router {
+    Router::new()
+        .route("/ssh/v1/certificate", post(certificate))
+        .route("/.well-known/hpccert", get(discovery))
+        .with_state(ca)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
+async fn discovery(State(ca): State<Arc<CertificateAuthority>>) -> Response {
+    json_response(StatusCode::OK, &ca.discovery())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn certificate(
+    State(ca): State<Arc<CertificateAuthority>>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let source = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip().to_canonical());
+    let now = hpccert_core::clock::now();
+    let result = async {
+        if !ca.per_source.admit(
+            &source.to_string(),
+            ca.settings.per_source_per_hour,
+            Instant::now(),
+        ) {
+            return Err(Refused::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "more than {} certificate requests from {source} in an hour",
+                    ca.settings.per_source_per_hour
+                ),
+            ));
+        }
+        if body.len() > MAX_REQUEST_BYTES {
+            return Err(Refused::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_request",
+                "the request is too large",
+            ));
+        }
+        let request: CertificateRequest = serde_json::from_slice(&body).map_err(|e| {
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the request is not the JSON this endpoint reads: {e}"),
+            )
+        })?;
+        let Some(token) = bearer(&headers) else {
+            return Err(Refused::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "no credential: send Authorization: Bearer ACCESS_TOKEN",
+            ));
+        };
+        ca.issue_for_token(token, &request, source, now).await
+    }
+    .await;
+    match result {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(r) => {
+            crate::metrics_refused(r.code);
+            tracing::warn!(target: "audit", from = %source, code = r.code, "SSH certificate refused: {}", r.reason);
+            if let Err(e) = ca
+                .portal
+                .store()
+                .audit_event(
+                    unix_seconds(now),
+                    "ssh-ca",
+                    "refuse-ssh-certificate",
+                    r.code,
+                    Some(&source.to_string()),
+                    &r.reason,
+                )
+                .await
+            {
+                tracing::error!("the refusal could not be audited: {e}");
+            }
+            let mut response =
+                json_response(r.status, &json!({"error": r.code, "reason": r.reason}));
+            if r.status == StatusCode::UNAUTHORIZED {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            response
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The SSH CA of the portal (`[portal.ssh_ca]`, `POST /ssh/v1/certificate`): a bearer token
+//! of a configured issuer, mapped over the portal's own links as a node would map it, becomes
+//! an OpenSSH certificate that `ssh-keygen -L` reads with the principals, validity, key id,
+//! serial and extensions of the policy; every refusal says why, is audited, and records
+//! nothing as issued.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use hpccert_core::config::Config;
+use hpccert_core::devtoken::{DevKey, jwks};
+use hpccert_core::gridmap::AccountName;
+use hpccert_core::token::{JwsAlgorithm, unix_seconds};
+use mapping_portal::model::{
+    Actor, Approval, Change, IdentityKey, IdentityProfile, SuspensionTarget,
+};
+use mapping_portal::sshca::CertificateAuthority;
+use mapping_portal::store::Store;
+use mapping_portal::{ExportToken, Portal, PortalSettings};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const ISS: &str = "https://issuer.sshca.example";
+const AUD: &str = "https://portal.sshca.example";
+const SUB: &str = "http://cilogon.org/serverA/users/4242";
+const STRANGER: &str = "http://cilogon.org/serverA/users/9999";
+
+fn keygen(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-C", name])
+        .args(args)
+        .arg("-f")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    path
+}
+
+fn public(path: &Path) -> String {
+    std::fs::read_to_string(path.with_extension("pub")).unwrap()
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+    base: String,
+    portal: Arc<Portal>,
+    issuer: DevKey,
+    other_issuer: DevKey,
+}
+
+impl Site {
+    fn token(&self, sub: &str, aud: &str, exp_in: i64) -> String {
+        let t = unix_seconds(hpccert_core::clock::now());
+        self.issuer
+            .mint(
+                &json!({"iss": ISS, "sub": sub, "aud": aud, "iat": t, "nbf": t, "exp": t + exp_in,
+                          "scope": "openid compute.create", "wlcg.ver": "1.0"}),
+            )
+            .unwrap()
+    }
+
+    async fn request(&self, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut r = reqwest::Client::new()
+            .post(format!("{}/ssh/v1/certificate", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (
+            status,
+            serde_json::from_str(&r.text().await.unwrap()).unwrap(),
+        )
+    }
+
+    async fn issued(&self) -> usize {
+        self.portal.store().certificates().await.unwrap().len()
+    }
+}
+
+async fn site(per_identity: usize) -> Option<Site> {
+    if Command::new("ssh-keygen").arg("-?").output().is_err() {
+        hpccert_e2e_skip("ssh-keygen not found (openssh-client)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // the CA key, named by key_file below
+    keygen(d, "ca", &["-t", "ed25519"]);
+    let issuer = DevKey::generate("sshca-1", JwsAlgorithm::RS256).unwrap();
+    let other_issuer = DevKey::generate("other-1", JwsAlgorithm::RS256).unwrap();
+    std::fs::write(d.join("jwks.json"), jwks(&[&issuer]).unwrap().to_string()).unwrap();
+    std::fs::create_dir(d.join("keys")).unwrap();
+    let text = format!(
+        "version = 1\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n\
+         [portal]\n[portal.ssh_ca]\nkey_file = \"{0}/ca\"\nmax_validity = 7200\npermit_x11_forwarding = false\n\
+         per_identity_per_hour = {per_identity}\nsite_name = \"Test HPC\"\nclient_id = \"hpccert-cli\"\naudience = \"{AUD}\"\n\
+         login_hosts = [\"login.test.example:22\", \"login.test.example:2222\"]\n\
+         [[issuer]]\nissuer = \"{ISS}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"RS256\"]\njwks_file = \"{0}/jwks.json\"\n",
+        d.display()
+    );
+    let config = Config::parse(&text, Path::new("portal.toml")).unwrap();
+    let store = Store::open(&common::sqlite_url(d), hpccert_core::clock::now())
+        .await
+        .unwrap();
+    let portal = Portal::start(
+        store,
+        PortalSettings {
+            url: "https://portal.test.example".into(),
+            export_tokens: vec![ExportToken::new(&"e".repeat(40)).unwrap()],
+            export_client_dns: vec![],
+            export_dir: None,
+        },
+    )
+    .await
+    .unwrap();
+    let admin = Actor {
+        name: "admin".into(),
+        from_addr: None,
+    };
+    for account in ["jdoe", "jdoe-gw"] {
+        portal
+            .change(
+                &admin,
+                &Change::Link {
+                    identity: IdentityKey::token(ISS, SUB).unwrap(),
+                    profile: IdentityProfile::default(),
+                    account: AccountName::parse(account).unwrap(),
+                    approval: Approval::Immediate,
+                },
+                hpccert_core::clock::now(),
+            )
+            .await
+            .unwrap();
+    }
+    let settings = config.portal.as_ref().unwrap().ssh_ca.clone().unwrap();
+    let ca = CertificateAuthority::new(
+        &settings,
+        &config,
+        Arc::clone(&portal),
+        "https://portal.test.example",
+        Some(ISS.into()),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = mapping_portal::sshca::router(Arc::new(ca));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    Some(Site {
+        dir,
+        base,
+        portal,
+        issuer,
+        other_issuer,
+    })
+}
+
+fn hpccert_e2e_skip(why: &str) {
+    assert!(
+        std::env::var("HPCCERT_E2E_REQUIRED").as_deref() != Ok("1"),
+        "required peer missing: {why}"
+    );
+    eprintln!("SKIPPED: {why}");
+}
+
+#[tokio::test]
+async fn a_linked_token_gets_a_certificate_that_ssh_keygen_reads_as_the_policy_says() {
+    let Some(s) = site(30).await else { return };
+    let user = keygen(s.dir.path(), "id_ed25519", &["-t", "ed25519"]);
+    // valid longer than max_validity: the policy's 2 hours bound the certificate
+    let token = s.token(SUB, AUD, 3 * 3600);
+    let (status, body) = s
+        .request(
+            Some(&token),
+            &json!({"public_key": public(&user), "principals": ["jdoe", "jdoe-gw"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["principals"], json!(["jdoe", "jdoe-gw"]));
+    let cert = s.dir.path().join("id_ed25519-cert.pub");
+    std::fs::write(&cert, body["certificate"].as_str().unwrap()).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let serial = body["serial"].as_u64().unwrap();
+    assert!(text.contains(&format!("Serial: {serial}")), "{text}");
+    assert!(
+        text.contains(SUB) && text.contains(&format!("serial {serial}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("jdoe\n") && text.contains("jdoe-gw\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("permit-pty") && !text.contains("permit-X11-forwarding"),
+        "{text}"
+    );
+    // max_validity 2 h (plus the minute before now)
+    let (after, before) = (
+        body["valid_after"].as_u64().unwrap(),
+        body["valid_before"].as_u64().unwrap(),
+    );
+    assert_eq!(before - after, 7200 + 60);
+    // recorded, with the identity, accounts, key, source and proof; audited
+    let certs = s.portal.store().certificates().await.unwrap();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0].serial, serial);
+    assert_eq!(certs[0].identity, IdentityKey::token(ISS, SUB).unwrap());
+    assert_eq!(certs[0].accounts, vec!["jdoe", "jdoe-gw"]);
+    assert_eq!(certs[0].source_addr.as_deref(), Some("127.0.0.1"));
+    assert!(certs[0].key_fingerprint.starts_with("SHA256:"));
+    let audit = s.portal.store().audit(10).await.unwrap();
+    assert!(
+        audit.iter().any(|a| a.action == "issue-ssh-certificate"),
+        "{audit:?}"
+    );
+
+    // no principals asked: the engine's pick (the first account); a token that ends before
+    // max_validity: the certificate ends with it
+    let short = s.token(SUB, AUD, 600);
+    let (status, body) = s
+        .request(Some(&short), &json!({"public_key": public(&user)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["principals"], json!(["jdoe"]));
+    let exp = unix_seconds(hpccert_core::clock::now()) as u64 + 600;
+    assert!(body["valid_before"].as_u64().unwrap() <= exp, "{body}");
+
+    // discovery
+    let text = reqwest::get(format!("{}/.well-known/hpccert", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let d: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(d["site"], "Test HPC");
+    assert_eq!(d["oidc"]["issuer"], ISS);
+    assert_eq!(d["oidc"]["client_id"], "hpccert-cli");
+    assert_eq!(d["max_validity"], 7200);
+    assert!(
+        d["ssh_ca_keys"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh-ed25519 ")
+    );
+    assert_eq!(d["login_hosts"][1], "login.test.example:2222");
+}
+
+#[tokio::test]
+async fn refusals_say_why_are_audited_and_record_nothing() {
+    let Some(s) = site(30).await else { return };
+    let d = s.dir.path();
+    let ed = public(&keygen(d, "ed", &["-t", "ed25519"]));
+    let good = s.token(SUB, AUD, 3600);
+    let t = unix_seconds(hpccert_core::clock::now());
+    let cases: Vec<(&str, Option<String>, Value, StatusCode, &str)> = vec![
+        ("no token", None, json!({"public_key": ed}), StatusCode::UNAUTHORIZED, "no credential"),
+        ("other audience", Some(s.token(SUB, "https://elsewhere.example", 3600)), json!({"public_key": ed}), StatusCode::UNAUTHORIZED, "aud"),
+        ("expired", Some(s.token(SUB, AUD, -120)), json!({"public_key": ed}), StatusCode::UNAUTHORIZED, "expired"),
+        ("unknown issuer", Some(s.other_issuer.mint(&json!({"iss": "https://rogue.example", "sub": SUB, "aud": AUD, "iat": t, "exp": t + 600})).unwrap()), json!({"public_key": ed}), StatusCode::UNAUTHORIZED, "rogue.example"),
+        ("unlinked identity", Some(s.token(STRANGER, AUD, 3600)), json!({"public_key": ed}), StatusCode::FORBIDDEN, "users/9999"),
+        ("principal not allowed", Some(good.clone()), json!({"public_key": ed, "principals": ["root"]}), StatusCode::FORBIDDEN, "root"),
+        ("weak key", Some(good.clone()), json!({"public_key": public(&keygen(d, "rsa2048", &["-t", "rsa", "-b", "2048"]))}), StatusCode::BAD_REQUEST, "2048 bits"),
+        ("disallowed key", Some(good.clone()), json!({"public_key": public(&keygen(d, "p521", &["-t", "ecdsa", "-b", "521"]))}), StatusCode::BAD_REQUEST, "not allowed"),
+        ("malformed key", Some(good.clone()), json!({"public_key": "ssh-ed25519 AAAA!!!"}), StatusCode::BAD_REQUEST, "not an OpenSSH public key"),
+        ("unknown field", Some(good.clone()), json!({"public_key": ed, "valid_for": "10y"}), StatusCode::BAD_REQUEST, "valid_for"),
+    ];
+    for (what, token, body, status, needle) in cases {
+        let (got, answer) = s.request(token.as_deref(), &body).await;
+        assert_eq!(got, status, "{what}: {answer}");
+        let reason = answer["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(needle), "{what}: {answer}");
+    }
+    assert_eq!(s.issued().await, 0, "a refusal recorded a certificate");
+    let audit = s.portal.store().audit(50).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .filter(|a| a.action == "refuse-ssh-certificate")
+            .count()
+            >= 10,
+        "{audit:?}"
+    );
+
+    // suspended identity, then suspended account
+    let admin = Actor {
+        name: "admin".into(),
+        from_addr: None,
+    };
+    for target in [
+        SuspensionTarget::Identity(IdentityKey::token(ISS, SUB).unwrap()),
+        SuspensionTarget::Account(AccountName::parse("jdoe").unwrap()),
+    ] {
+        s.portal
+            .change(
+                &admin,
+                &Change::Suspend {
+                    target: target.clone(),
+                    reason: "lost laptop".into(),
+                },
+                hpccert_core::clock::now(),
+            )
+            .await
+            .unwrap();
+        let (got, answer) = s
+            .request(
+                Some(&good),
+                &json!({"public_key": ed, "principals": ["jdoe"]}),
+            )
+            .await;
+        assert_eq!(got, StatusCode::FORBIDDEN, "{answer}");
+        assert!(
+            answer["reason"].as_str().unwrap().contains("suspended"),
+            "{answer}"
+        );
+        s.portal
+            .change(
+                &admin,
+                &Change::Unsuspend { target },
+                hpccert_core::clock::now(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.issued().await, 0);
+    let (got, answer) = s
+        .request(
+            Some(&good),
+            &json!({"public_key": ed, "principals": ["jdoe"]}),
+        )
+        .await;
+    assert_eq!(got, StatusCode::OK, "{answer}");
+}
+
+#[tokio::test]
+async fn too_many_requests_for_one_identity_are_refused_with_429() {
+    let Some(s) = site(2).await else { return };
+    let ed = public(&keygen(s.dir.path(), "ed", &["-t", "ed25519"]));
+    let good = s.token(SUB, AUD, 3600);
+    for _ in 0..2 {
+        let (got, answer) = s.request(Some(&good), &json!({"public_key": ed})).await;
+        assert_eq!(got, StatusCode::OK, "{answer}");
+    }
+    let (got, answer) = s.request(Some(&good), &json!({"public_key": ed})).await;
+    assert_eq!(got, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert_eq!(answer["error"], "rate_limited");
+    assert_eq!(s.issued().await, 2);
+}
+
+#[test]
+fn a_ca_key_that_others_can_read_stops_the_portal_from_starting() {
+    if Command::new("ssh-keygen").arg("-?").output().is_err() {
+        hpccert_e2e_skip("ssh-keygen not found (openssh-client)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = keygen(d, "ca", &["-t", "ed25519"]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = d.join("portal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[portal]\ndatabase = \"sqlite://{0}/p.db?mode=rwc\"\nlisten = \"127.0.0.1:0\"\n\
+             export_tokens = [\"{1}\"]\n[portal.ssh_ca]\nkey_file = \"{0}/ca\"\n",
+            d.display(),
+            "x".repeat(40)
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mapping-portal"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the SSH CA cannot start") && err.contains("mode 0644"),
+        "{err}"
+    );
+}
