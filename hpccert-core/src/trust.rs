@@ -5,23 +5,34 @@
 //! In a directory:
 //! * `<hash>.0` ... `<hash>.9` are CA certificates (PEM; under OpenSSL's new or old hash
 //!   names, often both as links to one file: duplicates are recognised by fingerprint);
-//! * `<hash>.r0` ... `<hash>.r9` are CRLs as `fetch-crl` writes them (PEM or DER); a CRL is
-//!   checked against its CA's key when the store is loaded;
+//! * `<hash>.r0` ... `<hash>.r9` are CRLs as `fetch-crl` writes them (PEM or DER);
 //! * `<hash>.namespaces` and `<hash>.signing_policy` hold namespace constraints
 //!   ([`crate::namespaces`]).
 //!
-//! Nothing is skipped silently: a CA file that cannot be read is reported in
-//! [`TrustStore::warnings`] (and so logged); a CRL or policy file that cannot be used makes
-//! its CA unusable (certificates it issued are refused, fail closed) unless the matching
+//! A CRL belongs to the key that signed it, not to a file number or a name: when the store is
+//! loaded its signature is checked (once) against every CA certificate named as its issuer,
+//! and it becomes the CRL of each CA whose key verifies it. Two CAs with one subject DN and
+//! different keys (a re-keyed CA, `<hash>.0` and `<hash>.1`) so each have their own CRL,
+//! wherever `<hash>.rN` it sits; one CA's CRL never stands for the other's (not under
+//! `crl = require` either). A CRL that names trusted CAs but is signed by none of them is
+//! ignored for them, with a warning: it revokes nothing and disables nothing. A CRL that
+//! names no trusted CA is kept for CAs a client presents, and checked against such a CA's key
+//! when it is used.
+//!
+//! Nothing is skipped silently: a CA file or an ignored CRL is reported in
+//! [`TrustStore::warnings`] (and so logged); a CRL file that cannot be read at all (so names no
+//! signer) makes every CA of its `<hash>` unusable, and a policy file that cannot be used makes
+//! its CA unusable (certificates they issued are refused, fail closed), unless the matching
 //! check is configured `ignore`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
-use openssl::x509::{X509, X509Crl, X509PurposeId, X509Ref};
+use openssl::x509::{X509, X509Crl, X509CrlRef, X509PurposeId, X509Ref};
 use thiserror::Error;
 
 use crate::dn::DistinguishedName;
@@ -53,6 +64,9 @@ pub struct TrustAnchor {
     fingerprint: String,
     /// What chain verification needs to know about this certificate, read once at load.
     pub(crate) info: Arc<CertInfo>,
+    /// The CRL this CA's key signed (the newest, if several), or a CRL file under its
+    /// `<hash>` that cannot be read. `None`: it has no CRL of its own.
+    crl: Option<CrlState>,
 }
 
 impl TrustAnchor {
@@ -65,6 +79,23 @@ impl TrustAnchor {
     /// SHA-256 of the DER certificate, hex.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+    /// This CA's own CRL: one whose signature its key verified when the store was loaded.
+    pub fn crl(&self) -> Option<&CrlState> {
+        self.crl.as_ref()
+    }
+
+    /// Take `crl`, which this CA's key signed: the newer of two is kept, and a CRL file that
+    /// cannot be read keeps the CA unusable.
+    fn take_crl(&mut self, crl: LoadedCrl) {
+        let replace = match &self.crl {
+            Some(CrlState::Loaded(old)) => crl.this_update > old.this_update,
+            Some(CrlState::Broken { .. }) => false,
+            None => true,
+        };
+        if replace {
+            self.crl = Some(CrlState::Loaded(Box::new(crl)));
+        }
     }
 }
 
@@ -80,7 +111,8 @@ pub struct LoadedCrl {
     /// Problems that make this CRL unusable (RFC 5280 5.2: CRL number present and not
     /// critical, no unknown critical extension, issuer allowed to sign CRLs).
     pub defects: Vec<String>,
-    /// Whether the signature was checked against a trust anchor at load time.
+    /// Whether the signature was checked against the CA it is the CRL of (always, for the
+    /// CRL of a trust anchor; not yet, for one kept for CAs a client presents).
     pub signature_checked: bool,
 }
 
@@ -101,7 +133,7 @@ impl std::fmt::Debug for LoadedCrl {
 #[derive(Debug, Clone)]
 pub enum CrlState {
     Loaded(Box<LoadedCrl>),
-    /// A CRL file exists for this CA but cannot be used.
+    /// A CRL file under this CA's `<hash>` cannot be read, so it may be this CA's.
     Broken {
         file: PathBuf,
         reason: String,
@@ -136,8 +168,11 @@ type StoreKey = (i64, Purpose, u32);
 /// CA certificates, CRLs and namespace policies from one source.
 pub struct TrustStore {
     source: PathBuf,
+    /// Each with its own CRL.
     anchors: Vec<TrustAnchor>,
-    crls: HashMap<DistinguishedName, CrlState>,
+    /// CRLs signed by no trust anchor, by issuer name: for CAs a client presents (checked
+    /// against such a CA's key when used).
+    other_crls: HashMap<DistinguishedName, Vec<LoadedCrl>>,
     policies: HashMap<DistinguishedName, PolicyState>,
     warnings: Vec<String>,
     /// Anchor index by the address of its OpenSSL object (which the stores built from this
@@ -152,7 +187,7 @@ impl std::fmt::Debug for TrustStore {
         f.debug_struct("TrustStore")
             .field("source", &self.source)
             .field("anchors", &self.anchors)
-            .field("crls", &self.crls)
+            .field("other_crls", &self.other_crls)
             .field("policies", &self.policies)
             .field("warnings", &self.warnings)
             .finish_non_exhaustive()
@@ -164,7 +199,7 @@ impl Clone for TrustStore {
         Self {
             source: self.source.clone(),
             anchors: self.anchors.clone(),
-            crls: self.crls.clone(),
+            other_crls: self.other_crls.clone(),
             policies: self.policies.clone(),
             warnings: self.warnings.clone(),
             // the clone shares the anchors' OpenSSL objects
@@ -191,6 +226,7 @@ fn anchor_from(cert: X509, file: &Path) -> Result<TrustAnchor, String> {
         subject,
         file: file.to_path_buf(),
         info: Arc::new(info),
+        crl: None,
     })
 }
 
@@ -291,8 +327,9 @@ impl TrustStore {
         names.sort();
         let mut warnings = Vec::new();
         let mut anchors: Vec<TrustAnchor> = Vec::new();
-        // file hash -> CA subject, to resolve SELF and files that cannot be parsed
-        let mut by_hash: HashMap<String, DistinguishedName> = HashMap::new();
+        // file hash -> the anchors read from `<hash>.N` files, in file order: the CAs a CRL
+        // file that cannot be read may belong to, and (the first) what SELF names
+        let mut by_hash: HashMap<String, Vec<usize>> = HashMap::new();
         for name in &names {
             let Some((hash, suffix)) = hash_name(name) else {
                 continue;
@@ -324,11 +361,17 @@ impl TrustStore {
             for cert in certs {
                 match anchor_from(cert, &file) {
                     Ok(a) => {
-                        by_hash
-                            .entry(hash.to_ascii_lowercase())
-                            .or_insert_with(|| a.subject.clone());
-                        if !anchors.iter().any(|b| b.fingerprint == a.fingerprint) {
-                            anchors.push(a);
+                        let index =
+                            match anchors.iter().position(|b| b.fingerprint == a.fingerprint) {
+                                Some(i) => i,
+                                None => {
+                                    anchors.push(a);
+                                    anchors.len() - 1
+                                }
+                            };
+                        let of_hash = by_hash.entry(hash.to_ascii_lowercase()).or_default();
+                        if !of_hash.contains(&index) {
+                            of_hash.push(index);
                         }
                     }
                     Err(e) => warnings.push(format!("{}: {e}; CA not loaded", file.display())),
@@ -336,42 +379,48 @@ impl TrustStore {
             }
         }
 
-        let mut crls: HashMap<DistinguishedName, CrlState> = HashMap::new();
+        let mut other_crls: HashMap<DistinguishedName, Vec<LoadedCrl>> = HashMap::new();
         let mut policies: HashMap<DistinguishedName, PolicyState> = HashMap::new();
         for name in &names {
             let Some((hash, suffix)) = hash_name(name) else {
                 continue;
             };
             let file = dir.join(name);
-            let owner = by_hash.get(&hash.to_ascii_lowercase()).cloned();
+            let of_hash = by_hash
+                .get(&hash.to_ascii_lowercase())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let owner = of_hash
+                .first()
+                .and_then(|&i| anchors.get(i))
+                .map(|a| a.subject.clone());
             if is_digit_suffix(suffix, "r") {
-                match load_crl(&file, &anchors) {
-                    Ok(crl) => {
-                        // two CRL files for one CA: keep the newer
-                        let replace = match crls.get(&crl.issuer) {
-                            Some(CrlState::Loaded(old)) => crl.this_update > old.this_update,
-                            Some(CrlState::Broken { .. }) => false,
-                            None => true,
-                        };
-                        if replace {
-                            crls.insert(crl.issuer.clone(), CrlState::Loaded(Box::new(crl)));
-                        }
-                    }
-                    Err(reason) => match owner {
-                        Some(ca) => {
-                            crls.insert(
-                                ca,
-                                CrlState::Broken {
-                                    file: file.clone(),
-                                    reason,
-                                },
-                            );
-                        }
-                        None => warnings.push(format!(
-                            "{}: unusable CRL for an unknown CA: {reason}",
+                match load_crl(&file) {
+                    // matched to its CA by the key that signed it, never by the file's number
+                    Ok(crl) => match place_crl(crl, &mut anchors, &mut other_crls) {
+                        Placed::Anchors | Placed::NoAnchorOfItsName => {}
+                        Placed::SignedByNone { issuer, candidates } => warnings.push(format!(
+                            "{}: CRL of {issuer} is signed by none of the {candidates} trusted \
+                             CA certificate(s) of that name: ignored for them (it revokes \
+                             nothing and counts as no CRL)",
                             file.display()
                         )),
                     },
+                    // no signer can be told: every CA of this hash may be the one it is for
+                    Err(reason) if !of_hash.is_empty() => {
+                        for &i in of_hash {
+                            if let Some(anchor) = anchors.get_mut(i) {
+                                anchor.crl = Some(CrlState::Broken {
+                                    file: file.clone(),
+                                    reason: reason.clone(),
+                                });
+                            }
+                        }
+                    }
+                    Err(reason) => warnings.push(format!(
+                        "{}: unusable CRL for an unknown CA: {reason}",
+                        file.display()
+                    )),
                 }
             } else if suffix == "namespaces" || suffix == "signing_policy" {
                 match load_policy_file(&file) {
@@ -427,13 +476,13 @@ impl TrustStore {
                 }
             }
         }
-        Self::from_parts(dir, anchors, crls, policies, warnings)
+        Self::from_parts(dir, anchors, other_crls, policies, warnings)
     }
 
     fn from_parts(
         source: &Path,
         anchors: Vec<TrustAnchor>,
-        crls: HashMap<DistinguishedName, CrlState>,
+        other_crls: HashMap<DistinguishedName, Vec<LoadedCrl>>,
         policies: HashMap<DistinguishedName, PolicyState>,
         warnings: Vec<String>,
     ) -> Result<Self, TrustError> {
@@ -451,7 +500,7 @@ impl TrustStore {
         Ok(Self {
             source: source.to_path_buf(),
             anchors,
-            crls,
+            other_crls,
             policies,
             warnings,
             by_object,
@@ -475,18 +524,28 @@ impl TrustStore {
                 })?,
             );
         }
-        let mut crl_map = HashMap::new();
+        let mut other_crls = HashMap::new();
         for crl in crls {
             let der = crl.to_der().map_err(|e| TrustError::Invalid {
                 path: here.clone(),
                 message: e.to_string(),
             })?;
-            let loaded =
-                crl_from_der(&der, crl, &here, &list).map_err(|message| TrustError::Invalid {
-                    path: here.clone(),
-                    message,
-                })?;
-            crl_map.insert(loaded.issuer.clone(), CrlState::Loaded(Box::new(loaded)));
+            let loaded = crl_from_der(&der, crl, &here).map_err(|message| TrustError::Invalid {
+                path: here.clone(),
+                message,
+            })?;
+            // a CRL the caller passed that no CA of its name signed is a mistake of theirs
+            if let Placed::SignedByNone { issuer, candidates } =
+                place_crl(loaded, &mut list, &mut other_crls)
+            {
+                return Err(TrustError::Invalid {
+                    path: here,
+                    message: format!(
+                        "CRL of {issuer}: its signature verifies with the key of none of the \
+                         {candidates} trusted CA certificate(s) of that name"
+                    ),
+                });
+            }
         }
         let mut policy_map = HashMap::new();
         for policy in policies {
@@ -500,7 +559,7 @@ impl TrustStore {
                 );
             }
         }
-        Self::from_parts(&here, list, crl_map, policy_map, Vec::new())
+        Self::from_parts(&here, list, other_crls, policy_map, Vec::new())
     }
 
     pub fn source(&self) -> &Path {
@@ -513,8 +572,77 @@ impl TrustStore {
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
-    pub fn crl_for(&self, issuer: &DistinguishedName) -> Option<&CrlState> {
-        self.crls.get(issuer)
+    /// CRLs signed by no trust anchor, named as issued by `issuer`: they can only be the
+    /// CRLs of a CA of that name that a client presents (see [`Self::crl_of`]).
+    pub fn other_crls(&self, issuer: &DistinguishedName) -> &[LoadedCrl] {
+        self.other_crls
+            .get(issuer)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The CRL situation of the CA whose certificate `issuer` (named `name`) issued a
+    /// certificate of a verified path: the CRL its key signed. `None`: it has none of its own.
+    ///
+    /// For a trust anchor (the store's own certificate object) this is the CRL matched to it
+    /// at load. For a CA the client presented: the CRL of a trust anchor with the same name
+    /// and key, else the newest of [`Self::other_crls`] its key verifies (checked here, as
+    /// the CA was not known at load); a CRL file of its name that cannot be read refuses.
+    pub fn crl_of(&self, issuer: &X509Ref, name: &DistinguishedName) -> Option<Cow<'_, CrlState>> {
+        if let Some(anchor) = self.anchor_for(issuer) {
+            return anchor.crl.as_ref().map(Cow::Borrowed);
+        }
+        let key = issuer.public_key().ok();
+        let same_name = || self.anchors.iter().filter(|a| &a.subject == name);
+        let same_key = same_name().find(|a| {
+            key.as_ref()
+                .zip(a.cert.public_key().ok())
+                .is_some_and(|(k, ak)| k.public_eq(&ak))
+        });
+        if let Some(anchor) = same_key {
+            return match (&anchor.crl, signer_defect(issuer)) {
+                (Some(CrlState::Loaded(crl)), Some(defect)) => {
+                    let mut crl = crl.clone();
+                    crl.defects.push(defect);
+                    Some(Cow::Owned(CrlState::Loaded(crl)))
+                }
+                (state, _) => state.as_ref().map(Cow::Borrowed),
+            };
+        }
+        if let Some(broken) = same_name().find_map(|a| match &a.crl {
+            Some(b @ CrlState::Broken { .. }) => Some(b),
+            _ => None,
+        }) {
+            return Some(Cow::Borrowed(broken));
+        }
+        let candidates = self.other_crls(name);
+        let own = candidates
+            .iter()
+            .filter(|c| crl_signed_by(&c.crl, issuer))
+            .max_by_key(|c| c.this_update);
+        match own {
+            Some(crl) => {
+                let mut crl = crl.clone();
+                crl.signature_checked = true;
+                crl.defects.extend(signer_defect(issuer));
+                Some(Cow::Owned(CrlState::Loaded(Box::new(crl))))
+            }
+            None => {
+                if !candidates.is_empty() {
+                    tracing::warn!(
+                        target: "hpccert::trust",
+                        "CRL(s) of {name} ({}) are not signed by the key of the CA the client \
+                         presented: not its CRL",
+                        candidates
+                            .iter()
+                            .map(|c| c.file.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                None
+            }
+        }
     }
     pub fn policy_for(&self, issuer: &DistinguishedName) -> Option<&PolicyState> {
         self.policies.get(issuer)
@@ -582,14 +710,61 @@ impl TrustStore {
     }
 }
 
-/// Parse a CRL file (PEM or DER) and check it against the anchors.
-fn load_crl(file: &Path, anchors: &[TrustAnchor]) -> Result<LoadedCrl, String> {
+/// Parse a CRL file (PEM or DER).
+fn load_crl(file: &Path) -> Result<LoadedCrl, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     let crl = X509Crl::from_pem(&bytes)
         .or_else(|_| X509Crl::from_der(&bytes))
         .map_err(|e| format!("not a CRL: {e}"))?;
     let der = crl.to_der().map_err(|e| e.to_string())?;
-    crl_from_der(&der, crl, file, anchors)
+    crl_from_der(&der, crl, file)
+}
+
+/// Where [`place_crl`] put a CRL.
+#[derive(Debug)]
+enum Placed {
+    /// It is the CRL of each trust anchor whose key verified its signature.
+    Anchors,
+    /// No trust anchor has its issuer's name: kept in the other CRLs.
+    NoAnchorOfItsName,
+    /// Trust anchors have its issuer's name, but the key of none of them verifies it: it is
+    /// none of theirs (kept in the other CRLs, for a presented CA whose key it may be).
+    SignedByNone {
+        issuer: DistinguishedName,
+        candidates: usize,
+    },
+}
+
+/// Match a CRL to the CAs it belongs to: the trust anchors named as its issuer whose key
+/// verifies its signature (one check per anchor of that name, here at load, never at use).
+fn place_crl(
+    crl: LoadedCrl,
+    anchors: &mut [TrustAnchor],
+    other_crls: &mut HashMap<DistinguishedName, Vec<LoadedCrl>>,
+) -> Placed {
+    let mut candidates = 0;
+    let mut signed = false;
+    for anchor in anchors.iter_mut().filter(|a| a.subject == crl.issuer) {
+        candidates += 1;
+        if !crl_signed_by(&crl.crl, &anchor.cert) {
+            continue;
+        }
+        signed = true;
+        let mut own = crl.clone();
+        own.signature_checked = true;
+        own.defects.extend(signer_defect(&anchor.cert));
+        anchor.take_crl(own);
+    }
+    if signed {
+        return Placed::Anchors;
+    }
+    let issuer = crl.issuer.clone();
+    other_crls.entry(crl.issuer.clone()).or_default().push(crl);
+    if candidates == 0 {
+        Placed::NoAnchorOfItsName
+    } else {
+        Placed::SignedByNone { issuer, candidates }
+    }
 }
 
 const OID_CRL_NUMBER: &str = "2.5.29.20";
@@ -597,12 +772,8 @@ const OID_DELTA_CRL: &str = "2.5.29.27";
 const OID_AKI: &str = "2.5.29.35";
 const OID_ISSUING_DP: &str = "2.5.29.28";
 
-pub(crate) fn crl_from_der(
-    der: &[u8],
-    crl: X509Crl,
-    file: &Path,
-    anchors: &[TrustAnchor],
-) -> Result<LoadedCrl, String> {
+/// A parsed CRL with its own defects; not yet matched to a CA.
+fn crl_from_der(der: &[u8], crl: X509Crl, file: &Path) -> Result<LoadedCrl, String> {
     let (_, parsed) = x509_parser::parse_x509_crl(der).map_err(|e| format!("not a CRL: {e}"))?;
     let issuer = DistinguishedName::from_x509_name(parsed.issuer()).map_err(|e| e.to_string())?;
     let mut defects = Vec::new();
@@ -629,11 +800,6 @@ pub(crate) fn crl_from_der(
     if !has_number {
         defects.push("the CRL has no CRL number".to_string());
     }
-    let mut signature_checked = false;
-    if let Some(anchor) = anchors.iter().find(|a| a.subject == issuer) {
-        check_crl_signer(&crl, &anchor.cert, &mut defects)?;
-        signature_checked = true;
-    }
     Ok(LoadedCrl {
         crl: Arc::new(crl),
         file: file.to_path_buf(),
@@ -641,28 +807,25 @@ pub(crate) fn crl_from_der(
         this_update: unix(&parsed.last_update()),
         next_update: parsed.next_update().map(|t| unix(&t)),
         defects,
-        signature_checked,
+        signature_checked: false,
     })
 }
 
-/// Verify a CRL's signature with its issuer, and that the issuer may sign CRLs.
-pub(crate) fn check_crl_signer(
-    crl: &X509Crl,
-    issuer: &X509,
-    defects: &mut Vec<String>,
-) -> Result<(), String> {
-    let key = issuer
+/// Whether `issuer`'s key verifies the signature of `crl`.
+fn crl_signed_by(crl: &X509CrlRef, issuer: &X509Ref) -> bool {
+    issuer
         .public_key()
-        .map_err(|e| format!("issuer key: {e}"))?;
-    if !crl.verify(&key).unwrap_or(false) {
-        return Err("CRL signature does not verify with its CA's key".to_string());
+        .is_ok_and(|key| crl.verify(&key).unwrap_or(false))
+}
+
+/// What makes `issuer` unfit to sign CRLs: a key usage without cRLSign.
+fn signer_defect(issuer: &X509Ref) -> Option<String> {
+    let der = issuer.to_der().ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    match cert.key_usage() {
+        Ok(Some(ku)) if !ku.value.crl_sign() => {
+            Some("the CA's key usage does not allow signing CRLs (no cRLSign)".to_string())
+        }
+        _ => None,
     }
-    if let Ok(der) = issuer.to_der()
-        && let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der)
-        && let Ok(Some(ku)) = cert.key_usage()
-        && !ku.value.crl_sign()
-    {
-        defects.push("the CA's key usage does not allow signing CRLs (no cRLSign)".to_string());
-    }
-    Ok(())
 }

@@ -32,7 +32,7 @@ use x509_parser::public_key::PublicKey;
 
 use crate::clock::unix_seconds;
 use crate::dn::DistinguishedName;
-use crate::trust::{CrlState, PolicyState, Purpose, TrustStore, check_crl_signer};
+use crate::trust::{CrlState, PolicyState, Purpose, TrustStore};
 
 /// RFC 3820 ProxyCertInfo.
 const OID_PROXY_CERT_INFO: &str = "1.3.6.1.5.5.7.1.14";
@@ -833,7 +833,9 @@ fn check_revocation(
         ca: ca.to_slash(),
         reason,
     };
-    let crl = match trust.crl_for(ca) {
+    // the CRL signed by this issuer's key: another CA's of the same name never stands for it
+    let state = trust.crl_of(&issuer.x509, ca);
+    let crl = match state.as_deref() {
         None if policy == CrlPolicy::Require => {
             return Err(VerifyError::CrlMissing { ca: ca.to_slash() });
         }
@@ -843,13 +845,6 @@ fn check_revocation(
         }
         Some(CrlState::Loaded(crl)) => crl,
     };
-    if !crl.signature_checked {
-        let mut defects = Vec::new();
-        check_crl_signer(&crl.crl, &issuer.x509, &mut defects).map_err(&unusable)?;
-        if let Some(d) = defects.first() {
-            return Err(unusable(d.clone()));
-        }
-    }
     if let Some(d) = crl.defects.first() {
         return Err(unusable(d.clone()));
     }
