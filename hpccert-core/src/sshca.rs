@@ -233,7 +233,70 @@ pub fn load_ca_key(path: &Path) -> Result<PrivateKey, SshCaError> {
     Ok(key)
 }
 
+/// The CA's public keys as the nodes see them: what the export publishes (the trusted keys
+/// and the KRL), without the private keys.
+#[derive(Debug, Clone, Default)]
+pub struct CaPublicKeys {
+    keys: Vec<PublicKey>,
+}
+
+impl CaPublicKeys {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The `TrustedUserCAKeys` text: one OpenSSH public key per line, current first.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let mut k = k.clone();
+            k.set_comment(if i == 0 {
+                "hpccert SSH user CA (current)"
+            } else {
+                "hpccert SSH user CA (next)"
+            });
+            if let Ok(line) = k.to_openssh() {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// A KRL of the revoked serials, each listed under the CA key (by fingerprint) that
+    /// signed it; serials of a key no longer published are left out (no node trusts it).
+    pub fn krl(
+        &self,
+        revoked: &[(String, u64)],
+        version: u64,
+        generated: u64,
+    ) -> Result<Vec<u8>, SshCaError> {
+        let sections: Vec<(&PublicKey, Vec<u64>)> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let fp = fingerprint(k);
+                let serials = revoked
+                    .iter()
+                    .filter(|(f, _)| *f == fp)
+                    .map(|(_, s)| *s)
+                    .collect();
+                (k, serials)
+            })
+            .collect();
+        krl::render(&sections, version, generated, "hpccert SSH CA revocations")
+            .map_err(|e| SshCaError::Signing(e.to_string()))
+    }
+}
+
 impl SshCa {
+    /// The public keys (current, then next) for the export.
+    pub fn public_set(&self) -> CaPublicKeys {
+        CaPublicKeys {
+            keys: self.public_keys().into_iter().cloned().collect(),
+        }
+    }
+
     pub fn new(current: PrivateKey, next: Option<PrivateKey>, policy: CaPolicy) -> Self {
         Self {
             current,
@@ -270,20 +333,7 @@ impl SshCa {
 
     /// The `TrustedUserCAKeys` file: one OpenSSH public key per line.
     pub fn trusted_keys_text(&self) -> String {
-        let mut out = String::new();
-        for (i, k) in self.public_keys().into_iter().enumerate() {
-            let mut k = k.clone();
-            k.set_comment(if i == 0 {
-                "hpccert SSH user CA (current)"
-            } else {
-                "hpccert SSH user CA (next)"
-            });
-            if let Ok(line) = k.to_openssh() {
-                out.push_str(&line);
-                out.push('\n');
-            }
-        }
-        out
+        self.public_set().text()
     }
 
     /// Sign a user certificate; `now` is the time of issuance (valid from a minute before,

@@ -17,7 +17,9 @@ use hpccert_core::tokenmap::{self, TokenMapfile};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::model::{Account, IdentityKey, IdentityKind, StoreError, SuspensionTarget};
+use crate::model::{
+    Account, IdentityKey, IdentityKind, RevokedCertificate, StoreError, SuspensionTarget,
+};
 
 /// `format` in the bundle.
 pub const FORMAT: &str = "hpccert-export";
@@ -35,6 +37,8 @@ pub struct ExportState {
     /// account is its default.
     pub active_links: Vec<(IdentityKey, String)>,
     pub suspensions: Vec<SuspensionTarget>,
+    /// Revoked SSH certificates that have not expired when the state was read (the KRL).
+    pub revoked: Vec<RevokedCertificate>,
 }
 
 /// The five files, as text.
@@ -71,6 +75,18 @@ pub struct Bundle {
     pub files: ExportFiles<String>,
     passwd: Vec<PasswdEntry>,
     group: Vec<GroupEntry>,
+    /// What the SSH CA's revocation list holds.
+    pub revoked: Vec<RevokedCertificate>,
+}
+
+/// The SSH CA's part of a bundle (format version 2): the CA public keys the nodes trust and
+/// the KRL of revoked certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshExport {
+    /// `TrustedUserCAKeys` text: one OpenSSH public key per line (current, then next).
+    pub ca_keys: String,
+    /// The KRL (binary, PROTOCOL.krl), base64 in the JSON.
+    pub krl: Vec<u8>,
 }
 
 #[derive(Serialize)]
@@ -243,6 +259,7 @@ pub fn build(state: &ExportState) -> Result<Bundle, StoreError> {
     let nss_group = without_trailer::<GroupTable>("nss-group", &nsscache::render_group(&group))?;
 
     Ok(Bundle {
+        revoked: state.revoked.clone(),
         serial: state.serial,
         generated: state.changed,
         files: ExportFiles {
@@ -274,6 +291,12 @@ fn without_trailer<T: CacheTable>(file: &'static str, full: &str) -> Result<Stri
 impl Bundle {
     /// The response body of `GET /export/v1/bundle`.
     pub fn to_json(&self, portal_url: &str) -> Vec<u8> {
+        self.to_json_with(portal_url, None)
+    }
+
+    /// The bundle's JSON; with the SSH CA's files, format version 2 (`ssh-ca-keys` and
+    /// `ssh-krl`, base64, with their digests: EXPORT.md), else version 1.
+    pub fn to_json_with(&self, portal_url: &str, ssh: Option<&SshExport>) -> Vec<u8> {
         let generated = time::OffsetDateTime::from_unix_timestamp(self.generated)
             .ok()
             .and_then(|t| {
@@ -283,7 +306,7 @@ impl Bundle {
             .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
         let json = BundleJson {
             format: FORMAT,
-            version: VERSION,
+            version: if ssh.is_some() { 2 } else { VERSION },
             serial: self.serial,
             generated,
             portal: portal_url,
@@ -291,7 +314,17 @@ impl Bundle {
             sha256: self.files.map(|t| sha256_hex(t.as_bytes())),
         };
         // serialising plain strings and integers cannot fail
-        let mut body = serde_json::to_vec_pretty(&json).unwrap_or_default();
+        let mut value = serde_json::to_value(&json).unwrap_or_default();
+        if let Some(ssh) = ssh {
+            use base64::Engine as _;
+            let krl = base64::engine::general_purpose::STANDARD.encode(&ssh.krl);
+            value["files"]["ssh-ca-keys"] = serde_json::Value::from(ssh.ca_keys.clone());
+            value["files"]["ssh-krl"] = serde_json::Value::from(krl);
+            value["sha256"]["ssh-ca-keys"] =
+                serde_json::Value::from(sha256_hex(ssh.ca_keys.as_bytes()));
+            value["sha256"]["ssh-krl"] = serde_json::Value::from(sha256_hex(&ssh.krl));
+        }
+        let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
         body.push(b'\n');
         body
     }

@@ -85,6 +85,9 @@ pub struct PortalSettings {
     /// Client certificate subjects that may fetch the export (over mutual TLS).
     pub export_client_dns: Vec<DistinguishedName>,
     pub export_dir: Option<PathBuf>,
+    /// The SSH CA's public keys: with any, the bundle is format version 2 and carries them and
+    /// the KRL of revoked certificates.
+    pub ssh_ca_keys: hpccert_core::sshca::CaPublicKeys,
 }
 
 /// The running portal.
@@ -96,6 +99,7 @@ pub struct Portal {
     token_digests: Vec<[u8; 32]>,
     client_dns: Vec<DistinguishedName>,
     export_dir: Option<PathBuf>,
+    ssh_ca_keys: hpccert_core::sshca::CaPublicKeys,
     current: RwLock<Arc<Published>>,
     /// Serialises installs into `export_dir` (never an older serial over a newer one).
     installed: tokio::sync::Mutex<i64>,
@@ -105,7 +109,7 @@ impl Portal {
     /// Publish the store's current export and return the portal.
     pub async fn start(store: Store, settings: PortalSettings) -> Result<Arc<Self>, StoreError> {
         let bundle = store.export().await?;
-        let published = publish(&bundle, &settings.url);
+        let published = publish(&bundle, &settings.url, &settings.ssh_ca_keys);
         let portal = Arc::new(Self {
             store,
             url: settings.url,
@@ -116,6 +120,7 @@ impl Portal {
                 .collect(),
             client_dns: settings.export_client_dns,
             export_dir: settings.export_dir,
+            ssh_ca_keys: settings.ssh_ca_keys,
             current: RwLock::new(Arc::new(published)),
             installed: tokio::sync::Mutex::new(-1),
         });
@@ -135,7 +140,7 @@ impl Portal {
         now: SystemTime,
     ) -> Result<Arc<Published>, StoreError> {
         let bundle = self.store.change(actor, change, now).await?;
-        let published = Arc::new(publish(&bundle, &self.url));
+        let published = Arc::new(publish(&bundle, &self.url, &self.ssh_ca_keys));
         {
             let mut current = self
                 .current
@@ -210,8 +215,36 @@ pub(crate) fn metrics_refused(reason: &str) {
         .inc();
 }
 
-fn publish(bundle: &Bundle, url: &str) -> Published {
-    let body = bundle.to_json(url);
+fn publish(
+    bundle: &Bundle,
+    url: &str,
+    ssh_ca_keys: &hpccert_core::sshca::CaPublicKeys,
+) -> Published {
+    let ssh = if ssh_ca_keys.is_empty() {
+        None
+    } else {
+        let revoked: Vec<(String, u64)> = bundle
+            .revoked
+            .iter()
+            .map(|r| (r.ca_fingerprint.clone(), r.serial))
+            .collect();
+        match ssh_ca_keys.krl(
+            &revoked,
+            u64::try_from(bundle.serial).unwrap_or(0),
+            u64::try_from(bundle.generated).unwrap_or(0),
+        ) {
+            Ok(krl) => Some(export::SshExport {
+                ca_keys: ssh_ca_keys.text(),
+                krl,
+            }),
+            // never a bundle without the revocations: the nodes keep the last one
+            Err(e) => {
+                tracing::error!("the KRL could not be made, the bundle keeps no SSH files: {e}");
+                None
+            }
+        }
+    };
+    let body = bundle.to_json_with(url, ssh.as_ref());
     Published {
         serial: bundle.serial,
         etag: sha256_hex(&body),

@@ -405,9 +405,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{scheme}://{local}"))
         .trim_end_matches('/')
         .to_string();
+    // the SSH CA's keys before anything is served: the export publishes their public halves
+    let ssh_ca_key = match &setup.web.ssh_ca {
+        Some(settings) => Some(
+            mapping_portal::sshca::CertificateAuthority::load_ca(settings)
+                .map_err(|e| anyhow::anyhow!("the SSH CA cannot start: {e}"))?,
+        ),
+        None => None,
+    };
     let portal = Portal::start(
         store.clone(),
         PortalSettings {
+            ssh_ca_keys: ssh_ca_key
+                .as_ref()
+                .map(|k| k.public_set())
+                .unwrap_or_default(),
             url: url.clone(),
             export_tokens: export_tokens.clone(),
             export_client_dns: client_dns(&setup.web)?,
@@ -525,9 +537,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("stopping");
         hpccert_core::notify::stopping();
     };
-    let ssh_ca = match &web.ssh_ca {
-        Some(settings) => {
+    let ssh_ca = match (&web.ssh_ca, ssh_ca_key) {
+        (Some(settings), Some(key)) => {
             let ca = mapping_portal::sshca::CertificateAuthority::new(
+                key,
                 settings,
                 &setup.config,
                 Arc::clone(&portal),
@@ -539,7 +552,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(ca = %hpccert_core::sshca::fingerprint(ca.ca().public_key()), "SSH CA ready");
             Some(Arc::new(ca))
         }
-        None => None,
+        _ => None,
     };
     let mut router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
     if let Some(ca) = ssh_ca {

@@ -224,6 +224,11 @@ pub enum Change {
     Unsuspend {
         target: SuspensionTarget,
     },
+    /// Revoke one SSH certificate the CA issued (an admin's revoke): it goes into the KRL.
+    RevokeCertificate {
+        serial: u64,
+        reason: String,
+    },
 }
 
 impl Change {
@@ -236,6 +241,7 @@ impl Change {
             Self::Unlink { .. } => "unlink",
             Self::Suspend { .. } => "suspend",
             Self::Unsuspend { .. } => "unsuspend",
+            Self::RevokeCertificate { .. } => "revoke-ssh-certificate",
         }
     }
 
@@ -249,6 +255,7 @@ impl Change {
             | Self::Approve { identity, account }
             | Self::Unlink { identity, account } => format!("{identity} -> {account}"),
             Self::Suspend { target, .. } | Self::Unsuspend { target } => target.to_string(),
+            Self::RevokeCertificate { serial, .. } => format!("ssh certificate serial {serial}"),
         }
     }
 }
@@ -316,6 +323,8 @@ pub enum StoreError {
     GidInUse { gid: u32, owner: String },
     #[error("{0} is already suspended")]
     AlreadySuspended(SuspensionTarget),
+    #[error("no unrevoked SSH certificate has serial {0}")]
+    NoSuchCertificate(u64),
     #[error("{0} is not suspended")]
     NotSuspended(SuspensionTarget),
     #[error("the change would publish a {file} that a login node refuses: {reason}")]
@@ -347,6 +356,14 @@ impl CertificateProof {
             Self::X509 => "x509",
         }
     }
+}
+
+/// A revoked certificate that has not expired: what the KRL lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedCertificate {
+    pub serial: u64,
+    pub ca_fingerprint: String,
+    pub valid_before: i64,
 }
 
 /// An OpenSSH certificate the SSH CA issued (a row of `ssh_certificates`).

@@ -122,22 +122,28 @@ struct CertificateRequest {
 }
 
 impl CertificateAuthority {
-    /// The CA of `[portal.ssh_ca]`: its keys loaded (a key others can read, or that does not
-    /// load, refuses the start), tokens checked with the config's `[[issuer]]` tables.
+    /// Load the CA keys of `[portal.ssh_ca]`: a key others can read, or one that does not
+    /// load, refuses the start (nothing is ever signed with it).
+    pub fn load_ca(settings: &PortalSshCaConfig) -> Result<SshCa, String> {
+        let policy = settings.policy()?;
+        SshCa::load(
+            &settings.key_file,
+            settings.next_key_file.as_deref(),
+            policy,
+        )
+        .map_err(|e| format!("[portal.ssh_ca]: {e}"))
+    }
+
+    /// The CA service over a loaded CA; tokens are checked with the config's `[[issuer]]`
+    /// tables.
     pub fn new(
+        ca: SshCa,
         settings: &PortalSshCaConfig,
         config: &Config,
         portal: Arc<Portal>,
         url: &str,
         oidc_issuer: Option<String>,
     ) -> Result<Self, String> {
-        let policy = settings.policy()?;
-        let ca = SshCa::load(
-            &settings.key_file,
-            settings.next_key_file.as_deref(),
-            policy,
-        )
-        .map_err(|e| format!("[portal.ssh_ca]: {e}"))?;
         if config.issuers.is_empty() {
             tracing::warn!(
                 "[portal.ssh_ca]: no [[issuer]] is configured: every bearer token is refused"

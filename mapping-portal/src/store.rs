@@ -20,7 +20,8 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use crate::export::{self, Bundle, ExportState};
 use crate::model::{
     Account, Actor, Approval, AuditEntry, CertificateProof, Change, IdentityKey, IdentityProfile,
-    IssuedCertificate, Link, LinkState, StoreError, Suspension, SuspensionTarget,
+    IssuedCertificate, Link, LinkState, RevokedCertificate, StoreError, Suspension,
+    SuspensionTarget,
 };
 
 /// The migrations of `migrations/BACKEND/`, embedded (as `sqlx::migrate!` would, without
@@ -550,12 +551,33 @@ async fn read_export_state(conn: &mut AnyConnection) -> Result<ExportState, Stor
         .iter()
         .map(suspension_target)
         .collect::<Result<Vec<_>, _>>()?;
+    // expired certificates drop out of the KRL
+    let revoked = sqlx::query(
+        "SELECT serial, ca_fingerprint, valid_before FROM ssh_certificates \
+         WHERE revoked_at IS NOT NULL AND valid_before > $1 ORDER BY serial",
+    )
+    .bind(changed)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        let serial: String = r.try_get(0)?;
+        Ok(RevokedCertificate {
+            serial: serial
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("ssh_certificates.serial {serial:?}")))?,
+            ca_fingerprint: r.try_get(1)?,
+            valid_before: r.try_get(2)?,
+        })
+    })
+    .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(ExportState {
         serial,
         changed,
         accounts,
         active_links,
         suspensions,
+        revoked,
     })
 }
 
@@ -761,6 +783,57 @@ async fn apply(
             .bind(at)
             .execute(&mut *conn)
             .await?;
+            // every unexpired SSH certificate of the identity, or naming the account, is
+            // revoked with it (an unsuspension does not bring them back)
+            let why = format!("suspended: {target}: {reason}");
+            let revoked = match target {
+                SuspensionTarget::Identity(k) => {
+                    sqlx::query(
+                        "UPDATE ssh_certificates SET revoked_at = $1, revoked_reason = $2 \
+                         WHERE revoked_at IS NULL AND valid_before > $1 AND identity_kind = $3 \
+                         AND identity_issuer = $4 AND identity_subject = $5",
+                    )
+                    .bind(at)
+                    .bind(&why)
+                    .bind(k.kind().as_str())
+                    .bind(k.issuer())
+                    .bind(k.subject())
+                    .execute(&mut *conn)
+                    .await?
+                }
+                SuspensionTarget::Account(a) => {
+                    sqlx::query(
+                        "UPDATE ssh_certificates SET revoked_at = $1, revoked_reason = $2 \
+                         WHERE revoked_at IS NULL AND valid_before > $1 \
+                         AND (',' || accounts || ',') LIKE ('%,' || $3 || ',%')",
+                    )
+                    .bind(at)
+                    .bind(&why)
+                    .bind(a.as_str())
+                    .execute(&mut *conn)
+                    .await?
+                }
+            }
+            .rows_affected();
+            Ok(if revoked > 0 {
+                format!(", reason: {reason}, {revoked} SSH certificate(s) revoked")
+            } else {
+                format!(", reason: {reason}")
+            })
+        }
+        Change::RevokeCertificate { serial, reason } => {
+            let done = sqlx::query(
+                "UPDATE ssh_certificates SET revoked_at = $1, revoked_reason = $2 \
+                 WHERE serial = $3 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(format!("revoked by {}: {reason}", actor.name))
+            .bind(serial.to_string())
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NoSuchCertificate(*serial));
+            }
             Ok(format!(", reason: {reason}"))
         }
         Change::Unsuspend { target } => {

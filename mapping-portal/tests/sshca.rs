@@ -112,9 +112,12 @@ async fn site(per_identity: usize) -> Option<Site> {
     let store = Store::open(&common::sqlite_url(d), hpccert_core::clock::now())
         .await
         .unwrap();
+    let settings = config.portal.as_ref().unwrap().ssh_ca.clone().unwrap();
+    let key = CertificateAuthority::load_ca(&settings).unwrap();
     let portal = Portal::start(
         store,
         PortalSettings {
+            ssh_ca_keys: key.public_set(),
             url: "https://portal.test.example".into(),
             export_tokens: vec![ExportToken::new(&"e".repeat(40)).unwrap()],
             export_client_dns: vec![],
@@ -142,8 +145,8 @@ async fn site(per_identity: usize) -> Option<Site> {
             .await
             .unwrap();
     }
-    let settings = config.portal.as_ref().unwrap().ssh_ca.clone().unwrap();
     let ca = CertificateAuthority::new(
+        key,
         &settings,
         &config,
         Arc::clone(&portal),
@@ -353,6 +356,112 @@ async fn refusals_say_why_are_audited_and_record_nothing() {
         )
         .await;
     assert_eq!(got, StatusCode::OK, "{answer}");
+}
+
+/// Suspending the identity revokes its certificates: the next bundle (format version 2) carries
+/// the CA keys and a KRL that `ssh-keygen -Q` reads as revoking the certificate; an admin's
+/// revoke of one serial does the same.
+#[tokio::test]
+async fn a_suspension_revokes_issued_certificates_into_the_bundles_krl() {
+    use base64::Engine as _;
+    let Some(s) = site(30).await else { return };
+    let d = s.dir.path();
+    let user = keygen(d, "id_ed25519", &["-t", "ed25519"]);
+    let good = s.token(SUB, AUD, 3600);
+    let mut certs = Vec::new();
+    for name in ["a", "b"] {
+        let (status, body) = s
+            .request(Some(&good), &json!({"public_key": public(&user)}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let path = d.join(format!("cert-{name}.pub"));
+        std::fs::write(&path, body["certificate"].as_str().unwrap()).unwrap();
+        certs.push((path, body["serial"].as_u64().unwrap()));
+    }
+    let bundle = |s: &Site| -> Value { serde_json::from_slice(&s.portal.current().body).unwrap() };
+    let query = |b: &Value, cert: &Path| -> bool {
+        let krl = base64::engine::general_purpose::STANDARD
+            .decode(b["files"]["ssh-krl"].as_str().unwrap())
+            .unwrap();
+        let path = d.join("krl");
+        std::fs::write(&path, krl).unwrap();
+        let out = Command::new("ssh-keygen")
+            .arg("-Q")
+            .arg("-f")
+            .arg(&path)
+            .arg(cert)
+            .output()
+            .unwrap();
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("REVOKED")
+    };
+    let b = bundle(&s);
+    assert_eq!(b["version"], 2, "{b}");
+    assert!(
+        b["files"]["ssh-ca-keys"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh-ed25519 ")
+    );
+    assert!(!query(&b, &certs[0].0) && !query(&b, &certs[1].0));
+
+    // an admin revokes the first one
+    let admin = Actor {
+        name: "admin".into(),
+        from_addr: None,
+    };
+    s.portal
+        .change(
+            &admin,
+            &Change::RevokeCertificate {
+                serial: certs[0].1,
+                reason: "key lost".into(),
+            },
+            hpccert_core::clock::now(),
+        )
+        .await
+        .unwrap();
+    let b = bundle(&s);
+    assert!(query(&b, &certs[0].0) && !query(&b, &certs[1].0));
+    // revoking it again, or an unknown serial: refused
+    assert!(
+        s.portal
+            .change(
+                &admin,
+                &Change::RevokeCertificate {
+                    serial: certs[0].1,
+                    reason: "x".into()
+                },
+                hpccert_core::clock::now()
+            )
+            .await
+            .is_err()
+    );
+
+    // suspending the identity revokes the other
+    s.portal
+        .change(
+            &admin,
+            &Change::Suspend {
+                target: SuspensionTarget::Identity(IdentityKey::token(ISS, SUB).unwrap()),
+                reason: "compromised".into(),
+            },
+            hpccert_core::clock::now(),
+        )
+        .await
+        .unwrap();
+    let b = bundle(&s);
+    assert!(query(&b, &certs[0].0) && query(&b, &certs[1].0));
+    let recorded = s.portal.store().certificates().await.unwrap();
+    assert!(
+        recorded.iter().all(|c| c.revoked_at.is_some()),
+        "{recorded:?}"
+    );
+    assert!(recorded.iter().any(|c| {
+        c.revoked_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("compromised")
+    }));
 }
 
 #[tokio::test]

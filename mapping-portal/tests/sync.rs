@@ -218,6 +218,7 @@ async fn gridmap_tool_sync_with_a_client_certificate() {
     let portal = mapping_portal::Portal::start(
         store,
         mapping_portal::PortalSettings {
+            ssh_ca_keys: Default::default(),
             url: "https://portal.example.org".into(),
             export_tokens: vec![],
             export_client_dns: vec![node_cert.subject()],

@@ -293,6 +293,7 @@ async fn setup_with(
     let portal = Portal::start(
         store,
         PortalSettings {
+            ssh_ca_keys: Default::default(),
             url: base.clone(),
             export_tokens: vec![ExportToken::new(common::TOKEN).unwrap()],
             export_client_dns: vec![],
@@ -927,6 +928,7 @@ async fn https_with_secure_host_cookies_and_hsts() {
     let portal = Portal::start(
         store,
         PortalSettings {
+            ssh_ca_keys: Default::default(),
             url: base.clone(),
             export_tokens: vec![],
             export_client_dns: vec![node.subject()],

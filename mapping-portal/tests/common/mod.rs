@@ -266,6 +266,7 @@ pub async fn start() -> Running {
     let portal = Portal::start(
         store,
         PortalSettings {
+            ssh_ca_keys: Default::default(),
             url: "https://portal.example.org".into(),
             export_tokens: vec![ExportToken::new(TOKEN).unwrap()],
             export_client_dns: vec![],
