@@ -53,6 +53,9 @@ impl std::fmt::Debug for BearerToken {
 /// Where each file goes.
 #[derive(Debug)]
 struct Targets {
+    /// The SSH CA's public keys and its KRL (version 2 bundles).
+    ssh_ca_keys: PathBuf,
+    ssh_krl: PathBuf,
     suspended: PathBuf,
     token_mapfile: Option<PathBuf>,
     grid_mapfile: PathBuf,
@@ -65,6 +68,8 @@ impl Targets {
     fn new(config: &Config, dir: Option<&Path>) -> Self {
         match dir {
             Some(d) => Self {
+                ssh_ca_keys: d.join(SSH_CA_KEYS_FILE),
+                ssh_krl: d.join(SSH_KRL_FILE),
                 suspended: d.join("suspended"),
                 token_mapfile: Some(d.join("token-mapfile")),
                 grid_mapfile: d.join("grid-mapfile"),
@@ -74,6 +79,13 @@ impl Targets {
             None => {
                 let m = &config.mapping;
                 Self {
+                    ssh_ca_keys: config
+                        .sshd
+                        .trusted_user_ca_keys
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_SSH_CA_KEYS)),
+                    ssh_krl: PathBuf::from(DEFAULT_SSH_KRL),
                     suspended: m.suspended_file.clone(),
                     token_mapfile: m.token_mapfile.clone(),
                     grid_mapfile: m.grid_mapfile.clone(),
@@ -84,6 +96,14 @@ impl Targets {
         }
     }
 }
+
+/// Where the SSH CA's files go under `--dir`.
+const SSH_CA_KEYS_FILE: &str = "ssh-ca-keys.pub";
+const SSH_KRL_FILE: &str = "ssh-revoked.krl";
+/// Where they go without `--dir` (the drop-in for system OpenSSH names them): the CA keys to
+/// the first `[sshd] trusted_user_ca_keys` file, if any.
+const DEFAULT_SSH_CA_KEYS: &str = "/etc/hpccert/ssh-ca-keys.pub";
+const DEFAULT_SSH_KRL: &str = "/etc/hpccert/ssh-revoked.krl";
 
 fn parent(p: &Path) -> PathBuf {
     match p.parent() {
@@ -471,6 +491,8 @@ struct Planned {
 
 enum Kind {
     Plain,
+    /// Binary content (the KRL); `new` and `old` hold its base64 for the comparison.
+    Binary(Vec<u8>),
     NssPasswd(Vec<nsscache::PasswdEntry>),
     NssGroup(Vec<nsscache::GroupEntry>),
 }
@@ -581,7 +603,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let mut summary = Vec::new();
     for p in &plan.files {
         let old_body = match p.kind {
-            Kind::Plain => p.old.clone(),
+            Kind::Plain | Kind::Binary(_) => p.old.clone(),
             _ => nss_body(&p.old),
         };
         let (added, removed) = line_changes(&old_body, &p.new);
@@ -589,7 +611,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
         // services refuse to start on a configured file that is missing
         let unchanged = p.path.exists()
             && match &p.kind {
-                Kind::Plain => p.old == p.new,
+                Kind::Plain | Kind::Binary(_) => p.old == p.new,
                 Kind::NssPasswd(e) => p.old == nsscache::render_passwd(e),
                 Kind::NssGroup(e) => p.old == nsscache::render_group(e),
             };
@@ -603,11 +625,19 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
                 p.path.display()
             )
         })?;
-        summary.push(format!(
-            "  {}: +{added} -{removed} lines ({})",
-            p.label,
-            p.path.display()
-        ));
+        summary.push(match &p.kind {
+            Kind::Binary(bytes) => format!(
+                "  {}: replaced ({} bytes) ({})",
+                p.label,
+                bytes.len(),
+                p.path.display()
+            ),
+            _ => format!(
+                "  {}: +{added} -{removed} lines ({})",
+                p.label,
+                p.path.display()
+            ),
+        });
         if p.label == "suspended" {
             for line in removed_lines(&p.old, &p.new) {
                 if hpccert_core::suspension::parse_line(line)
@@ -674,6 +704,31 @@ fn plan(
     let mut files = Vec::new();
     let mut skipped_token_map = false;
     let mut shadowed = Vec::new();
+    // the revocations first, then the CA keys: a node never trusts a key before it knows
+    // what that key's certificates lost
+    if let Some(ssh) = &bundle.ssh {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let old_krl = match std::fs::read(&targets.ssh_krl) {
+            Ok(b) => b64(&b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(refusal(format!("{}: {e}", targets.ssh_krl.display()))),
+        };
+        files.push(Planned {
+            label: "ssh-krl",
+            path: targets.ssh_krl.clone(),
+            new: b64(&ssh.krl),
+            old: old_krl,
+            kind: Kind::Binary(ssh.krl.clone()),
+        });
+        files.push(Planned {
+            label: "ssh-ca-keys",
+            path: targets.ssh_ca_keys.clone(),
+            new: ssh.ca_keys.clone(),
+            old: read_or_empty(&targets.ssh_ca_keys).map_err(refusal)?,
+            kind: Kind::Plain,
+        });
+    }
     for file in ExportFile::INSTALL_ORDER {
         match file {
             ExportFile::Suspended => files.push(Planned {
@@ -779,6 +834,10 @@ fn install(p: &Planned) -> anyhow::Result<()> {
         Kind::Plain => {
             let _lock = WriteLock::acquire(&p.path)?;
             write_atomic(&p.path, p.new.as_bytes())?;
+        }
+        Kind::Binary(bytes) => {
+            let _lock = WriteLock::acquire(&p.path)?;
+            write_atomic(&p.path, bytes)?;
         }
         Kind::NssPasswd(entries) => nsscache::write_passwd(&parent(&p.path), entries)?,
         Kind::NssGroup(entries) => nsscache::write_group(&parent(&p.path), entries)?,

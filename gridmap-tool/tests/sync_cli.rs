@@ -114,6 +114,8 @@ fn files() -> Files {
                      mallory:x:60002:60002:Mallory (portal):/home/mallory:/bin/bash\n"
             .into(),
         nss_group: "jdoe:x:60001:\nmallory:x:60002:\n".into(),
+        ssh_ca_keys: None,
+        ssh_krl: None,
     }
 }
 
@@ -274,6 +276,8 @@ fn first_sync_of_an_empty_portal_creates_every_file() {
         suspended: String::new(),
         nss_passwd: String::new(),
         nss_group: String::new(),
+        ssh_ca_keys: None,
+        ssh_krl: None,
     };
     portal.serve(bundle(1, empty));
     let site = Site::new();
@@ -303,6 +307,8 @@ fn first_sync_of_an_empty_portal_creates_every_file() {
             suspended: String::new(),
             nss_passwd: String::new(),
             nss_group: String::new(),
+            ssh_ca_keys: None,
+            ssh_krl: None,
         },
     ));
     let o = site.sync(&portal, &[]);
@@ -574,4 +580,79 @@ fn the_nodes_own_suspensions_survive_every_sync() {
         stderr(&o)
     );
     assert_eq!(site.snapshot(), before);
+}
+
+/// A version 2 bundle (a portal with an SSH CA): the KRL and the CA keys are installed first,
+/// byte for byte; a broken KRL refuses the whole bundle; a later version 1 bundle leaves them
+/// as they are.
+#[test]
+fn a_version_2_bundle_installs_the_ssh_ca_keys_and_the_krl() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ca");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status();
+    if !ok.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var("HPCCERT_E2E_REQUIRED").as_deref() != Ok("1"),
+            "ssh-keygen missing"
+        );
+        eprintln!("SKIPPED: ssh-keygen not found");
+        return;
+    }
+    let ca_line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let ca = hpccert_core::sshca::SshCa::load(&key, None, Default::default()).unwrap();
+    let krl = ca
+        .public_set()
+        .krl(
+            &[(hpccert_core::sshca::fingerprint(ca.public_key()), 77)],
+            3,
+            0,
+        )
+        .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&krl);
+    let portal = Portal::start();
+    let mut f = files();
+    f.ssh_ca_keys = Some(ca_line.clone());
+    f.ssh_krl = Some(b64);
+    portal.serve(bundle(7, f.clone()));
+    let site = Site::new();
+    let o = site.sync(&portal, &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let krl_at = out
+        .find("ssh-krl: replaced")
+        .unwrap_or_else(|| panic!("{out}"));
+    let keys_at = out
+        .find("ssh-ca-keys: +1 -0 lines")
+        .unwrap_or_else(|| panic!("{out}"));
+    let suspended_at = out.find("suspended:").unwrap();
+    assert!(krl_at < keys_at && keys_at < suspended_at, "order: {out}");
+    assert_eq!(
+        std::fs::read(site.dir.join("ssh-revoked.krl")).unwrap(),
+        krl
+    );
+    assert_eq!(site.read("ssh-ca-keys.pub"), ca_line);
+
+    // a KRL that is not one: exit 2, nothing changed
+    let before = site.snapshot();
+    let mut bad = f.clone();
+    bad.ssh_krl =
+        Some(base64::engine::general_purpose::STANDARD.encode(b"not a krl at all, really"));
+    portal.serve(bundle(8, bad));
+    let o = site.sync(&portal, &[]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("files.ssh-krl"), "{}", stderr(&o));
+    assert_eq!(site.snapshot(), before);
+
+    // a version 1 bundle after it: the SSH files stay
+    portal.serve(bundle(9, files()));
+    let o = site.sync(&portal, &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(site.dir.join("ssh-revoked.krl")).unwrap(),
+        krl
+    );
 }

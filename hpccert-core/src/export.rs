@@ -26,8 +26,11 @@ use crate::tokenmap::TokenMapfile;
 
 /// The value of the bundle's `format` member.
 pub const FORMAT: &str = "hpccert-export";
-/// The format version this code reads and writes.
-pub const VERSION: u64 = 1;
+/// The newest format version this code reads and writes: 2 adds the SSH CA's files
+/// (`ssh-ca-keys`, `ssh-krl`), sent by a portal with `[portal.ssh_ca]`.
+pub const VERSION: u64 = 2;
+/// The versions this code reads.
+pub const VERSIONS: [u64; 2] = [1, 2];
 /// Where a portal serves the bundle, relative to its base URL.
 pub const PATH: &str = "/export/v1/bundle";
 /// Bundles larger than this are refused (an installer stops reading here).
@@ -81,8 +84,15 @@ pub enum ExportError {
     Shape(String),
     #[error("the bundle's format is {0:?}, not {FORMAT:?}")]
     Format(String),
-    #[error("the bundle is version {0}; this tool reads version {VERSION}")]
+    #[error("the bundle is version {0}; this tool reads versions 1 and 2")]
     Version(u64),
+    #[error("a version {version} bundle {problem}")]
+    SshFiles { version: u64, problem: &'static str },
+    #[error("files.{member}: {message}")]
+    SshFile {
+        member: &'static str,
+        message: String,
+    },
     #[error("the bundle's `generated` {0:?} is not an RFC 3339 time")]
     Generated(String),
     #[error("sha256.{file} is not 64 hexadecimal digits")]
@@ -128,6 +138,16 @@ pub struct Files {
     pub nss_passwd: String,
     #[serde(rename = "nss-group")]
     pub nss_group: String,
+    /// Version 2: the SSH CA's public keys (`TrustedUserCAKeys` text).
+    #[serde(
+        rename = "ssh-ca-keys",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ssh_ca_keys: Option<String>,
+    /// Version 2: the KRL, base64 (its digest is of the decoded bytes).
+    #[serde(rename = "ssh-krl", default, skip_serializing_if = "Option::is_none")]
+    pub ssh_krl: Option<String>,
 }
 
 impl Files {
@@ -151,8 +171,94 @@ impl Files {
             suspended: d(ExportFile::Suspended),
             nss_passwd: d(ExportFile::NssPasswd),
             nss_group: d(ExportFile::NssGroup),
+            ssh_ca_keys: self.ssh_ca_keys.as_ref().map(|k| sha256_hex(k.as_bytes())),
+            ssh_krl: self.ssh_krl.as_ref().map(|k| {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(k)
+                    .unwrap_or_default();
+                sha256_hex(&bytes)
+            }),
         }
     }
+}
+
+/// The SSH CA's files of a version 2 bundle, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshFiles {
+    /// The CA public keys, one OpenSSH public key per line (installed byte for byte).
+    pub ca_keys: String,
+    /// The KRL's bytes.
+    pub krl: Vec<u8>,
+}
+
+fn check_ssh_files(
+    version: u64,
+    files: &Files,
+    digests: &Files,
+) -> Result<Option<SshFiles>, ExportError> {
+    let (keys, krl, keys_digest, krl_digest) = match (
+        version,
+        &files.ssh_ca_keys,
+        &files.ssh_krl,
+        &digests.ssh_ca_keys,
+        &digests.ssh_krl,
+    ) {
+        (1, None, None, None, None) => return Ok(None),
+        (1, ..) => {
+            return Err(ExportError::SshFiles {
+                version,
+                problem: "has SSH CA files (only version 2 has them)",
+            });
+        }
+        (_, Some(k), Some(r), Some(kd), Some(rd)) => (k, r, kd, rd),
+        _ => {
+            return Err(ExportError::SshFiles {
+                version,
+                problem: "lacks files.ssh-ca-keys, files.ssh-krl or their sha256",
+            });
+        }
+    };
+    let file_error =
+        |member: &'static str, message: String| ExportError::SshFile { member, message };
+    use base64::Engine as _;
+    let krl_bytes = base64::engine::general_purpose::STANDARD
+        .decode(krl)
+        .map_err(|e| file_error("ssh-krl", format!("not base64: {e}")))?;
+    for (member, stated, found) in [
+        ("ssh-ca-keys", keys_digest, sha256_hex(keys.as_bytes())),
+        ("ssh-krl", krl_digest, sha256_hex(&krl_bytes)),
+    ] {
+        if !stated.eq_ignore_ascii_case(&found) {
+            return Err(file_error(
+                member,
+                format!("its SHA-256 is {found}, but sha256.{member} says {stated}"),
+            ));
+        }
+    }
+    line_endings(keys).map_err(|e| file_error("ssh-ca-keys", e.to_string()))?;
+    let mut count = 0;
+    for (n, line) in keys.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        ssh_key::PublicKey::from_openssh(line).map_err(|e| {
+            file_error(
+                "ssh-ca-keys",
+                format!("line {}: not an OpenSSH public key: {e}", n + 1),
+            )
+        })?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(file_error("ssh-ca-keys", "no CA key".into()));
+    }
+    crate::sshca::krl::check(&krl_bytes).map_err(|e| file_error("ssh-krl", e))?;
+    Ok(Some(SshFiles {
+        ca_keys: keys.clone(),
+        krl: krl_bytes,
+    }))
 }
 
 /// The bundle's JSON object, member for member.
@@ -184,6 +290,8 @@ pub struct Bundle {
     pub suspended: SuspensionList,
     pub passwd: Vec<PasswdEntry>,
     pub group: Vec<GroupEntry>,
+    /// Version 2: the SSH CA's keys and KRL.
+    pub ssh: Option<SshFiles>,
 }
 
 impl Bundle {
@@ -202,7 +310,7 @@ impl Bundle {
             return Err(ExportError::Format(format.to_string()));
         }
         if let Some(version) = value.get("version").and_then(serde_json::Value::as_u64)
-            && version != VERSION
+            && !VERSIONS.contains(&version)
         {
             return Err(ExportError::Version(version));
         }
@@ -212,9 +320,10 @@ impl Bundle {
         if wire.format != FORMAT {
             return Err(ExportError::Format(wire.format));
         }
-        if wire.version != VERSION {
+        if !VERSIONS.contains(&wire.version) {
             return Err(ExportError::Version(wire.version));
         }
+        let ssh = check_ssh_files(wire.version, &wire.files, &wire.sha256)?;
         if time::OffsetDateTime::parse(
             &wire.generated,
             &time::format_description::well_known::Rfc3339,
@@ -268,6 +377,7 @@ impl Bundle {
             suspended,
             passwd,
             group,
+            ssh,
         })
     }
 
@@ -318,7 +428,11 @@ fn nss_error(file: ExportFile, e: NssCacheError) -> ExportError {
 pub fn render(serial: u64, generated: &str, portal: &str, files: Files) -> Vec<u8> {
     let wire = Wire {
         format: FORMAT.to_string(),
-        version: VERSION,
+        version: if files.ssh_ca_keys.is_some() || files.ssh_krl.is_some() {
+            2
+        } else {
+            1
+        },
         serial,
         generated: generated.to_string(),
         portal: portal.to_string(),
@@ -376,6 +490,8 @@ mod tests {
             suspended: "account mallory\n".into(),
             nss_passwd: "jdoe:x:60001:60001:Jane Doe (portal):/home/jdoe:/bin/bash\n".into(),
             nss_group: "jdoe:x:60001:\n".into(),
+            ssh_ca_keys: None,
+            ssh_krl: None,
         }
     }
 
