@@ -96,9 +96,13 @@ static FIXED: LazyLock<Fixed> = LazyLock::new(|| {
         .iter()
         .map(|s| signed(&Certificate::from_openssh(s).expect("a seed certificate")))
         .collect();
-    // the accepted seeds are accepted: the fixed time and keys fit the seeds
-    let c = Certificate::from_openssh(SIGNED[0]).expect("ed25519.cert");
-    verify_ssh_certificate(&c, &trusted, None, now()).expect("ed25519.cert is accepted");
+    // the seeds meant to be accepted are (one per CA): the fixed time and keys fit the seeds
+    for (seed, peer) in [(SIGNED[0], PEERS[0]), (SIGNED[1], PEERS[1]), (SIGNED[2], PEERS[0])] {
+        let c = Certificate::from_openssh(seed).expect("a seed certificate");
+        let v = verify_ssh_certificate(&c, &trusted, peer, now())
+            .unwrap_or_else(|e| panic!("seed {:?} is refused: {e}", c.key_id()));
+        assert!(!v.principals().is_empty());
+    }
     let file = std::env::temp_dir().join(format!("hpccert-fuzz-sshcert-{}.pub", std::process::id()));
     Fixed { trusted, signed, file }
 });

@@ -541,8 +541,17 @@ mod tests {
         assert!(matches!(e, ExportError::Shape(_)), "{e}");
         let e = Bundle::parse(&edit(|v| v["format"] = "other".into())).unwrap_err();
         assert!(matches!(e, ExportError::Format(_)), "{e}");
+        let e = Bundle::parse(&edit(|v| v["version"] = 3.into())).unwrap_err();
+        assert!(matches!(e, ExportError::Version(3)), "{e}");
+        assert!(e.to_string().contains("reads versions 1 and 2"), "{e}");
+        // version 2 needs the SSH CA's files, version 1 must not have them
         let e = Bundle::parse(&edit(|v| v["version"] = 2.into())).unwrap_err();
-        assert!(matches!(e, ExportError::Version(2)), "{e}");
+        assert!(matches!(e, ExportError::SshFiles { version: 2, .. }), "{e}");
+        let e = Bundle::parse(&edit(|v| {
+            v["files"]["ssh-ca-keys"] = "".into();
+        }))
+        .unwrap_err();
+        assert!(matches!(e, ExportError::SshFiles { version: 1, .. }), "{e}");
         let e = Bundle::parse(&edit(|v| v["generated"] = "yesterday".into())).unwrap_err();
         assert!(matches!(e, ExportError::Generated(_)), "{e}");
         let e = Bundle::parse(&edit(|v| v["extra"] = 1.into())).unwrap_err();

@@ -691,6 +691,62 @@ mod tests {
         assert!(o.status.success(), "{o:?}");
     }
 
+    /// A rollover: the next key is published (trusted) before it signs; once promoted, the
+    /// old key stays published as the next one during the changeover, so certificates it
+    /// signed keep working until they expire, and new ones come from the new key; once the
+    /// old key is no longer published, its certificates are refused.
+    #[test]
+    fn a_rollover_keeps_old_certificates_valid_while_the_old_key_is_published() {
+        if !ssh_keygen() {
+            eprintln!("SKIPPED: ssh-keygen not found");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let a = keygen(d.path(), "ca-a", &["-t", "ed25519"]);
+        let b = keygen(d.path(), "ca-b", &["-t", "ed25519"]);
+        let user = user_key(&keygen(d.path(), "user", &["-t", "ed25519"]));
+        let now = crate::clock::now();
+        let issue = |ca: &SshCa, serial| {
+            ca.issue(
+                &CertRequest {
+                    public_key: &user,
+                    principals: vec!["jdoe".into()],
+                    key_id: "k".into(),
+                    serial,
+                    credential_expires: None,
+                    source_address: None,
+                    force_command: None,
+                },
+                now,
+            )
+            .unwrap()
+            .certificate
+        };
+        let trusted = |ca: &SshCa| -> Vec<PublicKey> {
+            ca.public_set()
+                .text()
+                .lines()
+                .map(|l| PublicKey::from_openssh(l).unwrap())
+                .collect()
+        };
+        let accepted = |cert: &Certificate, keys: &[PublicKey]| {
+            crate::sshcert::verify_ssh_certificate(cert, keys, None, now).is_ok()
+        };
+        // before: A signs, B is announced
+        let before = SshCa::load(&a, Some(&b), CaPolicy::default()).unwrap();
+        let old = issue(&before, 1);
+        assert_eq!(trusted(&before).len(), 2);
+        assert!(accepted(&old, &trusted(&before)));
+        // promoted: B signs, A stays published for the changeover
+        let during = SshCa::load(&b, Some(&a), CaPolicy::default()).unwrap();
+        let new = issue(&during, 2);
+        assert_eq!(new.signature_key(), during.public_key().key_data());
+        assert!(accepted(&old, &trusted(&during)) && accepted(&new, &trusted(&during)));
+        // after: A retired
+        let after = SshCa::load(&b, None, CaPolicy::default()).unwrap();
+        assert!(!accepted(&old, &trusted(&after)) && accepted(&new, &trusted(&after)));
+    }
+
     #[test]
     fn weak_disallowed_and_malformed_keys_and_empty_principals_are_refused() {
         if !ssh_keygen() {

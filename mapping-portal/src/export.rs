@@ -388,6 +388,7 @@ mod tests {
                 SuspensionTarget::Account(AccountName::parse("mallory").unwrap()),
                 SuspensionTarget::Identity(tok),
             ],
+            revoked: vec![],
         };
         let b = build(&state).unwrap();
         assert_eq!(
