@@ -69,6 +69,8 @@ struct Setup {
     web: PortalConfig,
     /// `[trust]`, for `[portal] certificate_dns`.
     trust: TrustConfig,
+    /// `[mapping] nss_min_id`: no exported account or group below it.
+    nss_min_id: u32,
     /// `--dev`: its state directory and what it embeds.
     dev: Option<DevState>,
 }
@@ -202,6 +204,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
             tls: None,
             web,
             trust: TrustConfig::default(),
+            nss_min_id: hpccert_core::nsscache::DEFAULT_MIN_ID,
             dev: Some(dev),
         });
     }
@@ -229,6 +232,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
         tls,
         web: portal,
         trust: config.trust,
+        nss_min_id: config.mapping.nss_min_id,
         dev: None,
     })
 }
@@ -382,7 +386,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let store = Store::open(&setup.database, clock::now())
         .await
-        .context("opening the database")?;
+        .context("opening the database")?
+        .with_id_floor(hpccert_core::nsscache::IdFloor::new(setup.nss_min_id));
     tracing::info!(backend = ?store.backend(), "database ready");
     let listener = tokio::net::TcpListener::bind(&setup.listen)
         .await
