@@ -5,8 +5,10 @@
 //! or plain HTTP to a loopback address only), the token file's permissions, the state file,
 //! the site's static grid-mapfile, the response (status, size, ETag = SHA-256 of the body),
 //! the bundle ([`Bundle::parse`]: shape, format, version, digests, every file with its core
-//! parser), the serial against the last installed one, the merged grid-mapfile and NSS tables,
-//! and that every target directory exists. A refusal exits 2 and changes nothing.
+//! parser), the serial against the last installed one, no NSS account or group in the system
+//! range ([`Bundle::check_id_floor`]: an id below `[mapping] nss_min_id`, a group named after a
+//! system group), the merged grid-mapfile and NSS tables, and that every target directory
+//! exists. A refusal exits 2 and changes nothing.
 //!
 //! Installing replaces each file atomically (temporary file, fsync, rename) under that file's
 //! own lock (the one `add`, `suspend` and the pool code take), in the order of EXPORT.md:
@@ -30,7 +32,7 @@ use hpccert_core::atomic_file::{WriteLock, write_atomic};
 use hpccert_core::config::Config;
 use hpccert_core::export::{self, Bundle, ExportFile, MAX_BUNDLE_BYTES};
 use hpccert_core::gridmap::GridMapfile;
-use hpccert_core::nsscache::{self, CacheTable, GroupTable, PasswdTable};
+use hpccert_core::nsscache::{self, CacheTable, GroupTable, IdFloor, PasswdTable};
 use hpccert_core::suspension::SuspensionList;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use serde::{Deserialize, Serialize};
@@ -619,7 +621,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
             summary.push(format!("  {}: unchanged ({})", p.label, p.path.display()));
             continue;
         }
-        install(p).with_context(|| {
+        install(p, &config.mapping.id_floor()).with_context(|| {
             format!(
                 "installing {} failed: the files listed before it are new, it and the rest are whole but old; the next sync installs again",
                 p.path.display()
@@ -778,11 +780,26 @@ fn plan(
             ExportFile::NssPasswd | ExportFile::NssGroup => {}
         }
     }
+    // no account or group of the system range (`[mapping] nss_min_id`, the system's groups):
+    // the portal's lines by their line in the bundle
+    let floor = config.mapping.id_floor();
+    bundle.check_id_floor(&floor).map_err(refusal)?;
     // the NSS cache also serves the configured pool accounts (the pool code writes them on
     // every lease change): keep them, and refuse a portal account that collides with one
     let pools = hpccert_core::pool::Pools::from_config(&config.pools)
         .map_err(|(i, e)| refusal(format!("[[pool]] #{}: {e}", i + 1)))?;
     let (pool_passwd, pool_group) = pools.nss_entries();
+    // the pools' ids were checked against the floor with the configuration; their group
+    // names are checked here, as the writer will
+    let pool_refusals: Vec<String> = floor
+        .passwd_refusals(&pool_passwd)
+        .into_iter()
+        .chain(floor.group_refusals(&pool_group))
+        .map(|(_, why)| format!("[[pool]] {why}"))
+        .collect();
+    if !pool_refusals.is_empty() {
+        return Err(refusal(pool_refusals.join("; ")));
+    }
     let mut passwd = bundle.passwd.clone();
     passwd.extend(pool_passwd);
     let mut group = bundle.group.clone();
@@ -829,7 +846,7 @@ fn plan(
     })
 }
 
-fn install(p: &Planned) -> anyhow::Result<()> {
+fn install(p: &Planned, floor: &IdFloor) -> anyhow::Result<()> {
     match &p.kind {
         Kind::Plain => {
             let _lock = WriteLock::acquire(&p.path)?;
@@ -839,8 +856,8 @@ fn install(p: &Planned) -> anyhow::Result<()> {
             let _lock = WriteLock::acquire(&p.path)?;
             write_atomic(&p.path, bytes)?;
         }
-        Kind::NssPasswd(entries) => nsscache::write_passwd(&parent(&p.path), entries)?,
-        Kind::NssGroup(entries) => nsscache::write_group(&parent(&p.path), entries)?,
+        Kind::NssPasswd(entries) => nsscache::write_passwd(&parent(&p.path), entries, floor)?,
+        Kind::NssGroup(entries) => nsscache::write_group(&parent(&p.path), entries, floor)?,
     }
     Ok(())
 }

@@ -656,3 +656,89 @@ fn a_version_2_bundle_installs_the_ssh_ca_keys_and_the_krl() {
         krl
     );
 }
+
+/// A bundle that would give an account or group an id of the system range (below `[mapping]
+/// nss_min_id`, 1000 by default) or add a member to a system group is refused before any file
+/// changes, naming the member and the line.
+#[test]
+fn system_ids_and_members_of_system_groups_are_refused() {
+    let portal = Portal::start();
+    portal.serve(bundle(7, files()));
+    let site = Site::new();
+    assert_eq!(code(&site.sync(&portal, &[])), 0);
+    let before = site.snapshot();
+
+    let with = |passwd: &str, group: &str| {
+        let mut f = files();
+        f.nss_passwd.push_str(passwd);
+        f.nss_group.push_str(group);
+        f
+    };
+    let cases = [
+        (
+            "uid 0",
+            with("eve:x:0:60003:root in disguise:/root:/bin/sh\n", ""),
+            "files.nss-passwd: line 3: uid 0 (root)",
+        ),
+        (
+            "a uid below the floor",
+            with("old:x:500:60001:old:/home/old:/bin/sh\n", ""),
+            "nss-passwd line 3: user old (uid 500) is below the floor 1000",
+        ),
+        (
+            "a primary group below the floor",
+            with("eve:x:60003:27:Eve:/home/eve:/bin/sh\n", ""),
+            "nss-passwd line 3: user eve: its primary group gid 27 is below the floor 1000",
+        ),
+        (
+            "gid 10",
+            with("", "wheel:x:10:jdoe\n"),
+            "nss-group line 3: group wheel (gid 10) is below the floor 1000",
+        ),
+        (
+            "a member added to sudo's gid",
+            with("", "sudo:x:27:jdoe,mallory\n"),
+            "nss-group line 3: group sudo (gid 27) is below the floor 1000",
+        ),
+        (
+            // group root (gid 0) is in every host's group database
+            "a member added to group root under another gid",
+            with("", "root:x:70000:jdoe\n"),
+            "nss-group line 3: group root (gid 70000) is the system group root (gid 0, below the floor 1000) and would add jdoe to it",
+        ),
+    ];
+    for (serial, (what, f, expected)) in (8..).zip(cases) {
+        portal.serve(bundle(serial, f));
+        let o = site.sync(&portal, &[]);
+        assert_eq!(code(&o), 2, "{what}: {}{}", stdout(&o), stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("sync refused, nothing changed"),
+            "{what}: {err}"
+        );
+        assert!(err.contains(expected), "{what}: {err}");
+        assert_eq!(site.snapshot(), before, "{what}: an installed file changed");
+    }
+
+    // a first sync of such a bundle creates nothing either
+    let fresh = Site::new();
+    portal.serve(bundle(20, with("", "wheel:x:10:jdoe\n")));
+    let o = fresh.sync(&portal, &[]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(!fresh.dir.join("grid-mapfile").exists());
+    assert!(!fresh.dir.join("nss/group").exists());
+
+    // the floor is the node's: with nss_min_id = 400, uid 500 installs
+    let low = Site::new();
+    let config = low.root.join("hpccert.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}nss_min_id = 400\n")).unwrap();
+    portal.serve(bundle(
+        21,
+        with("old:x:500:500:old:/home/old:/bin/sh\n", "old:x:500:\n"),
+    ));
+    let o = low.sync(&portal, &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let passwd = CachedTable::<PasswdTable>::new(&low.dir.join("nss"));
+    assert_eq!(passwd.find_name("old").unwrap().unwrap().uid, 500);
+}

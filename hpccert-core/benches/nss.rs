@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hpccert_core::gridmap::AccountName;
-use hpccert_core::nsscache::{CachedTable, PasswdEntry, PasswdTable, write_passwd};
+use hpccert_core::nsscache::{CachedTable, IdFloor, PasswdEntry, PasswdTable, write_passwd};
 
 const ENTRIES: u32 = 100_000;
 
@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
             shell: "/bin/bash".into(),
         })
         .collect();
-    write_passwd(dir.path(), &entries).unwrap();
+    write_passwd(dir.path(), &entries, &IdFloor::default()).unwrap();
     let d = dir.path();
 
     let mut g = c.benchmark_group("nss_100k");

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use hpccert_core::gridmap::AccountName;
-use hpccert_core::nsscache::{GroupEntry, PasswdEntry, write_group, write_passwd};
+use hpccert_core::nsscache::{GroupEntry, IdFloor, PasswdEntry, write_group, write_passwd};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,13 +29,13 @@ fn main() -> ExitCode {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let dir = std::path::Path::new(dir);
-        write_passwd(dir, &users).map_err(|e| e.to_string())?;
+        write_passwd(dir, &users, &IdFloor::default()).map_err(|e| e.to_string())?;
         let group = GroupEntry {
             name: name("pool".into())?,
             gid: 50_000,
             members: Vec::new(),
         };
-        write_group(dir, &[group]).map_err(|e| e.to_string())
+        write_group(dir, &[group], &IdFloor::default()).map_err(|e| e.to_string())
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,

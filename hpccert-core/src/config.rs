@@ -881,6 +881,11 @@ pub struct MappingConfig {
     pub suspended_file: PathBuf,
     /// The NSS cache (`passwd`, `group`) written for pool accounts, read by nss_hpccert.
     pub nss_cache_dir: PathBuf,
+    /// The lowest uid and gid the NSS cache gives an account or group: pools below it are
+    /// refused here, and every writer of the cache (the pools, `gridmap-tool sync`, the portal)
+    /// refuses entries below it and groups named after a system group
+    /// ([`crate::nsscache::IdFloor`]) [default: 1000].
+    pub nss_min_id: u32,
 }
 
 impl Default for MappingConfig {
@@ -891,7 +896,15 @@ impl Default for MappingConfig {
             gridmapdir: PathBuf::from(crate::pool::DEFAULT_GRIDMAPDIR),
             suspended_file: PathBuf::from(crate::suspension::DEFAULT_PATH),
             nss_cache_dir: PathBuf::from(crate::nsscache::DEFAULT_DIR),
+            nss_min_id: crate::nsscache::DEFAULT_MIN_ID,
         }
+    }
+}
+
+impl MappingConfig {
+    /// What the NSS cache's writers refuse (`nss_min_id`, the host's group database).
+    pub fn id_floor(&self) -> crate::nsscache::IdFloor {
+        crate::nsscache::IdFloor::new(self.nss_min_id)
     }
 }
 
@@ -997,6 +1010,42 @@ impl Config {
                 .unwrap_or_default();
             return Err(invalid(format!("{line}[[pool]] {message}")));
         }
+        let floor = config.mapping.nss_min_id;
+        if floor == 0 {
+            return Err(invalid(format!(
+                "{}[mapping] nss_min_id = 0: it must be at least 1 (uid and gid 0 are root's)",
+                key_line(text, "[mapping]", 0, "nss_min_id")
+            )));
+        }
+        for (i, pool) in config.pools.iter().enumerate() {
+            // a pool in the system range would give leased identities a daemon's uid or a
+            // group like wheel: refused here, so that the pool code never writes it
+            let last = pool.first_uid.saturating_add(pool.count.saturating_sub(1));
+            let (key, message) = if pool.first_uid < floor {
+                (
+                    "first_uid",
+                    format!(
+                        "first_uid = {}: uids {}-{last} reach below [mapping] nss_min_id = {floor} (the system's ids)",
+                        pool.first_uid, pool.first_uid
+                    ),
+                )
+            } else if pool.gid < floor {
+                (
+                    "gid",
+                    format!(
+                        "gid = {} is below [mapping] nss_min_id = {floor} (the system's groups)",
+                        pool.gid
+                    ),
+                )
+            } else {
+                continue;
+            };
+            return Err(invalid(format!(
+                "{}[[pool]] {}: {message}",
+                key_line(text, "[[pool]]", i, key),
+                pool.name
+            )));
+        }
         Ok(config)
     }
 
@@ -1013,6 +1062,26 @@ fn nth_table_line(text: &str, header: &str, index: usize) -> Option<usize> {
         .filter(|(_, l)| l.trim_start().starts_with(header))
         .nth(index)
         .map(|(n, _)| n + 1)
+}
+
+/// `line N: ` of `key` in the `index`-th `header` table of `text` (the table's own line when
+/// the key is not written there, nothing when neither is found).
+fn key_line(text: &str, header: &str, index: usize, key: &str) -> String {
+    let Some(table) = nth_table_line(text, header, index) else {
+        return String::new();
+    };
+    let at = text
+        .lines()
+        .enumerate()
+        .skip(table)
+        .take_while(|(_, l)| !l.trim_start().starts_with('['))
+        .find(|(_, l)| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(table, |(n, _)| n + 1);
+    format!("line {at}: ")
 }
 
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
@@ -1301,6 +1370,49 @@ client_secret = "oidc-s3cret"
             "[[pool]]\nname = \"atlas\"\ncount = 4\nfirst_uid = 1\ngid = 1\nhomedir = \"/x\"\n",
         );
         assert!(s.contains("line 7") && s.contains("homedir"), "{s}");
+    }
+
+    #[test]
+    fn pools_and_the_floor_below_the_system_range_are_refused_with_line_and_key() {
+        let bad = |body: &str| {
+            Config::parse(&format!("version = 1\n{body}"), Path::new("h.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        // uids from 100: below the default floor 1000
+        let s = bad("[[pool]]\nname = \"atlas\"\ncount = 40\nfirst_uid = 100\ngid = 20000\n");
+        assert_eq!(
+            s,
+            "h.toml: line 5: [[pool]] atlas: first_uid = 100: uids 100-139 reach below [mapping] nss_min_id = 1000 (the system's ids)"
+        );
+        // the second pool's group is wheel's gid
+        let s = bad(
+            "[[pool]]\nname = \"atlas\"\ncount = 4\nfirst_uid = 20000\ngid = 20000\n\
+             [[pool]]\nname = \"cms\"\ngid = 10\ncount = 4\nfirst_uid = 30000\n",
+        );
+        assert_eq!(
+            s,
+            "h.toml: line 9: [[pool]] cms: gid = 10 is below [mapping] nss_min_id = 1000 (the system's groups)"
+        );
+        // the floor is configurable
+        let c = Config::parse(
+            "version = 1\n[mapping]\nnss_min_id = 500\n\
+             [[pool]]\nname = \"atlas\"\ncount = 4\nfirst_uid = 600\ngid = 600\n",
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.mapping.nss_min_id, 500);
+        assert_eq!(c.mapping.id_floor().min_id(), 500);
+        assert_eq!(Config::default().mapping.nss_min_id, 1000);
+        let s = bad(
+            "[mapping]\nnss_min_id = 20001\n[[pool]]\nname = \"atlas\"\ncount = 4\nfirst_uid = 20000\ngid = 30000\n",
+        );
+        assert!(
+            s.contains("line 7: [[pool]] atlas: first_uid = 20000"),
+            "{s}"
+        );
+        let s = bad("[mapping]\nnss_min_id = 0\n");
+        assert!(s.contains("line 3: [mapping] nss_min_id = 0"), "{s}");
     }
 
     #[test]

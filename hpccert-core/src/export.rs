@@ -8,8 +8,9 @@
 //! ([`GridMapfile`], [`TokenMapfile`], [`SuspensionList`], NSS passwd and group lines through
 //! [`nsscache::parse_passwd_lines`] / [`nsscache::parse_group_lines`]). What the installer
 //! checks beyond the body, against its own state, is here too: [`check_etag`] (the body's
-//! SHA-256 is the ETag) and [`Bundle::check_serial`] (never a lower serial than the last one
-//! installed, so a replayed old bundle cannot undo a suspension).
+//! SHA-256 is the ETag), [`Bundle::check_serial`] (never a lower serial than the last one
+//! installed, so a replayed old bundle cannot undo a suspension) and [`Bundle::check_id_floor`]
+//! (no account or group in the system range of the node's `[mapping] nss_min_id`).
 //!
 //! Parse, don't validate: a [`Bundle`] holds the files' text (installed byte for byte) and
 //! their parsed forms; errors name the file and the line.
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::gridmap::{GridMapfile, LineError};
-use crate::nsscache::{self, GroupEntry, NssCacheError, PasswdEntry};
+use crate::nsscache::{self, GroupEntry, IdFloor, NssCacheError, PasswdEntry};
 use crate::suspension::SuspensionList;
 use crate::tokenmap::TokenMapfile;
 
@@ -110,6 +111,8 @@ pub enum ExportError {
     },
     #[error("files.{file}: {message}")]
     NssFile { file: ExportFile, message: String },
+    #[error("{}", .0.join("; "))]
+    SystemIds(Vec<String>),
     #[error(
         "the bundle's serial {found} is lower than the serial {installed} installed last: a replayed or older bundle is never installed"
     )]
@@ -381,6 +384,32 @@ impl Bundle {
         })
     }
 
+    /// Refuse NSS entries in the system range of `floor` (`[mapping] nss_min_id`): an
+    /// account or group id below it, a group named after a system group. Each refusal names
+    /// the member and its line (`nss-group line 3: group wheel (gid 10) is below the floor
+    /// 1000`).
+    pub fn check_id_floor(&self, floor: &IdFloor) -> Result<(), ExportError> {
+        let at = |file: ExportFile| {
+            move |(i, why): (usize, String)| format!("{file} line {}: {why}", i + 1)
+        };
+        let refusals: Vec<String> = floor
+            .passwd_refusals(&self.passwd)
+            .into_iter()
+            .map(at(ExportFile::NssPasswd))
+            .chain(
+                floor
+                    .group_refusals(&self.group)
+                    .into_iter()
+                    .map(at(ExportFile::NssGroup)),
+            )
+            .collect();
+        if refusals.is_empty() {
+            Ok(())
+        } else {
+            Err(ExportError::SystemIds(refusals))
+        }
+    }
+
     /// Refuse a serial lower than `installed`, the serial installed last (none: anything goes).
     pub fn check_serial(&self, installed: Option<u64>) -> Result<(), ExportError> {
         match installed {
@@ -531,6 +560,35 @@ mod tests {
         // empty files are fine
         let empty = Bundle::parse(&body(Files::default())).unwrap();
         assert!(empty.passwd.is_empty());
+    }
+
+    #[test]
+    fn system_ids_are_refused_with_member_and_line() {
+        let floor = IdFloor::default().with_group_database(|n| match n {
+            "sudo" => Some(27),
+            _ => None,
+        });
+        let b = Bundle::parse(&body(files())).unwrap();
+        b.check_id_floor(&floor).unwrap();
+        let mut f = files();
+        f.nss_passwd
+            .push_str("daemon2:x:2:60001::/home/daemon2:/bin/sh\n");
+        f.nss_group = "jdoe:x:60001:\nadm:x:4:jdoe\nsudo:x:60002:jdoe\n".into();
+        let b = Bundle::parse(&body(f)).unwrap();
+        let e = b.check_id_floor(&floor).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "nss-passwd line 2: user daemon2 (uid 2) is below the floor 1000; \
+             nss-group line 2: group adm (gid 4) is below the floor 1000; \
+             nss-group line 3: group sudo (gid 60002) is the system group sudo (gid 27, below the floor 1000) and would add jdoe to it"
+        );
+        // a lower floor of the node's lets what it allows through
+        let mut f = files();
+        f.nss_passwd = "old:x:600:600::/home/old:/bin/sh\n".into();
+        f.nss_group = "old:x:600:\n".into();
+        let b = Bundle::parse(&body(f)).unwrap();
+        assert!(b.check_id_floor(&floor).is_err());
+        b.check_id_floor(&IdFloor::new(500)).unwrap();
     }
 
     #[test]

@@ -14,6 +14,15 @@
 //! and group names follow [`AccountName`]; uid 0 and gid 0 are refused (root never comes from
 //! this cache); names and ids are unique.
 //!
+//! **The system range.** Ids below a floor ([`IdFloor`], `[mapping] nss_min_id`, default
+//! [`DEFAULT_MIN_ID`] = 1000, where Debian and RHEL start regular users) belong to the system:
+//! root, the daemons, `adm`, `wheel`, `sudo`, `docker`. The writers refuse, naming the line, a
+//! passwd entry whose uid or primary gid is below the floor, a group entry whose gid is, and a
+//! group entry named after a group of the system's group database (`getgrnam`) whose gid is
+//! below the floor (`sudo` at gid 5000 still makes its members `%sudo` to a sudo that matches
+//! groups by name). The reader does not know the floor (the NSS module reads no config); what
+//! it serves was checked when it was written.
+//!
 //! Writers ([`write_passwd`], [`write_group`]) replace a file atomically
 //! ([`crate::atomic_file`]), so a reader that opens the path reads either the old inode or the
 //! new one, whole. Each file has two index files beside it (`passwd.ixname`, `passwd.ixid`,
@@ -75,6 +84,134 @@ pub enum NssCacheError {
     Lines(Vec<LineError>),
     #[error("refusing to write an entry the reader would refuse: {0}")]
     InvalidEntry(Box<NssCacheError>),
+    #[error("refusing to write {table}: {}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Privileged {
+        table: &'static str,
+        errors: Vec<LineError>,
+    },
+}
+
+/// The default of `[mapping] nss_min_id`: the first uid and gid of regular users on Debian and
+/// RHEL (`UID_MIN` / `GID_MIN` in `/etc/login.defs`).
+pub const DEFAULT_MIN_ID: u32 = 1000;
+
+/// The lowest uid and gid the cache may give an entry, and the system's group database: what
+/// keeps a pool or portal account out of the system range (see the module documentation).
+#[derive(Debug, Clone, Copy)]
+pub struct IdFloor {
+    min_id: u32,
+    /// The gid of a group of that name in the system's group database.
+    system_group: fn(&str) -> Option<u32>,
+}
+
+impl Default for IdFloor {
+    fn default() -> Self {
+        Self::new(DEFAULT_MIN_ID)
+    }
+}
+
+/// `getgrnam(3)`: every source of `nsswitch.conf`, `files` first. A lookup that fails (a
+/// directory that does not answer) counts as no group: the system groups are in `files`,
+/// which answers before any other source is asked.
+fn host_group_gid(name: &str) -> Option<u32> {
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
+impl IdFloor {
+    /// Ids below `min_id` are the system's; groups are looked up in this host's database.
+    pub fn new(min_id: u32) -> Self {
+        Self {
+            min_id,
+            system_group: host_group_gid,
+        }
+    }
+
+    /// Look groups up in `lookup` instead of the host's database (tests).
+    pub fn with_group_database(mut self, lookup: fn(&str) -> Option<u32>) -> Self {
+        self.system_group = lookup;
+        self
+    }
+
+    pub fn min_id(&self) -> u32 {
+        self.min_id
+    }
+
+    /// The passwd entries that would give an account a system uid or primary gid: (index in
+    /// `entries`, why).
+    pub fn passwd_refusals(&self, entries: &[PasswdEntry]) -> Vec<(usize, String)> {
+        let floor = self.min_id;
+        let mut out = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if e.uid < floor {
+                out.push((
+                    i,
+                    format!("user {} (uid {}) is below the floor {floor}", e.name, e.uid),
+                ));
+            } else if e.gid < floor {
+                out.push((
+                    i,
+                    format!(
+                        "user {}: its primary group gid {} is below the floor {floor}",
+                        e.name, e.gid
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The group entries that would make or extend a system group: (index in `entries`, why).
+    pub fn group_refusals(&self, entries: &[GroupEntry]) -> Vec<(usize, String)> {
+        let floor = self.min_id;
+        let mut out = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if e.gid < floor {
+                out.push((
+                    i,
+                    format!(
+                        "group {} (gid {}) is below the floor {floor}",
+                        e.name, e.gid
+                    ),
+                ));
+            } else if let Some(system) =
+                (self.system_group)(e.name.as_str()).filter(|&gid| gid < floor)
+            {
+                let adds = if e.members.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = e.members.iter().map(AccountName::as_str).collect();
+                    format!(" and would add {} to it", names.join(","))
+                };
+                out.push((
+                    i,
+                    format!(
+                        "group {} (gid {}) is the system group {} (gid {system}, below the floor {floor}){adds}",
+                        e.name, e.gid, e.name
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn refuse_privileged(
+    table: &'static str,
+    refusals: Vec<(usize, String)>,
+) -> Result<(), NssCacheError> {
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    Err(NssCacheError::Privileged {
+        table,
+        errors: refusals
+            .into_iter()
+            .map(|(i, message)| line_error(i + 1, message))
+            .collect(),
+    })
 }
 
 /// One passwd entry (the password field is always `x`).
@@ -481,13 +618,25 @@ fn write_checked<T: CacheTable>(dir: &Path, text: &str) -> Result<(), NssCacheEr
     Ok(())
 }
 
-/// Replace `dir/passwd` atomically with `entries`.
-pub fn write_passwd(dir: &Path, entries: &[PasswdEntry]) -> Result<(), NssCacheError> {
+/// Replace `dir/passwd` atomically with `entries`; refused as a whole, with the lines, when
+/// one would give an account a uid or primary gid below `floor`.
+pub fn write_passwd(
+    dir: &Path,
+    entries: &[PasswdEntry],
+    floor: &IdFloor,
+) -> Result<(), NssCacheError> {
+    refuse_privileged(PASSWD_FILE, floor.passwd_refusals(entries))?;
     write_checked::<PasswdTable>(dir, &render_passwd(entries))
 }
 
-/// Replace `dir/group` atomically with `entries`.
-pub fn write_group(dir: &Path, entries: &[GroupEntry]) -> Result<(), NssCacheError> {
+/// Replace `dir/group` atomically with `entries`; refused as a whole, with the lines, when one
+/// has a gid below `floor` or is a system group.
+pub fn write_group(
+    dir: &Path,
+    entries: &[GroupEntry],
+    floor: &IdFloor,
+) -> Result<(), NssCacheError> {
+    refuse_privileged(GROUP_FILE, floor.group_refusals(entries))?;
     write_checked::<GroupTable>(dir, &render_group(entries))
 }
 
@@ -931,6 +1080,22 @@ mod tests {
         AccountName::parse(s).unwrap()
     }
 
+    /// A group database with the system groups of a Debian host (not this host's).
+    fn system_groups(name: &str) -> Option<u32> {
+        match name {
+            "root" => Some(0),
+            "wheel" => Some(10),
+            "sudo" => Some(27),
+            "users" => Some(100),
+            "alice" => Some(1001),
+            _ => None,
+        }
+    }
+
+    fn floor() -> IdFloor {
+        IdFloor::default().with_group_database(system_groups)
+    }
+
     fn pool(n: u32) -> Vec<PasswdEntry> {
         (1..=n)
             .map(|i| PasswdEntry {
@@ -1070,8 +1235,8 @@ mod tests {
     #[test]
     fn writer_round_trip_and_refuses_what_the_reader_would() {
         let dir = tempfile::tempdir().unwrap();
-        write_passwd(dir.path(), &pool(10)).unwrap();
-        write_group(dir.path(), &groups()).unwrap();
+        write_passwd(dir.path(), &pool(10), &floor()).unwrap();
+        write_group(dir.path(), &groups(), &floor()).unwrap();
         let p = CachedTable::<PasswdTable>::new(dir.path()).load().unwrap();
         assert_eq!(p.entries(), pool(10).as_slice());
         let g = CachedTable::<GroupTable>::new(dir.path()).load().unwrap();
@@ -1080,28 +1245,147 @@ mod tests {
         let mut bad = pool(1);
         bad[0].gecos = "a:b".into();
         assert!(matches!(
-            write_passwd(dir.path(), &bad),
+            write_passwd(dir.path(), &bad, &floor()),
             Err(NssCacheError::InvalidEntry(_))
         ));
         bad[0].gecos = "line\nbreak".into();
-        assert!(write_passwd(dir.path(), &bad).is_err());
+        assert!(write_passwd(dir.path(), &bad, &floor()).is_err());
         bad[0].gecos = String::new();
         bad[0].uid = 0;
-        assert!(write_passwd(dir.path(), &bad).is_err());
+        assert!(write_passwd(dir.path(), &bad, &floor()).is_err());
         // the file on disk is still the good one
         let again = CachedTable::<PasswdTable>::new(dir.path()).load().unwrap();
         assert_eq!(again.len(), 10);
     }
 
     #[test]
+    fn the_writer_refuses_system_uids_and_gids_with_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write_passwd(dir.path(), &pool(3), &floor()).unwrap();
+        let before = std::fs::read(dir.path().join(PASSWD_FILE)).unwrap();
+
+        let mut bad = pool(3);
+        bad[1].uid = 10; // line 2: a system uid
+        bad[2].gid = 27; // line 3: primary group sudo
+        let Err(NssCacheError::Privileged { table, errors }) =
+            write_passwd(dir.path(), &bad, &floor())
+        else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(table, "passwd");
+        assert_eq!(errors.iter().map(|e| e.line).collect::<Vec<_>>(), [2, 3]);
+        let text = NssCacheError::Privileged { table, errors }.to_string();
+        assert!(
+            text.contains("line 2: user atlas000002 (uid 10) is below the floor 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "line 3: user atlas000003: its primary group gid 27 is below the floor 1000"
+            ),
+            "{text}"
+        );
+        // one below the floor, and the floor itself
+        bad = pool(1);
+        bad[0].uid = 999;
+        assert!(write_passwd(dir.path(), &bad, &floor()).is_err());
+        bad[0].uid = 1000;
+        bad[0].gid = 1000;
+        write_passwd(dir.path(), &bad, &floor()).unwrap();
+        write_passwd(dir.path(), &pool(3), &floor()).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(PASSWD_FILE)).unwrap(), before);
+
+        // the floor is configurable: 500 lets uid 600 in, 60000 keeps the pool out
+        bad[0].uid = 600;
+        bad[0].gid = 600;
+        let low = IdFloor::new(500).with_group_database(system_groups);
+        write_passwd(dir.path(), &bad, &low).unwrap();
+        let high = IdFloor::new(60_000).with_group_database(system_groups);
+        let e = write_passwd(dir.path(), &pool(1), &high).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "line 1: user atlas000001: its primary group gid 50000 is below the floor 60000"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_writer_refuses_system_groups_and_members_added_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        write_group(dir.path(), &groups(), &floor()).unwrap();
+        let before = std::fs::read(dir.path().join(GROUP_FILE)).unwrap();
+        let group = |n: &str, gid: u32, members: &[&str]| GroupEntry {
+            name: name(n),
+            gid,
+            members: members.iter().map(|m| name(m)).collect(),
+        };
+        let refused = |entries: &[GroupEntry]| -> String {
+            match write_group(dir.path(), entries, &floor()) {
+                Err(e @ NssCacheError::Privileged { table: "group", .. }) => e.to_string(),
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        };
+        // a gid below the floor, whatever the name
+        let e = refused(&[groups()[0].clone(), group("staff2", 10, &["alice"])]);
+        assert_eq!(
+            e,
+            "refusing to write group: line 2: group staff2 (gid 10) is below the floor 1000"
+        );
+        // an existing system group by name, with members or without, at any gid
+        let e = refused(&[
+            group("sudo", 5000, &["atlas000001", "alice"]),
+            groups()[1].clone(),
+            group("wheel", 5001, &[]),
+        ]);
+        assert!(
+            e.contains(
+                "line 1: group sudo (gid 5000) is the system group sudo (gid 27, below the floor 1000) and would add atlas000001,alice to it"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("line 3: group wheel (gid 5001) is the system group wheel (gid 10"),
+            "{e}"
+        );
+        assert!(!e.contains("line 2"), "{e}");
+        let e = refused(&[group("root", 0, &["alice"])]);
+        assert!(e.contains("group root (gid 0) is below the floor"), "{e}");
+        // a group of the database above the floor (a user's private group) is not a system one
+        write_group(dir.path(), &[group("alice", 60_001, &[])], &floor()).unwrap();
+        // nothing refused was written
+        write_group(dir.path(), &groups(), &floor()).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(GROUP_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn the_hosts_group_database_knows_root() {
+        // the default floor asks this host: every Unix host has group root (gid 0)
+        let e = write_group(
+            tempfile::tempdir().unwrap().path(),
+            &[GroupEntry {
+                name: name("root"),
+                gid: 70_000,
+                members: vec![name("alice")],
+            }],
+            &IdFloor::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("is the system group root (gid 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn cached_table_reparses_only_when_the_file_changes() {
         let dir = tempfile::tempdir().unwrap();
-        write_passwd(dir.path(), &pool(2)).unwrap();
+        write_passwd(dir.path(), &pool(2), &floor()).unwrap();
         let cache = CachedTable::<PasswdTable>::new(dir.path());
         let first = cache.load().unwrap();
         let second = cache.load().unwrap();
         assert!(Arc::ptr_eq(&first, &second), "unchanged file parsed again");
-        write_passwd(dir.path(), &pool(5)).unwrap();
+        write_passwd(dir.path(), &pool(5), &floor()).unwrap();
         assert_eq!(cache.load().unwrap().len(), 5);
 
         // replaced by a truncated file: unavailable, and the error is remembered
@@ -1133,7 +1417,7 @@ mod tests {
             assert!(cache.load().is_err());
         }
         assert_eq!(REPORTS.load(std::sync::atomic::Ordering::SeqCst), 1);
-        write_group(dir.path(), &groups()).unwrap();
+        write_group(dir.path(), &groups(), &floor()).unwrap();
         assert_eq!(cache.load().unwrap().len(), 2);
         assert_eq!(REPORTS.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
@@ -1142,7 +1426,7 @@ mod tests {
     fn hundred_thousand_entries() {
         let dir = tempfile::tempdir().unwrap();
         let entries = pool(100_000);
-        write_passwd(dir.path(), &entries).unwrap();
+        write_passwd(dir.path(), &entries, &floor()).unwrap();
         let cache = CachedTable::<PasswdTable>::new(dir.path());
         let start = std::time::Instant::now();
         let t = cache.load().unwrap();
@@ -1180,7 +1464,7 @@ mod tests {
     fn single_lookups_read_the_indexes_not_the_whole_file() {
         let dir = tempfile::tempdir().unwrap();
         let entries = pool(1000);
-        write_passwd(dir.path(), &entries).unwrap();
+        write_passwd(dir.path(), &entries, &floor()).unwrap();
         assert!(index_files(dir.path()).iter().all(|p| p.is_file()));
         let cache = CachedTable::<PasswdTable>::new(dir.path());
         for e in entries.iter().step_by(37).chain(entries.last()) {
@@ -1196,7 +1480,7 @@ mod tests {
         // answered from the indexes: the whole file was never parsed
         assert!(cache.lock().is_none());
         // groups too
-        write_group(dir.path(), &groups()).unwrap();
+        write_group(dir.path(), &groups(), &floor()).unwrap();
         let g = CachedTable::<GroupTable>::new(dir.path());
         assert_eq!(
             g.find_name("hpcusers").unwrap().map(|e| e.gid),
@@ -1213,7 +1497,7 @@ mod tests {
     fn a_stale_truncated_or_lying_index_falls_back_to_the_whole_file() {
         let dir = tempfile::tempdir().unwrap();
         let [by_name, by_id] = index_files(dir.path());
-        write_passwd(dir.path(), &pool(10)).unwrap();
+        write_passwd(dir.path(), &pool(10), &floor()).unwrap();
         let old = (
             std::fs::read(&by_name).unwrap(),
             std::fs::read(&by_id).unwrap(),
@@ -1222,7 +1506,7 @@ mod tests {
         // a newer file with the older indexes: their checksum is another file's
         let mut newer = pool(10);
         newer[3].shell = "/bin/zsh".into();
-        write_passwd(dir.path(), &newer).unwrap();
+        write_passwd(dir.path(), &newer, &floor()).unwrap();
         std::fs::write(&by_name, &old.0).unwrap();
         std::fs::write(&by_id, &old.1).unwrap();
         let cache = CachedTable::<PasswdTable>::new(dir.path());
@@ -1233,7 +1517,7 @@ mod tests {
         assert!(cache.lock().is_some(), "answered from the whole file");
 
         // truncated indexes
-        write_passwd(dir.path(), &newer).unwrap();
+        write_passwd(dir.path(), &newer, &floor()).unwrap();
         let full = std::fs::read(&by_id).unwrap();
         std::fs::write(&by_id, &full[..full.len() - 5]).unwrap();
         let cache = CachedTable::<PasswdTable>::new(dir.path());
@@ -1242,7 +1526,7 @@ mod tests {
 
         // a line edited in place (trailer kept): the index's line hash no longer matches, and
         // the whole file's checksum refuses it: unavailable, not the edited entry
-        write_passwd(dir.path(), &newer).unwrap();
+        write_passwd(dir.path(), &newer, &floor()).unwrap();
         let path = dir.path().join(PASSWD_FILE);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(
@@ -1268,7 +1552,7 @@ mod tests {
         assert!(fresh.find_id(100_004).is_err());
 
         // no indexes at all (an older writer): the whole file
-        write_passwd(dir.path(), &newer).unwrap();
+        write_passwd(dir.path(), &newer, &floor()).unwrap();
         std::fs::remove_file(&by_name).unwrap();
         let cache = CachedTable::<PasswdTable>::new(dir.path());
         assert_eq!(

@@ -47,7 +47,7 @@ use crate::config::{Config, PoolConfig};
 use crate::dn::DistinguishedName;
 use crate::gridmap::AccountName;
 use crate::mapping::Identity;
-use crate::nsscache::{self, GroupEntry, PasswdEntry};
+use crate::nsscache::{self, GroupEntry, IdFloor, PasswdEntry};
 
 /// Where the gridmapdir lives by default (as for Globus and LCMAPS).
 pub const DEFAULT_GRIDMAPDIR: &str = "/etc/grid-security/gridmapdir";
@@ -305,8 +305,11 @@ impl Pools {
     /// is there; `true` when a file was written. Entries of others in the cache (the portal's
     /// accounts, installed by `gridmap-tool sync`) are kept, before the pool accounts; a pool
     /// account or group of the same name or id replaces theirs. A cache that does not parse is
-    /// not kept (the next sync writes its entries again).
-    pub fn write_nss_cache(&self, dir: &Path) -> Result<bool, PoolError> {
+    /// not kept (the next sync writes its entries again). The writer refuses what `floor`
+    /// refuses: a pool's own entries were checked against the floor with the configuration;
+    /// a kept entry it refuses (installed before the floor existed) is left out, with a
+    /// warning, rather than failing every lease until the next sync.
+    pub fn write_nss_cache(&self, dir: &Path, floor: &IdFloor) -> Result<bool, PoolError> {
         let (pool_passwd, pool_group) = self.nss_entries();
         let kept_passwd: Vec<PasswdEntry> =
             nsscache::CachedTable::<nsscache::PasswdTable>::new(dir)
@@ -337,6 +340,10 @@ impl Pools {
                     .collect()
             })
             .unwrap_or_default();
+        let refused = floor.passwd_refusals(&kept_passwd);
+        let kept_passwd = without_refused(kept_passwd, &refused, &dir.join(nsscache::PASSWD_FILE));
+        let refused = floor.group_refusals(&kept_group);
+        let kept_group = without_refused(kept_group, &refused, &dir.join(nsscache::GROUP_FILE));
         let passwd: Vec<PasswdEntry> = kept_passwd.into_iter().chain(pool_passwd).collect();
         let group: Vec<GroupEntry> = kept_group.into_iter().chain(pool_group).collect();
         let same = |file: &str, text: String| {
@@ -344,15 +351,32 @@ impl Pools {
         };
         let mut wrote = false;
         if !same(nsscache::PASSWD_FILE, nsscache::render_passwd(&passwd)) {
-            nsscache::write_passwd(dir, &passwd).map_err(|e| PoolError::NssCache(e.to_string()))?;
+            nsscache::write_passwd(dir, &passwd, floor)
+                .map_err(|e| PoolError::NssCache(e.to_string()))?;
             wrote = true;
         }
         if !same(nsscache::GROUP_FILE, nsscache::render_group(&group)) {
-            nsscache::write_group(dir, &group).map_err(|e| PoolError::NssCache(e.to_string()))?;
+            nsscache::write_group(dir, &group, floor)
+                .map_err(|e| PoolError::NssCache(e.to_string()))?;
             wrote = true;
         }
         Ok(wrote)
     }
+}
+
+/// `kept` without the entries `refused` names (by index), each logged with its reason.
+fn without_refused<E>(kept: Vec<E>, refused: &[(usize, String)], file: &Path) -> Vec<E> {
+    for (_, why) in refused {
+        tracing::warn!(
+            "{}: an entry installed earlier is left out of the NSS cache: {why}",
+            file.display()
+        );
+    }
+    kept.into_iter()
+        .enumerate()
+        .filter(|(i, _)| !refused.iter().any(|(r, _)| r == i))
+        .map(|(_, e)| e)
+        .collect()
 }
 
 /// The name of an identity's lease file in the gridmapdir.
@@ -542,6 +566,8 @@ pub struct Gridmapdir {
     dir: PathBuf,
     pools: Pools,
     nss_dir: Option<PathBuf>,
+    /// What the NSS cache's writer refuses (`[mapping] nss_min_id`).
+    id_floor: IdFloor,
     clock: fn() -> SystemTime,
     /// Start each identity's scan at its own position (off only to test the worst case).
     spread_scans: bool,
@@ -599,6 +625,7 @@ impl Gridmapdir {
             dir: dir.to_path_buf(),
             pools,
             nss_dir: None,
+            id_floor: IdFloor::default(),
             clock: crate::clock::now,
             spread_scans: true,
         }
@@ -614,13 +641,20 @@ impl Gridmapdir {
         }
         Ok(Some(
             Self::new(&config.mapping.gridmapdir, pools)
-                .with_nss_cache(&config.mapping.nss_cache_dir),
+                .with_nss_cache(&config.mapping.nss_cache_dir)
+                .with_id_floor(config.mapping.id_floor()),
         ))
     }
 
     /// Rewrite the NSS cache in `dir` after every change.
     pub fn with_nss_cache(mut self, dir: &Path) -> Self {
         self.nss_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The NSS cache refuses what `floor` refuses [default: `IdFloor::default()`, 1000].
+    pub fn with_id_floor(mut self, floor: IdFloor) -> Self {
+        self.id_floor = floor;
         self
     }
 
@@ -1068,7 +1102,7 @@ impl Gridmapdir {
     /// Write the NSS cache if one is configured and its content changed.
     pub fn write_nss(&self) -> Result<(), PoolError> {
         if let Some(dir) = &self.nss_dir {
-            self.pools.write_nss_cache(dir)?;
+            self.pools.write_nss_cache(dir, &self.id_floor)?;
         }
         Ok(())
     }
@@ -1223,8 +1257,9 @@ mod tests {
             gid: 60001,
             members: vec![],
         };
-        nsscache::write_passwd(tmp.path(), std::slice::from_ref(&portal)).unwrap();
-        nsscache::write_group(tmp.path(), std::slice::from_ref(&portal_group)).unwrap();
+        let floor = IdFloor::default();
+        nsscache::write_passwd(tmp.path(), std::slice::from_ref(&portal), &floor).unwrap();
+        nsscache::write_group(tmp.path(), std::slice::from_ref(&portal_group), &floor).unwrap();
         // a lease rewrites the cache: the portal's entries stay, the pool's are added
         let leased = g.lease("atlas", &dn("/O=Grid/CN=Jane"), NONE).unwrap();
         assert!(leased.new);
@@ -1237,6 +1272,52 @@ mod tests {
         let group = nsscache::CachedTable::<nsscache::GroupTable>::new(tmp.path());
         assert_eq!(group.find_name("jdoe").unwrap(), Some(portal_group));
         assert!(group.find_name("atlas").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_pool_writer_leaves_out_system_entries_and_refuses_a_system_group() {
+        let (tmp, g) = dir_with(&[pool_config("atlas", 2, 20000)]);
+        // a cache installed before the floor existed: the portal's jdoe, a uid-500 account and
+        // a group adding jdoe to gid 10 (written past the writer, as an old version did)
+        let passwd =
+            "jdoe:x:60001:60001::/home/jdoe:/bin/bash\nold:x:500:60001::/home/old:/bin/sh\n";
+        let group = "jdoe:x:60001:\nwheel2:x:10:jdoe\n";
+        for (file, body) in [
+            (nsscache::PASSWD_FILE, passwd),
+            (nsscache::GROUP_FILE, group),
+        ] {
+            let text = if file == nsscache::PASSWD_FILE {
+                nsscache::render_passwd(&nsscache::parse_passwd_lines(body).unwrap())
+            } else {
+                nsscache::render_group(&nsscache::parse_group_lines(body).unwrap())
+            };
+            crate::atomic_file::write_atomic(&tmp.path().join(file), text.as_bytes()).unwrap();
+        }
+        let _ = g.lease("atlas", &dn("/O=Grid/CN=Jane"), NONE).unwrap();
+        let passwd = nsscache::CachedTable::<nsscache::PasswdTable>::new(tmp.path());
+        assert!(passwd.find_name("jdoe").unwrap().is_some());
+        assert!(passwd.find_name("atlas001").unwrap().is_some());
+        assert_eq!(passwd.find_name("old").unwrap(), None);
+        let group = nsscache::CachedTable::<nsscache::GroupTable>::new(tmp.path());
+        assert!(group.find_name("jdoe").unwrap().is_some());
+        assert_eq!(group.find_id(10).unwrap(), None);
+
+        // a pool whose group is a system group by name: the NSS cache is never written, and
+        // the lease that would need it fails with the reason
+        let mut sudo = pool_config("staff", 2, 30000);
+        sudo.group = Some("sudo".into());
+        let (tmp, g) = dir_with(&[sudo]);
+        let g = g
+            .with_id_floor(IdFloor::default().with_group_database(|n| (n == "sudo").then_some(27)));
+        let e = g
+            .lease("staff", &dn("/O=Grid/CN=Jane"), NONE)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 1: group sudo (gid 30000) is the system group sudo (gid 27"),
+            "{e}"
+        );
+        assert!(!tmp.path().join(nsscache::GROUP_FILE).exists());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The export bundle of `EXPORT.md` (format version 1), built from the store's state.
 //!
 //! [`build`] renders every file in the syntax of the file it becomes on a node and parses
-//! it back with the core parser of that file: a bundle that a node would refuse is never
-//! made (the change that would have caused it is rolled back, see [`crate::store`]).
+//! it back with the core parser of that file, and checks the NSS tables against the portal's
+//! `[mapping] nss_min_id` as a node's `gridmap-tool sync` does: a bundle that a node would
+//! refuse is never made (the change that would have caused it is rolled back, see
+//! [`crate::store`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -11,7 +13,9 @@ use std::path::Path;
 use hpccert_core::atomic_file::write_atomic;
 use hpccert_core::dn::DistinguishedName;
 use hpccert_core::gridmap::{self, AccountName, GridMapfile, MappedAccount};
-use hpccert_core::nsscache::{self, CacheTable, GroupEntry, GroupTable, PasswdEntry, PasswdTable};
+use hpccert_core::nsscache::{
+    self, CacheTable, GroupEntry, GroupTable, IdFloor, PasswdEntry, PasswdTable,
+};
 use hpccert_core::suspension::{Suspended, SuspensionList};
 use hpccert_core::tokenmap::{self, TokenMapfile};
 use serde::Serialize;
@@ -75,6 +79,8 @@ pub struct Bundle {
     pub files: ExportFiles<String>,
     passwd: Vec<PasswdEntry>,
     group: Vec<GroupEntry>,
+    /// What the NSS tables were checked against (and [`Bundle::install`] writes with).
+    floor: IdFloor,
     /// What the SSH CA's revocation list holds.
     pub revoked: Vec<RevokedCertificate>,
 }
@@ -149,8 +155,23 @@ fn account_name(file: &'static str, s: &str) -> Result<AccountName, StoreError> 
     })
 }
 
-/// Render and check every file of the bundle.
-pub fn build(state: &ExportState) -> Result<Bundle, StoreError> {
+/// `file line N: why` for each refusal of the floor.
+fn below_floor(file: &'static str, refusals: Vec<(usize, String)>) -> Result<(), StoreError> {
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::ExportRefused {
+        file,
+        reason: refusals
+            .into_iter()
+            .map(|(i, why)| format!("line {}: {why}", i + 1))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
+/// Render and check every file of the bundle; no NSS entry in the system range of `floor`.
+pub fn build(state: &ExportState, floor: &IdFloor) -> Result<Bundle, StoreError> {
     // identity -> accounts, in the order the links come
     let mut order: Vec<&IdentityKey> = Vec::new();
     let mut accounts: HashMap<&IdentityKey, Vec<&str>> = HashMap::new();
@@ -257,6 +278,10 @@ pub fn build(state: &ExportState) -> Result<Bundle, StoreError> {
     let nss_passwd =
         without_trailer::<PasswdTable>("nss-passwd", &nsscache::render_passwd(&passwd))?;
     let nss_group = without_trailer::<GroupTable>("nss-group", &nsscache::render_group(&group))?;
+    // an account with a system uid or gid (or named after a system group: its private group
+    // would carry the name) would make every node refuse the bundle
+    below_floor("nss-passwd", floor.passwd_refusals(&passwd))?;
+    below_floor("nss-group", floor.group_refusals(&group))?;
 
     Ok(Bundle {
         revoked: state.revoked.clone(),
@@ -271,6 +296,7 @@ pub fn build(state: &ExportState) -> Result<Bundle, StoreError> {
         },
         passwd,
         group,
+        floor: *floor,
     })
 }
 
@@ -345,8 +371,8 @@ impl Bundle {
             dir: dir.to_path_buf(),
             source,
         };
-        nsscache::write_passwd(dir, &self.passwd).map_err(nss)?;
-        nsscache::write_group(dir, &self.group).map_err(nss)?;
+        nsscache::write_passwd(dir, &self.passwd, &self.floor).map_err(nss)?;
+        nsscache::write_group(dir, &self.group, &self.floor).map_err(nss)?;
         Ok(())
     }
 }
@@ -354,6 +380,15 @@ impl Bundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default floor, with a group database of Debian's system groups.
+    fn floor() -> IdFloor {
+        IdFloor::default().with_group_database(|n| match n {
+            "root" => Some(0),
+            "sudo" => Some(27),
+            _ => None,
+        })
+    }
 
     fn account(name: &str, uid: u32) -> Account {
         Account {
@@ -390,7 +425,7 @@ mod tests {
             ],
             revoked: vec![],
         };
-        let b = build(&state).unwrap();
+        let b = build(&state, &floor()).unwrap();
         assert_eq!(
             b.files.grid_mapfile,
             "\"/DC=org/DC=cilogon/C=US/O=Example/CN=Jane \\\"J\\\" Doe A123\" jdoe,jdoe2\n"
@@ -430,7 +465,7 @@ mod tests {
 
     #[test]
     fn an_empty_portal_exports_empty_files() {
-        let b = build(&ExportState::default()).unwrap();
+        let b = build(&ExportState::default(), &floor()).unwrap();
         assert_eq!(
             b.files.map(String::len),
             ExportFiles {
@@ -447,10 +482,13 @@ mod tests {
     fn refuses_what_a_node_would_refuse() {
         let mut bad = account("eve", 60002);
         bad.gecos = "Eve: the attacker".into();
-        let e = build(&ExportState {
-            accounts: vec![bad],
-            ..ExportState::default()
-        })
+        let e = build(
+            &ExportState {
+                accounts: vec![bad],
+                ..ExportState::default()
+            },
+            &floor(),
+        )
         .unwrap_err();
         assert!(
             matches!(
@@ -463,24 +501,76 @@ mod tests {
             "{e}"
         );
         let root = account("toor", 0);
-        let e = build(&ExportState {
-            accounts: vec![root],
-            ..ExportState::default()
-        })
+        let e = build(
+            &ExportState {
+                accounts: vec![root],
+                ..ExportState::default()
+            },
+            &floor(),
+        )
         .unwrap_err();
         assert!(e.to_string().contains("nss-passwd"), "{e}");
+    }
+
+    #[test]
+    fn accounts_in_the_system_range_are_never_exported() {
+        let refused = |accounts: Vec<Account>, floor: &IdFloor| {
+            build(
+                &ExportState {
+                    accounts,
+                    ..ExportState::default()
+                },
+                floor,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let e = refused(vec![account("jdoe", 60001), account("svc", 999)], &floor());
+        assert!(e.contains("nss-passwd"), "{e}");
+        assert!(
+            e.contains("line 2: user svc (uid 999) is below the floor 1000"),
+            "{e}"
+        );
+        let mut wheel = account("eve", 60002);
+        wheel.gid = 10;
+        let e = refused(vec![wheel], &floor());
+        assert!(
+            e.contains("line 1: user eve: its primary group gid 10 is below the floor 1000"),
+            "{e}"
+        );
+        // an account named after a system group exports that group's name as its own
+        let e = refused(vec![account("sudo", 60003)], &floor());
+        assert!(e.contains("nss-group"), "{e}");
+        assert!(
+            e.contains("line 1: group sudo (gid 60003) is the system group sudo (gid 27"),
+            "{e}"
+        );
+        // the portal's own floor decides
+        let e = refused(vec![account("jdoe", 60001)], &IdFloor::new(60_002));
+        assert!(e.contains("below the floor 60002"), "{e}");
+        build(
+            &ExportState {
+                accounts: vec![account("old", 600)],
+                ..ExportState::default()
+            },
+            &IdFloor::new(500),
+        )
+        .unwrap();
     }
 
     #[test]
     fn installs_files_that_the_node_reads() {
         let dir = tempfile::tempdir().unwrap();
         let dn = IdentityKey::dn("/DC=org/CN=Jane").unwrap();
-        let b = build(&ExportState {
-            serial: 1,
-            accounts: vec![account("jdoe", 60001)],
-            active_links: vec![(dn, "jdoe".into())],
-            ..ExportState::default()
-        })
+        let b = build(
+            &ExportState {
+                serial: 1,
+                accounts: vec![account("jdoe", 60001)],
+                active_links: vec![(dn, "jdoe".into())],
+                ..ExportState::default()
+            },
+            &floor(),
+        )
         .unwrap();
         b.install(dir.path()).unwrap();
         let g = GridMapfile::load(&dir.path().join(GRID_MAPFILE)).unwrap();

@@ -69,6 +69,8 @@ struct Setup {
     web: PortalConfig,
     /// `[trust]`, for `[portal] certificate_dns`.
     trust: TrustConfig,
+    /// `[mapping] nss_min_id`: no exported account or group below it.
+    nss_min_id: u32,
     /// `--dev`: its state directory and what it embeds.
     dev: Option<DevState>,
     /// The whole config file (`[[issuer]]`, `[tokens]` for the SSH CA's token checks).
@@ -204,6 +206,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
             tls: None,
             web,
             trust: TrustConfig::default(),
+            nss_min_id: hpccert_core::nsscache::DEFAULT_MIN_ID,
             dev: Some(dev),
             config: Config::parse("version = 1\n", std::path::Path::new("--dev"))
                 .context("the built-in dev configuration")?,
@@ -233,6 +236,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
         tls,
         web: portal,
         trust: config.trust.clone(),
+        nss_min_id: config.mapping.nss_min_id,
         dev: None,
         config,
     })
@@ -387,7 +391,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let store = Store::open(&setup.database, clock::now())
         .await
-        .context("opening the database")?;
+        .context("opening the database")?
+        .with_id_floor(hpccert_core::nsscache::IdFloor::new(setup.nss_min_id));
     tracing::info!(backend = ?store.backend(), "database ready");
     let listener = tokio::net::TcpListener::bind(&setup.listen)
         .await

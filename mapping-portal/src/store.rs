@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use hpccert_core::clock::unix_seconds;
 use hpccert_core::gridmap::AccountName;
+use hpccert_core::nsscache::IdFloor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -110,6 +111,8 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// What the export's NSS tables are checked against (`[mapping] nss_min_id`).
+    id_floor: IdFloor,
 }
 
 fn id(v: i64, what: &str) -> Result<u32, StoreError> {
@@ -141,7 +144,18 @@ impl Store {
             .bind(unix_seconds(now))
             .execute(&pool)
             .await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            id_floor: IdFloor::default(),
+        })
+    }
+
+    /// Refuse a change whose export has an NSS account or group in the system range of
+    /// `floor` [default: `IdFloor::default()`, 1000 and this host's group database].
+    pub fn with_id_floor(mut self, floor: IdFloor) -> Self {
+        self.id_floor = floor;
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -183,7 +197,7 @@ impl Store {
         .bind(format!("serial {serial}{detail}"))
         .execute(&mut *tx)
         .await?;
-        let bundle = export::build(&read_export_state(&mut tx).await?)?;
+        let bundle = export::build(&read_export_state(&mut tx).await?, &self.id_floor)?;
         tx.commit().await?;
         tracing::info!(
             target: "audit",
@@ -208,7 +222,7 @@ impl Store {
     /// The export of the current state.
     pub async fn export(&self) -> Result<Bundle, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        export::build(&read_export_state(&mut conn).await?)
+        export::build(&read_export_state(&mut conn).await?, &self.id_floor)
     }
 
     /// Links whose account, issuer, subject/DN, email, name or eppn contains `search`

@@ -283,6 +283,18 @@ async fn setup_with(
     approval: Approval,
     certificate_dns: Option<hpccert_core::config::TrustConfig>,
 ) -> Setup {
+    let header = Proof::Header {
+        name: axum::http::HeaderName::from_static("remote_user"),
+    };
+    setup_proved_by(approval, certificate_dns, header).await
+}
+
+/// [`setup_with`], accounts proved by `proof`.
+async fn setup_proved_by(
+    approval: Approval,
+    certificate_dns: Option<hpccert_core::config::TrustConfig>,
+    proof: Proof,
+) -> Setup {
     let (op, issuer) = start_op().await;
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(&common::sqlite_url(db.path()), common::at(0))
@@ -322,9 +334,7 @@ async fn setup_with(
             url: base.clone(),
             trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
             approval,
-            proof: Proof::Header {
-                name: axum::http::HeaderName::from_static("remote_user"),
-            },
+            proof,
             min_uid: 1000,
             admins: vec![(issuer.clone(), "admin".into())],
             certificate_dns,
@@ -1392,4 +1402,249 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
             ("certificates", pem(&user).as_str()),
         ]);
     assert_eq!(carol.send(req).await.status, StatusCode::NOT_FOUND);
+}
+
+/// Set in the child process that runs one test under pam_wrapper: its PAM service directory.
+const PAM_CHILD: &str = "HPCCERT_PORTAL_PAM_CHILD";
+/// `ACCOUNT`'s password in the PAM services of [`under_pam_wrapper`].
+const PASSWORD: &str = "correct horse";
+/// A name no host has.
+const UNKNOWN: &str = "no-such-user-hpccert";
+
+fn pam_wrapper() -> Option<std::path::PathBuf> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|d| std::path::Path::new(d).join("libpam_wrapper.so"))
+    .find(|p| p.is_file());
+    if found.is_none() {
+        let required = std::env::var("HPCCERT_E2E_REQUIRED").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "libpam_wrapper.so not found (Debian package libpam-wrapper), and HPCCERT_E2E_REQUIRED=1"
+        );
+        eprintln!("SKIPPED: libpam_wrapper.so not found (Debian package libpam-wrapper)");
+    }
+    found
+}
+
+/// Whether this process is the child that runs `test` against the real libpam under
+/// pam_wrapper, with two services: `mapping-portal` (pam_matrix: `ACCOUNT`'s password is
+/// `PASSWORD`) and `mapping-portal-switch` (the same, then pam_set_items.so, which sets
+/// PAM_USER to root as a module mapping login names would). In the parent this runs the child
+/// (one at a time: pam_wrapper's private copies of the service directory may collide between
+/// processes starting together), asserts that its test passed and returns false; without
+/// libpam-wrapper it skips (a failure under `HPCCERT_E2E_REQUIRED=1`) and returns false.
+fn under_pam_wrapper(test: &str) -> bool {
+    if std::env::var_os(PAM_CHILD).is_some() {
+        return true;
+    }
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let Some(wrapper) = pam_wrapper() else {
+        return false;
+    };
+    let modules = wrapper.parent().unwrap().join("pam_wrapper");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (service, extra) in [
+        ("mapping-portal", String::new()),
+        (
+            "mapping-portal-switch",
+            format!(
+                "auth required {}\n",
+                modules.join("pam_set_items.so").display()
+            ),
+        ),
+    ] {
+        let mut passdb = format!("{ACCOUNT}:{PASSWORD}:{service}\n");
+        if !extra.is_empty() {
+            // root is in the switch service's database too, so that its account stack lets
+            // the switched user in: only the PAM_USER check stands between it and a link
+            passdb.push_str(&format!("root:{PASSWORD}:{service}\n"));
+        }
+        std::fs::write(d.join(format!("passdb-{service}")), passdb).unwrap();
+        let m = format!(
+            "{} passdb={}/passdb-{service}",
+            modules.join("pam_matrix.so").display(),
+            d.display()
+        );
+        std::fs::write(
+            d.join(service),
+            format!("auth required {m}\naccount required {m}\n{extra}"),
+        )
+        .unwrap();
+    }
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(PAM_CHILD, d)
+        .env("LD_PRELOAD", &wrapper)
+        .env("PAM_WRAPPER", "1")
+        .env("PAM_WRAPPER_SERVICE_DIR", d)
+        .env("PAM_USER", "root")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{test} under pam_wrapper: {all}");
+    assert!(
+        all.contains("1 passed"),
+        "{test}: the child ran no test: {all}"
+    );
+    false
+}
+
+/// The portal proving accounts through the PAM service `service` (see [`under_pam_wrapper`]).
+async fn setup_pam(service: &str) -> Setup {
+    setup_proved_by(
+        Approval::Immediate,
+        None,
+        Proof::Pam {
+            service: service.into(),
+        },
+    )
+    .await
+}
+
+/// A logged-in user `subject` and its CSRF token.
+async fn logged_in(s: &Setup, subject: &str) -> (Client, String) {
+    s.op.lock().subject = subject.into();
+    let mut c = Client::new(&s.base);
+    c.login().await;
+    let csrf = c.csrf().await;
+    (c, csrf)
+}
+
+async fn link_with(c: &mut Client, csrf: &str, account: &str, password: &str) -> Page {
+    c.post(
+        "/link",
+        &[("csrf", csrf), ("account", account), ("password", password)],
+    )
+    .await
+}
+
+/// No such account, a system account and a wrong password: the same page, the same status;
+/// the right password links (the PAM stack is real).
+#[tokio::test]
+async fn unknown_system_and_wrong_password_accounts_get_one_answer() {
+    if !under_pam_wrapper("unknown_system_and_wrong_password_accounts_get_one_answer") {
+        return;
+    }
+    let s = setup_pam("mapping-portal").await;
+    let (mut alice, csrf) = logged_in(&s, "alice").await;
+    let mut pages = Vec::new();
+    for (account, password) in [(UNKNOWN, PASSWORD), ("root", PASSWORD), (ACCOUNT, "wrong")] {
+        pages.push(link_with(&mut alice, &csrf, account, password).await);
+    }
+    for (p, what) in pages
+        .iter()
+        .zip(["no such account", "system account", "wrong password"])
+    {
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{what}: {}", p.body);
+        assert!(
+            p.body.contains(mapping_portal::web::proof::NOT_PROVED),
+            "{what}: {}",
+            p.body
+        );
+        assert_eq!(p.body, pages[0].body, "{what} differs from no such account");
+    }
+    assert!(s.portal.store().links(None).await.unwrap().is_empty());
+    let linked = link_with(&mut alice, &csrf, ACCOUNT, PASSWORD).await;
+    assert_eq!(linked.status, StatusCode::SEE_OTHER, "{}", linked.body);
+    assert!(!s.portal.store().links(None).await.unwrap().is_empty());
+}
+
+/// One identity guessing an account's password is limited; another identity may still prove
+/// (and link) the same account.
+#[tokio::test]
+async fn one_identitys_failed_attempts_do_not_lock_another_out() {
+    if !under_pam_wrapper("one_identitys_failed_attempts_do_not_lock_another_out") {
+        return;
+    }
+    let s = setup_pam("mapping-portal").await;
+    let (mut mallory, m_csrf) = logged_in(&s, "mallory").await;
+    for attempt in 1..=5 {
+        let p = link_with(&mut mallory, &m_csrf, ACCOUNT, "guess").await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "attempt {attempt}");
+    }
+    // mallory is stopped, even with the right password
+    let p = link_with(&mut mallory, &m_csrf, ACCOUNT, PASSWORD).await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS, "{}", p.body);
+    assert!(p.body.contains("too many failed attempts"), "{}", p.body);
+    // the account's owner is not
+    let (mut alice, a_csrf) = logged_in(&s, "alice").await;
+    let p = link_with(&mut alice, &a_csrf, ACCOUNT, PASSWORD).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let links = s.portal.store().links(None).await.unwrap();
+    assert!(
+        links.iter().all(|l| l.identity.subject().contains("alice")) && !links.is_empty(),
+        "{links:?}"
+    );
+}
+
+/// The limit counts before the account is looked up: unknown and system accounts cost an
+/// attempt as a wrong password does.
+#[tokio::test]
+async fn the_limit_counts_before_the_account_is_looked_up() {
+    if !under_pam_wrapper("the_limit_counts_before_the_account_is_looked_up") {
+        return;
+    }
+    let s = setup_pam("mapping-portal").await;
+    let (mut alice, csrf) = logged_in(&s, "alice").await;
+    for attempt in 1..=5 {
+        let p = link_with(&mut alice, &csrf, UNKNOWN, PASSWORD).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "attempt {attempt}");
+    }
+    let p = link_with(&mut alice, &csrf, UNKNOWN, PASSWORD).await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS, "{}", p.body);
+    // five more at a system account reach the identity's limit: the real account is refused
+    // before PAM is asked, whatever the password
+    for attempt in 1..=5 {
+        let p = link_with(&mut alice, &csrf, "root", PASSWORD).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "root, attempt {attempt}");
+    }
+    let p = link_with(&mut alice, &csrf, ACCOUNT, PASSWORD).await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS, "{}", p.body);
+    assert!(s.portal.store().links(None).await.unwrap().is_empty());
+}
+
+/// A PAM module that makes the user someone else (here root) after the password was right:
+/// the account is not proved.
+#[tokio::test]
+async fn a_pam_module_that_changes_the_user_proves_nothing() {
+    if !under_pam_wrapper("a_pam_module_that_changes_the_user_proves_nothing") {
+        return;
+    }
+    let s = setup_pam("mapping-portal-switch").await;
+    let (mut alice, csrf) = logged_in(&s, "alice").await;
+    let p = link_with(&mut alice, &csrf, ACCOUNT, PASSWORD).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(
+        p.body.contains(mapping_portal::web::proof::NOT_PROVED),
+        "{}",
+        p.body
+    );
+    assert!(s.portal.store().links(None).await.unwrap().is_empty());
+    // and the check itself says why (for the log)
+    let account = hpccert_core::gridmap::AccountName::parse(ACCOUNT).unwrap();
+    let e = mapping_portal::web::proof::pam_check(
+        "mapping-portal-switch",
+        &account,
+        zeroize::Zeroizing::new(PASSWORD.into()),
+        "127.0.0.1",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        mapping_portal::web::proof::ProofError::Refused(ACCOUNT.into())
+    );
 }

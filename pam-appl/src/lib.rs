@@ -25,6 +25,8 @@ struct RawPamHandle {
 const PAM_SUCCESS: c_int = 0;
 const PAM_CONV_ERR: c_int = 19;
 const PAM_BUF_ERR: c_int = 5;
+const PAM_AUTH_ERR: c_int = 7;
+const PAM_USER: c_int = 2;
 pub const PAM_TTY: c_int = 3;
 pub const PAM_RHOST: c_int = 4;
 pub const PAM_DISALLOW_NULL_AUTHTOK: c_int = 0x0001;
@@ -72,6 +74,8 @@ unsafe extern "C" {
     ) -> c_int;
     fn pam_end(pamh: *mut RawPamHandle, pam_status: c_int) -> c_int;
     fn pam_set_item(pamh: *mut RawPamHandle, item_type: c_int, item: *const c_void) -> c_int;
+    fn pam_get_item(pamh: *const RawPamHandle, item_type: c_int, item: *mut *const c_void)
+    -> c_int;
     fn pam_putenv(pamh: *mut RawPamHandle, name_value: *const c_char) -> c_int;
     fn pam_getenvlist(pamh: *mut RawPamHandle) -> *mut *mut c_char;
     fn pam_authenticate(pamh: *mut RawPamHandle, flags: c_int) -> c_int;
@@ -223,12 +227,16 @@ pub struct Pam {
     _conv: Box<PamConv>,
     _data: Box<ConvBox>,
     last: c_int,
+    /// The user the transaction was started for: [`Pam::authenticate`] refuses when a module
+    /// changed PAM_USER to another.
+    user: String,
 }
 
 impl std::fmt::Debug for Pam {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pam")
             .field("last", &self.last)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
@@ -257,6 +265,7 @@ impl Pam {
                 _conv: conv,
                 _data: data,
                 last: PAM_SUCCESS,
+                user: user.to_string(),
             }),
             Some(handle) => {
                 // SAFETY: a handle pam_start returned, ended once.
@@ -332,11 +341,58 @@ impl Pam {
         out
     }
 
-    /// `pam_authenticate`: the auth stack (which asks through the conversation).
+    /// PAM_USER as the modules left it (`pam_get_item`), lossily as UTF-8; `None` when it is
+    /// not set.
+    pub fn user(&self) -> Result<Option<String>, String> {
+        Ok(self
+            .user_bytes()?
+            .map(|u| String::from_utf8_lossy(&u).into_owned()))
+    }
+
+    fn user_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        let mut item: *const c_void = ptr::null();
+        // SAFETY: the handle is live and `item` a valid out-pointer; libpam points it to its
+        // own copy of the item (or leaves it NULL), which is copied out before any other call.
+        let rc = unsafe { pam_get_item(self.handle.as_ptr(), PAM_USER, &mut item) };
+        if rc != PAM_SUCCESS {
+            return Err(format!("pam_get_item(PAM_USER) failed ({rc})"));
+        }
+        if item.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: a non-NULL PAM_USER is a NUL-terminated string owned by libpam.
+        let user = unsafe { CStr::from_ptr(item.cast::<c_char>()) };
+        Ok(Some(user.to_bytes().to_vec()))
+    }
+
+    /// `pam_authenticate`: the auth stack (which asks through the conversation). The user
+    /// must still be the one the transaction was started for: a module that changed PAM_USER
+    /// (to map a login name, or maliciously) would have authenticated someone else, so that is
+    /// refused, as sudo-rs refuses it.
     pub fn authenticate(&mut self, flags: c_int) -> Result<(), String> {
         // SAFETY: the handle is live.
         let rc = unsafe { pam_authenticate(self.handle.as_ptr(), flags) };
-        self.check("pam_authenticate", rc)
+        self.check("pam_authenticate", rc)?;
+        self.check_user("pam_authenticate")
+    }
+
+    /// Refuse (as `PAM_AUTH_ERR`) when PAM_USER is no longer the user the transaction was
+    /// started for.
+    pub fn check_user(&mut self, after: &str) -> Result<(), String> {
+        let now = self.user_bytes()?;
+        // byte for byte: a name that is not UTF-8 is another name
+        if now.as_deref() == Some(self.user.as_bytes()) {
+            return Ok(());
+        }
+        self.last = PAM_AUTH_ERR;
+        Err(format!(
+            "{after}: a module changed PAM_USER from {:?} to {}: refused",
+            self.user,
+            now.map_or_else(
+                || "nothing".to_string(),
+                |u| format!("{:?}", String::from_utf8_lossy(&u))
+            )
+        ))
     }
 
     pub fn acct_mgmt(&mut self, flags: c_int) -> Result<(), String> {

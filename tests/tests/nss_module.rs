@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use hpccert_core::atomic_file::write_atomic;
 use hpccert_core::gridmap::AccountName;
-use hpccert_core::nsscache::{GroupEntry, PasswdEntry, render_passwd, write_group, write_passwd};
+use hpccert_core::nsscache::{
+    GroupEntry, IdFloor, PasswdEntry, render_passwd, write_group, write_passwd,
+};
 use hpccert_e2e::{built_library, is_root, library, peer_available, run, skip};
 
 fn name(s: &str) -> AccountName {
@@ -90,8 +92,10 @@ impl Site {
         .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(site.path("group.wrapper"), "root:x:0:\n").unwrap_or_else(|e| panic!("{e}"));
         std::fs::create_dir(site.cache()).unwrap_or_else(|e| panic!("{e}"));
-        write_passwd(&site.cache(), &accounts()).unwrap_or_else(|e| panic!("{e}"));
-        write_group(&site.cache(), &groups()).unwrap_or_else(|e| panic!("{e}"));
+        write_passwd(&site.cache(), &accounts(), &IdFloor::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        write_group(&site.cache(), &groups(), &IdFloor::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         Some(site)
     }
 
@@ -252,7 +256,7 @@ fn truncated_or_invalid_cache_is_unavailable_not_garbage() {
     // a missing file: unavailable; written again: served again
     std::fs::remove_file(&passwd).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(site.getent("passwd", "atlas001"), None);
-    write_passwd(&site.cache(), &accounts()).unwrap_or_else(|e| panic!("{e}"));
+    write_passwd(&site.cache(), &accounts(), &IdFloor::default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(site.getent("passwd", "atlas001").is_some());
 }
 
@@ -282,7 +286,8 @@ fn lookups_while_the_cache_is_replaced_see_one_version_or_the_other() {
         std::thread::spawn(move || {
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                write_passwd(&cache, &versions[i % 2]).unwrap_or_else(|e| panic!("{e}"));
+                write_passwd(&cache, &versions[i % 2], &IdFloor::default())
+                    .unwrap_or_else(|e| panic!("{e}"));
                 i += 1;
             }
             i
@@ -353,7 +358,7 @@ fn entries_larger_than_the_first_buffer_are_retried_not_cut() {
         gid: 50_200,
         members: members.clone(),
     });
-    write_group(&site.cache(), &all).unwrap_or_else(|e| panic!("{e}"));
+    write_group(&site.cache(), &all, &IdFloor::default()).unwrap_or_else(|e| panic!("{e}"));
     let expected = format!(
         "bigpool:x:50200:{}",
         members

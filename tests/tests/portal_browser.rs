@@ -311,8 +311,10 @@ fn a_user_links_in_the_browser_and_the_node_maps_then_refuses() {
     b.screenshot("link-form");
     b.click("form[action='/link'] button[type=submit]");
     wait_for_text(&b, "Account not proved");
+    // the answer every refused account gets (no such account, system account, wrong password)
     assert!(
-        b.source().contains("wrong password"),
+        b.source()
+            .contains("That account and password do not match."),
         "{}\n{}",
         b.source(),
         portal.log_text()
@@ -455,8 +457,9 @@ fn a_user_links_in_the_browser_and_the_node_maps_then_refuses() {
     }
     b.screenshot("audit");
 
-    // the proof is rate-limited per account: five wrong passwords, then even the right one is
-    // refused (and PAM is not asked); a system account is refused whatever the password
+    // the proof is rate-limited per account and identity: five wrong passwords, then even the
+    // right one is refused (and PAM is not asked); a system account is refused whatever the
+    // password, with the answer a wrong password gets (the log says why)
     b.goto(&format!("{}/", portal.base));
     for attempt in 1..=6 {
         b.wait_for("#account");
@@ -469,7 +472,10 @@ fn a_user_links_in_the_browser_and_the_node_maps_then_refuses() {
             assert!(page.contains("too many failed attempts"), "{page}");
             b.screenshot("rate-limited");
         } else {
-            assert!(page.contains("wrong password"), "attempt {attempt}: {page}");
+            assert!(
+                page.contains("That account and password do not match."),
+                "attempt {attempt}: {page}"
+            );
         }
         b.goto(&format!("{}/", portal.base));
     }
@@ -477,6 +483,13 @@ fn a_user_links_in_the_browser_and_the_node_maps_then_refuses() {
     b.fill("#account", "daemon");
     b.fill("#password", PASSWORD);
     b.click("form[action='/link'] button[type=submit]");
-    wait_for_text(&b, "system accounts cannot be linked");
+    wait_for_text(&b, "That account and password do not match.");
+    assert!(
+        portal
+            .log_text()
+            .contains("system accounts cannot be linked"),
+        "{}",
+        portal.log_text()
+    );
     assert!(!read(&export.join("token-mapfile")).contains(OTHER));
 }

@@ -866,13 +866,17 @@ async fn link(
     let account = match proved {
         Ok(a) => a,
         Err(e) => {
+            // the log says why; the page says the same for every account (ProofError::public)
             tracing::warn!(client = %ctx.client, %who, account = %form.account, "account proof refused: {e}");
             let status = match e {
                 ProofError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
                 ProofError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::FORBIDDEN,
+                ProofError::BadName(_)
+                | ProofError::NoAccount(_)
+                | ProofError::SystemAccount { .. }
+                | ProofError::Refused(_) => StatusCode::FORBIDDEN,
             };
-            return error_page(&ctx, status, "Account not proved", &e.to_string());
+            return error_page(&ctx, status, "Account not proved", &e.public());
         }
     };
     let approval = app.settings.approval;
@@ -910,6 +914,9 @@ async fn link(
     done(&app, &ctx, "/", message)
 }
 
+/// The account's password through PAM. The attempt is counted first, before the account is
+/// looked up (an unknown or system account costs an attempt as a wrong password does), and
+/// the lookup and PAM run on a blocking thread ([`proof::prove_password`]).
 async fn prove_with_pam(
     app: &App,
     ctx: &Ctx,
@@ -918,20 +925,19 @@ async fn prove_with_pam(
     name: &str,
     password: Zeroizing<String>,
 ) -> Result<AccountName, ProofError> {
-    let account = proof::local_account(name, app.settings.min_uid)?;
-    if password.is_empty() {
-        return Err(ProofError::Refused(name.to_string()));
-    }
+    let account = AccountName::parse(name).map_err(|_| ProofError::BadName(name.to_string()))?;
     let keys = proof::attempt_keys(account.as_str(), who, ctx.client);
     let started = Instant::now();
     app.limiter.begin(&keys, started)?;
     let service = service.to_string();
     let rhost = ctx.client.to_string();
+    let min_uid = app.settings.min_uid;
     let for_pam = account.clone();
-    let result =
-        tokio::task::spawn_blocking(move || proof::pam_check(&service, &for_pam, password, &rhost))
-            .await
-            .map_err(|e| ProofError::Internal(format!("the PAM check stopped: {e}")))?;
+    let result = tokio::task::spawn_blocking(move || {
+        proof::prove_password(&service, &for_pam, password, min_uid, &rhost)
+    })
+    .await
+    .map_err(|e| ProofError::Internal(format!("the PAM check stopped: {e}")))?;
     if result.is_ok() {
         app.limiter.succeeded(&keys, started);
     }
