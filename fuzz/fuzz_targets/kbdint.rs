@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max = usize::from(m) * 4;
-    let max_parts = max / 64 + 1;
+    let max_parts = max / 64 + 2;
     let mut entry = TokenEntry::default();
     // the model: the current token's joined parts and their number
     let mut joined: Vec<u8> = Vec::new();

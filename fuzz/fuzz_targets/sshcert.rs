@@ -94,7 +94,6 @@ static FIXED: LazyLock<Fixed> = LazyLock::new(|| {
     assert_eq!(trusted.len(), 3, "trusted-cas.pub");
     let signed = SIGNED
         .iter()
-        .skip(1)
         .map(|s| signed(&Certificate::from_openssh(s).expect("a seed certificate")))
         .collect();
     // the seeds meant to be accepted are (one per CA): the fixed time and keys fit the seeds

@@ -85,7 +85,7 @@ static GENUINE: LazyLock<Genuine> = LazyLock::new(|| {
             .unwrap_or_else(|e| panic!("seed {name}: the blob does not parse: {e}"));
         x509auth::verify_signature(&r.algorithm, &key.leaf, r.data, r.signature)
             .unwrap_or_else(|e| panic!("seed {name}: the signature does not verify: {e}"));
-        if *name != "ed25519" { pairs.insert((spki(&key.leaf), r.data.to_vec())); }
+        pairs.insert((spki(&key.leaf), r.data.to_vec()));
         leaves.push(key.leaf);
     }
     Genuine { pairs, leaves }
