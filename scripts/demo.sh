@@ -96,8 +96,9 @@ key_cache_dir = "$node/keys"
 [sshd]
 listen = ["127.0.0.1:$ssh_port"]
 host_keys = ["$node/ssh_host_ed25519_key"]
-methods = ["x509", "keyboard-interactive", "password"]
+methods = ["x509", "keyboard-interactive", "password", "openssh-cert"]
 use_pam = false
+trusted_user_ca_keys = ["$node/ssh-ca-keys.pub"]
 [[issuer]]
 issuer = "$portal/dev-idp"
 audiences = ["https://login.hpccert-dev.example"]
@@ -147,6 +148,16 @@ State in $state (logs: portal.log, sshd-gsi.log).
 
      python3 $ROOT/sshd-gsi/dev/ssh-x509.py -p $ssh_port --key $idp/researchers/ada.key \\
        --cert $idp/researchers/ada.pem $user@127.0.0.1 'id; echo \$HPCCERT_DN'
+
+   with an OpenSSH certificate from the portal's SSH CA (any SSH client: stock ssh here):
+
+     [ -f $state/id_ed25519 ] || ssh-keygen -q -t ed25519 -N '' -f $state/id_ed25519
+     curl -s -H "Authorization: Bearer \$(cat $state/ada.jwt)" \\
+       -d "{\\"public_key\\": \\"\$(cat $state/id_ed25519.pub)\\"}" $portal/ssh/v1/certificate \\
+       | sed -n 's/.*"certificate":"\([^"]*\)".*/\1/p' > $state/id_ed25519-cert.pub
+     ssh-keygen -L -f $state/id_ed25519-cert.pub
+     ssh -p $ssh_port -i $state/id_ed25519 -o CertificateFile=$state/id_ed25519-cert.pub \\
+       -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null $user@127.0.0.1 'id; echo \$HPCCERT_AUTH_METHOD'
 
 5. Ask the engine why, as the node would decide:
 

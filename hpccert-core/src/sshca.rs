@@ -289,6 +289,33 @@ impl CaPublicKeys {
     }
 }
 
+/// Make a new Ed25519 CA key in `path` (OpenSSH format, mode 0600), as
+/// `ssh-keygen -t ed25519 -N ''` would; an existing file is never replaced.
+pub fn generate_ca_key(path: &Path, comment: &str) -> Result<(), SshCaError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let err = |reason: String| SshCaError::Key {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut seed = [0u8; 32];
+    openssl::rand::rand_bytes(&mut seed).map_err(|e| err(e.to_string()))?;
+    let mut key = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&seed));
+    key.set_comment(comment);
+    let text = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| err(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| err(e.to_string()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err(e.to_string()))
+}
+
 impl SshCa {
     /// The public keys (current, then next) for the export.
     pub fn public_set(&self) -> CaPublicKeys {

@@ -185,6 +185,21 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
                 subject,
             });
         }
+        // the dev SSH CA (made once in the state directory): certificates for dev tokens
+        let ca_key = dir.join("ssh-ca-key");
+        if !ca_key.exists() {
+            hpccert_core::sshca::generate_ca_key(&ca_key, "hpccert dev SSH CA")
+                .context("the dev SSH CA key")?;
+        }
+        web.ssh_ca = Some(
+            toml::from_str(&format!(
+                "key_file = {:?}\nsite_name = \"hpccert dev site\"\nclient_id = {:?}\naudience = {:?}\n",
+                ca_key.display().to_string(),
+                devidp::CLIENT_ID,
+                devidp::DEV_AUDIENCE
+            ))
+            .context("the dev [portal.ssh_ca]")?,
+        );
         let account = current_account()?;
         // short enough to type
         let password = kept_secret(&dir.join("dev-account-password"), 12)?;
@@ -293,6 +308,16 @@ fn dev_instructions(dev: &DevState, url: &str, idp: Option<&DevIdp>, setup: &Set
             out,
             "  account:  {} with the dev password {} (the account proof of --dev; no PAM)",
             a.name, a.password
+        );
+    }
+    if setup.web.ssh_ca.is_some() && idp.is_some() {
+        let _ = writeln!(
+            out,
+            "  SSH CA:   curl -H \"Authorization: Bearer $(curl -s {url}/dev-idp/access-token/ada)\" -d \"{{\\\"public_key\\\": \\\"$(cat ~/.ssh/id_ed25519.pub)\\\"}}\" {url}/ssh/v1/certificate"
+        );
+        let _ = writeln!(
+            out,
+            "            (site description: {url}/.well-known/hpccert)"
         );
     }
     if let Some(dir) = &setup.export_dir {
@@ -542,12 +567,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("stopping");
         hpccert_core::notify::stopping();
     };
+    // --dev with the embedded provider: its tokens are the ones the dev SSH CA takes
+    let config = match (&setup.dev, &idp) {
+        (Some(dev), Some(idp)) => Config::parse(
+            &format!(
+                "version = 1\n[tokens]\nkey_cache_dir = {:?}\n[[issuer]]\nissuer = {:?}\naudiences = [{:?}]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = {:?}\n",
+                dev.dir.join("keys").display().to_string(),
+                idp.issuer(),
+                devidp::DEV_AUDIENCE,
+                idp.files().jwks.display().to_string(),
+            ),
+            std::path::Path::new("--dev"),
+        )
+        .context("the dev configuration")?,
+        _ => setup.config.clone(),
+    };
     let ssh_ca = match (&web.ssh_ca, ssh_ca_key) {
         (Some(settings), Some(key)) => {
             let ca = mapping_portal::sshca::CertificateAuthority::new(
                 key,
                 settings,
-                &setup.config,
+                &config,
                 Arc::clone(&portal),
                 &url,
                 web.oidc.as_ref().map(|o| o.issuer.clone()),

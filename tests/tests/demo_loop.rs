@@ -204,6 +204,53 @@ fn the_demo_links_in_the_browser_and_then_ssh_logs_in_as_the_account() {
         );
     }
 
+    // an OpenSSH certificate from the portal's dev SSH CA, as the demo prints it: stock ssh
+    // logs in with it (the node trusts the CA keys the sync installed)
+    let key = state.join("id_ed25519");
+    let (code, _, err) = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key));
+    assert_eq!(code, 0, "{err}");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{portal}/ssh/v1/certificate"))
+        .bearer_auth(token.trim())
+        .body(serde_json::json!({"public_key": public.trim()}).to_string())
+        .send()
+        .and_then(|r| r.text())
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let cert = answer["certificate"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    std::fs::write(state.join("id_ed25519-cert.pub"), cert).unwrap();
+    let (code, out, err) = run(Command::new("ssh")
+        .args(["-p", &ssh_port.to_string(), "-i"])
+        .arg(&key)
+        .arg("-o")
+        .arg(format!(
+            "CertificateFile={}",
+            state.join("id_ed25519-cert.pub").display()
+        ))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("id; echo method=$HPCCERT_AUTH_METHOD")
+        .stdin(Stdio::null()));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("({user})")) && out.contains("method=openssh-cert"),
+        "{out}"
+    );
+
     // explain, as the demo prints it
     let tool = bins.join("gridmap-tool");
     let config = state.join("node/hpccert.toml");
