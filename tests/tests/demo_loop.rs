@@ -281,6 +281,15 @@ fn the_demo_links_in_the_browser_and_then_ssh_logs_in_as_the_account() {
     b.wait_for("nav a[href='/admin']");
     b.click("nav a[href='/admin']");
     b.wait_for("#admin-links");
+    // the certificate the portal issued is listed, valid
+    let certs = b.find_all_text("#certificates tbody tr");
+    let serial = answer["serial"].as_u64().unwrap().to_string();
+    assert!(
+        certs
+            .iter()
+            .any(|r| r.contains(&serial) && r.contains("valid")),
+        "{certs:?}"
+    );
     let rows = b.find_all_text("#admin-links tbody tr");
     let row = rows
         .iter()
@@ -294,6 +303,14 @@ fn the_demo_links_in_the_browser_and_then_ssh_logs_in_as_the_account() {
     b.click(&format!("{form} button"));
     b.wait_for("#suspensions");
     b.screenshot("admin-suspended");
+    // the suspension revoked the identity's certificate
+    let certs = b.find_all_text("#certificates tbody tr");
+    assert!(
+        certs
+            .iter()
+            .any(|r| r.contains(&serial) && r.contains("revoked")),
+        "{certs:?}"
+    );
     let err = wait_until(
         "the token login refused after the suspension",
         Duration::from_secs(30),

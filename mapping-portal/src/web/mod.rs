@@ -148,6 +148,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/approve", post(approve))
         .route("/admin/suspend", post(suspend))
         .route("/admin/unsuspend", post(unsuspend))
+        .route("/admin/revoke-certificate", post(revoke_certificate))
         .route("/static/portal.css", get(stylesheet))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -1194,6 +1195,16 @@ async fn admin(
         Ok(s) => s,
         Err(e) => return store_failure(&ctx, &e),
     };
+    // the SSH CA's certificates that are still valid (the newest 200)
+    let now = hpccert_core::clock::unix_seconds(clock::now());
+    let certificates: Vec<_> = match app.portal.store().certificates().await {
+        Ok(c) => c
+            .into_iter()
+            .filter(|c| c.valid_before > now)
+            .take(200)
+            .collect(),
+        Err(e) => return store_failure(&ctx, &e),
+    };
     let csrf = ctx
         .session
         .as_ref()
@@ -1204,6 +1215,7 @@ async fn admin(
         search,
         links: &links,
         suspensions: &suspensions,
+        certificates: &certificates,
     };
     html(StatusCode::OK, pages::admin(&view, &ctx.frame()))
 }
@@ -1234,6 +1246,9 @@ struct IdentityForm {
     account: String,
     #[serde(default)]
     reason: String,
+    /// An SSH certificate's serial (revoke).
+    #[serde(default)]
+    serial: String,
 }
 
 impl WithCsrf for IdentityForm {
@@ -1319,6 +1334,23 @@ async fn suspend(State(app): State<Arc<App>>, posted: Posted<IdentityForm>) -> R
         }
         Ok(Change::Suspend {
             target: f.suspension_target()?,
+            reason: reason.to_string(),
+        })
+    })
+    .await
+}
+
+async fn revoke_certificate(State(app): State<Arc<App>>, posted: Posted<IdentityForm>) -> Response {
+    admin_change(app, posted, |f| {
+        let serial = f.serial.trim().parse::<u64>().map_err(|_| {
+            StoreError::Invalid(format!("{:?} is not a certificate serial", f.serial))
+        })?;
+        let reason = f.reason.trim();
+        if reason.is_empty() {
+            return Err(StoreError::Invalid("a revocation needs a reason".into()));
+        }
+        Ok(Change::RevokeCertificate {
+            serial,
             reason: reason.to_string(),
         })
     })

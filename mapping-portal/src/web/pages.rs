@@ -7,7 +7,9 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::dnproof::Challenge;
 use super::session::User;
-use crate::model::{AuditEntry, IdentityKind, Link, LinkState, Suspension, SuspensionTarget};
+use crate::model::{
+    AuditEntry, IdentityKind, IssuedCertificate, Link, LinkState, Suspension, SuspensionTarget,
+};
 
 pub const STYLESHEET: &str = include_str!("portal.css");
 
@@ -297,6 +299,8 @@ pub struct AdminView<'a> {
     pub search: &'a str,
     pub links: &'a [Link],
     pub suspensions: &'a [Suspension],
+    /// The SSH CA's unexpired certificates, newest first.
+    pub certificates: &'a [IssuedCertificate],
 }
 
 fn identity_fields(csrf: &str, kind: IdentityKind, issuer: &str, subject: &str) -> Markup {
@@ -345,6 +349,40 @@ pub fn admin(view: &AdminView<'_>, frame: &Frame<'_>) -> Markup {
                                     label.visually-hidden for={"reason-" (i)} { "Reason for suspending " (link.identity.subject()) }
                                     input id={"reason-" (i)} type="text" name="reason" placeholder="reason" required;
                                     button.danger type="submit" { "Suspend identity" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !view.certificates.is_empty() {
+                h2 { "SSH certificates" }
+                p { "Certificates of the site's SSH CA that have not expired. A revoked one is refused by every login node from its next sync (the KRL); suspending an identity or an account revokes all of its certificates." }
+                table.links #certificates {
+                    thead { tr { th scope="col" { "Serial" } th scope="col" { "Identity" } th scope="col" { "Accounts" } th scope="col" { "Until" } th scope="col" { "State" } th scope="col" { span.visually-hidden { "Action" } } } }
+                    tbody {
+                        @for c in view.certificates {
+                            tr {
+                                td { code { (c.serial) } }
+                                td { (identity_text(c.identity.kind(), c.identity.issuer(), c.identity.subject())) }
+                                td { (c.accounts.join(", ")) }
+                                td { (format_unix(c.valid_before)) }
+                                td {
+                                    @match (&c.revoked_at, &c.revoked_reason) {
+                                        (Some(_), reason) => { "revoked" @if let Some(r) = reason { ": " (r) } }
+                                        (None, _) => { "valid" }
+                                    }
+                                }
+                                td {
+                                    @if c.revoked_at.is_none() {
+                                        form.inline method="post" action="/admin/revoke-certificate" {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            input type="hidden" name="serial" value=(c.serial);
+                                            label.visually-hidden for=(format!("reason-{}", c.serial)) { "Reason" }
+                                            input id=(format!("reason-{}", c.serial)) type="text" name="reason" placeholder="reason" required;
+                                            button.danger type="submit" { "Revoke" }
+                                        }
+                                    }
                                 }
                             }
                         }
