@@ -436,6 +436,12 @@ pub struct SshdConfig {
     pub accept_env: Vec<String>,
     /// Files of SSH CA public keys whose user certificates `openssh-cert` accepts.
     pub trusted_user_ca_keys: Vec<PathBuf>,
+    /// An OpenSSH KRL (`ssh-keygen -k`, or the portal's), as sshd's `RevokedKeys`: with
+    /// `openssh-cert` enabled, every OpenSSH certificate is checked against it (its serial and
+    /// key id for its CA or any CA, its key, its CA's key) and the file is read again within
+    /// seconds of a change. While it is missing or does not parse, every `openssh-cert` login
+    /// is refused, as sshd refuses every key then. None (the default): no revocation list.
+    pub revoked_keys: Option<PathBuf>,
     /// A file sent to clients before authentication.
     pub banner: Option<PathBuf>,
     /// The audit stream: JSON lines of every decision and session (none by default).
@@ -545,6 +551,7 @@ impl Default for SshdConfig {
             sftp_server: PathBuf::from("/usr/lib/openssh/sftp-server"),
             accept_env: vec!["LANG".into(), "LC_*".into()],
             trusted_user_ca_keys: Vec::new(),
+            revoked_keys: None,
             banner: None,
             audit_log: None,
             metrics_listen: None,
@@ -1142,6 +1149,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.sshd.max_sessions, 2);
+    }
+
+    #[test]
+    fn revoked_keys_is_an_optional_path() {
+        let c = Config::parse("version = 1\n", Path::new("t.toml")).unwrap();
+        assert_eq!(c.sshd.revoked_keys, None);
+        let c = Config::parse(
+            "version = 1\n[sshd]\nrevoked_keys = \"/etc/hpccert/ssh-revoked.krl\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.sshd.revoked_keys.as_deref(),
+            Some(Path::new("/etc/hpccert/ssh-revoked.krl"))
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use hpccert_core::gridmap::GridMapfile;
 use hpccert_core::mapping::{Decision, Mapper, TokenRules};
 use hpccert_core::pool::Gridmapdir;
 use hpccert_core::reload::Reloading;
+use hpccert_core::sshca::krl::{self, Krl, KrlError};
 use hpccert_core::suspension::{SuspensionError, SuspensionList};
 use hpccert_core::token::fetch::{Fetcher, RefreshTiming, RefreshingKeySource};
 use hpccert_core::token::{IssuerPolicy, verify_token};
@@ -47,6 +48,9 @@ pub struct Engine {
     rules: Vec<TokenRules>,
     verify_options: VerifyOptions,
     ssh_cas: Vec<russh::keys::PublicKey>,
+    /// `[sshd] revoked_keys` as it is now; an unusable KRL (`Err`) refuses every OpenSSH
+    /// certificate, so it is not kept as "last good" either.
+    revoked_keys: Option<Reloading<Result<Krl, KrlError>>>,
     /// The suspension list as it is now; an unusable one (`Err`) refuses every login.
     suspensions: Reloading<Result<SuspensionList, SuspensionError>>,
     /// The pools logins lease from (None: no `[[pool]]`).
@@ -140,9 +144,13 @@ impl Engine {
             None
         };
         let mut ssh_cas = Vec::new();
+        let mut revoked_keys = None;
         if config.sshd.methods.contains(&SshMethod::OpensshCert) {
             for f in &config.sshd.trusted_user_ca_keys {
                 ssh_cas.extend(hpccert_core::sshcert::load_ca_keys(f)?);
+            }
+            if let Some(path) = &config.sshd.revoked_keys {
+                revoked_keys = Some(open_revoked_keys(path)?);
             }
         }
         Ok(Self {
@@ -155,6 +163,7 @@ impl Engine {
             rules,
             verify_options,
             ssh_cas,
+            revoked_keys,
             suspensions,
             pools,
             pam_helper,
@@ -229,6 +238,8 @@ impl Engine {
         peer: &SocketAddr,
         now: SystemTime,
     ) -> Result<Decision, String> {
+        // revocation first, as sshd checks RevokedKeys before anything else
+        self.check_revoked(cert)?;
         let verified = hpccert_core::sshcert::verify_ssh_certificate(
             cert,
             &self.ssh_cas,
@@ -241,6 +252,29 @@ impl Engine {
         self.mapper(&gridmap, &suspensions, true)
             .decide_ssh_certificate(&verified, Some(user))
             .map_err(|e| e.to_string())
+    }
+
+    /// Refuse `cert` when `[sshd] revoked_keys` revokes it, or when that file is unusable.
+    fn check_revoked(&self, cert: &russh::keys::Certificate) -> Result<(), String> {
+        let Some(revoked_keys) = &self.revoked_keys else {
+            return Ok(());
+        };
+        match revoked_keys.current().as_ref() {
+            Err(e) => Err(format!(
+                "certificate {:?} serial {} refused: the revoked keys file is unusable, so every OpenSSH certificate is refused until it is fixed: {e}",
+                cert.key_id(),
+                cert.serial()
+            )),
+            Ok(krl) => match krl.is_revoked(cert) {
+                Some(reason) => Err(format!(
+                    "certificate {:?} serial {} revoked by {}: {reason}",
+                    cert.key_id(),
+                    cert.serial(),
+                    revoked_keys.path().display()
+                )),
+                None => Ok(()),
+            },
+        }
     }
 
     /// Verify a certificate chain (presented certificate first) and map it to `user`; a pool
@@ -261,6 +295,28 @@ impl Engine {
             .decide(&verified, Some(user))
             .map_err(|e| e.to_string())
     }
+}
+
+/// Open `[sshd] revoked_keys`, reloaded when it changes. A missing or broken file does not stop
+/// the server (token and X.509 logins go on): it is logged now, and every OpenSSH certificate
+/// is refused, each refusal saying why, until a good file is in place.
+fn open_revoked_keys(path: &Path) -> Result<Reloading<Result<Krl, KrlError>>, String> {
+    let reloading = Reloading::open(path, RELOAD_CHECK, |p| {
+        let krl = krl::load(p);
+        match &krl {
+            Ok(k) => {
+                tracing::info!(target: "sshd_gsi", "revoked keys {}: {}", p.display(), k.summary())
+            }
+            // the error names the file
+            Err(e) => tracing::error!(
+                target: "sshd_gsi",
+                "revoked keys unusable, every openssh-cert login is refused until it is fixed: {e}"
+            ),
+        }
+        Ok::<_, String>(krl)
+    })
+    .map_err(|e| format!("[sshd] revoked_keys {}: {e}", path.display()))?;
+    Ok(reloading)
 }
 
 impl Engine {

@@ -1210,6 +1210,254 @@ fn openssh_user_certificates_from_a_trusted_ca() {
     );
 }
 
+/// `GET /metrics` from the server's metrics listener.
+fn metrics(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name{labels}` in a metrics exposition (0 when absent).
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn openssh_certificates_are_checked_against_a_revocation_list_reloaded_on_change() {
+    if !peers(&[SSH, ("ssh-keygen", "openssh-client")]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |n: &str| d.join(n).display().to_string();
+    let keygen = |args: &[&str]| {
+        let (code, out, err) = run(Command::new("ssh-keygen").args(args));
+        assert_eq!(code, 0, "ssh-keygen {args:?}: {out}{err}");
+        out
+    };
+    let user = account().name.clone();
+    keygen(&["-q", "-t", "ed25519", "-N", "", "-f", &p("ca")]);
+    // two users' certificates, serials 77 and 78, each in a file of its own (CertificateFile)
+    for serial in ["77", "78"] {
+        let key = format!("key{serial}");
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-f", &p(&key)]);
+        let id = format!("krl-e2e-{serial}@gateway");
+        keygen(&[
+            "-q",
+            "-s",
+            &p("ca"),
+            "-I",
+            &id,
+            "-n",
+            &user,
+            "-z",
+            serial,
+            &p(&format!("{key}.pub")),
+        ]);
+        std::fs::rename(
+            d.join(format!("{key}-cert.pub")),
+            d.join(format!("cert{serial}")),
+        )
+        .unwrap();
+    }
+    let ca_fp = keygen(&["-l", "-E", "sha256", "-f", &p("ca.pub")])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let krl = d.join("ssh-revoked.krl");
+    // a KRL written as an operator would: ssh-keygen -k into a temporary file, then a rename
+    let write_krl = |spec: &str| {
+        std::fs::write(d.join("krl.spec"), spec).unwrap();
+        keygen(&[
+            "-q",
+            "-k",
+            "-f",
+            &p("krl.tmp"),
+            "-s",
+            &p("ca.pub"),
+            &p("krl.spec"),
+        ]);
+        std::fs::rename(d.join("krl.tmp"), &krl).unwrap();
+    };
+    let write_raw = |bytes: &[u8]| {
+        std::fs::write(d.join("krl.tmp"), bytes).unwrap();
+        std::fs::rename(d.join("krl.tmp"), &krl).unwrap();
+    };
+    let ssh_keygen_q = |serial: &str| {
+        run(Command::new("ssh-keygen")
+            .arg("-Q")
+            .arg("-f")
+            .arg(&krl)
+            .arg(d.join(format!("cert{serial}"))))
+        .0
+    };
+    write_krl("serial: 5\n");
+    let metrics_port = free_port();
+    let server = Server::start_with(
+        &["openssh-cert"],
+        &user,
+        &format!(
+            "trusted_user_ca_keys = [\"{}\"]\nrevoked_keys = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n",
+            p("ca.pub"),
+            krl.display()
+        ),
+    );
+    let ssh = |serial: &str| {
+        let mut c = Command::new("ssh");
+        c.args(["-p", &server.port.to_string(), "-F", "/dev/null"])
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "IdentityAgent=none",
+            ])
+            .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"])
+            .args(["-o", "PreferredAuthentications=publickey"])
+            .args(["-i", &p(&format!("key{serial}"))])
+            .arg("-o")
+            .arg(format!("CertificateFile={}", p(&format!("cert{serial}"))))
+            .arg(format!("{user}@127.0.0.1"))
+            .arg("echo \"$HPCCERT_AUTH_METHOD $HPCCERT_SSH_CERT_KEY_ID\"");
+        run(&mut c)
+    };
+    let logs_in = |serial: &str| {
+        let (code, out, err) = ssh(serial);
+        match code {
+            0 => {
+                assert_eq!(out.trim(), format!("openssh-cert krl-e2e-{serial}@gateway"));
+                true
+            }
+            255 => {
+                assert!(err.contains("Permission denied"), "{err}");
+                false
+            }
+            _ => panic!("ssh exited {code}: {out}\n{err}"),
+        }
+    };
+    // the server notices a changed file within two seconds; allow ten
+    let within = |what: &str, serial: &str, want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while logs_in(serial) != want {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: certificate {serial} {} after 10 s\n{}",
+                if want {
+                    "still refused"
+                } else {
+                    "still accepted"
+                },
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let refusals = || {
+        sample(
+            &metrics(metrics_port),
+            "sshd_gsi_auth_total{method=\"openssh-cert\",result=\"refuse\"}",
+        )
+    };
+    let failed = || auth_lines(&server.log(), "Failed", "openssh-cert", &user);
+
+    // 1. a KRL of another serial: both certificates log in
+    assert_eq!(ssh_keygen_q("77"), 0);
+    assert!(logs_in("77"), "log:\n{}", server.log());
+    assert!(logs_in("78"));
+    assert_eq!(refusals(), 0);
+
+    // 2. serial 77 revoked: refused within seconds, as ssh-keygen -Q says; 78 still logs in
+    write_krl("serial: 77\n");
+    assert_eq!(
+        ssh_keygen_q("77"),
+        1,
+        "ssh-keygen -Q should call 77 revoked"
+    );
+    assert_eq!(ssh_keygen_q("78"), 0);
+    within("serial 77 revoked", "77", false);
+    assert!(logs_in("78"));
+    let why = format!(
+        "certificate \"krl-e2e-77@gateway\" serial 77 revoked by {}: serial 77 of CA {ca_fp}",
+        krl.display()
+    );
+    assert!(
+        failed().iter().any(|l| l == &why),
+        "no failure saying {why:?}:\n{}",
+        server.log()
+    );
+    let refused_so_far = refusals();
+    assert!(refused_so_far >= 1, "the refusal is counted");
+
+    // 3. a KRL that does not parse: every certificate is refused, and the log says why
+    write_raw(b"SSHKRL\n\0\0\0\0\x01 cut short");
+    assert_eq!(
+        ssh_keygen_q("78"),
+        255,
+        "ssh-keygen -Q refuses the broken KRL too"
+    );
+    within("broken KRL", "78", false);
+    assert!(!logs_in("77"));
+    let unusable = failed()
+        .into_iter()
+        .filter(|l| {
+            l.contains("the revoked keys file is unusable")
+                && l.contains(&format!("{}: truncated", krl.display()))
+        })
+        .count();
+    assert!(unusable >= 2, "no 'unusable' failures:\n{}", server.log());
+    assert!(refusals() >= refused_so_far + 2);
+    assert!(
+        server
+            .log()
+            .contains("every openssh-cert login is refused until it is fixed"),
+        "the reload logs the broken file:\n{}",
+        server.log()
+    );
+
+    // 4. no file at all: refused as well (sshd's RevokedKeys does the same)
+    std::fs::remove_file(&krl).unwrap();
+    let before = failed().len();
+    within("missing KRL", "78", false);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!logs_in("78"));
+    assert!(
+        failed()[before..]
+            .iter()
+            .any(|l| l.contains("unusable") && l.contains("No such file")),
+        "{}",
+        server.log()
+    );
+
+    // 5. a KRL revoking another serial: 77 logs in again, 78 is now refused
+    write_krl("serial: 78\nserial: 100-200\n");
+    assert_eq!(ssh_keygen_q("77"), 0);
+    assert_eq!(ssh_keygen_q("78"), 1);
+    within("serial 78 revoked instead", "77", true);
+    assert!(!logs_in("78"));
+    assert!(
+        failed().iter().any(|l| l.ends_with(&format!(
+            "revoked by {}: serial 78 of CA {ca_fp}",
+            krl.display()
+        ))),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        auth_lines(&server.log(), "Accepted", "openssh-cert", &user).len() as u64,
+        sample(
+            &metrics(metrics_port),
+            "sshd_gsi_auth_total{method=\"openssh-cert\",result=\"accept\"}"
+        )
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 9. login records
 
