@@ -99,6 +99,7 @@ host_keys = ["$node/ssh_host_ed25519_key"]
 methods = ["x509", "keyboard-interactive", "password", "openssh-cert"]
 use_pam = false
 trusted_user_ca_keys = ["$node/ssh-ca-keys.pub"]
+revoked_keys = "$node/ssh-revoked.krl"
 [[issuer]]
 issuer = "$portal/dev-idp"
 audiences = ["https://login.hpccert-dev.example"]

@@ -257,7 +257,7 @@ fn check_ssh_files(
     if count == 0 {
         return Err(file_error("ssh-ca-keys", "no CA key".into()));
     }
-    crate::sshca::krl::check(&krl_bytes).map_err(|e| file_error("ssh-krl", e))?;
+    crate::sshca::krl::parse(&krl_bytes).map_err(|e| file_error("ssh-krl", e.to_string()))?;
     Ok(Some(SshFiles {
         ca_keys: keys.clone(),
         krl: krl_bytes,

@@ -531,21 +531,6 @@ pub mod krl {
         out.extend_from_slice(s);
     }
 
-    /// A cheap structural check of a KRL received from elsewhere (the export bundle): the
-    /// magic, the format version and a complete header.
-    pub fn check(bytes: &[u8]) -> Result<(), String> {
-        if bytes.len() < 8 + 4 + 8 + 8 + 8 + 4 + 4 || &bytes[..8] != MAGIC {
-            return Err("not an OpenSSH KRL (no SSHKRL header)".into());
-        }
-        let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != FORMAT_VERSION {
-            return Err(format!(
-                "KRL format version {version}, not {FORMAT_VERSION}"
-            ));
-        }
-        Ok(())
-    }
-
     /// A KRL revoking `serials` of certificates signed by each CA key. `version` grows with
     /// every change (the portal's serial); `generated` is Unix seconds. The serials are
     /// written sorted and once each; a CA with none gets no section.
