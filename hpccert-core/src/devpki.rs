@@ -411,7 +411,12 @@ pub fn crl(
     b.append_extension(extension("2.5.29.35", false, &aki)?)
         .map_err(err)?;
     b.sign(&ca.key, MessageDigest::sha256()).map_err(err)?;
-    b.build().map_err(err)
+    let built = b.build().map_err(err)?;
+    // parsed back from its DER, as a CRL read from a file is: OpenSSL keeps that encoding for
+    // signature checks, while a built CRL is encoded again from its structure, and the lookup
+    // of a serial sorts the revoked entries in place (a CRL whose entries were not in serial
+    // order would then fail its own signature check, at random, in the tests)
+    X509Crl::from_der(&built.to_der().map_err(err)?).map_err(err)
 }
 
 /// OpenSSL's subject hash file stem (`<8 hex>`) for a CA certificate.
