@@ -44,6 +44,8 @@ use crate::model::{CertificateProof, IdentityKey, IssuedCertificate};
 
 /// The window of the rate limits.
 const WINDOW: Duration = Duration::from_secs(3600);
+/// Keys the rate limiters track before they forget the idle ones.
+const MAX_KEYS: usize = 100_000;
 /// Largest request body (a public key and a few principals).
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
 
@@ -58,6 +60,11 @@ impl Limiter {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // many distinct sources must not grow the table without end: past a size, forget
+        // the keys whose window has passed
+        if map.len() >= MAX_KEYS {
+            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+        }
         let q = map.entry(key.to_string()).or_default();
         while q.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
             q.pop_front();
@@ -499,5 +506,22 @@ async fn certificate(
             }
             response
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn the_limiter_counts_per_key_within_the_window() {
+        let l = Limiter::default();
+        let t0 = Instant::now();
+        assert!(l.admit("a", 2, t0) && l.admit("a", 2, t0));
+        assert!(!l.admit("a", 2, t0));
+        assert!(l.admit("b", 2, t0));
+        // after the window, "a" may again
+        assert!(l.admit("a", 2, t0 + WINDOW));
     }
 }
