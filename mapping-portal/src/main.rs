@@ -525,48 +525,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    let app = App::new(
-        Arc::clone(&portal),
-        oidc,
-        WebSettings {
-            url: url.clone(),
-            trusted_proxies: web.trusted_proxies.clone(),
-            approval: match web.approval {
-                PortalApproval::Immediate => Approval::Immediate,
-                PortalApproval::Admin => Approval::AwaitAdmin,
-            },
-            proof,
-            min_uid: web.min_uid,
-            admins: web
-                .admins
-                .iter()
-                .map(|a| (a.issuer.clone(), a.subject.clone()))
-                .collect(),
-            certificate_dns: web.certificate_dns.then(|| setup.trust.clone()),
-            dev: setup.dev.is_some(),
-        },
-    );
-    tracing::info!(%local, %url, serial = portal.current().serial, "listening");
-    if let Some(dev) = &setup.dev {
-        print!("{}", dev_instructions(dev, &url, idp.as_deref(), &setup));
-    }
-    let shutdown = async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                // no SIGTERM handler: SIGINT still stops gracefully
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
-        tracing::info!("stopping");
-        hpccert_core::notify::stopping();
-    };
     // --dev with the embedded provider: its tokens are the ones the dev SSH CA takes
     let config = match (&setup.dev, &idp) {
         (Some(dev), Some(idp)) => Config::parse(
@@ -598,6 +556,49 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(Arc::new(ca))
         }
         _ => None,
+    };
+    let app = App::with_ssh_ca(
+        Arc::clone(&portal),
+        oidc,
+        WebSettings {
+            url: url.clone(),
+            trusted_proxies: web.trusted_proxies.clone(),
+            approval: match web.approval {
+                PortalApproval::Immediate => Approval::Immediate,
+                PortalApproval::Admin => Approval::AwaitAdmin,
+            },
+            proof,
+            min_uid: web.min_uid,
+            admins: web
+                .admins
+                .iter()
+                .map(|a| (a.issuer.clone(), a.subject.clone()))
+                .collect(),
+            certificate_dns: web.certificate_dns.then(|| setup.trust.clone()),
+            dev: setup.dev.is_some(),
+        },
+        ssh_ca.clone(),
+    );
+    tracing::info!(%local, %url, serial = portal.current().serial, "listening");
+    if let Some(dev) = &setup.dev {
+        print!("{}", dev_instructions(dev, &url, idp.as_deref(), &setup));
+    }
+    let shutdown = async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                // no SIGTERM handler: SIGINT still stops gracefully
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        tracing::info!("stopping");
+        hpccert_core::notify::stopping();
     };
     let mut router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
     if let Some(ca) = ssh_ca {

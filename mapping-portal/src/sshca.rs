@@ -383,6 +383,142 @@ impl CertificateAuthority {
     }
 }
 
+/// What a certificate issued to a browser session carries back to the page.
+#[derive(Debug)]
+pub struct SessionCertificate {
+    /// The certificate in OpenSSH's one-line form (`*-cert.pub`).
+    pub certificate: String,
+    pub serial: u64,
+    pub principals: Vec<String>,
+    pub valid_before: u64,
+}
+
+impl CertificateAuthority {
+    /// A certificate for the portal's own logged-in user (the session is the proof): the
+    /// accounts the portal's current token map gives their token identity, without the
+    /// suspended ones (a suspended identity gets nothing); `requested` narrows them. Pool
+    /// accounts are left out (they are leased at a node's login, not here). Recorded and
+    /// audited as the token requests are; the reason of a refusal is for the page.
+    pub async fn issue_for_session(
+        &self,
+        issuer: &str,
+        subject: &str,
+        public_key: &str,
+        requested: &[String],
+        source: IpAddr,
+        now: SystemTime,
+    ) -> Result<SessionCertificate, String> {
+        let identity = IdentityKey::token(issuer, subject).map_err(|e| e.to_string())?;
+        if !self.per_identity.admit(
+            &identity.to_string(),
+            self.settings.per_identity_per_hour,
+            Instant::now(),
+        ) {
+            return Err(format!(
+                "more than {} certificate requests for your identity in an hour: try later",
+                self.settings.per_identity_per_hour
+            ));
+        }
+        let key = sshca::parse_user_key(public_key).map_err(|e| e.to_string())?;
+        sshca::check_user_key(&key, &self.ca.policy().key_types).map_err(|e| e.to_string())?;
+        let bundle = self
+            .portal
+            .store()
+            .export()
+            .await
+            .map_err(|e| e.to_string())?;
+        let token_map = TokenMapfile::parse(&bundle.files.token_mapfile)
+            .map_err(|_| "the portal's token map does not parse".to_string())?;
+        let suspensions = SuspensionList::parse(&bundle.files.suspended)
+            .map_err(|_| "the portal's suspension list does not parse".to_string())?;
+        let token_identity = hpccert_core::mapping::Identity::Token {
+            issuer: issuer.to_string(),
+            subject: subject.to_string(),
+        };
+        if let Some(entry) = suspensions.identity(&token_identity) {
+            return Err(format!(
+                "your identity is suspended ({})",
+                suspensions.locate(entry)
+            ));
+        }
+        let rule = token_map.lookup(issuer, subject).ok_or_else(|| {
+            "no account is linked to your identity yet: link one on the start page".to_string()
+        })?;
+        let allowed: Vec<String> = rule
+            .accounts
+            .iter()
+            .filter_map(|a| match a {
+                hpccert_core::gridmap::MappedAccount::Local(name) => Some(name),
+                hpccert_core::gridmap::MappedAccount::Pool(_) => None,
+            })
+            .filter(|a| suspensions.account(a).is_none())
+            .map(ToString::to_string)
+            .collect();
+        let principals: Vec<String> = if requested.is_empty() {
+            allowed.clone()
+        } else if let Some(bad) = requested.iter().find(|r| !allowed.contains(r)) {
+            return Err(format!(
+                "account {bad} is not one of yours (allowed: {})",
+                allowed.join(", ")
+            ));
+        } else {
+            requested.to_vec()
+        };
+        if principals.is_empty() {
+            return Err("none of your linked accounts may be used (suspended)".into());
+        }
+        let serial = fresh_serial()?;
+        let key_id = format!(
+            "{identity} serial {serial} via {} (portal session)",
+            self.url
+        );
+        let issued = self
+            .ca
+            .issue(
+                &CertRequest {
+                    public_key: &key,
+                    principals: principals.clone(),
+                    key_id: key_id.clone(),
+                    serial,
+                    credential_expires: None,
+                    source_address: None,
+                    force_command: None,
+                },
+                now,
+            )
+            .map_err(|e| e.to_string())?;
+        let certificate = issued.openssh().map_err(|e| e.to_string())?;
+        let record = IssuedCertificate {
+            serial,
+            identity: identity.clone(),
+            accounts: principals.clone(),
+            key_fingerprint: sshca::fingerprint(&key),
+            ca_fingerprint: sshca::fingerprint(self.ca.public_key()),
+            key_id,
+            valid_after: i64::try_from(issued.valid_after).unwrap_or(i64::MAX),
+            valid_before: i64::try_from(issued.valid_before).unwrap_or(i64::MAX),
+            source_addr: Some(source.to_string()),
+            proof: CertificateProof::PortalSession,
+            issued_at: unix_seconds(now),
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        self.portal
+            .store()
+            .record_certificate(&record)
+            .await
+            .map_err(|e| format!("the certificate could not be recorded: {e}"))?;
+        crate::metrics_issued();
+        tracing::info!(target: "audit", identity = %identity, accounts = %principals.join(","), serial, key = %record.key_fingerprint, from = %source, proof = "portal-session", "SSH certificate issued");
+        Ok(SessionCertificate {
+            certificate,
+            serial,
+            principals,
+            valid_before: issued.valid_before,
+        })
+    }
+}
+
 /// A fresh random 64-bit serial (never 0).
 fn fresh_serial() -> Result<u64, String> {
     loop {

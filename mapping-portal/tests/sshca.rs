@@ -49,6 +49,8 @@ fn public(path: &Path) -> String {
 
 struct Site {
     dir: tempfile::TempDir,
+    settings: hpccert_core::config::PortalSshCaConfig,
+    config: Config,
     base: String,
     portal: Arc<Portal>,
     issuer: DevKey,
@@ -167,6 +169,8 @@ async fn site(per_identity: usize) -> Option<Site> {
     });
     Some(Site {
         dir,
+        settings,
+        config,
         base,
         portal,
         issuer,
@@ -462,6 +466,88 @@ async fn a_suspension_revokes_issued_certificates_into_the_bundles_krl() {
             .unwrap_or("")
             .contains("compromised")
     }));
+}
+
+/// The portal's own session as the proof (the "SSH certificate" page): the accounts the token
+/// map gives the identity, without suspended ones; nothing for an unlinked or suspended
+/// identity, or for an account that is not theirs.
+#[tokio::test]
+async fn a_portal_session_gets_a_certificate_for_its_linked_accounts_only() {
+    let Some(s) = site(30).await else { return };
+    let ed = public(&keygen(s.dir.path(), "ed", &["-t", "ed25519"]));
+    let ca = CertificateAuthority::new(
+        CertificateAuthority::load_ca(&s.settings).unwrap(),
+        &s.settings,
+        &s.config,
+        Arc::clone(&s.portal),
+        "https://portal.test.example",
+        None,
+    )
+    .unwrap();
+    let at = "127.0.0.1".parse().unwrap();
+    let now = hpccert_core::clock::now();
+    let cert = ca
+        .issue_for_session(ISS, SUB, &ed, &[], at, now)
+        .await
+        .unwrap();
+    assert_eq!(cert.principals, vec!["jdoe", "jdoe-gw"]);
+    let certs = s.portal.store().certificates().await.unwrap();
+    assert_eq!(
+        certs[0].proof,
+        mapping_portal::model::CertificateProof::PortalSession
+    );
+    let only = ca
+        .issue_for_session(ISS, SUB, &ed, &["jdoe-gw".into()], at, now)
+        .await
+        .unwrap();
+    assert_eq!(only.principals, vec!["jdoe-gw"]);
+    let e = ca
+        .issue_for_session(ISS, SUB, &ed, &["root".into()], at, now)
+        .await
+        .unwrap_err();
+    assert!(e.contains("root is not one of yours"), "{e}");
+    let e = ca
+        .issue_for_session(ISS, STRANGER, &ed, &[], at, now)
+        .await
+        .unwrap_err();
+    assert!(e.contains("no account is linked"), "{e}");
+    let admin = Actor {
+        name: "admin".into(),
+        from_addr: None,
+    };
+    s.portal
+        .change(
+            &admin,
+            &Change::Suspend {
+                target: SuspensionTarget::Account(AccountName::parse("jdoe").unwrap()),
+                reason: "x".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let left = ca
+        .issue_for_session(ISS, SUB, &ed, &[], at, now)
+        .await
+        .unwrap();
+    assert_eq!(left.principals, vec!["jdoe-gw"]);
+    s.portal
+        .change(
+            &admin,
+            &Change::Suspend {
+                target: SuspensionTarget::Identity(IdentityKey::token(ISS, SUB).unwrap()),
+                reason: "y".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let e = ca
+        .issue_for_session(ISS, SUB, &ed, &[], at, now)
+        .await
+        .unwrap_err();
+    assert!(e.contains("suspended"), "{e}");
+    assert_eq!(s.issued().await, 3);
 }
 
 #[tokio::test]

@@ -251,6 +251,44 @@ fn the_demo_links_in_the_browser_and_then_ssh_logs_in_as_the_account() {
         "{out}"
     );
 
+    // the same from the portal's "SSH certificate" page, in the browser (the session is the
+    // proof): paste the public key, take the certificate from the page
+    b.goto(&format!("{portal}/ssh"));
+    b.wait_for("#public_key");
+    b.fill("#public_key", public.trim());
+    b.click("form[action='/ssh'] button[type=submit]");
+    b.wait_for("#issued");
+    b.screenshot("ssh-certificate");
+    let from_page = b.text("#certificate");
+    assert!(
+        from_page.starts_with("ssh-ed25519-cert-v01@openssh.com "),
+        "{from_page}"
+    );
+    std::fs::write(state.join("id_ed25519-cert.pub"), &from_page).unwrap();
+    let (code, out, err) = run(Command::new("ssh")
+        .args(["-p", &ssh_port.to_string(), "-i"])
+        .arg(&key)
+        .arg("-o")
+        .arg(format!(
+            "CertificateFile={}",
+            state.join("id_ed25519-cert.pub").display()
+        ))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("id -un")
+        .stdin(Stdio::null()));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), user);
+
     // explain, as the demo prints it
     let tool = bins.join("gridmap-tool");
     let config = state.join("node/hpccert.toml");

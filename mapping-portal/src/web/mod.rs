@@ -119,16 +119,29 @@ pub struct App {
     settings: WebSettings,
     sessions: Sessions,
     limiter: RateLimiter,
+    /// The SSH CA (`[portal.ssh_ca]`): the "SSH certificate" page.
+    ssh_ca: Option<Arc<crate::sshca::CertificateAuthority>>,
 }
 
 impl App {
     pub fn new(portal: Arc<Portal>, oidc: Option<Oidc>, settings: WebSettings) -> Arc<Self> {
+        Self::with_ssh_ca(portal, oidc, settings, None)
+    }
+
+    /// The pages, with the "SSH certificate" page when the portal is an SSH CA.
+    pub fn with_ssh_ca(
+        portal: Arc<Portal>,
+        oidc: Option<Oidc>,
+        settings: WebSettings,
+        ssh_ca: Option<Arc<crate::sshca::CertificateAuthority>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             portal,
             oidc,
             settings,
             sessions: Sessions::default(),
             limiter: RateLimiter::default(),
+            ssh_ca,
         })
     }
 }
@@ -143,6 +156,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/link", post(link))
         .route("/unlink", post(unlink))
         .route("/dn", post(prove_dn))
+        .route("/ssh", get(ssh_page).post(ssh_certificate))
         .route("/admin", get(admin))
         .route("/admin/audit", get(audit))
         .route("/admin/approve", post(approve))
@@ -199,6 +213,8 @@ async fn security_headers(State(app): State<Arc<App>>, request: Request, next: N
 struct Ctx {
     /// The portal runs in `--dev`.
     dev: bool,
+    /// The portal is an SSH CA (the nav links its page).
+    ssh_ca: bool,
     client: IpAddr,
     session_id: Option<String>,
     session: Option<Session>,
@@ -213,6 +229,7 @@ impl Ctx {
         let user = self.user();
         Frame {
             dev: self.dev,
+            ssh_ca: self.ssh_ca,
             user,
             csrf: user.and(self.session.as_ref().map(|s| s.csrf.as_str())),
             flash: self.session.as_ref().and_then(|s| s.flash.as_deref()),
@@ -338,6 +355,7 @@ fn context(app: &App, peer: IpAddr, headers: &HeaderMap) -> Ctx {
     }
     Ctx {
         dev: app.settings.dev,
+        ssh_ca: app.ssh_ca.is_some(),
         client,
         session_id: session.as_ref().and(session_id),
         session,
@@ -971,6 +989,94 @@ fn prove_dev_account(
         Ok(account)
     } else {
         Err(ProofError::Refused(name.to_string()))
+    }
+}
+
+async fn ssh_page(State(app): State<Arc<App>>, Visit { ctx, .. }: Visit) -> Response {
+    if app.ssh_ca.is_none() {
+        return error_page(
+            &ctx,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such page.",
+        );
+    }
+    if let Err(r) = require_user(&ctx) {
+        return r;
+    }
+    let csrf = ctx.session.as_ref().map(|s| s.csrf.as_str()).unwrap_or("");
+    html(
+        StatusCode::OK,
+        pages::ssh_certificate(csrf, None, &ctx.frame()),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct SshForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    public_key: String,
+    /// Accounts, separated by spaces or commas (empty: every linked account).
+    #[serde(default)]
+    principals: String,
+}
+
+impl WithCsrf for SshForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+async fn ssh_certificate(
+    State(app): State<Arc<App>>,
+    Posted {
+        visit: Visit { ctx, .. },
+        form,
+    }: Posted<SshForm>,
+) -> Response {
+    let Some(ca) = &app.ssh_ca else {
+        return error_page(
+            &ctx,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such page.",
+        );
+    };
+    let user = match require_user(&ctx) {
+        Ok(u) => u.clone(),
+        Err(r) => return r,
+    };
+    let requested: Vec<String> = form
+        .principals
+        .split([' ', ','])
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let result = ca
+        .issue_for_session(
+            &user.issuer,
+            &user.subject,
+            &form.public_key,
+            &requested,
+            ctx.client,
+            clock::now(),
+        )
+        .await;
+    let csrf = ctx.session.as_ref().map(|s| s.csrf.as_str()).unwrap_or("");
+    match result {
+        Ok(cert) => html(
+            StatusCode::OK,
+            pages::ssh_certificate(csrf, Some(Ok(&cert)), &ctx.frame()),
+        ),
+        Err(reason) => {
+            tracing::warn!(client = %ctx.client, who = %user.actor_name(), "SSH certificate refused: {reason}");
+            crate::metrics_refused("portal_session");
+            html(
+                StatusCode::FORBIDDEN,
+                pages::ssh_certificate(csrf, Some(Err(&reason)), &ctx.frame()),
+            )
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub const STYLESHEET: &str = include_str!("portal.css");
 pub struct Frame<'a> {
     /// `mapping-portal --dev`: a banner says so.
     pub dev: bool,
+    /// The portal is an SSH CA: the nav links the "SSH certificate" page.
+    pub ssh_ca: bool,
     pub user: Option<&'a User>,
     pub csrf: Option<&'a str>,
     pub flash: Option<&'a str>,
@@ -40,6 +42,7 @@ pub fn layout(title: &str, frame: &Frame<'_>, body: Markup) -> Markup {
                     @if let Some(user) = frame.user {
                         nav aria-label="Account" {
                             span.who { (display_name(user)) }
+                            @if frame.ssh_ca { a href="/ssh" { "SSH certificate" } }
                             @if user.admin { a href="/admin" { "Admin" } }
                             @if let Some(csrf) = frame.csrf {
                                 form.inline method="post" action="/logout" {
@@ -458,6 +461,51 @@ pub fn audit(entries: &[AuditEntry], frame: &Frame<'_>) -> Markup {
                         }
                     }
                 }
+            }
+        },
+    )
+}
+
+/// The "SSH certificate" page: paste a public key, get a short-lived OpenSSH certificate for
+/// the linked accounts; or the answer to that.
+pub fn ssh_certificate(
+    csrf: &str,
+    outcome: Option<Result<&crate::sshca::SessionCertificate, &str>>,
+    frame: &Frame<'_>,
+) -> Markup {
+    layout(
+        "SSH certificate",
+        frame,
+        html! {
+            h1 { "SSH certificate" }
+            @match outcome {
+                Some(Ok(cert)) => {
+                    p.flash role="status" #issued {
+                        "Certificate " code { (cert.serial) } " for " strong { (cert.principals.join(", ")) }
+                        ", valid until " (format_unix(i64::try_from(cert.valid_before).unwrap_or(i64::MAX))) "."
+                    }
+                    p { "Save it beside your key, as " code { "KEY-cert.pub" } " (for " code { "~/.ssh/id_ed25519" } ": " code { "~/.ssh/id_ed25519-cert.pub" } "). OpenSSH, VS Code and most clients then use it; or name it: " code { "ssh -i ~/.ssh/id_ed25519 -o CertificateFile=~/.ssh/id_ed25519-cert.pub ACCOUNT@LOGIN-NODE" } }
+                    label for="certificate" { "Certificate" }
+                    textarea #certificate readonly rows="6" { (cert.certificate) }
+                }
+                Some(Err(reason)) => {
+                    p.error role="alert" #refused { "No certificate: " (reason) }
+                }
+                None => {}
+            }
+            p {
+                "A short-lived OpenSSH certificate lets any SSH client log in to this site's login "
+                "nodes as the accounts linked to your identity. Paste your public key (the "
+                code { ".pub" } " file: Ed25519, ECDSA P-256/384 or RSA of 3072 bits or more). "
+                "Your private key never leaves your computer."
+            }
+            form.card.wide method="post" action="/ssh" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="public_key" { "Public key" }
+                textarea #public_key name="public_key" rows="3" required placeholder="ssh-ed25519 AAAA... you@laptop" {}
+                label for="principals" { "Accounts (empty: all linked accounts)" }
+                input #principals type="text" name="principals" autocapitalize="none" spellcheck="false";
+                button type="submit" { "Get a certificate" }
             }
         },
     )
