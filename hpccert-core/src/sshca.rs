@@ -13,9 +13,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// The OpenSSH public key type the CA reads user keys into (ssh-key's).
+pub use ssh_key::PublicKey;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, Certificate, EcdsaCurve, HashAlg, PrivateKey, PublicKey};
+use ssh_key::{Algorithm, Certificate, EcdsaCurve, HashAlg, PrivateKey};
 use thiserror::Error;
 
 /// Why the CA refuses to load or to sign.

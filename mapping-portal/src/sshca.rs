@@ -234,88 +234,31 @@ impl CertificateAuthority {
             .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
         let decisions = self.decide(&verified, &request.principals).await?;
         let principals: Vec<String> = decisions.iter().map(|d| d.account().to_string()).collect();
-        let serial = fresh_serial()
-            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", e))?;
-        let key_id = format!(
-            "{} serial {serial} via {}",
-            decisions
-                .first()
-                .map_or_else(|| identity.to_string(), |d| d.identity().to_string()),
-            self.url
-        );
-        let issued = self
-            .ca
-            .issue(
-                &CertRequest {
-                    public_key: &public_key,
-                    principals: principals.clone(),
-                    key_id: key_id.clone(),
-                    serial,
-                    credential_expires: u64::try_from(verified.expires_at())
-                        .ok()
-                        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
-                    source_address: None,
-                    force_command: None,
-                },
+        let subject_name = decisions
+            .first()
+            .map_or_else(|| identity.to_string(), |d| d.identity().to_string());
+        let (issued, text, serial, key_id) = self
+            .sign_and_record(Signing {
+                identity: &identity,
+                subject_name: &subject_name,
+                public_key: &public_key,
+                principals: &principals,
+                credential_expires: u64::try_from(verified.expires_at())
+                    .ok()
+                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+                source,
+                proof: CertificateProof::Token,
                 now,
-            )
-            .map_err(|e| match e {
-                sshca::SshCaError::CredentialExpired => {
-                    Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string())
-                }
-                _ => Refused::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ca_unavailable",
-                    e.to_string(),
-                ),
-            })?;
-        let text = issued.openssh().map_err(|e| {
-            Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ca_unavailable",
-                e.to_string(),
-            )
-        })?;
-        let record = IssuedCertificate {
-            serial,
-            identity: identity.clone(),
-            accounts: principals.clone(),
-            key_fingerprint: sshca::fingerprint(&public_key),
-            ca_fingerprint: sshca::fingerprint(self.ca.public_key()),
-            key_id: key_id.clone(),
-            valid_after: i64::try_from(issued.valid_after).unwrap_or(i64::MAX),
-            valid_before: i64::try_from(issued.valid_before).unwrap_or(i64::MAX),
-            source_addr: Some(source.to_string()),
-            proof: CertificateProof::Token,
-            issued_at: unix_seconds(now),
-            revoked_at: None,
-            revoked_reason: None,
-        };
-        // recorded before it is handed out: a certificate the database does not know could
-        // never be revoked
-        self.portal
-            .store()
-            .record_certificate(&record)
+            })
             .await
-            .map_err(|e| {
-                Refused::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ca_unavailable",
-                    format!("the certificate could not be recorded: {e}"),
-                )
+            .map_err(|e| match e {
+                SignError::CredentialExpired(m) => {
+                    Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", m)
+                }
+                SignError::Unavailable(m) => {
+                    Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", m)
+                }
             })?;
-        crate::metrics_issued();
-        tracing::info!(
-            target: "audit",
-            identity = %identity,
-            accounts = %principals.join(","),
-            serial,
-            key = %record.key_fingerprint,
-            valid_before = issued.valid_before,
-            from = %source,
-            proof = "token",
-            "SSH certificate issued"
-        );
         Ok(json!({
             "certificate": text,
             "serial": serial,
@@ -467,39 +410,94 @@ impl CertificateAuthority {
         if principals.is_empty() {
             return Err("none of your linked accounts may be used (suspended)".into());
         }
-        let serial = fresh_serial()?;
-        let key_id = format!(
-            "{identity} serial {serial} via {} (portal session)",
-            self.url
-        );
+        let subject_name = format!("{identity} (portal session)");
+        let (issued, certificate, serial, _) = self
+            .sign_and_record(Signing {
+                identity: &identity,
+                subject_name: &subject_name,
+                public_key: &key,
+                principals: &principals,
+                credential_expires: None,
+                source,
+                proof: CertificateProof::PortalSession,
+                now,
+            })
+            .await
+            .map_err(|e| match e {
+                SignError::CredentialExpired(m) | SignError::Unavailable(m) => m,
+            })?;
+        Ok(SessionCertificate {
+            certificate,
+            serial,
+            principals,
+            valid_before: issued.valid_before,
+        })
+    }
+}
+
+/// One certificate to sign and record, whatever the proof.
+struct Signing<'a> {
+    identity: &'a IdentityKey,
+    /// The identity as the key id names it.
+    subject_name: &'a str,
+    public_key: &'a sshca::PublicKey,
+    principals: &'a [String],
+    credential_expires: Option<SystemTime>,
+    source: IpAddr,
+    proof: CertificateProof,
+    now: SystemTime,
+}
+
+/// Why signing and recording failed.
+enum SignError {
+    /// The credential ends before a certificate could start.
+    CredentialExpired(String),
+    /// The CA or the database cannot do it now.
+    Unavailable(String),
+}
+
+impl CertificateAuthority {
+    /// Sign with a fresh serial, record it (before it is handed out: a certificate the
+    /// database does not know could never be revoked), count and audit it. Returns the
+    /// certificate, its OpenSSH text, its serial and its key id.
+    async fn sign_and_record(
+        &self,
+        s: Signing<'_>,
+    ) -> Result<(sshca::Issued, String, u64, String), SignError> {
+        let unavailable = |e: String| SignError::Unavailable(e);
+        let serial = fresh_serial().map_err(unavailable)?;
+        let key_id = format!("{} serial {serial} via {}", s.subject_name, self.url);
         let issued = self
             .ca
             .issue(
                 &CertRequest {
-                    public_key: &key,
-                    principals: principals.clone(),
+                    public_key: s.public_key,
+                    principals: s.principals.to_vec(),
                     key_id: key_id.clone(),
                     serial,
-                    credential_expires: None,
+                    credential_expires: s.credential_expires,
                     source_address: None,
                     force_command: None,
                 },
-                now,
+                s.now,
             )
-            .map_err(|e| e.to_string())?;
-        let certificate = issued.openssh().map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                sshca::SshCaError::CredentialExpired => SignError::CredentialExpired(e.to_string()),
+                _ => SignError::Unavailable(e.to_string()),
+            })?;
+        let text = issued.openssh().map_err(|e| unavailable(e.to_string()))?;
         let record = IssuedCertificate {
             serial,
-            identity: identity.clone(),
-            accounts: principals.clone(),
-            key_fingerprint: sshca::fingerprint(&key),
+            identity: s.identity.clone(),
+            accounts: s.principals.to_vec(),
+            key_fingerprint: sshca::fingerprint(s.public_key),
             ca_fingerprint: sshca::fingerprint(self.ca.public_key()),
-            key_id,
+            key_id: key_id.clone(),
             valid_after: i64::try_from(issued.valid_after).unwrap_or(i64::MAX),
             valid_before: i64::try_from(issued.valid_before).unwrap_or(i64::MAX),
-            source_addr: Some(source.to_string()),
-            proof: CertificateProof::PortalSession,
-            issued_at: unix_seconds(now),
+            source_addr: Some(s.source.to_string()),
+            proof: s.proof,
+            issued_at: unix_seconds(s.now),
             revoked_at: None,
             revoked_reason: None,
         };
@@ -507,15 +505,20 @@ impl CertificateAuthority {
             .store()
             .record_certificate(&record)
             .await
-            .map_err(|e| format!("the certificate could not be recorded: {e}"))?;
+            .map_err(|e| unavailable(format!("the certificate could not be recorded: {e}")))?;
         crate::metrics_issued();
-        tracing::info!(target: "audit", identity = %identity, accounts = %principals.join(","), serial, key = %record.key_fingerprint, from = %source, proof = "portal-session", "SSH certificate issued");
-        Ok(SessionCertificate {
-            certificate,
+        tracing::info!(
+            target: "audit",
+            identity = %s.identity,
+            accounts = %s.principals.join(","),
             serial,
-            principals,
-            valid_before: issued.valid_before,
-        })
+            key = %record.key_fingerprint,
+            valid_before = issued.valid_before,
+            from = %s.source,
+            proof = s.proof.as_str(),
+            "SSH certificate issued"
+        );
+        Ok((issued, text, serial, key_id))
     }
 }
 

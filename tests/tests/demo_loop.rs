@@ -84,6 +84,37 @@ fn token_login(state: &Path, ssh_port: u16, user: &str) -> (i32, String, String)
         .stdin(Stdio::null()))
 }
 
+/// Stock ssh with the key and the certificate beside it (`id_ed25519-cert.pub`), nothing else.
+fn certificate_login(
+    state: &Path,
+    key: &Path,
+    ssh_port: u16,
+    user: &str,
+    command: &str,
+) -> (i32, String, String) {
+    run(Command::new("ssh")
+        .args(["-p", &ssh_port.to_string(), "-i"])
+        .arg(key)
+        .arg("-o")
+        .arg(format!(
+            "CertificateFile={}",
+            state.join("id_ed25519-cert.pub").display()
+        ))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .arg(command)
+        .stdin(Stdio::null()))
+}
+
 #[test]
 fn the_demo_links_in_the_browser_and_then_ssh_logs_in_as_the_account() {
     if !browser_available() || !peer_available("ssh", "openssh-client") {
@@ -224,27 +255,13 @@ fn the_demo_links_in_the_browser_and_then_ssh_logs_in_as_the_account() {
         .as_str()
         .unwrap_or_else(|| panic!("{answer}"));
     std::fs::write(state.join("id_ed25519-cert.pub"), cert).unwrap();
-    let (code, out, err) = run(Command::new("ssh")
-        .args(["-p", &ssh_port.to_string(), "-i"])
-        .arg(&key)
-        .arg("-o")
-        .arg(format!(
-            "CertificateFile={}",
-            state.join("id_ed25519-cert.pub").display()
-        ))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg(format!("{user}@127.0.0.1"))
-        .arg("id; echo method=$HPCCERT_AUTH_METHOD")
-        .stdin(Stdio::null()));
+    let (code, out, err) = certificate_login(
+        &state,
+        &key,
+        ssh_port,
+        &user,
+        "id; echo method=$HPCCERT_AUTH_METHOD",
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains(&format!("({user})")) && out.contains("method=openssh-cert"),
@@ -265,27 +282,7 @@ fn the_demo_links_in_the_browser_and_then_ssh_logs_in_as_the_account() {
         "{from_page}"
     );
     std::fs::write(state.join("id_ed25519-cert.pub"), &from_page).unwrap();
-    let (code, out, err) = run(Command::new("ssh")
-        .args(["-p", &ssh_port.to_string(), "-i"])
-        .arg(&key)
-        .arg("-o")
-        .arg(format!(
-            "CertificateFile={}",
-            state.join("id_ed25519-cert.pub").display()
-        ))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .arg(format!("{user}@127.0.0.1"))
-        .arg("id -un")
-        .stdin(Stdio::null()));
+    let (code, out, err) = certificate_login(&state, &key, ssh_port, &user, "id -un");
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.trim(), user);
 
