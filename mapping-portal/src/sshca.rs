@@ -92,6 +92,15 @@ pub struct CertificateAuthority {
     oidc_issuer: Option<String>,
     per_identity: Limiter,
     per_source: Limiter,
+    /// The mapping sources parsed from the portal's export, kept while its serial stands.
+    sources: Mutex<Option<(i64, Arc<Sources>)>>,
+}
+
+/// What a decision reads of the portal's current export: its token map and suspension list
+/// (an unusable list refuses everyone, as on a node).
+struct Sources {
+    token_map: TokenMapfile,
+    suspensions: Result<SuspensionList, SuspensionError>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -168,6 +177,7 @@ impl CertificateAuthority {
             oidc_issuer,
             per_identity: Limiter::default(),
             per_source: Limiter::default(),
+            sources: Mutex::new(None),
         })
     }
 
@@ -277,35 +287,15 @@ impl CertificateAuthority {
         verified: &VerifiedToken,
         requested: &[String],
     ) -> Result<Vec<Decision>, Refused> {
-        let bundle = self.portal.store().export().await.map_err(|e| {
-            Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ca_unavailable",
-                e.to_string(),
-            )
-        })?;
-        let unusable = |what: &str, e: String| {
-            Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ca_unavailable",
-                format!("the portal's {what} does not parse: {e}"),
-            )
-        };
-        let token_map = TokenMapfile::parse(&bundle.files.token_mapfile).map_err(|e| {
-            unusable(
-                "token map",
-                e.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        let suspensions: Result<SuspensionList, SuspensionError> =
-            SuspensionList::parse(&bundle.files.suspended).map_err(SuspensionError::Syntax);
+        let sources = self
+            .sources()
+            .await
+            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", e))?;
+        let (token_map, suspensions) = (&sources.token_map, &sources.suspensions);
         let empty = GridMapfile::default();
         let mapper = Mapper::new(&empty)
-            .with_suspensions(&suspensions)
-            .with_tokens(Some(&token_map), &self.rules);
+            .with_suspensions(suspensions)
+            .with_tokens(Some(token_map), &self.rules);
         let refused = |e: hpccert_core::mapping::Refusal| {
             Refused::new(StatusCode::FORBIDDEN, "not_allowed", e.to_string())
         };
@@ -364,16 +354,11 @@ impl CertificateAuthority {
         }
         let key = sshca::parse_user_key(public_key).map_err(|e| e.to_string())?;
         sshca::check_user_key(&key, &self.ca.policy().key_types).map_err(|e| e.to_string())?;
-        let bundle = self
-            .portal
-            .store()
-            .export()
-            .await
-            .map_err(|e| e.to_string())?;
-        let token_map = TokenMapfile::parse(&bundle.files.token_mapfile)
-            .map_err(|_| "the portal's token map does not parse".to_string())?;
-        let suspensions = SuspensionList::parse(&bundle.files.suspended)
-            .map_err(|_| "the portal's suspension list does not parse".to_string())?;
+        let sources = self.sources().await?;
+        let token_map = &sources.token_map;
+        let suspensions = sources.suspensions.as_ref().map_err(|e| {
+            format!("the portal cannot tell who is suspended, so nothing is issued: {e}")
+        })?;
         let token_identity = hpccert_core::mapping::Identity::Token {
             issuer: issuer.to_string(),
             subject: subject.to_string(),
@@ -432,6 +417,52 @@ impl CertificateAuthority {
             principals,
             valid_before: issued.valid_before,
         })
+    }
+}
+
+impl CertificateAuthority {
+    /// The current export's token map and suspension list, parsed once per export serial
+    /// (the portal's published serial moves with every change).
+    async fn sources(&self) -> Result<Arc<Sources>, String> {
+        let serial = self.portal.current().serial;
+        {
+            let cached = self
+                .sources
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((s, sources)) = cached.as_ref()
+                && *s == serial
+            {
+                return Ok(Arc::clone(sources));
+            }
+        }
+        let bundle = self
+            .portal
+            .store()
+            .export()
+            .await
+            .map_err(|e| e.to_string())?;
+        let token_map = TokenMapfile::parse(&bundle.files.token_mapfile).map_err(|e| {
+            format!(
+                "the portal's token map does not parse: {}",
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        let suspensions =
+            SuspensionList::parse(&bundle.files.suspended).map_err(SuspensionError::Syntax);
+        let sources = Arc::new(Sources {
+            token_map,
+            suspensions,
+        });
+        *self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((bundle.serial, Arc::clone(&sources)));
+        Ok(sources)
     }
 }
 
