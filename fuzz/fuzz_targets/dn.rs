@@ -1,7 +1,7 @@
 //! DistinguishedName::parse on arbitrary UTF-8; a parsed DN must survive both printed forms.
 #![no_main]
 
-use hpccert_core::dn::DistinguishedName;
+use hpccert_core::identity::dn::DistinguishedName;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|s: &str| {

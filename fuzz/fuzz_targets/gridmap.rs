@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|s: &str| {
-    let _ = hpccert_core::gridmap::GridMapfile::parse(s);
+    let _ = hpccert_core::identity::gridmap::GridMapfile::parse(s);
 });

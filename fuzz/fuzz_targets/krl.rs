@@ -2,7 +2,7 @@
 //! against the input), and a KRL that parses describes itself and parses again the same.
 #![no_main]
 
-use hpccert_core::sshca::krl;
+use hpccert_core::trust::sshca::krl;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|s: &str| {
-    let _ = hpccert_core::namespaces::parse_signing_policy(s);
+    let _ = hpccert_core::trust::namespaces::parse_signing_policy(s);
 });

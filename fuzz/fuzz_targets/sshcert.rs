@@ -1,4 +1,4 @@
-//! OpenSSH user certificates (`hpccert_core::sshcert`) on arbitrary bytes, with fixed trusted CA
+//! OpenSSH user certificates (`hpccert_core::trust::sshcert`) on arbitrary bytes, with fixed trusted CA
 //! keys (`seeds/sshcert/trusted-cas.pub`: Ed25519, ECDSA P-256 and RSA CAs) at a fixed time
 //! (2030-01-01, inside the seeds' validity).
 //!
@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
-use hpccert_core::sshcert::{load_ca_keys, verify_ssh_certificate};
+use hpccert_core::trust::sshcert::{load_ca_keys, verify_ssh_certificate};
 use libfuzzer_sys::fuzz_target;
 use ssh_key::certificate::{CertType, OptionsMap};
 use ssh_key::public::KeyData;

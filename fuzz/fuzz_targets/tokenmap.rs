@@ -2,7 +2,7 @@
 //! map prints back to text that parses to the same rules; imported lines always parse.
 #![no_main]
 
-use hpccert_core::tokenmap::{TokenMapfile, import_condor};
+use hpccert_core::identity::tokenmap::{TokenMapfile, import_condor};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|s: &str| {

@@ -1,5 +1,5 @@
 //! Writes `seeds/x509auth/*`: real RFC 6187 publickey requests, made with
-//! `hpccert_core::devpki`, in the input format of the `x509auth` target:
+//! `hpccert_core::dev::pki`, in the input format of the `x509auth` target:
 //!
 //! `string algorithm, string key blob, string signature, signed data (the rest)`
 //!
@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind, ProxySpec};
+use hpccert_core::dev::pki::{self, CertSpec, Credential, KeyKind, ProxySpec};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
@@ -141,9 +141,9 @@ fn main() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
     let now = hpccert_core::clock::now();
-    let ca = devpki::self_signed_ca(&CertSpec::ca("/O=Grid/CN=Fuzz CA", now, 3650).unwrap()).unwrap();
+    let ca = pki::self_signed_ca(&CertSpec::ca("/O=Grid/CN=Fuzz CA", now, 3650).unwrap()).unwrap();
     let user = |kind| {
-        devpki::issue(
+        pki::issue(
             &ca,
             &CertSpec {
                 key: kind,
@@ -156,7 +156,7 @@ fn main() {
     let p384 = user(KeyKind::EcP384);
     let rsa = user(KeyKind::Rsa(2048));
     let ed = user(KeyKind::Ed25519);
-    let proxy = devpki::issue_proxy(&p256, &ProxySpec::new("123456789", now, 12)).unwrap();
+    let proxy = pki::issue_proxy(&p256, &ProxySpec::new("123456789", now, 12)).unwrap();
     let p521 = p521_self_signed(now);
 
     seed(&dir, "ecdsa-p256", "x509v3-ecdsa-sha2-nistp256", &p256, &[&p256.cert, &ca.cert], &[]);

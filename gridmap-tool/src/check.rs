@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hpccert_core::gridmap::{GridMapfile, MappedAccount};
-use hpccert_core::trust::{PolicyState, TrustStore};
+use hpccert_core::identity::gridmap::{GridMapfile, MappedAccount};
+use hpccert_core::trust::store::{PolicyState, TrustStore};
 
 use crate::cli::GlobalArgs;
 use crate::settings::effective_config;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hpccert_core::x509::CrlPolicy;
+use hpccert_core::trust::x509::CrlPolicy;
 
 /// Manage and explain hpccert's grid-mapfile, trust store and login decisions.
 ///

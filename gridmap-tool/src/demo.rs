@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use hpccert_core::config::Config;
-use hpccert_core::devpki::{self, CertSpec, Credential, ProxyPolicy, ProxySpec};
-use hpccert_core::devtoken::{self, DevKey};
+use hpccert_core::dev::pki::{self, CertSpec, Credential, ProxyPolicy, ProxySpec};
+use hpccert_core::dev::token::{self as devtoken, DevKey};
 use hpccert_core::token::JwsAlgorithm;
 use serde_json::json;
 
@@ -60,23 +60,23 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let e = |e: String| anyhow!(e);
     let user = login_name();
 
-    let ca = devpki::self_signed_ca(
+    let ca = pki::self_signed_ca(
         &CertSpec::ca(&format!("{DOMAIN}/CN=hpccert Demo CA"), now, 365).map_err(e)?,
     )
     .map_err(e)?;
     let issue = |cn: &str, ou: &str| -> anyhow::Result<Credential> {
         let spec = CertSpec::user(&format!("{ou}/CN={cn}"), now, 30).map_err(e)?;
-        devpki::issue(&ca, &spec).map_err(e)
+        pki::issue(&ca, &spec).map_err(e)
     };
     let alice = issue(&format!("{user} Demo User"), &format!("{DOMAIN}/O=Demo"))?;
     let revoked = issue("Revoked User", &format!("{DOMAIN}/O=Demo"))?;
     let unmapped = issue("Unmapped User", &format!("{DOMAIN}/O=Demo"))?;
     let outsider = issue("Outsider", "/DC=org/DC=elsewhere")?;
-    let proxy = devpki::issue_proxy(&alice, &ProxySpec::new("1001", now, 12)).map_err(e)?;
+    let proxy = pki::issue_proxy(&alice, &ProxySpec::new("1001", now, 12)).map_err(e)?;
     let mut limited_spec = ProxySpec::new("1002", now, 12);
     limited_spec.policy = ProxyPolicy::Limited;
-    let limited = devpki::issue_proxy(&alice, &limited_spec).map_err(e)?;
-    let crl = devpki::crl(
+    let limited = pki::issue_proxy(&alice, &limited_spec).map_err(e)?;
+    let crl = pki::crl(
         &ca,
         &[(&revoked.cert, now)],
         now - Duration::from_secs(60),
@@ -86,7 +86,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     .map_err(e)?;
 
     let trust = dir.join("certificates");
-    devpki::install_ca(
+    pki::install_ca(
         &trust,
         &ca.cert,
         Some(&crl),
@@ -100,17 +100,17 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         &gridmap,
         format!(
             "# demo grid-mapfile\n{}\n{}\n{}\n",
-            hpccert_core::gridmap::format_line(
+            hpccert_core::identity::gridmap::format_line(
                 &alice.subject(),
-                &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]
+                &[hpccert_core::identity::gridmap::MappedAccount::parse(&user).map_err(e)?]
             ),
-            hpccert_core::gridmap::format_line(
+            hpccert_core::identity::gridmap::format_line(
                 &revoked.subject(),
-                &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]
+                &[hpccert_core::identity::gridmap::MappedAccount::parse(&user).map_err(e)?]
             ),
-            hpccert_core::gridmap::format_line(
+            hpccert_core::identity::gridmap::format_line(
                 &outsider.subject(),
-                &[hpccert_core::gridmap::MappedAccount::parse(&user).map_err(e)?]
+                &[hpccert_core::identity::gridmap::MappedAccount::parse(&user).map_err(e)?]
             ),
         ),
     )?;

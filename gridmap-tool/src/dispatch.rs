@@ -86,7 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Remove { dn, account } => crate::edit::remove(&g, &dn, account.as_deref()),
         Command::List { json } => crate::edit::list(&g, json),
         Command::ConvertDn { dn, to } => {
-            let parsed = hpccert_core::dn::DistinguishedName::parse(&dn)
+            let parsed = hpccert_core::identity::dn::DistinguishedName::parse(&dn)
                 .map_err(|e| anyhow::anyhow!("cannot parse DN {dn:?}: {e}"))?;
             println!(
                 "{}",

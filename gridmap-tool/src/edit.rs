@@ -5,9 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
-use hpccert_core::atomic_file::{WriteLock, write_atomic};
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::{GridMapfile, MappedAccount, ParsedLine, format_line, parse_line};
+use hpccert_core::host::atomic_file::{WriteLock, write_atomic};
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::{
+    GridMapfile, MappedAccount, ParsedLine, format_line, parse_line,
+};
 use serde::Serialize;
 
 use crate::cli::GlobalArgs;
@@ -28,7 +30,7 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
 pub(crate) fn read_checked_lines(
     path: &Path,
     consequence: &str,
-    check: impl Fn(&str) -> Result<(), Vec<hpccert_core::gridmap::LineError>>,
+    check: impl Fn(&str) -> Result<(), Vec<hpccert_core::identity::gridmap::LineError>>,
 ) -> anyhow::Result<Vec<String>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,

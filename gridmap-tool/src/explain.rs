@@ -6,103 +6,15 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use hpccert_core::config::Config;
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::GridMapfile;
-use hpccert_core::mapping::Mapper;
-use hpccert_core::pool::Gridmapdir;
-use hpccert_core::suspension::{SuspensionError, SuspensionList};
-use hpccert_core::trust::TrustStore;
-use hpccert_core::x509::{PresentedChain, verify_chain};
-use serde::Serialize;
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::GridMapfile;
+use hpccert_core::identity::mapping::Mapper;
+use hpccert_core::trust::store::TrustStore;
+use hpccert_core::trust::x509::{PresentedChain, verify_chain};
 
 use crate::cli::GlobalArgs;
+use crate::outcome::{Outcome, ReadOnlySources};
 use crate::settings::{effective_config, validation_time};
-
-/// What the engine decided, in a form for people and for scripts.
-#[derive(Debug, Serialize)]
-pub struct Outcome {
-    pub decision: &'static str,
-    /// `credential` (the certificate was refused) or `mapping` (no account for it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refused_at: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_depth: Option<usize>,
-    /// What a token allows (scopes as capabilities).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<Vec<String>>,
-    pub reasons: Vec<String>,
-}
-
-impl Outcome {
-    pub fn refused(
-        stage: &'static str,
-        identity: Option<String>,
-        mut reasons: Vec<String>,
-        why: String,
-    ) -> Self {
-        reasons.push(why);
-        Self {
-            decision: "refuse",
-            refused_at: Some(stage),
-            account: None,
-            identity,
-            credential: None,
-            proxy_depth: None,
-            capabilities: None,
-            reasons,
-        }
-    }
-
-    pub fn accepted(&self) -> bool {
-        self.decision == "accept"
-    }
-
-    pub fn print(&self) {
-        let who = self
-            .identity
-            .as_deref()
-            .unwrap_or("(credential not accepted)");
-        match &self.account {
-            Some(account) if self.accepted() => println!("ACCEPT {who} -> {account}"),
-            _ => println!("REFUSE {who}"),
-        }
-        for r in &self.reasons {
-            println!("  - {r}");
-        }
-    }
-}
-
-/// What a decision reads besides the mapping files, for `explain`: the suspension list (an
-/// unusable one refuses, as at login) and the pools, which explain only looks at.
-#[derive(Debug)]
-pub struct ReadOnlySources {
-    suspensions: Result<SuspensionList, SuspensionError>,
-    pools: Option<Gridmapdir>,
-}
-
-impl ReadOnlySources {
-    pub fn load(config: &Config) -> anyhow::Result<Self> {
-        Ok(Self {
-            suspensions: SuspensionList::load(&config.mapping.suspended_file),
-            pools: config.gridmapdir().map_err(anyhow::Error::msg)?,
-        })
-    }
-
-    /// `mapper` with the suspension list and a read-only view of the pools.
-    pub fn apply<'a>(&'a self, mapper: Mapper<'a>) -> Mapper<'a> {
-        let mapper = mapper.with_suspensions(&self.suspensions);
-        match &self.pools {
-            Some(g) => mapper.with_pool_preview(g),
-            None => mapper,
-        }
-    }
-}
 
 fn load_gridmap(path: &Path) -> anyhow::Result<GridMapfile> {
     GridMapfile::load(path).with_context(|| "the grid-mapfile is unusable".to_string())

@@ -7,6 +7,7 @@ mod demo;
 mod dispatch;
 mod edit;
 mod explain;
+mod outcome;
 mod pool;
 mod settings;
 mod suspend;

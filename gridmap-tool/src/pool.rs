@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::AccountName;
-use hpccert_core::pool::{Gridmapdir, LeaseKey, ReleaseTarget, format_time};
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::AccountName;
+use hpccert_core::identity::gridmapdir::{Gridmapdir, LeaseKey, ReleaseTarget, format_time};
 use serde::Serialize;
 
 use crate::cli::GlobalArgs;
@@ -14,8 +14,7 @@ use crate::settings::effective_config;
 
 fn gridmapdir(g: &GlobalArgs) -> anyhow::Result<Gridmapdir> {
     let config = effective_config(g)?;
-    config
-        .gridmapdir()
+    Gridmapdir::from_config(&config)
         .map_err(anyhow::Error::msg)?
         .ok_or_else(|| anyhow!("no [[pool]] table is configured"))
 }

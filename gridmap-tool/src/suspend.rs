@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use crate::edit::write_lines;
 use anyhow::{Context, anyhow, bail};
-use hpccert_core::atomic_file::WriteLock;
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::AccountName;
-use hpccert_core::suspension::{Suspended, SuspensionList, parse_line};
+use hpccert_core::host::atomic_file::WriteLock;
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::AccountName;
+use hpccert_core::identity::suspension::{Suspended, SuspensionList, parse_line};
 
 use crate::cli::GlobalArgs;
 use crate::settings::effective_config;

@@ -28,12 +28,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use hpccert_core::atomic_file::{WriteLock, write_atomic};
 use hpccert_core::config::Config;
-use hpccert_core::export::{self, Bundle, ExportFile, MAX_BUNDLE_BYTES};
-use hpccert_core::gridmap::GridMapfile;
-use hpccert_core::nsscache::{self, CacheTable, GroupTable, IdFloor, PasswdTable};
-use hpccert_core::suspension::SuspensionList;
+use hpccert_core::host::atomic_file::{WriteLock, write_atomic};
+use hpccert_core::host::export::{self, Bundle, ExportFile, MAX_BUNDLE_BYTES};
+use hpccert_core::host::nsscache::{self, CacheTable, GroupTable, IdFloor, PasswdTable};
+use hpccert_core::identity::gridmap::GridMapfile;
+use hpccert_core::identity::suspension::SuspensionList;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use serde::{Deserialize, Serialize};
 
@@ -642,7 +642,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> anyhow::Result<ExitCode> {
         });
         if p.label == "suspended" {
             for line in removed_lines(&p.old, &p.new) {
-                if hpccert_core::suspension::parse_line(line)
+                if hpccert_core::identity::suspension::parse_line(line)
                     .ok()
                     .flatten()
                     .is_some()
@@ -786,7 +786,7 @@ fn plan(
     bundle.check_id_floor(&floor).map_err(refusal)?;
     // the NSS cache also serves the configured pool accounts (the pool code writes them on
     // every lease change): keep them, and refuse a portal account that collides with one
-    let pools = hpccert_core::pool::Pools::from_config(&config.pools)
+    let pools = hpccert_core::identity::pool::Pools::from_config(&config.pools)
         .map_err(|(i, e)| refusal(format!("[[pool]] #{}: {e}", i + 1)))?;
     let (pool_passwd, pool_group) = pools.nss_entries();
     // the pools' ids were checked against the floor with the configuration; their group

@@ -8,15 +8,15 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use hpccert_core::config::{Config, IssuerConfig};
-use hpccert_core::gridmap::{GridMapfile, MappedAccount};
-use hpccert_core::mapping::Mapper;
+use hpccert_core::identity::gridmap::{GridMapfile, MappedAccount};
+use hpccert_core::identity::mapping::{Mapper, TokenRules};
+use hpccert_core::identity::tokenmap::{TokenMapfile, import_condor};
 use hpccert_core::token::fetch::{Fetcher, refresh_issuer};
 use hpccert_core::token::keys::{list_cached, read_cached};
 use hpccert_core::token::{unix_seconds, verify_token};
-use hpccert_core::tokenmap::{TokenMapfile, import_condor};
 use serde::Serialize;
 
-use crate::explain::Outcome;
+use crate::outcome::{Outcome, ReadOnlySources};
 
 /// The ad-hoc issuer flags of `explain --token`.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +87,7 @@ pub fn explain_token(
     }
     let token = read_token(source)?;
     let policies = config.issuer_policies();
-    let rules = config.token_rules();
+    let rules = TokenRules::of_config(config);
     let token_map = match &config.mapping.token_mapfile {
         Some(path) => Some(TokenMapfile::load(path).map_err(|errs| {
             let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
@@ -109,7 +109,7 @@ pub fn explain_token(
         }
     };
     let empty = GridMapfile::default();
-    let sources = crate::explain::ReadOnlySources::load(config)?;
+    let sources = ReadOnlySources::load(config)?;
     match sources
         .apply(Mapper::new(&empty))
         .with_tokens(token_map.as_ref(), &rules)
@@ -332,7 +332,7 @@ pub fn keys_show(config: &Config, json: bool, now: SystemTime) -> anyhow::Result
             if let (Some(at), Some(age)) = (r.fetched_at, r.age_seconds) {
                 println!(
                     "  fetched: {} ({age} s ago)",
-                    hpccert_core::x509::format_unix(at)
+                    hpccert_core::trust::x509::format_unix(at)
                 );
             }
             if let Some(e) = &r.error {
@@ -402,7 +402,7 @@ pub fn tokenmap_check(config: &Config, file: Option<PathBuf>) -> anyhow::Result<
         for target in &rule.accounts {
             match target {
                 MappedAccount::Local(a) => {
-                    if hpccert_core::mapping::system_uid(a.as_str()).is_none() {
+                    if hpccert_core::identity::mapping::system_uid(a.as_str()).is_none() {
                         findings += 1;
                         println!(
                             "{shown}:{}: warning: account {a} does not exist on this host",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-use hpccert_core::devpki::{self, CertSpec, Credential, ProxyPolicy, ProxySpec};
+use hpccert_core::dev::pki::{self, CertSpec, Credential, ProxyPolicy, ProxySpec};
 
 fn tool(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gridmap-tool"))
@@ -150,15 +150,14 @@ fn now() -> SystemTime {
 
 fn site() -> Site {
     let dir = tempfile::tempdir().unwrap();
-    let ca =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Test CA", now(), 3650).unwrap())
-            .unwrap();
-    let user = devpki::issue(
+    let ca = pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Test CA", now(), 3650).unwrap())
+        .unwrap();
+    let user = pki::issue(
         &ca,
         &CertSpec::user("/DC=org/DC=test/CN=Alice", now(), 365).unwrap(),
     )
     .unwrap();
-    devpki::install_ca(&dir.path().join("certificates"), &ca.cert, None, None).unwrap();
+    pki::install_ca(&dir.path().join("certificates"), &ca.cert, None, None).unwrap();
     std::fs::write(
         dir.path().join("grid-mapfile"),
         "\"/DC=org/DC=test/CN=Alice\" alice,shared\n",
@@ -233,7 +232,7 @@ fn explain_certificates() {
 
     let mut spec = ProxySpec::new("123", now(), 12);
     spec.policy = ProxyPolicy::Limited;
-    let limited = devpki::issue_proxy(&s.user, &spec).unwrap();
+    let limited = pki::issue_proxy(&s.user, &spec).unwrap();
     let lp = s.chain("limited.pem", &[&limited, &s.user]);
     let o = s.explain(&["--cert", lp.to_str().unwrap()]);
     assert_eq!(code(&o), 1);
@@ -316,11 +315,10 @@ fn demo_runs_to_the_expected_decisions() {
 #[test]
 fn check_reports_dns_outside_every_namespace() {
     let dir = tempfile::tempdir().unwrap();
-    let ca =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Test CA", now(), 3650).unwrap())
-            .unwrap();
+    let ca = pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Test CA", now(), 3650).unwrap())
+        .unwrap();
     let certs = dir.path().join("certificates");
-    devpki::install_ca(
+    pki::install_ca(
         &certs,
         &ca.cert,
         None,

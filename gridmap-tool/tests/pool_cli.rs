@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use hpccert_core::config::Config;
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::AccountName;
-use hpccert_core::pool::{Gridmapdir, LeaseKey};
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::AccountName;
+use hpccert_core::identity::gridmapdir::{Gridmapdir, LeaseKey};
 
 struct Site {
     _tmp: tempfile::TempDir,
@@ -51,9 +51,7 @@ impl Site {
     }
 
     fn gridmapdir(&self) -> Gridmapdir {
-        Config::load(&self.root.join("hpccert.toml"))
-            .unwrap()
-            .gridmapdir()
+        Gridmapdir::from_config(&Config::load(&self.root.join("hpccert.toml")).unwrap())
             .unwrap()
             .unwrap()
     }

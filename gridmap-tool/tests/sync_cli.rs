@@ -12,8 +12,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use hpccert_core::export::{self, Files};
-use hpccert_core::nsscache::{CachedTable, GroupTable, PasswdTable};
+use hpccert_core::host::export::{self, Files};
+use hpccert_core::host::nsscache::{CachedTable, GroupTable, PasswdTable};
 
 const TOKEN: &str = "s3cret-export-token-0123456789abcdef";
 const JANE: &str = "/DC=org/DC=cilogon/C=US/O=Example/CN=Jane Doe A123";
@@ -603,11 +603,11 @@ fn a_version_2_bundle_installs_the_ssh_ca_keys_and_the_krl() {
         return;
     }
     let ca_line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let ca = hpccert_core::sshca::SshCa::load(&key, None, Default::default()).unwrap();
+    let ca = hpccert_core::trust::sshca::SshCa::load(&key, None, Default::default()).unwrap();
     let krl = ca
         .public_set()
         .krl(
-            &[(hpccert_core::sshca::fingerprint(ca.public_key()), 77)],
+            &[(hpccert_core::trust::sshca::fingerprint(ca.public_key()), 77)],
             3,
             0,
         )

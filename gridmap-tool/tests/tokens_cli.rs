@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hpccert_core::devtoken::{DevKey, jwks};
+use hpccert_core::dev::token::{DevKey, jwks};
 use hpccert_core::token::JwsAlgorithm;
 use serde_json::{Value, json};
 

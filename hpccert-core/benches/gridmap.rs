@@ -5,8 +5,8 @@ use std::fmt::Write;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::GridMapfile;
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::GridMapfile;
 
 const LINES: usize = 100_000;
 

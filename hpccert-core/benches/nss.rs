@@ -10,8 +10,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hpccert_core::gridmap::AccountName;
-use hpccert_core::nsscache::{CachedTable, IdFloor, PasswdEntry, PasswdTable, write_passwd};
+use hpccert_core::host::nsscache::{CachedTable, IdFloor, PasswdEntry, PasswdTable, write_passwd};
+use hpccert_core::identity::gridmap::AccountName;
 
 const ENTRIES: u32 = 100_000;
 

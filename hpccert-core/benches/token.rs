@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::time::{Duration, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hpccert_core::devtoken::{DevKey, jwks};
+use hpccert_core::dev::token::{DevKey, jwks};
 use hpccert_core::token::keys::{CachedKeys, FileKeySource, MemoryKeySource, write_cached};
 use hpccert_core::token::{IssuerPolicy, JwsAlgorithm, KeySet, KeySource, verify_token};
 use jsonwebtoken::{Algorithm, DecodingKey};

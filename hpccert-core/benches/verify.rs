@@ -21,9 +21,9 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind, ProxySpec};
-use hpccert_core::trust::TrustStore;
-use hpccert_core::x509::{CrlPolicy, PresentedChain, VerifyOptions, verify_chain};
+use hpccert_core::dev::pki::{self as devpki, CertSpec, Credential, KeyKind, ProxySpec};
+use hpccert_core::trust::store::TrustStore;
+use hpccert_core::trust::x509::{CrlPolicy, PresentedChain, VerifyOptions, verify_chain};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
@@ -123,7 +123,7 @@ fn wire(cert: &X509) -> X509 {
     X509::from_der(&cert.to_der().unwrap()).unwrap()
 }
 
-/// An OpenSSL store as `TrustStore` builds it for `verify_chain` (see trust.rs).
+/// An OpenSSL store as `TrustStore` builds it for `verify_chain` (see trust/store.rs).
 fn openssl_store(ca: &X509, now: SystemTime) -> X509Store {
     let mut builder = X509StoreBuilder::new().unwrap();
     builder.add_cert(ca.clone()).unwrap();

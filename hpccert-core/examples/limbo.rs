@@ -18,8 +18,8 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use hpccert_core::trust::{Purpose, TrustStore};
-use hpccert_core::x509::{
+use hpccert_core::trust::store::{Purpose, TrustStore};
+use hpccert_core::trust::x509::{
     CrlPolicy, NamespaceEnforcement, PresentedChain, VerifyOptions, verify_chain,
 };
 use openssl::x509::{X509, X509Crl};

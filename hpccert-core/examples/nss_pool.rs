@@ -5,8 +5,8 @@
 //!     cargo run --release -p hpccert-core --example nss_pool -- DIR N
 use std::process::ExitCode;
 
-use hpccert_core::gridmap::AccountName;
-use hpccert_core::nsscache::{GroupEntry, IdFloor, PasswdEntry, write_group, write_passwd};
+use hpccert_core::host::nsscache::{GroupEntry, IdFloor, PasswdEntry, write_group, write_passwd};
+use hpccert_core::identity::gridmap::AccountName;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

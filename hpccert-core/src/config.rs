@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::mapping::TokenRules;
+use crate::identity::pool::{DEFAULT_GRIDMAPDIR, PoolConfig, Pools};
 use crate::token::{Capability, IssuerPolicy, JwsAlgorithm, Profile};
-use crate::trust::Purpose;
-use crate::x509::{CrlPolicy, NamespaceEnforcement, VerifyOptions};
+use crate::trust::store::Purpose;
+use crate::trust::x509::{CrlPolicy, NamespaceEnforcement, VerifyOptions};
 
 /// The default location of the config file.
 pub const DEFAULT_PATH: &str = "/etc/hpccert/hpccert.toml";
@@ -123,7 +123,7 @@ pub struct PortalConfig {
 }
 
 /// `[portal.ssh_ca]`: short-lived OpenSSH user certificates for the accounts a credential maps
-/// to (see `hpccert_core::sshca`).
+/// to (see `hpccert_core::trust::sshca`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortalSshCaConfig {
@@ -191,7 +191,7 @@ fn default_ssh_ca_per_source() -> usize {
 
 impl PortalSshCaConfig {
     /// The policy the CA enforces.
-    pub fn policy(&self) -> Result<crate::sshca::CaPolicy, String> {
+    pub fn policy(&self) -> Result<crate::trust::sshca::CaPolicy, String> {
         if self.max_validity == 0 {
             return Err("[portal.ssh_ca] max_validity must be above 0 seconds".into());
         }
@@ -199,17 +199,17 @@ impl PortalSshCaConfig {
             .key_types
             .iter()
             .map(|t| {
-                crate::sshca::UserKeyType::parse(t)
+                crate::trust::sshca::UserKeyType::parse(t)
                     .map_err(|e| format!("[portal.ssh_ca] key_types: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if key_types.is_empty() {
             return Err("[portal.ssh_ca] key_types is empty: no key could be certified".into());
         }
-        Ok(crate::sshca::CaPolicy {
+        Ok(crate::trust::sshca::CaPolicy {
             max_validity: std::time::Duration::from_secs(self.max_validity),
             key_types,
-            extensions: crate::sshca::Extensions {
+            extensions: crate::trust::sshca::Extensions {
                 pty: self.permit_pty,
                 agent_forwarding: self.permit_agent_forwarding,
                 port_forwarding: self.permit_port_forwarding,
@@ -340,36 +340,6 @@ fn redact_password(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-fn default_pool_home() -> String {
-    "/home/{account}".into()
-}
-fn default_pool_shell() -> String {
-    "/bin/bash".into()
-}
-
-/// One `[[pool]]` table (validated by [`crate::pool::Pools::from_config`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolConfig {
-    /// The pool's name, as the grid-mapfile names it (`.atlas`).
-    pub name: String,
-    /// Account names are the prefix and a number (`atlas001`) [default: the name].
-    pub prefix: Option<String>,
-    /// How many accounts (`atlas001` .. `atlas040`; numbers have at least 3 digits).
-    pub count: u32,
-    /// The uid of the first account; the others follow.
-    pub first_uid: u32,
-    /// The primary group of every account.
-    pub gid: u32,
-    /// The group's name [default: the pool's name].
-    pub group: Option<String>,
-    /// Home directories; `{account}` is replaced by the account name.
-    #[serde(default = "default_pool_home")]
-    pub home: String,
-    #[serde(default = "default_pool_shell")]
-    pub shell: String,
 }
 
 /// An authentication method sshd-gsi can offer.
@@ -774,18 +744,6 @@ impl IssuerConfig {
         }
     }
 
-    /// How this issuer's tokens map to accounts.
-    pub fn rules(&self) -> TokenRules {
-        TokenRules {
-            issuer: self.issuer.clone(),
-            username_claim: self.username_claim.clone(),
-            username_domains: self.username_domains.clone(),
-            required_scopes: self.login_scopes(),
-            required_groups: self.required_groups.clone(),
-            min_uid: self.min_uid,
-        }
-    }
-
     fn check(&self) -> Result<(), String> {
         let name = &self.issuer;
         if name.is_empty() {
@@ -891,7 +849,7 @@ pub struct MappingConfig {
     /// The lowest uid and gid the NSS cache gives an account or group: pools below it are
     /// refused here, and every writer of the cache (the pools, `gridmap-tool sync`, the portal)
     /// refuses entries below it and groups named after a system group
-    /// ([`crate::nsscache::IdFloor`]) [default: 1000].
+    /// ([`crate::host::nsscache::IdFloor`]) [default: 1000].
     pub nss_min_id: u32,
 }
 
@@ -900,18 +858,18 @@ impl Default for MappingConfig {
         Self {
             grid_mapfile: PathBuf::from("/etc/grid-security/grid-mapfile"),
             token_mapfile: None,
-            gridmapdir: PathBuf::from(crate::pool::DEFAULT_GRIDMAPDIR),
-            suspended_file: PathBuf::from(crate::suspension::DEFAULT_PATH),
-            nss_cache_dir: PathBuf::from(crate::nsscache::DEFAULT_DIR),
-            nss_min_id: crate::nsscache::DEFAULT_MIN_ID,
+            gridmapdir: PathBuf::from(DEFAULT_GRIDMAPDIR),
+            suspended_file: PathBuf::from(crate::identity::suspension::DEFAULT_PATH),
+            nss_cache_dir: PathBuf::from(crate::host::nsscache::DEFAULT_DIR),
+            nss_min_id: crate::host::nsscache::DEFAULT_MIN_ID,
         }
     }
 }
 
 impl MappingConfig {
     /// What the NSS cache's writers refuse (`nss_min_id`, the host's group database).
-    pub fn id_floor(&self) -> crate::nsscache::IdFloor {
-        crate::nsscache::IdFloor::new(self.nss_min_id)
+    pub fn id_floor(&self) -> crate::host::nsscache::IdFloor {
+        crate::host::nsscache::IdFloor::new(self.nss_min_id)
     }
 }
 
@@ -946,11 +904,6 @@ impl Config {
     /// What each trusted issuer's tokens must look like.
     pub fn issuer_policies(&self) -> Vec<IssuerPolicy> {
         self.issuers.iter().map(IssuerConfig::policy).collect()
-    }
-
-    /// How each trusted issuer's tokens map to accounts.
-    pub fn token_rules(&self) -> Vec<TokenRules> {
-        self.issuers.iter().map(IssuerConfig::rules).collect()
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -1011,7 +964,7 @@ impl Config {
                 )));
             }
         }
-        if let Err((i, message)) = crate::pool::Pools::from_config(&config.pools) {
+        if let Err((i, message)) = Pools::from_config(&config.pools) {
             let line = nth_table_line(text, "[[pool]]", i)
                 .map(|l| format!("line {l}: "))
                 .unwrap_or_default();
@@ -1054,11 +1007,6 @@ impl Config {
             )));
         }
         Ok(config)
-    }
-
-    /// The pool leaser of this configuration (`None` when no pool is configured).
-    pub fn gridmapdir(&self) -> Result<Option<crate::pool::Gridmapdir>, String> {
-        crate::pool::Gridmapdir::from_config(self)
     }
 }
 
@@ -1328,7 +1276,7 @@ client_secret = "oidc-s3cret"
             vec![JwsAlgorithm::ES256, JwsAlgorithm::EdDSA]
         );
         assert_eq!(
-            c.issuers[0].rules().username_domains,
+            crate::identity::mapping::TokenRules::of_issuer(&c.issuers[0]).username_domains,
             vec!["example.edu".to_string()]
         );
     }
@@ -1367,8 +1315,16 @@ client_secret = "oidc-s3cret"
         assert_eq!(c.pools[0].home, "/home/{account}");
         assert_eq!(c.mapping.gridmapdir, PathBuf::from("/g"));
         assert_eq!(c.mapping.suspended_file, PathBuf::from("/s"));
-        assert!(c.gridmapdir().unwrap().is_some());
-        assert!(Config::default().gridmapdir().unwrap().is_none());
+        assert!(
+            crate::identity::gridmapdir::Gridmapdir::from_config(&c)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            crate::identity::gridmapdir::Gridmapdir::from_config(&Config::default())
+                .unwrap()
+                .is_none()
+        );
         let bad = |body: &str| {
             Config::parse(&format!("version = 1\n{body}"), Path::new("h.toml"))
                 .unwrap_err()

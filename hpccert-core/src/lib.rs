@@ -8,25 +8,10 @@
 //! [`clock`] reads the system clock.
 #![forbid(unsafe_code)]
 
-pub mod atomic_file;
 pub mod clock;
 pub mod config;
-pub mod devpki;
-pub mod devtoken;
-pub mod dn;
-pub mod export;
-pub mod gridmap;
-pub mod mapping;
-pub mod namespaces;
-pub mod notify;
-pub mod nsscache;
-pub mod pam;
-pub mod pool;
-pub mod reload;
-pub mod sshca;
-pub mod sshcert;
-pub mod suspension;
+pub mod dev;
+pub mod host;
+pub mod identity;
 pub mod token;
-pub mod tokenmap;
 pub mod trust;
-pub mod x509;

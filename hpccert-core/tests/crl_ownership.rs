@@ -9,9 +9,11 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use hpccert_core::devpki::{self, CertSpec, Credential};
-use hpccert_core::trust::TrustStore;
-use hpccert_core::x509::{CrlPolicy, PresentedChain, VerifyError, VerifyOptions, verify_chain};
+use hpccert_core::dev::pki::{self, CertSpec, Credential};
+use hpccert_core::trust::store::TrustStore;
+use hpccert_core::trust::x509::{
+    CrlPolicy, PresentedChain, VerifyError, VerifyOptions, verify_chain,
+};
 use openssl::x509::{X509, X509Crl};
 
 const DAY: Duration = Duration::from_secs(86400);
@@ -33,9 +35,9 @@ struct Generation {
 }
 
 fn generation(tag: &str) -> Generation {
-    let ca = devpki::self_signed_ca(&CertSpec::ca(CA_DN, now(), 3650).unwrap()).unwrap();
+    let ca = pki::self_signed_ca(&CertSpec::ca(CA_DN, now(), 3650).unwrap()).unwrap();
     let user = |cn: &str| {
-        devpki::issue(
+        pki::issue(
             &ca,
             &CertSpec::user(&format!("/DC=org/DC=test/CN={cn} {tag}"), now(), 30).unwrap(),
         )
@@ -57,7 +59,7 @@ fn rekeyed() -> (Generation, Generation) {
 /// certificate of the other CA stands for a serial collision: it must not touch that CA.
 fn crl_by(signer: &Credential, certs: &[&X509], number: u32) -> X509Crl {
     let list: Vec<(&X509, SystemTime)> = certs.iter().map(|c| (*c, now() - DAY)).collect();
-    devpki::crl(signer, &list, now() - HOUR, now() + DAY, number).unwrap()
+    pki::crl(signer, &list, now() - HOUR, now() + DAY, number).unwrap()
 }
 
 /// The CRL of generation `own`, which also lists the serial of the other generation's
@@ -111,9 +113,9 @@ fn assert_crl_missing(trust: &TrustStore, cert: &Credential) {
 /// and the CRLs at `<hash>.r0`, `<hash>.r1`, ... in this order (whatever signed them).
 fn directory(dir: &Path, cas: &[&Credential], crls: &[&X509Crl]) -> TrustStore {
     for ca in cas {
-        devpki::install_ca(dir, &ca.cert, None, None).unwrap();
+        pki::install_ca(dir, &ca.cert, None, None).unwrap();
     }
-    let hash = devpki::subject_hash(&cas[0].cert);
+    let hash = pki::subject_hash(&cas[0].cert);
     for (n, crl) in crls.iter().enumerate() {
         std::fs::write(dir.join(format!("{hash}.r{n}")), crl.to_pem().unwrap()).unwrap();
     }
@@ -136,8 +138,8 @@ fn rekeyed_ca_each_crl_applies_to_its_own_certificates() {
     let (crl1, crl2) = (own_crl(&one, &two), own_crl(&two, &one));
     // in an IGTF directory, as install_ca lays it out (<hash>.rN next to <hash>.N)
     let dir = tempfile::tempdir().unwrap();
-    devpki::install_ca(dir.path(), &one.ca.cert, Some(&crl1), None).unwrap();
-    devpki::install_ca(dir.path(), &two.ca.cert, Some(&crl2), None).unwrap();
+    pki::install_ca(dir.path(), &one.ca.cert, Some(&crl1), None).unwrap();
+    pki::install_ca(dir.path(), &two.ca.cert, Some(&crl2), None).unwrap();
     let trust = TrustStore::load(dir.path()).unwrap();
     assert_eq!(trust.anchors().len(), 2);
     assert!(trust.warnings().is_empty(), "{:?}", trust.warnings());
@@ -183,14 +185,14 @@ fn crls_are_matched_by_signing_key_not_by_file_number() {
 fn crl_signed_by_neither_key_is_ignored_with_a_warning() {
     let (one, two) = rekeyed();
     // a third key under the same name (an impostor, or a CA generation no longer trusted)
-    let stranger = devpki::self_signed_ca(&CertSpec::ca(CA_DN, now(), 3650).unwrap()).unwrap();
+    let stranger = pki::self_signed_ca(&CertSpec::ca(CA_DN, now(), 3650).unwrap()).unwrap();
     let strange = crl_by(&stranger, &[&one.good.cert, &two.good.cert], 9);
     let crl1 = own_crl(&one, &two);
     // at .r1 (next to CA2, which has no CRL) and at .r0 (CA1's own CRL moved to .r1)
     for crls in [[&crl1, &strange], [&strange, &crl1]] {
         let dir = tempfile::tempdir().unwrap();
         let trust = directory(dir.path(), &[&one.ca, &two.ca], &crls);
-        let hash = devpki::subject_hash(&one.ca.cert);
+        let hash = pki::subject_hash(&one.ca.cert);
         let at = if std::ptr::eq(crls[0], &strange) {
             "r0"
         } else {
@@ -237,8 +239,8 @@ fn one_cas_crl_never_stands_for_the_other() {
     let (one, two) = rekeyed();
     let crl1 = own_crl(&one, &two);
     let dir = tempfile::tempdir().unwrap();
-    devpki::install_ca(dir.path(), &one.ca.cert, Some(&crl1), None).unwrap();
-    devpki::install_ca(dir.path(), &two.ca.cert, None, None).unwrap();
+    pki::install_ca(dir.path(), &one.ca.cert, Some(&crl1), None).unwrap();
+    pki::install_ca(dir.path(), &two.ca.cert, None, None).unwrap();
     let trust = TrustStore::load(dir.path()).unwrap();
     assert!(trust.warnings().is_empty(), "{:?}", trust.warnings());
     // if-present: CA2 has no CRL of its own and works; CA1's CRL (which lists the serial of
@@ -256,7 +258,7 @@ fn one_cas_crl_never_stands_for_the_other() {
 fn one_cas_unusable_crl_does_not_disable_the_other() {
     let (one, two) = rekeyed();
     // CA1's CRL is stale (signed by CA1's key, so it is CA1's): CA1 is refused, CA2 is not
-    let stale = devpki::crl(&one.ca, &[], now() - 10 * DAY, now() - DAY, 1).unwrap();
+    let stale = pki::crl(&one.ca, &[], now() - 10 * DAY, now() - DAY, 1).unwrap();
     let crl2 = own_crl(&two, &one);
     let dir = tempfile::tempdir().unwrap();
     let trust = directory(dir.path(), &[&one.ca, &two.ca], &[&stale, &crl2]);
@@ -271,7 +273,7 @@ fn one_cas_unusable_crl_does_not_disable_the_other() {
     }
     // a CRL file that cannot be read at all names no signer: every CA of its hash fails
     // closed (as for a single CA)
-    let hash = devpki::subject_hash(&one.ca.cert);
+    let hash = pki::subject_hash(&one.ca.cert);
     std::fs::write(dir.path().join(format!("{hash}.r0")), "garbage").unwrap();
     let trust = TrustStore::load(dir.path()).unwrap();
     for g in [&one, &two] {
@@ -284,13 +286,12 @@ fn one_cas_unusable_crl_does_not_disable_the_other() {
 fn crl_of_a_presented_intermediate_is_checked_against_its_key() {
     // a trusted root, and two intermediates named CA_DN with different keys that only the
     // clients present; the CRL of the first names no trust anchor
-    let root =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Root", now(), 3650).unwrap())
-            .unwrap();
-    let sub = || devpki::issue(&root, &CertSpec::ca(CA_DN, now(), 1000).unwrap()).unwrap();
+    let root = pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=test/CN=Root", now(), 3650).unwrap())
+        .unwrap();
+    let sub = || pki::issue(&root, &CertSpec::ca(CA_DN, now(), 1000).unwrap()).unwrap();
     let (sub1, sub2) = (sub(), sub());
     let user = |ca: &Credential, cn: &str| {
-        devpki::issue(
+        pki::issue(
             ca,
             &CertSpec::user(&format!("/DC=org/DC=test/CN={cn}"), now(), 30).unwrap(),
         )

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hpccert_core::config::PoolConfig;
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::AccountName;
-use hpccert_core::pool::{Gridmapdir, LeaseKey, Pools};
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::AccountName;
+use hpccert_core::identity::gridmapdir::{Gridmapdir, LeaseKey};
+use hpccert_core::identity::pool::{PoolConfig, Pools};
 
 const HELPER_DIR: &str = "HPCCERT_POOL_HELPER_DIR";
 const HELPER_DN: &str = "HPCCERT_POOL_HELPER_DN";

@@ -4,15 +4,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hpccert_core::devtoken::{DevKey, b64, jwks};
-use hpccert_core::gridmap::GridMapfile;
-use hpccert_core::mapping::{Identity, Mapper, Refusal, TokenRules};
+use hpccert_core::dev::token::{DevKey, b64, jwks};
+use hpccert_core::identity::Identity;
+use hpccert_core::identity::gridmap::GridMapfile;
+use hpccert_core::identity::mapping::{Mapper, Refusal, TokenRules};
+use hpccert_core::identity::tokenmap::TokenMapfile;
 use hpccert_core::token::keys::MemoryKeySource;
 use hpccert_core::token::{
     Capability, IssuerPolicy, JwsAlgorithm, KeySet, Profile, TokenError, VerifiedToken,
     WLCG_ANY_AUDIENCE, verify_token,
 };
-use hpccert_core::tokenmap::TokenMapfile;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
@@ -594,8 +595,8 @@ fn token_map_and_claim_rules() {
 /// identity gets another account.
 #[test]
 fn token_map_pools_lease_accounts() {
-    use hpccert_core::config::PoolConfig;
-    use hpccert_core::pool::{Gridmapdir, Pools};
+    use hpccert_core::identity::gridmapdir::Gridmapdir;
+    use hpccert_core::identity::pool::{PoolConfig, Pools};
     let f = fixture();
     let token = f.verify(&f.rsa.mint(&claims()).unwrap()).unwrap();
     let mut other_claims = claims();

@@ -1,13 +1,15 @@
-//! Chain validation with test PKI made here (OpenSSL through hpccert_core::devpki).
+//! Chain validation with test PKI made here (OpenSSL through hpccert_core::dev::pki).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a failed test
 
 use std::time::{Duration, SystemTime};
 
-use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind, ProxyPolicy, ProxySpec};
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::namespaces::parse_namespaces;
-use hpccert_core::trust::TrustStore;
-use hpccert_core::x509::{
+use hpccert_core::dev::pki::{
+    self as devpki, CertSpec, Credential, KeyKind, ProxyPolicy, ProxySpec,
+};
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::trust::namespaces::parse_namespaces;
+use hpccert_core::trust::store::TrustStore;
+use hpccert_core::trust::x509::{
     CrlPolicy, NamespaceEnforcement, PresentedChain, VerifyError, VerifyOptions, verify_chain,
 };
 use openssl::x509::X509;
@@ -53,7 +55,7 @@ fn chain(certs: &[&Credential]) -> PresentedChain {
 fn verify(
     trust: &TrustStore,
     certs: &[&Credential],
-) -> Result<hpccert_core::x509::VerifiedChain, VerifyError> {
+) -> Result<hpccert_core::trust::x509::VerifiedChain, VerifyError> {
     verify_chain(trust, &chain(certs), &VerifyOptions::default(), now())
 }
 
@@ -464,7 +466,7 @@ fn pem_bundle_and_presented_pem() {
 
 #[test]
 fn trust_directory_reloads_on_change() {
-    use hpccert_core::reload::Reloading;
+    use hpccert_core::host::reload::Reloading;
     let p = pki();
     let other =
         devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=other/CN=Other CA", now(), 3650).unwrap())

@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use hpccert_core::atomic_file::write_atomic;
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::{self, AccountName, GridMapfile, MappedAccount};
-use hpccert_core::nsscache::{
+use hpccert_core::host::atomic_file::write_atomic;
+use hpccert_core::host::nsscache::{
     self, CacheTable, GroupEntry, GroupTable, IdFloor, PasswdEntry, PasswdTable,
 };
-use hpccert_core::suspension::{Suspended, SuspensionList};
-use hpccert_core::tokenmap::{self, TokenMapfile};
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::{self, AccountName, GridMapfile, MappedAccount};
+use hpccert_core::identity::suspension::{Suspended, SuspensionList};
+use hpccert_core::identity::tokenmap::{self, TokenMapfile};
 use serde::Serialize;
 use thiserror::Error;
 

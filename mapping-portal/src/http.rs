@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_server::tls::TlsInfo;
-use hpccert_core::dn::DistinguishedName;
+use hpccert_core::identity::dn::DistinguishedName;
 
 use crate::Portal;
 

@@ -27,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use export::{Bundle, sha256_hex};
-use hpccert_core::dn::DistinguishedName;
+use hpccert_core::identity::dn::DistinguishedName;
 use model::{Actor, Change, StoreError};
 use store::Store;
 
@@ -87,7 +87,7 @@ pub struct PortalSettings {
     pub export_dir: Option<PathBuf>,
     /// The SSH CA's public keys: with any, the bundle is format version 2 and carries them and
     /// the KRL of revoked certificates.
-    pub ssh_ca_keys: hpccert_core::sshca::CaPublicKeys,
+    pub ssh_ca_keys: hpccert_core::trust::sshca::CaPublicKeys,
 }
 
 /// The running portal.
@@ -99,7 +99,7 @@ pub struct Portal {
     token_digests: Vec<[u8; 32]>,
     client_dns: Vec<DistinguishedName>,
     export_dir: Option<PathBuf>,
-    ssh_ca_keys: hpccert_core::sshca::CaPublicKeys,
+    ssh_ca_keys: hpccert_core::trust::sshca::CaPublicKeys,
     current: RwLock<Arc<Published>>,
     /// Serialises installs into `export_dir` (never an older serial over a newer one).
     installed: tokio::sync::Mutex<i64>,
@@ -218,7 +218,7 @@ pub(crate) fn metrics_refused(reason: &str) {
 fn publish(
     bundle: &Bundle,
     url: &str,
-    ssh_ca_keys: &hpccert_core::sshca::CaPublicKeys,
+    ssh_ca_keys: &hpccert_core::trust::sshca::CaPublicKeys,
 ) -> Published {
     let ssh = if ssh_ca_keys.is_empty() {
         None

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use hpccert_core::config::{
     Config, PortalAdmin, PortalApproval, PortalConfig, PortalOidcConfig, PortalProof, TrustConfig,
 };
-use hpccert_core::dn::DistinguishedName;
+use hpccert_core::identity::dn::DistinguishedName;
 use mapping_portal::model::Approval;
 use mapping_portal::store::Store;
 use mapping_portal::web::devidp::{self, DevIdp};
@@ -188,7 +188,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
         // the dev SSH CA (made once in the state directory): certificates for dev tokens
         let ca_key = dir.join("ssh-ca-key");
         if !ca_key.exists() {
-            hpccert_core::sshca::generate_ca_key(&ca_key, "hpccert dev SSH CA")
+            hpccert_core::trust::sshca::generate_ca_key(&ca_key, "hpccert dev SSH CA")
                 .context("the dev SSH CA key")?;
         }
         web.ssh_ca = Some(
@@ -221,7 +221,7 @@ fn setup(args: &Args, dev_dir: &mut Option<tempfile::TempDir>) -> anyhow::Result
             tls: None,
             web,
             trust: TrustConfig::default(),
-            nss_min_id: hpccert_core::nsscache::DEFAULT_MIN_ID,
+            nss_min_id: hpccert_core::host::nsscache::DEFAULT_MIN_ID,
             dev: Some(dev),
             config: Config::parse("version = 1\n", std::path::Path::new("--dev"))
                 .context("the built-in dev configuration")?,
@@ -417,7 +417,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let store = Store::open(&setup.database, clock::now())
         .await
         .context("opening the database")?
-        .with_id_floor(hpccert_core::nsscache::IdFloor::new(setup.nss_min_id));
+        .with_id_floor(hpccert_core::host::nsscache::IdFloor::new(setup.nss_min_id));
     tracing::info!(backend = ?store.backend(), "database ready");
     let listener = tokio::net::TcpListener::bind(&setup.listen)
         .await
@@ -516,7 +516,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if web.certificate_dns {
         // checked at each proof (the trust directory changes under the portal); said now
         let source = setup.trust.source();
-        match hpccert_core::trust::TrustStore::load_cached(&source) {
+        match hpccert_core::trust::store::TrustStore::load_cached(&source) {
             Ok(t) => {
                 tracing::info!(trust = %source.display(), cas = t.anchors().len(), "certificate DNs may be proved")
             }
@@ -552,7 +552,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
             // a CA key others can read, or one that does not load: nothing is ever signed
             .map_err(|e| anyhow::anyhow!("the SSH CA cannot start: {e}"))?;
-            tracing::info!(ca = %hpccert_core::sshca::fingerprint(ca.ca().public_key()), "SSH CA ready");
+            tracing::info!(ca = %hpccert_core::trust::sshca::fingerprint(ca.ca().public_key()), "SSH CA ready");
             Some(Arc::new(ca))
         }
         _ => None,
@@ -598,7 +598,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             () = term => {}
         }
         tracing::info!("stopping");
-        hpccert_core::notify::stopping();
+        hpccert_core::host::notify::stopping();
     };
     let mut router = mapping_portal::http::app_router(Arc::clone(&portal), Some(app));
     if let Some(ca) = ssh_ca {
@@ -607,7 +607,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(idp) = idp {
         router = router.merge(devidp::router(idp));
     }
-    hpccert_core::notify::ready();
+    hpccert_core::host::notify::ready();
     match tls {
         Some(tls) => {
             let listener = listener.into_std().context("listener")?;

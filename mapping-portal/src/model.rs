@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::AccountName;
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::AccountName;
 use thiserror::Error;
 
 /// What kind of identity: a token identity `(iss, sub)` or a certificate DN.

@@ -29,13 +29,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hpccert_core::config::{Config, PortalSshCaConfig};
-use hpccert_core::gridmap::GridMapfile;
-use hpccert_core::mapping::{Decision, Mapper, TokenRules};
-use hpccert_core::sshca::{self, CertRequest, SshCa};
-use hpccert_core::suspension::{SuspensionError, SuspensionList};
+use hpccert_core::identity::gridmap::GridMapfile;
+use hpccert_core::identity::mapping::{Decision, Mapper, TokenRules};
+use hpccert_core::trust::sshca::{self, CertRequest, SshCa};
+use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
 use hpccert_core::token::keys::FileKeySource;
 use hpccert_core::token::{IssuerPolicy, VerifiedToken, unix_seconds, verify_token};
-use hpccert_core::tokenmap::TokenMapfile;
+use hpccert_core::identity::tokenmap::TokenMapfile;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -169,7 +169,7 @@ impl CertificateAuthority {
             ca,
             settings: settings.clone(),
             issuers: config.issuer_policies(),
-            rules: config.token_rules(),
+            rules: hpccert_core::identity::mapping::TokenRules::of_config(config),
             keys: config.file_key_source(),
             max_token_bytes: config.tokens.max_token_bytes,
             portal,
@@ -296,7 +296,7 @@ impl CertificateAuthority {
         let mapper = Mapper::new(&empty)
             .with_suspensions(suspensions)
             .with_tokens(Some(token_map), &self.rules);
-        let refused = |e: hpccert_core::mapping::Refusal| {
+        let refused = |e: hpccert_core::identity::mapping::Refusal| {
             Refused::new(StatusCode::FORBIDDEN, "not_allowed", e.to_string())
         };
         if requested.is_empty() {
@@ -359,7 +359,7 @@ impl CertificateAuthority {
         let suspensions = sources.suspensions.as_ref().map_err(|e| {
             format!("the portal cannot tell who is suspended, so nothing is issued: {e}")
         })?;
-        let token_identity = hpccert_core::mapping::Identity::Token {
+        let token_identity = hpccert_core::identity::Identity::Token {
             issuer: issuer.to_string(),
             subject: subject.to_string(),
         };
@@ -376,8 +376,8 @@ impl CertificateAuthority {
             .accounts
             .iter()
             .filter_map(|a| match a {
-                hpccert_core::gridmap::MappedAccount::Local(name) => Some(name),
-                hpccert_core::gridmap::MappedAccount::Pool(_) => None,
+                hpccert_core::identity::gridmap::MappedAccount::Local(name) => Some(name),
+                hpccert_core::identity::gridmap::MappedAccount::Pool(_) => None,
             })
             .filter(|a| suspensions.account(a).is_none())
             .map(ToString::to_string)

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use hpccert_core::clock::unix_seconds;
-use hpccert_core::gridmap::AccountName;
-use hpccert_core::nsscache::IdFloor;
+use hpccert_core::host::nsscache::IdFloor;
+use hpccert_core::identity::gridmap::AccountName;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, Row};

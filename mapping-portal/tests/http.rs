@@ -3,10 +3,10 @@
 
 mod common;
 
-use hpccert_core::gridmap::{AccountName, GridMapfile};
-use hpccert_core::nsscache::{self, CacheTable, GroupTable, PasswdTable};
-use hpccert_core::suspension::SuspensionList;
-use hpccert_core::tokenmap::TokenMapfile;
+use hpccert_core::host::nsscache::{self, CacheTable, GroupTable, PasswdTable};
+use hpccert_core::identity::gridmap::{AccountName, GridMapfile};
+use hpccert_core::identity::suspension::SuspensionList;
+use hpccert_core::identity::tokenmap::TokenMapfile;
 use mapping_portal::export::sha256_hex;
 use mapping_portal::model::{
     Account, Actor, Approval, Change, IdentityKey, IdentityProfile, SuspensionTarget,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hpccert_core::config::Config;
-use hpccert_core::gridmap::AccountName;
+use hpccert_core::identity::gridmap::AccountName;
 use hpccert_e2e::oidc::{
     AUDIENCE, Provider, ROBOT, claims, provider_available, read_jwks_keys, write_jwks,
     write_jwks_keys,

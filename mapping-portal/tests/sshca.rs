@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use hpccert_core::config::Config;
-use hpccert_core::devtoken::{DevKey, jwks};
-use hpccert_core::gridmap::AccountName;
+use hpccert_core::dev::token::{DevKey, jwks};
+use hpccert_core::identity::gridmap::AccountName;
 use hpccert_core::token::{JwsAlgorithm, unix_seconds};
 use mapping_portal::model::{
     Actor, Approval, Change, IdentityKey, IdentityProfile, SuspensionTarget,

@@ -7,9 +7,9 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hpccert_core::gridmap::{AccountName, GridMapfile};
-use hpccert_core::suspension::SuspensionList;
-use hpccert_core::tokenmap::TokenMapfile;
+use hpccert_core::identity::gridmap::{AccountName, GridMapfile};
+use hpccert_core::identity::suspension::SuspensionList;
+use hpccert_core::identity::tokenmap::TokenMapfile;
 use mapping_portal::model::{
     Account, Actor, Approval, Change, IdentityKey, IdentityProfile, LinkState, StoreError,
     SuspensionTarget,

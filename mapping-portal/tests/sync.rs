@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{DN, TOKEN, at, start};
-use hpccert_core::gridmap::AccountName;
+use hpccert_core::identity::gridmap::AccountName;
 use mapping_portal::model::{
     Account, Actor, Approval, Change, IdentityKey, IdentityProfile, SuspensionTarget,
 };
@@ -190,14 +190,13 @@ async fn gridmap_tool_sync_installs_from_a_running_portal() {
 /// without a credential, or with a readable key, it is refused and installs nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gridmap_tool_sync_with_a_client_certificate() {
-    use hpccert_core::devpki::{self, CertSpec};
+    use hpccert_core::dev::pki::{self, CertSpec};
     use std::sync::Arc;
     let Some(tool) = gridmap_tool() else { return };
     let now = hpccert_core::clock::now();
-    let ca =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Nodes CA", now, 1).unwrap())
-            .unwrap();
-    let node_cert = devpki::issue(
+    let ca = pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Nodes CA", now, 1).unwrap())
+        .unwrap();
+    let node_cert = pki::issue(
         &ca,
         &CertSpec::user("/DC=org/DC=example/CN=node1.example.org", now, 1).unwrap(),
     )

@@ -883,7 +883,7 @@ async fn escaping_and_unknown_pages() {
 }
 
 /// A client identity for reqwest (certificate and key, PEM).
-fn identity(c: &hpccert_core::devpki::Credential) -> reqwest::Identity {
+fn identity(c: &hpccert_core::dev::pki::Credential) -> reqwest::Identity {
     let mut pem = c.cert_pem().unwrap();
     pem.extend(c.key_pem().unwrap());
     reqwest::Identity::from_pem(&pem).unwrap()
@@ -893,25 +893,24 @@ fn identity(c: &hpccert_core::devpki::Credential) -> reqwest::Identity {
 /// a client certificate of `export_client_ca` whose subject is in `export_client_dns`.
 #[tokio::test]
 async fn https_with_secure_host_cookies_and_hsts() {
-    use hpccert_core::devpki::{self, CertSpec};
+    use hpccert_core::dev::pki::{self, CertSpec};
     let now = hpccert_core::clock::now();
-    let ca =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Nodes CA", now, 1).unwrap())
-            .unwrap();
-    let node = devpki::issue(
+    let ca = pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Nodes CA", now, 1).unwrap())
+        .unwrap();
+    let node = pki::issue(
         &ca,
         &CertSpec::user("/DC=org/DC=example/CN=node1.example.org", now, 1).unwrap(),
     )
     .unwrap();
-    let stranger = devpki::issue(
+    let stranger = pki::issue(
         &ca,
         &CertSpec::user("/DC=org/DC=example/CN=laptop.example.org", now, 1).unwrap(),
     )
     .unwrap();
     let other_ca =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Other CA", now, 1).unwrap())
+        pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Other CA", now, 1).unwrap())
             .unwrap();
-    let forged = devpki::issue(
+    let forged = pki::issue(
         &other_ca,
         &CertSpec::user("/DC=org/DC=example/CN=node1.example.org", now, 1).unwrap(),
     )
@@ -1007,7 +1006,7 @@ async fn https_with_secure_host_cookies_and_hsts() {
         http.get(&export).send().await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
-    let with = |id: &hpccert_core::devpki::Credential| {
+    let with = |id: &hpccert_core::dev::pki::Credential| {
         reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
             .identity(identity(id))
@@ -1084,25 +1083,24 @@ fn sign(key: &openssl::pkey::PKey<openssl::pkey::Private>, text: &str) -> String
 #[tokio::test]
 async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
     use hpccert_core::config::TrustConfig;
-    use hpccert_core::devpki::{self, CertSpec, ProxySpec};
+    use hpccert_core::dev::pki::{self, CertSpec, ProxySpec};
     const OLD_DN: &str = "/DC=org/DC=example/O=Old Grid/CN=Alice Old";
     let now = hpccert_core::clock::now();
-    let ca =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Grid CA", now, 1).unwrap())
-            .unwrap();
-    let user = devpki::issue(&ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
-    let proxy = devpki::issue_proxy(&user, &ProxySpec::new("12345", now, 1)).unwrap();
+    let ca = pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Grid CA", now, 1).unwrap())
+        .unwrap();
+    let user = pki::issue(&ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
+    let proxy = pki::issue_proxy(&user, &ProxySpec::new("12345", now, 1)).unwrap();
     let rogue_ca =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Grid CA", now, 1).unwrap())
+        pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Grid CA", now, 1).unwrap())
             .unwrap();
-    let forged = devpki::issue(&rogue_ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
+    let forged = pki::issue(&rogue_ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
     let trust_dir = tempfile::tempdir().unwrap();
-    devpki::install_ca(trust_dir.path(), &ca.cert, None, None).unwrap();
+    pki::install_ca(trust_dir.path(), &ca.cert, None, None).unwrap();
     let trust = TrustConfig {
         ca_dir: Some(trust_dir.path().to_path_buf()),
         ..TrustConfig::default()
     };
-    let pem = |c: &devpki::Credential| String::from_utf8(c.cert_pem().unwrap()).unwrap();
+    let pem = |c: &pki::Credential| String::from_utf8(c.cert_pem().unwrap()).unwrap();
 
     let s = setup_with(Approval::Immediate, Some(trust)).await;
     s.op.lock().subject = "alice".into();
@@ -1266,7 +1264,7 @@ async fn a_certificate_dn_is_proved_by_a_signed_challenge() {
 
     // someone else (an admin) links the same DN to another account
     use mapping_portal::model::{Account, Actor, Change, IdentityKey};
-    let jdoe = hpccert_core::gridmap::AccountName::parse("jdoe").unwrap();
+    let jdoe = hpccert_core::identity::gridmap::AccountName::parse("jdoe").unwrap();
     let admin = Actor::new("admin");
     let when = hpccert_core::clock::now();
     s.portal
@@ -1635,7 +1633,7 @@ async fn a_pam_module_that_changes_the_user_proves_nothing() {
     );
     assert!(s.portal.store().links(None).await.unwrap().is_empty());
     // and the check itself says why (for the log)
-    let account = hpccert_core::gridmap::AccountName::parse(ACCOUNT).unwrap();
+    let account = hpccert_core::identity::gridmap::AccountName::parse(ACCOUNT).unwrap();
     let e = mapping_portal::web::proof::pam_check(
         "mapping-portal-switch",
         &account,

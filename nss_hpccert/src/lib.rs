@@ -1,6 +1,6 @@
 //! libnss_hpccert.so.2: the `hpccert` NSS service, the passwd and group databases (by name, by
 //! id, enumeration) for pool accounts and portal-managed accounts. A thin shell over
-//! [`hpccert_core::nsscache`], which parses and checks the cache files that `gridmap-tool` and
+//! [`hpccert_core::host::nsscache`], which parses and checks the cache files that `gridmap-tool` and
 //! the portal write atomically (`/var/lib/hpccert/nss/passwd` and `group`). The module opens no
 //! socket, starts no runtime and writes nothing; a file is parsed once per process and again
 //! only when it is replaced. `nsswitch.conf`: `passwd: files hpccert`, `group: files hpccert`.
@@ -35,7 +35,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use hpccert_core::nsscache::{
+use hpccert_core::host::nsscache::{
     CacheTable, CachedTable, DEFAULT_DIR, GroupEntry, GroupTable, NssCacheError, PasswdEntry,
     PasswdTable,
 };

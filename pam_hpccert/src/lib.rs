@@ -1,6 +1,6 @@
 //! pam_hpccert.so: bearer-token authentication (`auth`) and the account check (`account`) of
 //! hpccert for any PAM service. A thin shell: the PAM entry points turn libpam's handle into
-//! a [`hpccert_core::pam::PamHandle`] and call [`hpccert_core::pam`], where the logic lives
+//! a [`hpccert_core::host::pam::PamHandle`] and call [`hpccert_core::host::pam`], where the logic lives
 //! and is tested. See `packaging/pam.d/README` for the stack lines and the options.
 //!
 //! Every entry point catches panics: a panic in `auth` is `PAM_AUTH_ERR`, elsewhere
@@ -18,7 +18,7 @@ mod libpam;
 use std::ffi::{CStr, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use hpccert_core::pam::{self as logic, LogLevel, PamCode, PamHandle, SystemView};
+use hpccert_core::host::pam::{self as logic, LogLevel, PamCode, PamHandle, SystemView};
 
 use crate::libpam::{LibPam, RawPamHandle};
 
@@ -85,7 +85,7 @@ pub unsafe extern "C" fn pam_sm_authenticate(
     }
 }
 
-/// `auth` (credentials): nothing to establish; see [`hpccert_core::pam::setcred`].
+/// `auth` (credentials): nothing to establish; see [`hpccert_core::host::pam::setcred`].
 ///
 /// # Safety
 /// Called by libpam with its handle and the stack line's arguments.
@@ -157,7 +157,7 @@ mod tests {
     //! configuration directory (nothing of /etc/pam.d is read).
     use super::*;
     use crate::libpam::{PamConv, PamMessage, PamResponse};
-    use hpccert_core::pam::Secret;
+    use hpccert_core::host::pam::Secret;
     use std::ffi::{CString, c_void};
 
     /// Test failures as values: no unwrap in this crate, not even in its tests.

@@ -10,7 +10,7 @@ use std::marker::{PhantomData, PhantomPinned};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
-use hpccert_core::pam::{HandleError, KeptTrust, LogLevel, PamHandle, Secret};
+use hpccert_core::host::pam::{HandleError, KeptTrust, LogLevel, PamHandle, Secret};
 
 /// libpam's opaque `pam_handle_t`.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
 
-use hpccert_core::mapping::Decision;
+use hpccert_core::identity::mapping::Decision;
 use serde_json::{Value, json};
 
 /// Where audit events go (nowhere when not configured).
@@ -23,7 +23,9 @@ pub struct Audit {
 }
 
 fn now() -> String {
-    hpccert_core::x509::format_unix(hpccert_core::token::unix_seconds(hpccert_core::clock::now()))
+    hpccert_core::trust::x509::format_unix(hpccert_core::token::unix_seconds(
+        hpccert_core::clock::now(),
+    ))
 }
 
 impl Audit {

@@ -12,17 +12,31 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hpccert_core::config::{Config, SshMethod};
-use hpccert_core::gridmap::GridMapfile;
-use hpccert_core::mapping::{Decision, Mapper, TokenRules};
-use hpccert_core::pool::Gridmapdir;
-use hpccert_core::reload::Reloading;
-use hpccert_core::sshca::krl::{self, Krl, KrlError};
-use hpccert_core::suspension::{SuspensionError, SuspensionList};
+use hpccert_core::host::reload::Reloading;
+use hpccert_core::identity::gridmap::GridMapfile;
+use hpccert_core::identity::gridmapdir::Gridmapdir;
+use hpccert_core::identity::mapping::{Decision, Mapper, TokenRules};
+use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
+use hpccert_core::identity::tokenmap::TokenMapfile;
 use hpccert_core::token::fetch::{Fetcher, RefreshTiming, RefreshingKeySource};
 use hpccert_core::token::{IssuerPolicy, verify_token};
-use hpccert_core::tokenmap::TokenMapfile;
-use hpccert_core::trust::TrustStore;
-use hpccert_core::x509::{PresentedChain, VerifyOptions, verify_chain};
+use hpccert_core::trust::sshca::krl::{self, Krl, KrlError};
+use hpccert_core::trust::store::TrustStore;
+use hpccert_core::trust::x509::{PresentedChain, VerifyOptions, verify_chain};
+
+/// The SSH authentication methods the configured ones are offered as.
+pub fn method_set(config: &Config) -> russh::MethodSet {
+    let mut methods = russh::MethodSet::empty();
+    for m in &config.sshd.methods {
+        methods.push(match m {
+            SshMethod::X509 => russh::MethodKind::PublicKey,
+            SshMethod::KeyboardInteractive => russh::MethodKind::KeyboardInteractive,
+            SshMethod::Password => russh::MethodKind::Password,
+            SshMethod::OpensshCert => russh::MethodKind::PublicKey,
+        });
+    }
+    methods
+}
 
 /// How often changed files are noticed.
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
@@ -126,7 +140,7 @@ impl Engine {
                     },
                 );
         let policies = config.issuer_policies();
-        let rules = config.token_rules();
+        let rules = TokenRules::of_config(&config);
         let verify_options = config.trust.verify_options();
         let audit = crate::audit::Audit::open(config.sshd.audit_log.as_deref())?;
         // a broken list refuses every login (fail closed), so it is not kept as "last good"
@@ -137,7 +151,7 @@ impl Engine {
         if let Err(e) = suspensions.current().as_ref() {
             return Err(format!("suspension list: {e}"));
         }
-        let pools = config.gridmapdir()?;
+        let pools = Gridmapdir::from_config(&config)?;
         let pam_helper = if config.sshd.use_pam {
             Some(crate::pam::helper_path(config.sshd.pam_helper.as_deref())?)
         } else {
@@ -147,7 +161,7 @@ impl Engine {
         let mut revoked_keys = None;
         if config.sshd.methods.contains(&SshMethod::OpensshCert) {
             for f in &config.sshd.trusted_user_ca_keys {
-                ssh_cas.extend(hpccert_core::sshcert::load_ca_keys(f)?);
+                ssh_cas.extend(hpccert_core::trust::sshcert::load_ca_keys(f)?);
             }
             if let Some(path) = &config.sshd.revoked_keys {
                 revoked_keys = Some(open_revoked_keys(path)?);
@@ -240,7 +254,7 @@ impl Engine {
     ) -> Result<Decision, String> {
         // revocation first, as sshd checks RevokedKeys before anything else
         self.check_revoked(cert)?;
-        let verified = hpccert_core::sshcert::verify_ssh_certificate(
+        let verified = hpccert_core::trust::sshcert::verify_ssh_certificate(
             cert,
             &self.ssh_cas,
             Some(peer.ip()),

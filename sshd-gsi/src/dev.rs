@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use hpccert_core::config::Config;
-use hpccert_core::devpki::{self, CertSpec};
-use hpccert_core::devtoken::{self, DevKey};
+use hpccert_core::dev::pki::{self, CertSpec};
+use hpccert_core::dev::token::{self as devtoken, DevKey};
 use hpccert_core::token::{JwsAlgorithm, unix_seconds};
 use serde_json::json;
 
@@ -62,18 +62,18 @@ pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
     let user_key = state.join("user.key");
     if !user_cert.exists() || !trust.exists() {
         // RSA 2048, as CILogon issues them (and what Globus grid-proxy-init can extend)
-        let rsa = devpki::KeyKind::Rsa(2048);
+        let rsa = pki::KeyKind::Rsa(2048);
         let ca_spec = CertSpec {
             key: rsa,
             ..CertSpec::ca(&format!("{DOMAIN}/CN=hpccert Dev CA"), now, 3650)?
         };
-        let ca = devpki::self_signed_ca(&ca_spec)?;
+        let ca = pki::self_signed_ca(&ca_spec)?;
         let user_spec = CertSpec {
             key: rsa,
             ..CertSpec::user(&format!("{DOMAIN}/O=Dev/CN={user}"), now, 365)?
         };
-        let cred = devpki::issue(&ca, &user_spec)?;
-        devpki::install_ca(
+        let cred = pki::issue(&ca, &user_spec)?;
+        pki::install_ca(
             &trust,
             &ca.cert,
             None,
@@ -83,9 +83,11 @@ pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
         )?;
         std::fs::write(&user_cert, cred.cert_pem().map_err(e)?).map_err(e)?;
         write_private(&user_key, &cred.key_pem_traditional().map_err(e)?)?;
-        let line = hpccert_core::gridmap::format_line(
+        let line = hpccert_core::identity::gridmap::format_line(
             &cred.subject(),
-            &[hpccert_core::gridmap::MappedAccount::parse(&user)?],
+            &[hpccert_core::identity::gridmap::MappedAccount::parse(
+                &user,
+            )?],
         );
         std::fs::write(
             state.join("grid-mapfile"),

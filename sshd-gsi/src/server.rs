@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hpccert_core::config::{Config, SshMethod};
-use russh::MethodKind;
 use russh::keys::PrivateKey;
 use tokio::net::TcpListener;
 
@@ -30,23 +29,9 @@ pub fn host_keys(config: &Config) -> Result<Vec<PrivateKey>, String> {
     Ok(keys)
 }
 
-/// The SSH authentication methods the configured ones are offered as.
-pub fn method_set(config: &Config) -> russh::MethodSet {
-    let mut methods = russh::MethodSet::empty();
-    for m in &config.sshd.methods {
-        methods.push(match m {
-            SshMethod::X509 => MethodKind::PublicKey,
-            SshMethod::KeyboardInteractive => MethodKind::KeyboardInteractive,
-            SshMethod::Password => MethodKind::Password,
-            SshMethod::OpensshCert => MethodKind::PublicKey,
-        });
-    }
-    methods
-}
-
 /// The russh configuration: methods offered exactly as configured (none means none).
 pub fn russh_config(config: &Config, keys: Vec<PrivateKey>) -> russh::server::Config {
-    let methods = method_set(config);
+    let methods = crate::auth::method_set(config);
     russh::server::Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-sshd-gsi_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -232,7 +217,7 @@ pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
             .map_err(|e| format!("[sshd] metrics_listen {addr}: {e}"))?;
         crate::metrics::serve(addr).await?;
     }
-    hpccert_core::notify::ready();
+    hpccert_core::host::notify::ready();
     let source = Arc::new(source);
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -241,7 +226,7 @@ pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!(target: "sshd_gsi", "Received SIGHUP; re-reading the configuration.");
-                hpccert_core::notify::reloading();
+                hpccert_core::host::notify::reloading();
                 match rebuild(&source).await {
                     Ok(new) => {
                         if new.engine.config.sshd.listen != listen {
@@ -258,14 +243,14 @@ pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
                     }
                     Err(e) => tracing::error!(target: "sshd_gsi", "reload refused, keeping the running configuration: {e}"),
                 }
-                hpccert_core::notify::ready();
+                hpccert_core::host::notify::ready();
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     tracing::info!(target: "sshd_gsi", "Received signal; terminating: no new connections, waiting for sessions to end.");
-    hpccert_core::notify::stopping();
+    hpccert_core::host::notify::stopping();
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;

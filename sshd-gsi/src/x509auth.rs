@@ -19,7 +19,7 @@
 //! presented certificate's key); whether the chain is trusted and whom it maps to is the
 //! core's decision ([`crate::auth::Engine::x509_login`]).
 
-use hpccert_core::x509::PresentedChain;
+use hpccert_core::trust::x509::PresentedChain;
 use openssl::bn::BigNum;
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
@@ -215,7 +215,7 @@ pub fn verify_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind};
+    use hpccert_core::dev::pki::{self as devpki, CertSpec, Credential, KeyKind};
     use openssl::sign::Signer;
 
     fn string(out: &mut Vec<u8>, s: &[u8]) {

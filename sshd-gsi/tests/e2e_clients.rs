@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hpccert_core::devtoken::{DevKey, b64, jwks};
+use hpccert_core::dev::token::{DevKey, b64, jwks};
 use hpccert_core::token::{JwsAlgorithm, unix_seconds};
 use serde_json::{Value, json};
 

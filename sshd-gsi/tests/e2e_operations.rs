@@ -31,8 +31,8 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use hpccert_core::devpki::{self, CertSpec, Credential};
-use hpccert_core::devtoken::{DevKey, jwks};
+use hpccert_core::dev::pki::{self as devpki, CertSpec, Credential};
+use hpccert_core::dev::token::{DevKey, jwks};
 use hpccert_core::token::{JwsAlgorithm, unix_seconds};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{Process, free_port, python_with, skip, write_mode};
-use hpccert_core::devtoken::{DevKey, jwks};
+use hpccert_core::dev::token::{DevKey, jwks};
 use hpccert_core::token::{JwsAlgorithm, unix_seconds};
 use serde_json::{Value, json};
 

@@ -26,7 +26,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind, ProxyPolicy, ProxySpec};
+use hpccert_core::dev::pki::{
+    self as devpki, CertSpec, Credential, KeyKind, ProxyPolicy, ProxySpec,
+};
 use openssl::x509::X509Crl;
 use serde_json::{Value, json};
 

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hpccert_core::clock;
-use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind};
-use hpccert_core::dn::DistinguishedName;
-use hpccert_core::gridmap::GridMapfile;
-use hpccert_core::trust::TrustStore;
-use hpccert_core::x509::{PresentedChain, VerifyError, VerifyOptions, verify_chain};
+use hpccert_core::dev::pki::{self, CertSpec, Credential, KeyKind};
+use hpccert_core::identity::dn::DistinguishedName;
+use hpccert_core::identity::gridmap::GridMapfile;
+use hpccert_core::trust::store::TrustStore;
+use hpccert_core::trust::x509::{PresentedChain, VerifyError, VerifyOptions, verify_chain};
 use hpccert_e2e::{peer_available, run, write_mode};
 
 const USER_DN: &str = "/DC=org/DC=test/O=Grid/CN=Grid User";
@@ -26,16 +26,16 @@ impl Site {
         let now = clock::now();
         let mut ca_spec = CertSpec::ca("/DC=org/DC=test/CN=Test Grid CA", now, 3650).unwrap();
         ca_spec.key = KeyKind::Rsa(2048);
-        let ca = devpki::self_signed_ca(&ca_spec).unwrap();
+        let ca = pki::self_signed_ca(&ca_spec).unwrap();
         let mut user_spec = CertSpec::user(USER_DN, now, 30).unwrap();
         user_spec.key = KeyKind::Rsa(2048);
-        let user = devpki::issue(&ca, &user_spec).unwrap();
+        let user = pki::issue(&ca, &user_spec).unwrap();
         let signing_policy = "access_id_CA X509 '/DC=org/DC=test/CN=Test Grid CA'\npos_rights globus CA:sign\ncond_subjects globus '\"/DC=org/DC=test/*\"'\n";
-        devpki::install_ca(&dir.path().join("certificates"), &ca.cert, None, None).unwrap();
+        pki::install_ca(&dir.path().join("certificates"), &ca.cert, None, None).unwrap();
         std::fs::write(
             dir.path()
                 .join("certificates")
-                .join(format!("{}.signing_policy", devpki::subject_hash(&ca.cert))),
+                .join(format!("{}.signing_policy", pki::subject_hash(&ca.cert))),
             signing_policy,
         )
         .unwrap();
@@ -80,7 +80,7 @@ impl Site {
         &self,
         file: &Path,
         options: &VerifyOptions,
-    ) -> Result<hpccert_core::x509::VerifiedChain, VerifyError> {
+    ) -> Result<hpccert_core::trust::x509::VerifiedChain, VerifyError> {
         let pem = std::fs::read(file).unwrap();
         verify_chain(
             &self.trust(),

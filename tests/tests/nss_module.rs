@@ -1,6 +1,6 @@
 //! libnss_hpccert.so.2 loaded by nss_wrapper (no change to /etc/nsswitch.conf), driven by the
 //! system's `getent` and `id`, answering from a cache written by
-//! `hpccert_core::nsscache::write_passwd` / `write_group`.
+//! `hpccert_core::host::nsscache::write_passwd` / `write_group`.
 //!
 //! nss_wrapper's own files (`NSS_WRAPPER_PASSWD`/`GROUP`, both required) hold only root; every
 //! other answer comes from the module. The module reads the cache directory from
@@ -18,11 +18,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hpccert_core::atomic_file::write_atomic;
-use hpccert_core::gridmap::AccountName;
-use hpccert_core::nsscache::{
+use hpccert_core::host::atomic_file::write_atomic;
+use hpccert_core::host::nsscache::{
     GroupEntry, IdFloor, PasswdEntry, render_passwd, write_group, write_passwd,
 };
+use hpccert_core::identity::gridmap::AccountName;
 use hpccert_e2e::{built_library, is_root, library, peer_available, run, skip};
 
 fn name(s: &str) -> AccountName {
@@ -313,7 +313,7 @@ fn cache_dir_override_is_ignored_when_privileged() {
         eprintln!("SKIPPED: needs root (to change the effective uid) and python3");
         return;
     }
-    let default_dir = hpccert_core::nsscache::DEFAULT_DIR;
+    let default_dir = hpccert_core::host::nsscache::DEFAULT_DIR;
     if Path::new(default_dir).exists() {
         eprintln!("SKIPPED: {default_dir} exists on this machine");
         return;
@@ -446,9 +446,9 @@ fn glibc_loads_the_module_from_nsswitch_conf_in_a_private_mount_namespace() {
 
 #[test]
 fn pool_leases_write_a_cache_the_module_answers_from() {
-    use hpccert_core::config::PoolConfig;
-    use hpccert_core::dn::DistinguishedName;
-    use hpccert_core::pool::{Gridmapdir, LeaseKey, Pools};
+    use hpccert_core::identity::dn::DistinguishedName;
+    use hpccert_core::identity::gridmapdir::{Gridmapdir, LeaseKey};
+    use hpccert_core::identity::pool::{PoolConfig, Pools};
 
     let Some(site) = Site::new() else { return };
     let pool = PoolConfig {

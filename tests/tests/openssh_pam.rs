@@ -35,7 +35,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use hpccert_core::devtoken::DevKey;
+use hpccert_core::dev::token::DevKey;
 use hpccert_core::token::JwsAlgorithm;
 use hpccert_core::token::fetch::Fetcher;
 use hpccert_core::token::keys::{CachedKeys, write_cached};

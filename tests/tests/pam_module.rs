@@ -2,7 +2,7 @@
 //! directory, no change to /etc/pam.d), driven by pamtester as a PAM application would be;
 //! nss_wrapper supplies the test accounts (no change to /etc/passwd).
 //!
-//! Tokens are minted here with `hpccert_core::devtoken`; the issuer is not reachable (there
+//! Tokens are minted here with `hpccert_core::dev::token`; the issuer is not reachable (there
 //! is none): the module validates offline with a configured JWKS file (one issuer) and the
 //! issuer key cache (another). pamtester answers prompts from stdin, one read per prompt, so
 //! the test writes each answer only after it sees the prompt (pamtester prints prompts on
@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hpccert_core::devtoken::{DevKey, jwks};
+use hpccert_core::dev::token::{DevKey, jwks};
 use hpccert_core::token::JwsAlgorithm;
 use hpccert_core::token::keys::{CachedKeys, write_cached};
 use hpccert_core::token::unix_seconds;
@@ -722,7 +722,7 @@ print(json.dumps({"auth": auth, "account": account, "certs": len(certs),
 
 #[test]
 fn certificate_chains_handed_over_by_the_application() {
-    use hpccert_core::devpki::{self, CertSpec, Credential, KeyKind};
+    use hpccert_core::dev::pki::{self, CertSpec, Credential, KeyKind};
     let Some(site) = Site::new() else { return };
     if !peer_available("grid-proxy-init", "globus-proxy-utils") {
         return;
@@ -734,7 +734,7 @@ fn certificate_chains_handed_over_by_the_application() {
         spec.key = KeyKind::Rsa(2048);
         spec
     };
-    let ca = devpki::self_signed_ca(&rsa(CertSpec::ca(
+    let ca = pki::self_signed_ca(&rsa(CertSpec::ca(
         "/DC=org/DC=test/CN=PAM Grid CA",
         now,
         365,
@@ -746,7 +746,7 @@ fn certificate_chains_handed_over_by_the_application() {
             CertSpec::user(&format!("/DC=org/DC=test/CN={cn}"), now, 30)
                 .unwrap_or_else(|e| panic!("{e}"))
         });
-        let cred = devpki::issue(issuer, &rsa(spec)).unwrap_or_else(|e| panic!("{e}"));
+        let cred = pki::issue(issuer, &rsa(spec)).unwrap_or_else(|e| panic!("{e}"));
         let cert = d.join(format!("{cn}.pem"));
         let key = d.join(format!("{cn}.key"));
         write_mode(
@@ -768,13 +768,12 @@ fn certificate_chains_handed_over_by_the_application() {
         .unwrap_or_else(|e| panic!("{e}"));
     old.not_before = now - day * 40;
     let (_, expired, _) = issue(&ca, "Expired", Some(old));
-    let other_ca =
-        devpki::self_signed_ca(&rsa(
-            CertSpec::ca("/DC=org/DC=test/CN=Other CA", now, 365).unwrap_or_else(|e| panic!("{e}"))
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let other_ca = pki::self_signed_ca(&rsa(
+        CertSpec::ca("/DC=org/DC=test/CN=Other CA", now, 365).unwrap_or_else(|e| panic!("{e}"))
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let (_, untrusted, _) = issue(&other_ca, "Untrusted", None);
-    let crl = devpki::crl(
+    let crl = pki::crl(
         &ca,
         &[(&revoked.cert, now - day)],
         now - day,
@@ -783,7 +782,7 @@ fn certificate_chains_handed_over_by_the_application() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let certs = d.join("certificates");
-    devpki::install_ca(&certs, &ca.cert, Some(&crl), None).unwrap_or_else(|e| panic!("{e}"));
+    pki::install_ca(&certs, &ca.cert, Some(&crl), None).unwrap_or_else(|e| panic!("{e}"));
     // RFC 3820 proxies as Globus makes them (the proxy file holds its key too: the
     // application hands over only the certificates)
     let proxy = |cert: &Path, key: &Path, out: &str| {

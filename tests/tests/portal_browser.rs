@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hpccert_core::devpki::{self, CertSpec};
+use hpccert_core::dev::pki::{self, CertSpec};
 use hpccert_e2e::browser::{Browser, PHONE, WINDOW, browser_available};
 use hpccert_e2e::oidc::{AUDIENCE, PORTAL, Provider, account_dn, provider_available, write_jwks};
 use hpccert_e2e::{free_port, library, run, write_mode};
@@ -265,10 +265,10 @@ fn a_user_links_in_the_browser_and_the_node_maps_then_refuses() {
     // an older grid certificate of the same person, from a CA the portal and the node trust
     let now = hpccert_core::clock::now();
     let grid_ca =
-        devpki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Old Grid CA", now, 1).unwrap())
+        pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Old Grid CA", now, 1).unwrap())
             .unwrap();
-    let old = devpki::issue(&grid_ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
-    devpki::install_ca(&d.join("certificates"), &grid_ca.cert, None, None).unwrap();
+    let old = pki::issue(&grid_ca, &CertSpec::user(OLD_DN, now, 1).unwrap()).unwrap();
+    pki::install_ca(&d.join("certificates"), &grid_ca.cert, None, None).unwrap();
     write_mode(&d.join("usercert.pem"), &old.cert_pem().unwrap(), 0o644);
     write_mode(&d.join("userkey.pem"), &old.key_pem().unwrap(), 0o600);
     let Some(portal) = start_portal(d, portal_port, &issuer) else {

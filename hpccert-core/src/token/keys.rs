@@ -92,8 +92,8 @@ pub fn write_cached(dir: &Path, cached: &CachedKeys) -> std::io::Result<PathBuf>
     std::fs::create_dir_all(dir)?;
     let path = cache_file(dir, &cached.issuer);
     let body = serde_json::to_vec_pretty(cached).map_err(std::io::Error::other)?;
-    let _lock = crate::atomic_file::WriteLock::acquire(&path)?;
-    crate::atomic_file::write_atomic(&path, &body)?;
+    let _lock = crate::host::atomic_file::WriteLock::acquire(&path)?;
+    crate::host::atomic_file::write_atomic(&path, &body)?;
     Ok(path)
 }
 

@@ -75,11 +75,11 @@ pub enum TokenError {
         claim: &'static str,
         expected: &'static str,
     },
-    #[error("token expired at {} (now {}, leeway {leeway} s)", crate::x509::format_unix(*.exp), crate::x509::format_unix(*.now))]
+    #[error("token expired at {} (now {}, leeway {leeway} s)", crate::trust::x509::format_unix(*.exp), crate::trust::x509::format_unix(*.now))]
     Expired { exp: i64, now: i64, leeway: i64 },
-    #[error("token not valid before {} (now {}, leeway {leeway} s)", crate::x509::format_unix(*.nbf), crate::x509::format_unix(*.now))]
+    #[error("token not valid before {} (now {}, leeway {leeway} s)", crate::trust::x509::format_unix(*.nbf), crate::trust::x509::format_unix(*.now))]
     NotYetValid { nbf: i64, now: i64, leeway: i64 },
-    #[error("token issued in the future (iat {}, now {})", crate::x509::format_unix(*.iat), crate::x509::format_unix(*.now))]
+    #[error("token issued in the future (iat {}, now {})", crate::trust::x509::format_unix(*.iat), crate::trust::x509::format_unix(*.now))]
     IssuedInFuture { iat: i64, now: i64 },
     #[error("token lifetime {lifetime} s exceeds the issuer's limit of {limit} s")]
     LifetimeTooLong { lifetime: i64, limit: i64 },
@@ -238,7 +238,7 @@ impl VerifiedToken {
             self.profile,
             self.alg,
             self.kid.as_deref().unwrap_or("-"),
-            crate::x509::format_unix(self.expires_at)
+            crate::trust::x509::format_unix(self.expires_at)
         )
     }
 }

@@ -31,8 +31,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use base64::Engine;
-use hpccert_core::devpki::{self, CertSpec};
-use hpccert_core::devtoken::{self, DevKey};
+use hpccert_core::dev::pki::{self, CertSpec};
+use hpccert_core::dev::token::{self as devtoken, DevKey};
 use hpccert_core::token::{JwsAlgorithm, unix_seconds};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
@@ -251,8 +251,8 @@ impl DevIdp {
 
 /// The dev CA and a certificate for each researcher.
 fn make_certificates(files: &DevIdpFiles, now: std::time::SystemTime) -> Result<(), String> {
-    let rsa = devpki::KeyKind::Rsa(2048);
-    let ca = devpki::self_signed_ca(&CertSpec {
+    let rsa = pki::KeyKind::Rsa(2048);
+    let ca = pki::self_signed_ca(&CertSpec {
         key: rsa,
         ..CertSpec::ca(
             "/DC=org/DC=hpccert-dev/CN=hpccert Dev Identity Provider CA",
@@ -262,7 +262,7 @@ fn make_certificates(files: &DevIdpFiles, now: std::time::SystemTime) -> Result<
     })?;
     std::fs::create_dir_all(&files.certificates).map_err(io(&files.certificates))?;
     for who in &RESEARCHERS {
-        let cred = devpki::issue(
+        let cred = pki::issue(
             &ca,
             &CertSpec {
                 key: rsa,
@@ -277,7 +277,7 @@ fn make_certificates(files: &DevIdpFiles, now: std::time::SystemTime) -> Result<
         )?;
     }
     // last: its presence says the directory is complete
-    devpki::install_ca(
+    pki::install_ca(
         &files.ca_dir,
         &ca.cert,
         None,

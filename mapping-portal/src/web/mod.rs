@@ -41,7 +41,7 @@ use crate::model::{
 };
 use hpccert_core::clock;
 use hpccert_core::config::TrustConfig;
-use hpccert_core::gridmap::AccountName;
+use hpccert_core::identity::gridmap::AccountName;
 use oidc::Oidc;
 use pages::Frame;
 use proof::{ProofError, RateLimiter};

@@ -2,7 +2,7 @@
 //! JavaScript; one stylesheet from the portal itself, so that the Content-Security-Policy can
 //! forbid everything else.
 
-use hpccert_core::x509::format_unix;
+use hpccert_core::trust::x509::format_unix;
 use maud::{DOCTYPE, Markup, html};
 
 use super::dnproof::Challenge;

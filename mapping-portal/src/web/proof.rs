@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hpccert_core::gridmap::AccountName;
+use hpccert_core::identity::gridmap::AccountName;
 use hpccert_pam_appl::{self as libpam, Conversation, Pam};
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -82,7 +82,7 @@ impl ProofError {
 /// The local account `name`, checked: it exists, and its uid is not a system account's.
 pub fn local_account(name: &str, min_uid: u32) -> Result<AccountName, ProofError> {
     let account = AccountName::parse(name).map_err(|_| ProofError::BadName(name.to_string()))?;
-    let uid = hpccert_core::mapping::system_uid(name)
+    let uid = hpccert_core::identity::mapping::system_uid(name)
         .ok_or_else(|| ProofError::NoAccount(name.to_string()))?;
     if uid < min_uid {
         return Err(ProofError::SystemAccount {

@@ -20,7 +20,7 @@ use std::path::Path;
 use regex::{Regex, RegexBuilder};
 use thiserror::Error;
 
-use crate::dn::DistinguishedName;
+use crate::identity::dn::DistinguishedName;
 
 /// Which file a policy came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,10 +20,10 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::gridmap::{GridMapfile, LineError};
-use crate::nsscache::{self, GroupEntry, IdFloor, NssCacheError, PasswdEntry};
-use crate::suspension::SuspensionList;
-use crate::tokenmap::TokenMapfile;
+use crate::host::nsscache::{self, GroupEntry, IdFloor, NssCacheError, PasswdEntry};
+use crate::identity::gridmap::{GridMapfile, LineError};
+use crate::identity::suspension::SuspensionList;
+use crate::identity::tokenmap::TokenMapfile;
 
 /// The value of the bundle's `format` member.
 pub const FORMAT: &str = "hpccert-export";
@@ -257,7 +257,8 @@ fn check_ssh_files(
     if count == 0 {
         return Err(file_error("ssh-ca-keys", "no CA key".into()));
     }
-    crate::sshca::krl::parse(&krl_bytes).map_err(|e| file_error("ssh-krl", e.to_string()))?;
+    crate::trust::sshca::krl::parse(&krl_bytes)
+        .map_err(|e| file_error("ssh-krl", e.to_string()))?;
     Ok(Some(SshFiles {
         ca_keys: keys.clone(),
         krl: krl_bytes,

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::gridmap::{AccountName, LineError, MappedAccount};
+use crate::identity::gridmap::{AccountName, LineError, MappedAccount};
 
 /// Longest compiled regex accepted (bytes of the compiled program): a bound on the work
 /// one rule can cost.

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::dn::DistinguishedName;
-use crate::gridmap::{AccountName, LineError, quote_dn};
-use crate::mapping::Identity;
-use crate::tokenmap::{quote, take_quoted};
+use crate::identity::Identity;
+use crate::identity::dn::DistinguishedName;
+use crate::identity::gridmap::{AccountName, LineError, quote_dn};
+use crate::identity::tokenmap::{quote, take_quoted};
 
 /// Where the list lives by default.
 pub const DEFAULT_PATH: &str = "/etc/grid-security/hpccert-suspended";

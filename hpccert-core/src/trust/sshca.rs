@@ -1314,7 +1314,7 @@ mod tests {
                 .collect()
         };
         let accepted = |cert: &Certificate, keys: &[PublicKey]| {
-            crate::sshcert::verify_ssh_certificate(cert, keys, None, now).is_ok()
+            crate::trust::sshcert::verify_ssh_certificate(cert, keys, None, now).is_ok()
         };
         // before: A signs, B is announced
         let before = SshCa::load(&a, Some(&b), CaPolicy::default()).unwrap();

@@ -60,15 +60,15 @@ use std::time::SystemTime;
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError};
-use crate::gridmap::GridMapfile;
-use crate::mapping::{Decision, Mapper, Refusal, TokenRules, UidLookup};
-use crate::reload::{Fingerprint, fingerprint};
-use crate::suspension::{SuspensionError, SuspensionList};
+use crate::host::reload::{Fingerprint, fingerprint};
+use crate::identity::gridmap::GridMapfile;
+use crate::identity::mapping::{Decision, Mapper, Refusal, TokenRules, UidLookup};
+use crate::identity::suspension::{SuspensionError, SuspensionList};
+use crate::identity::tokenmap::TokenMapfile;
 use crate::token::keys::FileKeySource;
 use crate::token::{Capability, IssuerPolicy, TokenError, VerifiedToken, verify_token};
-use crate::tokenmap::TokenMapfile;
-use crate::trust::TrustStore;
-use crate::x509::{PresentedChain, verify_chain};
+use crate::trust::store::TrustStore;
+use crate::trust::x509::{PresentedChain, verify_chain};
 
 /// The issuer (`iss`) of the token that authenticated.
 pub const ENV_TOKEN_ISSUER: &str = "HPCCERT_TOKEN_ISSUER";
@@ -304,7 +304,7 @@ impl SystemView {
     pub fn current() -> Self {
         Self {
             now: crate::clock::now(),
-            uid_of: crate::mapping::system_uid,
+            uid_of: crate::identity::mapping::system_uid,
         }
     }
 }
@@ -592,8 +592,7 @@ impl Checker {
             None => None,
         };
         let keys = config.file_key_source();
-        let rules = config
-            .token_rules()
+        let rules = TokenRules::of_config(&config)
             .into_iter()
             .map(|mut r| {
                 for s in &options.required_scopes {
@@ -718,7 +717,7 @@ fn auth_chain(
     }
     let identity = decision.identity().to_string();
     let dn = match decision.identity() {
-        crate::mapping::Identity::Certificate(dn) => dn.to_slash(),
+        crate::identity::Identity::Certificate(dn) => dn.to_slash(),
         other => other.to_string(),
     };
     let exports = [
@@ -1042,7 +1041,7 @@ fn account_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devtoken::{DevKey, jwks};
+    use crate::dev::token::{DevKey, jwks};
     use crate::token::JwsAlgorithm;
     use serde_json::{Value, json};
     use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -1249,16 +1248,15 @@ mod tests {
 
     impl CertSite {
         fn new() -> Self {
-            use crate::devpki::{self, CertSpec, ProxySpec};
+            use crate::dev::pki::{self, CertSpec, ProxySpec};
             let dir = tempfile::tempdir().unwrap();
             let d = dir.path();
             let day = Duration::from_secs(86400);
-            let ca = devpki::self_signed_ca(
-                &CertSpec::ca("/DC=test/CN=PAM Test CA", now(), 365).unwrap(),
-            )
-            .unwrap();
+            let ca =
+                pki::self_signed_ca(&CertSpec::ca("/DC=test/CN=PAM Test CA", now(), 365).unwrap())
+                    .unwrap();
             let user = |cn: &str| {
-                devpki::issue(
+                pki::issue(
                     &ca,
                     &CertSpec::user(&format!("/DC=test/CN={cn}"), now(), 30).unwrap(),
                 )
@@ -1269,18 +1267,17 @@ mod tests {
             let unmapped = user("Unmapped");
             let mut expired_spec = CertSpec::user("/DC=test/CN=Good", now() - day * 60, 1).unwrap();
             expired_spec.not_before = now() - day * 60;
-            let expired = devpki::issue(&ca, &expired_spec).unwrap();
-            let other_ca = devpki::self_signed_ca(
-                &CertSpec::ca("/DC=test/CN=Untrusted CA", now(), 365).unwrap(),
-            )
-            .unwrap();
-            let untrusted = devpki::issue(
+            let expired = pki::issue(&ca, &expired_spec).unwrap();
+            let other_ca =
+                pki::self_signed_ca(&CertSpec::ca("/DC=test/CN=Untrusted CA", now(), 365).unwrap())
+                    .unwrap();
+            let untrusted = pki::issue(
                 &other_ca,
                 &CertSpec::user("/DC=test/CN=Good", now(), 30).unwrap(),
             )
             .unwrap();
-            let proxy = devpki::issue_proxy(&good, &ProxySpec::new("12345", now(), 12)).unwrap();
-            let crl = devpki::crl(
+            let proxy = pki::issue_proxy(&good, &ProxySpec::new("12345", now(), 12)).unwrap();
+            let crl = pki::crl(
                 &ca,
                 &[(&revoked.cert, now() - day)],
                 now() - day,
@@ -1288,7 +1285,7 @@ mod tests {
                 1,
             )
             .unwrap();
-            devpki::install_ca(&d.join("certificates"), &ca.cert, Some(&crl), None).unwrap();
+            pki::install_ca(&d.join("certificates"), &ca.cert, Some(&crl), None).unwrap();
             std::fs::write(
                 d.join("grid-mapfile"),
                 "\"/DC=test/CN=Good\" alice\n\"/DC=test/CN=Revoked\" alice\n",
@@ -1302,7 +1299,7 @@ mod tests {
                 ),
             )
             .unwrap();
-            let pem = |creds: &[&crate::devpki::Credential]| -> String {
+            let pem = |creds: &[&crate::dev::pki::Credential]| -> String {
                 creds
                     .iter()
                     .map(|c| String::from_utf8(c.cert_pem().unwrap()).unwrap())

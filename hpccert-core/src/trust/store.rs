@@ -7,7 +7,7 @@
 //!   names, often both as links to one file: duplicates are recognised by fingerprint);
 //! * `<hash>.r0` ... `<hash>.r9` are CRLs as `fetch-crl` writes them (PEM or DER);
 //! * `<hash>.namespaces` and `<hash>.signing_policy` hold namespace constraints
-//!   ([`crate::namespaces`]).
+//!   ([`crate::trust::namespaces`]).
 //!
 //! A CRL belongs to the key that signed it, not to a file number or a name: when the store is
 //! loaded its signature is checked (once) against every CA certificate named as its issuer,
@@ -35,10 +35,10 @@ use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
 use openssl::x509::{X509, X509Crl, X509CrlRef, X509PurposeId, X509Ref};
 use thiserror::Error;
 
-use crate::dn::DistinguishedName;
-use crate::namespaces::{NamespacePolicy, PolicyFormat, PolicyIssuer, load_policy_file};
-use crate::reload::{Fingerprint as SourceFingerprint, fingerprint as source_fingerprint};
-use crate::x509::CertInfo;
+use crate::host::reload::{Fingerprint as SourceFingerprint, fingerprint as source_fingerprint};
+use crate::identity::dn::DistinguishedName;
+use crate::trust::certinfo::CertInfo;
+use crate::trust::namespaces::{NamespacePolicy, PolicyFormat, PolicyIssuer, load_policy_file};
 
 /// Why a trust store could not be loaded at all.
 #[derive(Debug, Error)]
@@ -254,7 +254,7 @@ fn unix(t: &x509_parser::time::ASN1Time) -> i64 {
 impl TrustStore {
     /// The store at `path`, loaded once per process while `path` stays as it was (size,
     /// mtime, inode and ctime of the directory and of every file in it): for occasional
-    /// checks in a long-running process without a [`crate::reload::Reloading`] of their own,
+    /// checks in a long-running process without a [`crate::host::reload::Reloading`] of their own,
     /// such as the portal's DN proofs. A source that changed is loaded again;
     /// one that no longer loads is an error (no last good version: such a check fails closed).
     pub fn load_cached(path: &Path) -> Result<Arc<Self>, TrustError> {

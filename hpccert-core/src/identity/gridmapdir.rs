@@ -32,7 +32,6 @@
 //! succeeded): the lease is looked up again. Each identity starts its scan at a position
 //! derived from its name, so parallel first logins rarely meet on one account.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -43,16 +42,13 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
-use crate::config::{Config, PoolConfig};
-use crate::dn::DistinguishedName;
-use crate::gridmap::AccountName;
-use crate::mapping::Identity;
-use crate::nsscache::{self, GroupEntry, IdFloor, PasswdEntry};
+use crate::config::Config;
+use crate::host::nsscache::{self, GroupEntry, IdFloor, PasswdEntry};
+use crate::identity::Identity;
+use crate::identity::dn::DistinguishedName;
+use crate::identity::gridmap::AccountName;
+use crate::identity::pool::{Pool, Pools};
 
-/// Where the gridmapdir lives by default (as for Globus and LCMAPS).
-pub const DEFAULT_GRIDMAPDIR: &str = "/etc/grid-security/gridmapdir";
-/// Largest pool (accounts).
-pub const MAX_POOL_SIZE: u32 = 100_000;
 /// Longest file name most file systems (and NFS) accept.
 const NAME_MAX: usize = 255;
 /// Full scans repeated after back-offs before a lease gives up as contended.
@@ -112,256 +108,65 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PoolError + '_ {
     }
 }
 
-/// One configured pool, validated: its accounts, uids and NSS attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pool {
-    name: AccountName,
-    accounts: Vec<AccountName>,
-    first_uid: u32,
-    gid: u32,
-    group: AccountName,
-    home: String,
-    shell: String,
-}
-
-impl Pool {
-    /// Validate one `[[pool]]` table; the message names the field.
-    pub fn from_config(c: &PoolConfig) -> Result<Self, String> {
-        let name = AccountName::parse(&c.name).map_err(|e| format!("name: {e}"))?;
-        let prefix = c.prefix.as_deref().unwrap_or(&c.name);
-        if c.count == 0 {
-            return Err(format!("{name}: count must be at least 1"));
-        }
-        if c.count > MAX_POOL_SIZE {
-            return Err(format!("{name}: count must be at most {MAX_POOL_SIZE}"));
-        }
-        if c.first_uid == 0 {
-            return Err(format!(
-                "{name}: first_uid must not be 0 (root never comes from a pool)"
-            ));
-        }
-        if c.first_uid.checked_add(c.count - 1).is_none() {
-            return Err(format!("{name}: first_uid + count overflows the uid range"));
-        }
-        if c.gid == 0 {
-            return Err(format!("{name}: gid must not be 0"));
-        }
-        let group = AccountName::parse(c.group.as_deref().unwrap_or(&c.name))
-            .map_err(|e| format!("{name}: group: {e}"))?;
-        let width = c.count.to_string().len().max(3);
-        let accounts = (1..=c.count)
-            .map(|i| AccountName::parse(&format!("{prefix}{i:0width$}")))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{name}: prefix: {e}"))?;
-        let bad = |s: &str| s.contains([':', '\n', '\0']) || !s.starts_with('/');
-        if bad(&c.home) {
-            return Err(format!(
-                "{name}: home {:?} must be an absolute path without ':'",
-                c.home
-            ));
-        }
-        if bad(&c.shell) {
-            return Err(format!(
-                "{name}: shell {:?} must be an absolute path without ':'",
-                c.shell
-            ));
-        }
-        Ok(Self {
-            name,
-            accounts,
-            first_uid: c.first_uid,
-            gid: c.gid,
-            group,
-            home: c.home.clone(),
-            shell: c.shell.clone(),
-        })
-    }
-
-    pub fn name(&self) -> &AccountName {
-        &self.name
-    }
-    /// The accounts in order (`atlas001`, `atlas002`, ...).
-    pub fn accounts(&self) -> &[AccountName] {
-        &self.accounts
-    }
-    pub fn gid(&self) -> u32 {
-        self.gid
-    }
-    pub fn group(&self) -> &AccountName {
-        &self.group
-    }
-    fn last_uid(&self) -> u32 {
-        // checked at construction: first_uid + count - 1 fits
-        let count = u32::try_from(self.accounts.len()).unwrap_or(u32::MAX);
-        self.first_uid.saturating_add(count.saturating_sub(1))
-    }
-
-    /// The passwd entries of every account of the pool (leased or not).
-    pub fn passwd_entries(&self) -> Vec<PasswdEntry> {
-        self.accounts
-            .iter()
-            .zip(self.first_uid..)
-            .map(|(a, uid)| PasswdEntry {
-                name: a.clone(),
-                uid,
-                gid: self.gid,
-                gecos: format!("pool account of {}", self.name),
-                dir: self.home.replace("{account}", a.as_str()),
-                shell: self.shell.clone(),
-            })
-            .collect()
-    }
-}
-
-/// Every configured pool; account names, uid ranges and pool names do not overlap.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pools {
-    pools: Vec<Pool>,
-    /// account name -> (pool index, account index)
-    index: HashMap<AccountName, (usize, usize)>,
-}
-
-impl Pools {
-    /// Validate the `[[pool]]` tables; an error names the table (`#N`, 1-based) and field.
-    pub fn from_config(tables: &[PoolConfig]) -> Result<Self, (usize, String)> {
-        let mut pools: Vec<Pool> = Vec::with_capacity(tables.len());
-        let mut index = HashMap::new();
-        for (i, t) in tables.iter().enumerate() {
-            let pool = Pool::from_config(t).map_err(|e| (i, e))?;
-            for other in &pools {
-                let clash = |e: String| Err((i, e));
-                if other.name == pool.name {
-                    return clash(format!("{}: name: pool configured twice", pool.name));
-                }
-                if pool.first_uid <= other.last_uid() && other.first_uid <= pool.last_uid() {
-                    return clash(format!(
-                        "{}: first_uid: uids {}-{} overlap pool {} (uids {}-{})",
-                        pool.name,
-                        pool.first_uid,
-                        pool.last_uid(),
-                        other.name,
-                        other.first_uid,
-                        other.last_uid()
-                    ));
-                }
-                if (other.group == pool.group) != (other.gid == pool.gid) {
-                    return clash(format!(
-                        "{}: group {} (gid {}) conflicts with pool {}'s group {} (gid {})",
-                        pool.name, pool.group, pool.gid, other.name, other.group, other.gid
-                    ));
-                }
-            }
-            let p = pools.len();
-            for (a, account) in pool.accounts.iter().enumerate() {
-                if let Some((q, _)) = index.insert(account.clone(), (p, a)) {
-                    return Err((
-                        i,
-                        format!(
-                            "{}: prefix: account {account} is also in pool {}",
-                            pool.name, pools[q].name
-                        ),
-                    ));
-                }
-            }
-            pools.push(pool);
-        }
-        Ok(Self { pools, index })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &Pool> {
-        self.pools.iter()
-    }
-    pub fn get(&self, name: &str) -> Option<&Pool> {
-        self.pools.iter().find(|p| p.name.as_str() == name)
-    }
-    /// The pool an account belongs to.
-    pub fn pool_of(&self, account: &str) -> Option<&Pool> {
-        let name = AccountName::parse(account).ok()?;
-        self.index.get(&name).map(|&(p, _)| &self.pools[p])
-    }
-
-    /// The NSS cache content: every pool account, and one group per pool group listing the
-    /// accounts of its pools as members.
-    pub fn nss_entries(&self) -> (Vec<PasswdEntry>, Vec<GroupEntry>) {
-        let passwd = self.pools.iter().flat_map(Pool::passwd_entries).collect();
-        let mut groups: Vec<GroupEntry> = Vec::new();
-        for p in &self.pools {
-            match groups.iter_mut().find(|g| g.gid == p.gid) {
-                Some(g) => g.members.extend(p.accounts.iter().cloned()),
-                None => groups.push(GroupEntry {
-                    name: p.group.clone(),
-                    gid: p.gid,
-                    members: p.accounts.clone(),
-                }),
-            }
-        }
-        (passwd, groups)
-    }
-
-    /// Write the NSS cache (`passwd`, `group`) in `dir` when its content differs from what
-    /// is there; `true` when a file was written. Entries of others in the cache (the portal's
-    /// accounts, installed by `gridmap-tool sync`) are kept, before the pool accounts; a pool
-    /// account or group of the same name or id replaces theirs. A cache that does not parse is
-    /// not kept (the next sync writes its entries again). The writer refuses what `floor`
-    /// refuses: a pool's own entries were checked against the floor with the configuration;
-    /// a kept entry it refuses (installed before the floor existed) is left out, with a
-    /// warning, rather than failing every lease until the next sync.
-    pub fn write_nss_cache(&self, dir: &Path, floor: &IdFloor) -> Result<bool, PoolError> {
-        let (pool_passwd, pool_group) = self.nss_entries();
-        let kept_passwd: Vec<PasswdEntry> =
-            nsscache::CachedTable::<nsscache::PasswdTable>::new(dir)
-                .load()
-                .map(|t| {
-                    t.entries()
+/// Write the NSS cache (`passwd`, `group`) in `dir` when its content differs from what
+/// is there; `true` when a file was written. Entries of others in the cache (the portal's
+/// accounts, installed by `gridmap-tool sync`) are kept, before the pool accounts; a pool
+/// account or group of the same name or id replaces theirs. A cache that does not parse is
+/// not kept (the next sync writes its entries again). The writer refuses what `floor`
+/// refuses: a pool's own entries were checked against the floor with the configuration;
+/// a kept entry it refuses (installed before the floor existed) is left out, with a
+/// warning, rather than failing every lease until the next sync.
+pub fn write_nss_cache(pools: &Pools, dir: &Path, floor: &IdFloor) -> Result<bool, PoolError> {
+    let (pool_passwd, pool_group) = pools.nss_entries();
+    let kept_passwd: Vec<PasswdEntry> = nsscache::CachedTable::<nsscache::PasswdTable>::new(dir)
+        .load()
+        .map(|t| {
+            t.entries()
+                .iter()
+                .filter(|e| {
+                    !pool_passwd
                         .iter()
-                        .filter(|e| {
-                            !pool_passwd
-                                .iter()
-                                .any(|p| p.name == e.name || p.uid == e.uid)
-                        })
-                        .cloned()
-                        .collect()
+                        .any(|p| p.name == e.name || p.uid == e.uid)
                 })
-                .unwrap_or_default();
-        let kept_group: Vec<GroupEntry> = nsscache::CachedTable::<nsscache::GroupTable>::new(dir)
-            .load()
-            .map(|t| {
-                t.entries()
-                    .iter()
-                    .filter(|e| {
-                        !pool_group
-                            .iter()
-                            .any(|p| p.name == e.name || p.gid == e.gid)
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let refused = floor.passwd_refusals(&kept_passwd);
-        let kept_passwd = without_refused(kept_passwd, &refused, &dir.join(nsscache::PASSWD_FILE));
-        let refused = floor.group_refusals(&kept_group);
-        let kept_group = without_refused(kept_group, &refused, &dir.join(nsscache::GROUP_FILE));
-        let passwd: Vec<PasswdEntry> = kept_passwd.into_iter().chain(pool_passwd).collect();
-        let group: Vec<GroupEntry> = kept_group.into_iter().chain(pool_group).collect();
-        let same = |file: &str, text: String| {
-            std::fs::read(dir.join(file)).is_ok_and(|old| old == text.as_bytes())
-        };
-        let mut wrote = false;
-        if !same(nsscache::PASSWD_FILE, nsscache::render_passwd(&passwd)) {
-            nsscache::write_passwd(dir, &passwd, floor)
-                .map_err(|e| PoolError::NssCache(e.to_string()))?;
-            wrote = true;
-        }
-        if !same(nsscache::GROUP_FILE, nsscache::render_group(&group)) {
-            nsscache::write_group(dir, &group, floor)
-                .map_err(|e| PoolError::NssCache(e.to_string()))?;
-            wrote = true;
-        }
-        Ok(wrote)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let kept_group: Vec<GroupEntry> = nsscache::CachedTable::<nsscache::GroupTable>::new(dir)
+        .load()
+        .map(|t| {
+            t.entries()
+                .iter()
+                .filter(|e| {
+                    !pool_group
+                        .iter()
+                        .any(|p| p.name == e.name || p.gid == e.gid)
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let refused = floor.passwd_refusals(&kept_passwd);
+    let kept_passwd = without_refused(kept_passwd, &refused, &dir.join(nsscache::PASSWD_FILE));
+    let refused = floor.group_refusals(&kept_group);
+    let kept_group = without_refused(kept_group, &refused, &dir.join(nsscache::GROUP_FILE));
+    let passwd: Vec<PasswdEntry> = kept_passwd.into_iter().chain(pool_passwd).collect();
+    let group: Vec<GroupEntry> = kept_group.into_iter().chain(pool_group).collect();
+    let same = |file: &str, text: String| {
+        std::fs::read(dir.join(file)).is_ok_and(|old| old == text.as_bytes())
+    };
+    let mut wrote = false;
+    if !same(nsscache::PASSWD_FILE, nsscache::render_passwd(&passwd)) {
+        nsscache::write_passwd(dir, &passwd, floor)
+            .map_err(|e| PoolError::NssCache(e.to_string()))?;
+        wrote = true;
     }
+    if !same(nsscache::GROUP_FILE, nsscache::render_group(&group)) {
+        nsscache::write_group(dir, &group, floor)
+            .map_err(|e| PoolError::NssCache(e.to_string()))?;
+        wrote = true;
+    }
+    Ok(wrote)
 }
 
 /// `kept` without the entries `refused` names (by index), each logged with its reason.
@@ -734,7 +539,7 @@ impl Gridmapdir {
         match self.resolve(key)? {
             None => Ok(None),
             Some((id, Some((pool, account)))) => Ok(Some(Lease {
-                pool: pool.name.clone(),
+                pool: pool.name().clone(),
                 account: account.clone(),
                 key: key.clone(),
                 last_used: id.mtime,
@@ -790,14 +595,14 @@ impl Gridmapdir {
     }
 
     fn check_pool(&self, lease: Lease, pool: &Pool) -> Result<Lease, PoolError> {
-        if lease.pool == pool.name {
+        if &lease.pool == pool.name() {
             Ok(lease)
         } else {
             Err(PoolError::OtherPool {
                 identity: lease.key.describe(),
                 account: lease.account.to_string(),
                 held: lease.pool.to_string(),
-                wanted: pool.name.to_string(),
+                wanted: pool.name().to_string(),
             })
         }
     }
@@ -868,12 +673,12 @@ impl Gridmapdir {
                         self.write_nss()?;
                         tracing::info!(
                             "leased {account} (pool {}) to {}",
-                            pool.name,
+                            pool.name(),
                             key.describe()
                         );
                         return Ok(Leased {
                             lease: Lease {
-                                pool: pool.name.clone(),
+                                pool: pool.name().clone(),
                                 account: account.clone(),
                                 key: key.clone(),
                                 last_used,
@@ -902,7 +707,7 @@ impl Gridmapdir {
             }
             if full_scans == 2 {
                 return Err(PoolError::Full {
-                    pool: pool.name.to_string(),
+                    pool: pool.name().to_string(),
                     leased,
                     total: n,
                     avoided,
@@ -913,7 +718,7 @@ impl Gridmapdir {
             std::thread::sleep(Duration::from_millis(1 + jitter + u64::from(round % 8)));
         }
         Err(PoolError::Contended {
-            pool: pool.name.to_string(),
+            pool: pool.name().to_string(),
             identity: key.describe(),
         })
     }
@@ -949,13 +754,13 @@ impl Gridmapdir {
         }
         match next {
             Some(next) => Ok(Preview::WouldLease {
-                pool: pool.name.clone(),
+                pool: pool.name().clone(),
                 next: next.clone(),
                 free,
                 total: n,
             }),
             None => Err(PoolError::Full {
-                pool: pool.name.to_string(),
+                pool: pool.name().to_string(),
                 leased,
                 total: n,
                 avoided,
@@ -989,13 +794,13 @@ impl Gridmapdir {
         let leases = self.lease_files()?;
         let mut out = Vec::new();
         for pool in self.pools.iter() {
-            for (a, uid) in pool.accounts().iter().zip(pool.first_uid..) {
+            for (a, uid) in pool.accounts().iter().zip(pool.first_uid()..) {
                 let lease = match stat(&self.path(a.as_str()))? {
                     Some(aid) if aid.nlink >= 2 => leases
                         .iter()
                         .find(|(_, id)| id.same_file(&aid))
                         .map(|(key, id)| Lease {
-                            pool: pool.name.clone(),
+                            pool: pool.name().clone(),
                             account: a.clone(),
                             key: key.clone(),
                             last_used: id.mtime,
@@ -1003,7 +808,7 @@ impl Gridmapdir {
                     _ => None,
                 };
                 out.push(AccountState {
-                    pool: pool.name.clone(),
+                    pool: pool.name().clone(),
                     account: a.clone(),
                     uid,
                     lease,
@@ -1102,7 +907,7 @@ impl Gridmapdir {
     /// Write the NSS cache if one is configured and its content changed.
     pub fn write_nss(&self) -> Result<(), PoolError> {
         if let Some(dir) = &self.nss_dir {
-            self.pools.write_nss_cache(dir, &self.id_floor)?;
+            write_nss_cache(&self.pools, dir, &self.id_floor)?;
         }
         Ok(())
     }
@@ -1115,7 +920,7 @@ pub struct PoolGrant {
     pub reason: String,
 }
 
-/// What the [`crate::mapping::Mapper`] asks of pools: a lease for a login, or a read-only
+/// What the [`crate::identity::mapping::Mapper`] asks of pools: a lease for a login, or a read-only
 /// preview for `explain`.
 pub trait PoolLeaser: fmt::Debug + Send + Sync {
     /// Lease (or reuse the identity's lease) from `pool`, never an account `avoid` names.
@@ -1207,19 +1012,8 @@ impl PoolLeaser for Gridmapdir {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) fn pool_config(name: &str, count: u32, first_uid: u32) -> PoolConfig {
-        PoolConfig {
-            name: name.into(),
-            prefix: None,
-            count,
-            first_uid,
-            gid: first_uid,
-            group: None,
-            home: "/home/{account}".into(),
-            shell: "/bin/bash".into(),
-        }
-    }
+    use crate::identity::pool::PoolConfig;
+    use crate::identity::pool::tests::pool_config;
 
     fn fixed_clock() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -1291,7 +1085,8 @@ mod tests {
             } else {
                 nsscache::render_group(&nsscache::parse_group_lines(body).unwrap())
             };
-            crate::atomic_file::write_atomic(&tmp.path().join(file), text.as_bytes()).unwrap();
+            crate::host::atomic_file::write_atomic(&tmp.path().join(file), text.as_bytes())
+                .unwrap();
         }
         let _ = g.lease("atlas", &dn("/O=Grid/CN=Jane"), NONE).unwrap();
         let passwd = nsscache::CachedTable::<nsscache::PasswdTable>::new(tmp.path());
@@ -1347,49 +1142,6 @@ mod tests {
         assert!(e.contains("file name limit"), "{e}");
         assert!(LeaseKey::from_file_name("atlas001").is_none());
         assert!(LeaseKey::from_file_name("%2fo%3dx").is_some());
-    }
-
-    #[test]
-    fn config_validation_names_the_field() {
-        let ok = pool_config("atlas", 40, 20000);
-        let p = Pools::from_config(std::slice::from_ref(&ok)).unwrap();
-        let atlas = p.get("atlas").unwrap();
-        assert_eq!(atlas.accounts()[0].as_str(), "atlas001");
-        assert_eq!(atlas.accounts()[39].as_str(), "atlas040");
-        assert_eq!(p.pool_of("atlas017").unwrap().name().as_str(), "atlas");
-        let e = |c: PoolConfig| Pool::from_config(&c).unwrap_err();
-        assert!(e(pool_config("atlas", 0, 20000)).contains("count must be at least 1"));
-        assert!(e(pool_config("atlas", 10, 0)).contains("first_uid"));
-        assert!(e(pool_config("../x", 10, 100)).contains("name:"));
-        assert!(e(pool_config("a", 10, u32::MAX - 3)).contains("overflows"));
-        let mut c = pool_config("atlas", 10, 100);
-        c.home = "home/{account}".into();
-        assert!(e(c).contains("home"));
-        let mut c = pool_config("atlas", 10, 100);
-        c.prefix = Some("-x".into());
-        assert!(e(c).contains("prefix"));
-        let overlap = Pools::from_config(&[ok.clone(), pool_config("cms", 10, 20039)]).unwrap_err();
-        assert_eq!(overlap.0, 1);
-        assert!(
-            overlap
-                .1
-                .contains("first_uid: uids 20039-20048 overlap pool atlas"),
-            "{}",
-            overlap.1
-        );
-        let twice = Pools::from_config(&[ok.clone(), pool_config("atlas", 1, 30000)]).unwrap_err();
-        assert!(twice.1.contains("configured twice"));
-        let mut same_names = pool_config("cms", 5, 30000);
-        same_names.prefix = Some("atlas".into());
-        let e = Pools::from_config(&[ok.clone(), same_names]).unwrap_err();
-        assert!(
-            e.1.contains("account atlas001 is also in pool atlas"),
-            "{}",
-            e.1
-        );
-        // four-digit names from a thousand accounts up
-        let big = Pool::from_config(&pool_config("big", 1000, 40000)).unwrap();
-        assert_eq!(big.accounts()[0].as_str(), "big0001");
     }
 
     #[test]

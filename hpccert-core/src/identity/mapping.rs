@@ -8,7 +8,7 @@
 //! * the identity is the end-entity DN of the verified chain (proxies map as their owner);
 //! * with no requested account, the first account of the DN's line is used;
 //! * a requested account must be one the line lists;
-//! * a pool entry (`.atlas`) is served by a [`PoolLeaser`] ([`crate::pool::Gridmapdir`]): with
+//! * a pool entry (`.atlas`) is served by a [`PoolLeaser`] ([`crate::identity::gridmapdir::Gridmapdir`]): with
 //!   no requested account and a pool first on the line, or with the pool's name as the login
 //!   name (`ssh atlas@host`), the identity's lease (an existing one, or a new one) gives the
 //!   account; the leased account itself may also be requested. Without a leaser (no pool
@@ -16,7 +16,7 @@
 //!   [`Mapper::with_pool_preview`]: it reports the existing lease or what a login would
 //!   lease, and never leases.
 //!
-//! The suspension list ([`crate::suspension`]) is checked for every kind of credential: a
+//! The suspension list ([`crate::identity::suspension`]) is checked for every kind of credential: a
 //! suspended identity is refused before any mapping, a suspended account after it (and a new
 //! lease never picks a suspended account). A list that cannot be read or parsed refuses every
 //! login.
@@ -25,7 +25,7 @@
 //! 1. authorisation of the issuer's [`TokenRules`]: every required scope held (a storage
 //!    scope covers the paths below it), and at least one required group when groups are
 //!    configured (`wlcg.groups`, `groups`, `isMemberOf`, `eduperson_entitlement`);
-//! 2. the token map ([`crate::tokenmap`]): a rule for `(iss, sub)` gives the accounts;
+//! 2. the token map ([`crate::identity::tokenmap`]): a rule for `(iss, sub)` gives the accounts;
 //! 3. otherwise the issuer's username claim (`preferred_username`, `eppn`, ...): a value
 //!    with `@domain` counts only for a configured domain and gives its local part; the name
 //!    must be a valid POSIX account name and not a reserved or system account;
@@ -35,13 +35,15 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::dn::DistinguishedName;
-use crate::gridmap::{AccountName, GridMapfile, MappedAccount};
-use crate::pool::{LeaseKey, PoolError, PoolLeaser};
-use crate::suspension::{SuspensionError, SuspensionList};
+use crate::config::{Config, IssuerConfig};
+use crate::identity::Identity;
+use crate::identity::dn::DistinguishedName;
+use crate::identity::gridmap::{AccountName, GridMapfile, MappedAccount};
+use crate::identity::gridmapdir::{LeaseKey, PoolError, PoolLeaser};
+use crate::identity::suspension::{SuspensionError, SuspensionList};
+use crate::identity::tokenmap::TokenMapfile;
 use crate::token::{Capability, VerifiedToken};
-use crate::tokenmap::TokenMapfile;
-use crate::x509::VerifiedChain;
+use crate::trust::x509::VerifiedChain;
 
 /// Why no account was granted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -102,29 +104,6 @@ pub enum Refusal {
     NotInGroup { required: Vec<String>, held: String },
 }
 
-/// Who authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// The end-entity DN of a verified certificate chain.
-    Certificate(DistinguishedName),
-    /// The issuer and subject of a verified token.
-    Token { issuer: String, subject: String },
-    /// The key id of a verified OpenSSH certificate and its CA's fingerprint.
-    SshCertificate { key_id: String, ca: String },
-}
-
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Certificate(dn) => write!(f, "{}", dn.to_slash()),
-            Self::Token { issuer, subject } => write!(f, "{subject} (issuer {issuer})"),
-            Self::SshCertificate { key_id, ca } => {
-                write!(f, "OpenSSH certificate {key_id:?} (CA {ca})")
-            }
-        }
-    }
-}
-
 /// Names that a claim rule never maps to, whatever the token says.
 pub const RESERVED_ACCOUNTS: &[&str] = &[
     "root",
@@ -175,6 +154,23 @@ pub struct TokenRules {
 }
 
 impl TokenRules {
+    /// How an `[[issuer]]`'s tokens map to accounts.
+    pub fn of_issuer(issuer: &IssuerConfig) -> Self {
+        Self {
+            issuer: issuer.issuer.clone(),
+            username_claim: issuer.username_claim.clone(),
+            username_domains: issuer.username_domains.clone(),
+            required_scopes: issuer.login_scopes(),
+            required_groups: issuer.required_groups.clone(),
+            min_uid: issuer.min_uid,
+        }
+    }
+
+    /// The rules of every trusted issuer of `config`.
+    pub fn of_config(config: &Config) -> Vec<Self> {
+        config.issuers.iter().map(Self::of_issuer).collect()
+    }
+
     pub fn new(issuer: &str) -> Self {
         Self {
             issuer: issuer.to_string(),
@@ -633,7 +629,7 @@ impl<'a> Mapper<'a> {
     /// it may use (the first is the default).
     pub fn decide_ssh_certificate(
         &self,
-        cert: &crate::sshcert::VerifiedSshCertificate,
+        cert: &crate::trust::sshcert::VerifiedSshCertificate,
         requested: Option<&str>,
     ) -> Result<Decision, Refusal> {
         let refusal = |requested: &str| Refusal::NotAPrincipal {
@@ -853,9 +849,9 @@ mod tests {
         );
     }
 
-    fn pooled_dir(count: u32) -> (tempfile::TempDir, crate::pool::Gridmapdir) {
+    fn pooled_dir(count: u32) -> (tempfile::TempDir, crate::identity::gridmapdir::Gridmapdir) {
         let tmp = tempfile::tempdir().unwrap();
-        let config = crate::config::PoolConfig {
+        let config = crate::identity::pool::PoolConfig {
             name: "atlas".into(),
             prefix: None,
             count,
@@ -865,8 +861,8 @@ mod tests {
             home: "/home/{account}".into(),
             shell: "/bin/bash".into(),
         };
-        let pools = crate::pool::Pools::from_config(&[config]).unwrap();
-        let g = crate::pool::Gridmapdir::new(tmp.path(), pools);
+        let pools = crate::identity::pool::Pools::from_config(&[config]).unwrap();
+        let g = crate::identity::gridmapdir::Gridmapdir::new(tmp.path(), pools);
         (tmp, g)
     }
 

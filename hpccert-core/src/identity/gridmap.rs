@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::dn::{DistinguishedName, DnError};
+use crate::identity::dn::{DistinguishedName, DnError};
 
 /// A local account name (POSIX portable user name rules, as `useradd` accepts them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

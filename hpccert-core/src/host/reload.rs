@@ -143,8 +143,8 @@ impl<T: Send + Sync + 'static> Reloading<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dn::DistinguishedName;
-    use crate::gridmap::GridMapfile;
+    use crate::identity::dn::DistinguishedName;
+    use crate::identity::gridmap::GridMapfile;
 
     #[test]
     fn reloads_on_change_and_keeps_last_good() {
@@ -156,13 +156,16 @@ mod tests {
         let b = DistinguishedName::parse("/O=Grid/CN=b").unwrap();
         assert!(map.current().lookup(&a).is_some());
 
-        crate::atomic_file::write_atomic(&f, b"\"/O=Grid/CN=a\" alice\n\"/O=Grid/CN=b\" bob\n")
-            .unwrap();
+        crate::host::atomic_file::write_atomic(
+            &f,
+            b"\"/O=Grid/CN=a\" alice\n\"/O=Grid/CN=b\" bob\n",
+        )
+        .unwrap();
         assert!(map.current().lookup(&b).is_some());
         assert!(map.last_error().is_none());
 
         // a broken edit: the last good map stays in service
-        crate::atomic_file::write_atomic(&f, b"\"/O=Grid/CN=a alice\n").unwrap();
+        crate::host::atomic_file::write_atomic(&f, b"\"/O=Grid/CN=a alice\n").unwrap();
         let current = map.current();
         assert!(current.lookup(&a).is_some() && current.lookup(&b).is_some());
         assert!(

@@ -24,7 +24,7 @@
 //! it serves was checked when it was written.
 //!
 //! Writers ([`write_passwd`], [`write_group`]) replace a file atomically
-//! ([`crate::atomic_file`]), so a reader that opens the path reads either the old inode or the
+//! ([`crate::host::atomic_file`]), so a reader that opens the path reads either the old inode or the
 //! new one, whole. Each file has two index files beside it (`passwd.ixname`, `passwd.ixid`,
 //! see the `index` module), written after it: a lookup by name or id
 //! ([`CachedTable::find_name`], [`CachedTable::find_id`]) reads one page of the index and the
@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
-use crate::atomic_file::{WriteLock, write_atomic};
-use crate::gridmap::{AccountName, LineError};
+use crate::host::atomic_file::{WriteLock, write_atomic};
+use crate::identity::gridmap::{AccountName, LineError};
 
 /// Where the cache lives on an installed system.
 pub const DEFAULT_DIR: &str = "/var/lib/hpccert/nss";
@@ -543,7 +543,7 @@ fn with_trailer(body: String, count: usize) -> String {
     text
 }
 
-/// Parse passwd lines without a trailer (the portal's export, [`crate::export`]) with every
+/// Parse passwd lines without a trailer (the portal's export, [`crate::host::export`]) with every
 /// check the reader makes: one entry a line, each line ending in a newline, unique names and
 /// uids, no uid 0. Errors carry 1-based line numbers.
 pub fn parse_passwd_lines(text: &str) -> Result<Vec<PasswdEntry>, NssCacheError> {

@@ -22,7 +22,7 @@ use openssl::x509::{
     X509RevokedBuilder,
 };
 
-use crate::dn::DistinguishedName;
+use crate::identity::dn::DistinguishedName;
 
 /// Key algorithm of a generated key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,10 @@
+//! What is trusted and how credentials are verified: the CA directory, CRLs and signing
+//! policies ([`store`], [`namespaces`]), X.509 and RFC 3820 proxy chains ([`x509`]), OpenSSH
+//! user certificates ([`sshcert`]) and the site's SSH user CA ([`sshca`]).
+
+mod certinfo;
+pub mod namespaces;
+pub mod sshca;
+pub mod sshcert;
+pub mod store;
+pub mod x509;

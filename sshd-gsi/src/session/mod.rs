@@ -1,0 +1,766 @@
+//! One SSH connection: the russh handler. Authentication callbacks ask [`crate::auth`];
+//! channel requests start processes through [`crate::spawn`] and pump their I/O.
+//!
+//! Supported per session channel: `pty-req`, `env` (allow-list), `window-change`, `signal`,
+//! then one of `exec`, `shell` or `subsystem sftp`. Output flows with the channel window (a
+//! slow client slows the child; buffers stay bounded); exit status or signal, EOF and close
+//! are sent when the process ends.
+
+mod channel;
+mod pump;
+mod start;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hpccert_core::config::SshMethod;
+use russh::server::{Auth, Msg, Response, Session};
+use russh::{Channel, ChannelId, Pty as PtyMode, Sig};
+
+use self::channel::{ChannelState, PtyRequest};
+use self::start::{Origin, Start, chain_pem};
+use crate::auth::{self, Login, SharedEngine};
+use crate::limits::AuthFlag;
+use crate::spawn::{self, Account};
+use crate::x509auth;
+use hpccert_core::token::entry::{Next, TokenEntry};
+
+/// The handler of one connection.
+pub struct Connection {
+    engine: SharedEngine,
+    peer: SocketAddr,
+    local: SocketAddr,
+    entry: TokenEntry,
+    login: Option<(Login, Account)>,
+    /// The login name the client authenticated as.
+    user: String,
+    channels: HashMap<ChannelId, ChannelState>,
+    /// Set on a successful login (the accept loop's grace timer reads it).
+    authenticated: Arc<AuthFlag>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub fn new(
+        engine: SharedEngine,
+        peer: SocketAddr,
+        local: SocketAddr,
+        authenticated: Arc<AuthFlag>,
+    ) -> Self {
+        Self {
+            engine,
+            peer,
+            local,
+            entry: TokenEntry::default(),
+            login: None,
+            user: String::new(),
+            channels: HashMap::new(),
+            authenticated,
+        }
+    }
+
+    /// A refusal that offers every configured method again, as sshd does (russh would drop
+    /// `password` from the list after a wrong one, and clients that follow the list then
+    /// give up instead of asking again).
+    fn reject(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(auth::method_set(&self.engine.config)),
+            partial_success: false,
+        }
+    }
+
+    fn offers(&self, m: SshMethod) -> bool {
+        self.engine.config.sshd.methods.contains(&m)
+    }
+
+    /// Verify a token for `user` off the async threads (the key source may fetch).
+    async fn token_login(&mut self, method: &'static str, user: &str, token: String) -> Auth {
+        let engine = self.engine.clone();
+        let u = user.to_string();
+        let now = hpccert_core::clock::now();
+        let result = tokio::task::spawn_blocking(move || engine.token_login(&u, &token, now))
+            .await
+            .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        self.finish_login(method, user, result, None).await
+    }
+
+    async fn finish_login(
+        &mut self,
+        method: &'static str,
+        user: &str,
+        result: Result<hpccert_core::identity::mapping::Decision, String>,
+        chain_pem: Option<String>,
+    ) -> Auth {
+        let result = result.and_then(|decision| {
+            let account = Account::lookup(decision.account().as_str())?;
+            account.can_switch_to()?;
+            Ok((
+                Login {
+                    method,
+                    decision,
+                    chain_pem,
+                },
+                account,
+            ))
+        });
+        let result = match result {
+            Ok((login, account)) if let Some(helper) = &self.engine.pam_helper => {
+                let request = start::pam_request(&self.origin(), &account, &login, None, None);
+                crate::pam::account(helper, &request)
+                    .await
+                    .map(|()| (login, account))
+            }
+            other => other,
+        };
+        match result {
+            Ok((login, account)) => {
+                self.engine
+                    .log_success(method, user, &self.peer, &login.decision);
+                self.login = Some((login, account));
+                self.user = user.to_string();
+                self.authenticated.mark();
+                Auth::Accept
+            }
+            Err(reason) => {
+                self.engine.log_failure(method, user, &self.peer, &reason);
+                self.reject()
+            }
+        }
+    }
+
+    /// The connection's side of a session process.
+    fn origin(&self) -> Origin<'_> {
+        Origin {
+            engine: &self.engine,
+            user: &self.user,
+            peer: self.peer,
+            local: self.local,
+        }
+    }
+
+    /// Start the channel's process (one per session channel).
+    async fn start(
+        &mut self,
+        id: ChannelId,
+        what: Start,
+        session: &mut Session,
+    ) -> Result<(), String> {
+        let Some((login, account)) = &self.login else {
+            return Err("not authenticated".into());
+        };
+        let Some(state) = self.channels.get_mut(&id) else {
+            return Err("unknown channel".into());
+        };
+        let origin = Origin {
+            engine: &self.engine,
+            user: &self.user,
+            peer: self.peer,
+            local: self.local,
+        };
+        start::start(&origin, (login, account), state, id, what, session.handle()).await
+    }
+
+    fn reply(session: &mut Session, id: ChannelId, ok: bool) -> Result<(), russh::Error> {
+        if ok {
+            session.channel_success(id)
+        } else {
+            session.channel_failure(id)
+        }
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        // clients start with "none" to learn the methods: not a failure worth INFO (as sshd)
+        tracing::debug!(target: "sshd_gsi::auth", "Failed none for {user} {}", auth::from(&self.peer));
+        Ok(self.reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if !self.offers(SshMethod::Password) {
+            return Ok(Auth::UnsupportedMethod);
+        }
+        Ok(self
+            .token_login("token (password)", user, password.trim().to_string())
+            .await)
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // russh cannot tell an OpenSSH certificate's key from a plain key here: with
+        // openssh-cert enabled the possession proof is asked for, and the certificate is
+        // judged in auth_openssh_certificate; plain keys are refused in auth_publickey
+        Ok(if self.offers(SshMethod::OpensshCert) {
+            Auth::Accept
+        } else {
+            self.reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // clients offer every key they hold: logged at debug, as sshd logs them at VERBOSE
+        let fp = key.public_key.fingerprint(russh::keys::HashAlg::Sha256);
+        tracing::debug!(
+            target: "sshd_gsi::auth",
+            "Failed publickey for {user} {}: plain SSH keys are not accepted ({fp})",
+            auth::from(&self.peer)
+        );
+        Ok(self.reject())
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        if !self.offers(SshMethod::OpensshCert) {
+            self.engine
+                .log_failure("openssh-cert", user, &self.peer, "method not enabled");
+            return Ok(self.reject());
+        }
+        let result =
+            self.engine
+                .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now());
+        Ok(self.finish_login("openssh-cert", user, result, None).await)
+    }
+
+    async fn auth_external_publickey(
+        &mut self,
+        user: &str,
+        algorithm: &str,
+        key_blob: &[u8],
+        signature: Option<russh::server::ExternalSignature<'_>>,
+    ) -> Result<Auth, Self::Error> {
+        let refuse = |this: &Self, reason: String| {
+            this.engine.log_failure("x509", user, &this.peer, &reason);
+            Ok(self.reject())
+        };
+        if !self.offers(SshMethod::X509)
+            || !self
+                .engine
+                .config
+                .sshd
+                .x509_algorithms
+                .iter()
+                .any(|a| a == algorithm)
+        {
+            return refuse(self, format!("algorithm {algorithm} is not enabled"));
+        }
+        let key = match x509auth::parse_key_blob(algorithm, key_blob) {
+            Ok(k) => k,
+            Err(e) => return refuse(self, e),
+        };
+        if let Err(e) = x509auth::check_key(algorithm, &key.leaf) {
+            return refuse(self, e);
+        }
+        if let Some(sig) = &signature
+            && let Err(e) =
+                x509auth::verify_signature(algorithm, &key.leaf, sig.signed_data, sig.signature)
+        {
+            return refuse(self, format!("possession proof: {e}"));
+        }
+        // the whole decision, for a query too: PK_OK promises that a signature will be accepted
+        let engine = self.engine.clone();
+        let u = user.to_string();
+        let now = hpccert_core::clock::now();
+        let chain = key.chain;
+        let chain_pem = (signature.is_some() && self.engine.pam_helper.is_some())
+            .then(|| chain_pem(&chain))
+            .flatten();
+        let lease = signature.is_some();
+        let result = tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, now, lease))
+            .await
+            .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        if signature.is_none() {
+            return match result {
+                Ok(d) => {
+                    tracing::debug!(target: "sshd_gsi::auth", "x509 query for {user} acceptable: {}", d.identity());
+                    Ok(Auth::Accept)
+                }
+                Err(e) => refuse(self, e),
+            };
+        }
+        Ok(self.finish_login("x509", user, result, chain_pem).await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.offers(SshMethod::KeyboardInteractive) {
+            return Ok(self.reject()); // russh drops the connection on UnsupportedMethod here
+        }
+        let prompt = |text: String| Auth::Partial {
+            name: "".into(),
+            instructions: "".into(),
+            prompts: vec![(text.into(), false)].into(),
+        };
+        let Some(mut response) = response else {
+            self.entry = TokenEntry::default();
+            return Ok(prompt(auth::FIRST_PROMPT.to_string()));
+        };
+        let answer = response
+            .next()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match self
+            .entry
+            .answer(&answer, self.engine.config.tokens.max_token_bytes)
+        {
+            Next::Ask(n) => Ok(prompt(auth::part_prompt(n))),
+            Next::TooLong => {
+                self.engine.log_failure(
+                    "token (keyboard-interactive)",
+                    user,
+                    &self.peer,
+                    "token too long",
+                );
+                Ok(self.reject())
+            }
+            Next::Done(token) => match token.as_str() {
+                Some(t) => {
+                    let t = t.to_string();
+                    Ok(self
+                        .token_login("token (keyboard-interactive)", user, t)
+                        .await)
+                }
+                None => {
+                    self.engine.log_failure(
+                        "token (keyboard-interactive)",
+                        user,
+                        &self.peer,
+                        "the answer is not UTF-8 text",
+                    );
+                    Ok(self.reject())
+                }
+            },
+        }
+    }
+
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        Ok(self
+            .engine
+            .config
+            .sshd
+            .banner
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok()))
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.login.is_none() {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let max = self.engine.config.sshd.max_sessions;
+        if self.channels.len() >= max {
+            tracing::warn!(target: "sshd_gsi::session", "session channel refused {}: {} open, [sshd] max_sessions = {max}", auth::from(&self.peer), self.channels.len());
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let id = channel.id();
+        self.channels.insert(
+            id,
+            ChannelState {
+                channel: Some(channel),
+                ..ChannelState::default()
+            },
+        );
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(PtyMode, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ok = match self.channels.get_mut(&channel) {
+            Some(state) if state.channel.is_some() => {
+                state.pty = Some(PtyRequest {
+                    term: term.to_string(),
+                    cols: col_width,
+                    rows: row_height,
+                    px: pix_width,
+                    py: pix_height,
+                    modes: modes.to_vec(),
+                });
+                true
+            }
+            _ => false,
+        };
+        Self::reply(session, channel, ok)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let allowed = spawn::env_allowed(variable_name, &self.engine.config.sshd.accept_env);
+        if let (true, Some(state)) = (allowed, self.channels.get_mut(&channel)) {
+            state
+                .env
+                .push((variable_name.to_string(), variable_value.to_string()));
+        }
+        Self::reply(session, channel, allowed)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let r = self.start(channel, Start::Shell, session).await;
+        self.after_start(channel, r, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        let r = self.start(channel, Start::Exec(command), session).await;
+        self.after_start(channel, r, session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let r = if name == "sftp" {
+            let program = self.engine.config.sshd.sftp_server.clone();
+            self.start(channel, Start::Subsystem(program), session)
+                .await
+        } else {
+            Err(format!("unknown subsystem {name:?}"))
+        };
+        self.after_start(channel, r, session)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(state) = self.channels.get_mut(&channel) {
+            match &state.master {
+                Some(m) => {
+                    if let Err(e) = spawn::resize(m, col_width, row_height, pix_width, pix_height) {
+                        tracing::debug!(target: "sshd_gsi::session", "window change: {e}");
+                    }
+                }
+                None => {
+                    if let Some(p) = state.pty.as_mut() {
+                        (p.cols, p.rows, p.px, p.py) =
+                            (col_width, row_height, pix_width, pix_height);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // to the task that owns the process (ProcessOwner): it signals only while the process
+        // is not reaped
+        if let (Some(tx), Some(sig)) = (
+            self.channels.get(&channel).and_then(|s| s.signals.as_ref()),
+            pump::unix_signal(&signal),
+        ) {
+            let _ = tx.send(sig);
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+}
+
+impl Connection {
+    fn after_start(
+        &mut self,
+        channel: ChannelId,
+        r: Result<(), String>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        match r {
+            Ok(()) => session.channel_success(channel),
+            Err(e) => {
+                tracing::warn!(target: "sshd_gsi::session", "session request refused {}: {e}", auth::from(&self.peer));
+                session.channel_failure(channel)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The auth adapter driven the way russh drives it: query, then signed request; and the
+    //! keyboard-interactive token dialogue.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use hpccert_core::config::Config;
+    use hpccert_core::dev::pki::{self, CertSpec, Credential, KeyKind};
+    use russh::server::{ExternalSignature, Handler};
+    use std::path::Path;
+
+    const ALG: &str = "x509v3-ecdsa-sha2-nistp256";
+
+    struct Site {
+        _dir: tempfile::TempDir,
+        user: Credential,
+        stranger: Credential,
+        me: String,
+        engine: SharedEngine,
+    }
+
+    fn site() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let now = hpccert_core::clock::now();
+        let ca =
+            pki::self_signed_ca(&CertSpec::ca("/O=Grid/CN=Test CA", now, 10).unwrap()).unwrap();
+        let other_ca =
+            pki::self_signed_ca(&CertSpec::ca("/O=Else/CN=Other CA", now, 10).unwrap()).unwrap();
+        let spec = |dn: &str| CertSpec {
+            key: KeyKind::EcP256,
+            ..CertSpec::user(dn, now, 1).unwrap()
+        };
+        let user = pki::issue(&ca, &spec("/O=Grid/CN=alice")).unwrap();
+        let stranger = pki::issue(&other_ca, &spec("/O=Grid/CN=alice")).unwrap();
+        let trust = dir.path().join("certificates");
+        pki::install_ca(&trust, &ca.cert, None, None).unwrap();
+        let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name;
+        let gridmap = dir.path().join("grid-mapfile");
+        std::fs::write(&gridmap, format!("\"/O=Grid/CN=alice\" {me}\n")).unwrap();
+        let text = format!(
+            "version = 1\n[trust]\nca_dir = \"{}\"\n[mapping]\ngrid_mapfile = \"{}\"\n[sshd]\nmethods = [\"x509\", \"keyboard-interactive\"]\nuse_pam = false\n",
+            trust.display(),
+            gridmap.display()
+        );
+        let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+        let engine = Arc::new(crate::auth::Engine::load(config).unwrap());
+        Site {
+            _dir: dir,
+            user,
+            stranger,
+            me,
+            engine,
+        }
+    }
+
+    /// The engine's blocking HTTP client must be made and dropped outside a runtime.
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn connection(engine: &SharedEngine) -> Connection {
+        let addr: SocketAddr = "127.0.0.1:40022".parse().unwrap();
+        Connection::new(engine.clone(), addr, addr, Arc::new(AuthFlag::default()))
+    }
+
+    fn string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    fn blob(cred: &Credential) -> Vec<u8> {
+        let mut b = Vec::new();
+        string(&mut b, ALG.as_bytes());
+        b.extend_from_slice(&1u32.to_be_bytes());
+        string(&mut b, &cred.cert.to_der().unwrap());
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b
+    }
+
+    fn signature(cred: &Credential, data: &[u8]) -> Vec<u8> {
+        let hash = openssl::hash::hash(openssl::hash::MessageDigest::sha256(), data).unwrap();
+        let sig = openssl::ecdsa::EcdsaSig::sign(&hash, &cred.key.ec_key().unwrap()).unwrap();
+        let mut inner = Vec::new();
+        for n in [sig.r(), sig.s()] {
+            let mut v = n.to_vec();
+            if v.first().is_some_and(|f| f & 0x80 != 0) {
+                v.insert(0, 0);
+            }
+            string(&mut inner, &v);
+        }
+        let mut out = Vec::new();
+        string(&mut out, b"ecdsa-sha2-nistp256");
+        string(&mut out, &inner);
+        out
+    }
+
+    #[test]
+    fn x509_query_then_signed_request() {
+        let s = site();
+        run(async {
+            let mut c = connection(&s.engine);
+            let b = blob(&s.user);
+            // the query: acceptable, nobody logged in yet
+            let a = c
+                .auth_external_publickey(&s.me, ALG, &b, None)
+                .await
+                .unwrap();
+            assert_eq!(a, Auth::Accept);
+            assert!(c.login.is_none());
+            // the signed request
+            let data = b"session id and request";
+            let sig = signature(&s.user, data);
+            let a = c
+                .auth_external_publickey(
+                    &s.me,
+                    ALG,
+                    &b,
+                    Some(ExternalSignature {
+                        signed_data: data,
+                        signature: &sig,
+                    }),
+                )
+                .await
+                .unwrap();
+            assert_eq!(a, Auth::Accept);
+            let (login, account) = c.login.as_ref().unwrap();
+            assert_eq!(login.method, "x509");
+            assert_eq!(account.name, s.me);
+            assert!(c.authenticated.is_set());
+        });
+    }
+
+    #[test]
+    fn x509_refusals() {
+        let s = site();
+        run(async {
+            let b = blob(&s.user);
+            let data = b"session id and request";
+            // a signature over other data, or by another key
+            for sig in [signature(&s.user, b"other"), signature(&s.stranger, data)] {
+                let mut c = connection(&s.engine);
+                let a = c
+                    .auth_external_publickey(
+                        &s.me,
+                        ALG,
+                        &b,
+                        Some(ExternalSignature {
+                            signed_data: data,
+                            signature: &sig,
+                        }),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(a, c.reject());
+                assert!(c.login.is_none());
+            }
+            let mut c = connection(&s.engine);
+            // an untrusted CA: refused already at the query
+            assert_eq!(
+                c.auth_external_publickey(&s.me, ALG, &blob(&s.stranger), None)
+                    .await
+                    .unwrap(),
+                c.reject()
+            );
+            // a login name the grid-mapfile does not list
+            assert_eq!(
+                c.auth_external_publickey("nobody", ALG, &b, None)
+                    .await
+                    .unwrap(),
+                c.reject()
+            );
+            // an algorithm not enabled, and garbage
+            assert_eq!(
+                c.auth_external_publickey(&s.me, "x509v3-ssh-rsa", &b, None)
+                    .await
+                    .unwrap(),
+                c.reject()
+            );
+            assert_eq!(
+                c.auth_external_publickey(&s.me, ALG, b"\x00\x00", None)
+                    .await
+                    .unwrap(),
+                c.reject()
+            );
+            assert!(c.login.is_none());
+        });
+    }
+
+    #[test]
+    fn keyboard_interactive_starts_with_the_token_prompt() {
+        let s = site();
+        run(async {
+            // (the continuation of answers is tested on hpccert_core's TokenEntry: russh's Response
+            // cannot be built outside russh)
+            let mut c = connection(&s.engine);
+            match c.auth_keyboard_interactive(&s.me, "", None).await.unwrap() {
+                Auth::Partial { prompts, .. } => {
+                    assert_eq!(prompts.len(), 1);
+                    assert_eq!(prompts[0].0, crate::auth::FIRST_PROMPT);
+                    assert!(!prompts[0].1, "the token is not echoed");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(c.login.is_none());
+        });
+    }
+}
