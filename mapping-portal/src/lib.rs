@@ -18,6 +18,7 @@ pub mod export;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod possession;
 pub mod sshca;
 pub mod store;
 pub mod web;

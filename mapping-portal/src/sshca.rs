@@ -11,8 +11,18 @@
 //! every refusal is logged and audited, and nothing is recorded as issued. Requests are
 //! rate-limited per identity and per source address.
 //!
-//! Request: `Authorization: Bearer TOKEN`, JSON `{"public_key": "ssh-ed25519 AAAA...",
-//! "principals": ["jdoe"]}` (principals optional: the account the engine picks). Response 200:
+//! A gateway that still holds a grid credential proves it instead of sending a token: it asks
+//! `POST /ssh/v1/challenge` for a one-time challenge (`{"challenge": TEXT, "expires": T}`,
+//! good for one answer within 5 minutes, kept in this process's memory), signs the text with
+//! the key of its certificate or RFC 3820 proxy (`openssl dgst -sha256 -sign`) and sends
+//! `"x509": {"certificates": PEM, "challenge": TEXT, "signature": BASE64}` with the request.
+//! The chain is verified as a login's is (`[trust]`: CAs, CRLs, namespaces, proxies) and its
+//! DN mapped through the grid-mapfile of the portal's export; the certificate never outlives
+//! the chain.
+//!
+//! Request: `Authorization: Bearer TOKEN` (or the `x509` member), JSON `{"public_key":
+//! "ssh-ed25519 AAAA...", "principals": ["jdoe"]}` (principals optional: the account the
+//! engine picks). Response 200:
 //! `{"certificate": "...-cert-v01@openssh.com ...", "serial": N, "principals": [...],
 //! "key_id": "...", "valid_after": T, "valid_before": T, "identity": "..."}`; refusals:
 //! 400 (request), 401 (credential), 403 (mapping), 429 (rate), 503 (CA unusable), each with
@@ -28,14 +38,14 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hpccert_core::config::{Config, PortalSshCaConfig};
+use hpccert_core::config::{Config, PortalSshCaConfig, TrustConfig};
 use hpccert_core::identity::gridmap::GridMapfile;
 use hpccert_core::identity::mapping::{Decision, Mapper, TokenRules};
-use hpccert_core::trust::sshca::{self, CertRequest, SshCa};
 use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
+use hpccert_core::identity::tokenmap::TokenMapfile;
 use hpccert_core::token::keys::FileKeySource;
 use hpccert_core::token::{IssuerPolicy, VerifiedToken, unix_seconds, verify_token};
-use hpccert_core::identity::tokenmap::TokenMapfile;
+use hpccert_core::trust::sshca::{self, CertRequest, SshCa};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -46,8 +56,13 @@ use crate::model::{CertificateProof, IdentityKey, IssuedCertificate};
 const WINDOW: Duration = Duration::from_secs(3600);
 /// Keys the rate limiters track before they forget the idle ones.
 const MAX_KEYS: usize = 100_000;
-/// Largest request body (a public key and a few principals).
-pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
+/// Largest request body (a public key and a few principals, or with an X.509 proof a chain
+/// of a few certificates).
+pub const MAX_REQUEST_BYTES: usize = 160 * 1024;
+/// How long an X.509 challenge can be answered.
+pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(5 * 60);
+/// Challenges waiting for an answer at most (each source is rate-limited as well).
+const MAX_CHALLENGES: usize = 10_000;
 
 /// Sliding-window counters.
 #[derive(Debug, Default)]
@@ -77,6 +92,40 @@ impl Limiter {
     }
 }
 
+/// X.509 challenges waiting for their answer, and when each was made.
+#[derive(Debug, Default)]
+struct Challenges(Mutex<HashMap<String, Instant>>);
+
+impl Challenges {
+    /// Keep `text` for one answer; refused when [`MAX_CHALLENGES`] wait and are not expired.
+    fn make(&self, text: &str, now: Instant) -> Result<(), String> {
+        let mut waiting = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waiting.len() >= MAX_CHALLENGES {
+            waiting.retain(|_, made| now.duration_since(*made) <= CHALLENGE_LIFETIME);
+        }
+        if waiting.len() >= MAX_CHALLENGES {
+            return Err(format!(
+                "{MAX_CHALLENGES} challenges are waiting for an answer"
+            ));
+        }
+        waiting.insert(text.to_string(), now);
+        Ok(())
+    }
+
+    /// Take `text` out: true when it was made here, was not answered before and is not older
+    /// than [`CHALLENGE_LIFETIME`]. Any answer uses it up.
+    fn take(&self, text: &str, now: Instant) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(text)
+            .is_some_and(|made| now.duration_since(made) <= CHALLENGE_LIFETIME)
+    }
+}
+
 /// The CA service.
 pub struct CertificateAuthority {
     ca: SshCa,
@@ -94,11 +143,16 @@ pub struct CertificateAuthority {
     per_source: Limiter,
     /// The mapping sources parsed from the portal's export, kept while its serial stands.
     sources: Mutex<Option<(i64, Arc<Sources>)>>,
+    /// What X.509 proofs are verified against.
+    trust: TrustConfig,
+    /// X.509 challenges not answered yet.
+    challenges: Challenges,
 }
 
-/// What a decision reads of the portal's current export: its token map and suspension list
-/// (an unusable list refuses everyone, as on a node).
+/// What a decision reads of the portal's current export: its grid-mapfile, token map and
+/// suspension list (an unusable list refuses everyone, as on a node).
 struct Sources {
+    grid_mapfile: GridMapfile,
     token_map: TokenMapfile,
     suspensions: Result<SuspensionList, SuspensionError>,
 }
@@ -135,6 +189,28 @@ struct CertificateRequest {
     public_key: String,
     #[serde(default)]
     principals: Vec<String>,
+    /// The X.509 proof, for a request without a bearer token.
+    #[serde(default)]
+    x509: Option<X509Proof>,
+}
+
+/// A challenge signed with the key of an X.509 certificate or proxy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct X509Proof {
+    /// PEM: the certificate (or proxy) whose key signed, then the rest of its chain.
+    certificates: String,
+    /// The text `POST /ssh/v1/challenge` gave.
+    challenge: String,
+    /// Base64 of the SHA-256 signature of the text (`openssl dgst -sha256 -sign KEY`).
+    signature: String,
+}
+
+impl std::fmt::Debug for X509Proof {
+    // what a proof carries is never logged
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("X509Proof { .. }")
+    }
 }
 
 impl CertificateAuthority {
@@ -178,6 +254,8 @@ impl CertificateAuthority {
             per_identity: Limiter::default(),
             per_source: Limiter::default(),
             sources: Mutex::new(None),
+            trust: config.trust.clone(),
+            challenges: Challenges::default(),
         })
     }
 
@@ -198,6 +276,7 @@ impl CertificateAuthority {
             "site": self.settings.site_name.clone().unwrap_or_else(|| self.url.clone()),
             "portal": self.url,
             "certificate_endpoint": format!("{}/ssh/v1/certificate", self.url),
+            "challenge_endpoint": format!("{}/ssh/v1/challenge", self.url),
             "link_url": format!("{}/", self.url),
             "oidc": {
                 "issuer": self.oidc_issuer,
@@ -224,24 +303,8 @@ impl CertificateAuthority {
             .map_err(|e| Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))?;
         let identity = IdentityKey::token(verified.issuer(), verified.subject())
             .map_err(|e| Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))?;
-        if !self.per_identity.admit(
-            &identity.to_string(),
-            self.settings.per_identity_per_hour,
-            Instant::now(),
-        ) {
-            return Err(Refused::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "more than {} certificate requests for {identity} in an hour",
-                    self.settings.per_identity_per_hour
-                ),
-            ));
-        }
-        let public_key = sshca::parse_user_key(&request.public_key)
-            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
-        sshca::check_user_key(&public_key, &self.ca.policy().key_types)
-            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
+        self.admit_identity(&identity)?;
+        let public_key = self.user_key(&request.public_key)?;
         let decisions = self.decide(&verified, &request.principals).await?;
         let principals: Vec<String> = decisions.iter().map(|d| d.account().to_string()).collect();
         let subject_name = decisions
@@ -280,6 +343,34 @@ impl CertificateAuthority {
         }))
     }
 
+    /// Count a request of `identity`; refused past `per_identity_per_hour`.
+    fn admit_identity(&self, identity: &IdentityKey) -> Result<(), Refused> {
+        if self.per_identity.admit(
+            &identity.to_string(),
+            self.settings.per_identity_per_hour,
+            Instant::now(),
+        ) {
+            return Ok(());
+        }
+        Err(Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} certificate requests for {identity} in an hour",
+                self.settings.per_identity_per_hour
+            ),
+        ))
+    }
+
+    /// The user's public key, if the CA's policy takes its type.
+    fn user_key(&self, text: &str) -> Result<sshca::PublicKey, Refused> {
+        let public_key = sshca::parse_user_key(text)
+            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
+        sshca::check_user_key(&public_key, &self.ca.policy().key_types)
+            .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "bad_key", e.to_string()))?;
+        Ok(public_key)
+    }
+
     /// The engine's decision for each requested principal (or the one it picks), over the
     /// portal's current export.
     async fn decide(
@@ -296,24 +387,127 @@ impl CertificateAuthority {
         let mapper = Mapper::new(&empty)
             .with_suspensions(suspensions)
             .with_tokens(Some(token_map), &self.rules);
-        let refused = |e: hpccert_core::identity::mapping::Refusal| {
-            Refused::new(StatusCode::FORBIDDEN, "not_allowed", e.to_string())
-        };
-        if requested.is_empty() {
-            return Ok(vec![mapper.decide_token(verified, None).map_err(refused)?]);
-        }
-        if requested.len() > 32 {
-            return Err(Refused::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "at most 32 principals",
+        decide_each(requested, |p| mapper.decide_token(verified, p))
+    }
+}
+
+impl CertificateAuthority {
+    /// A one-time challenge for an X.509 proof: its text names this CA and a random nonce.
+    fn challenge(&self, now: Instant) -> Result<(String, u64), Refused> {
+        let mut nonce = [0u8; 24];
+        openssl::rand::rand_bytes(&mut nonce).map_err(|e| {
+            Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_unavailable",
+                format!("random challenge: {e}"),
+            )
+        })?;
+        let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!("hpccert-ssh-ca {} challenge {nonce}", self.url);
+        self.challenges
+            .make(&text, now)
+            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", e))?;
+        let expires = hpccert_core::clock::now() + CHALLENGE_LIFETIME;
+        Ok((text, u64::try_from(unix_seconds(expires)).unwrap_or(0)))
+    }
+
+    /// Verify, map, sign, record for an X.509 proof (a certificate or an RFC 3820 proxy
+    /// that signed a challenge of this CA).
+    async fn issue_for_x509(
+        &self,
+        proof: &X509Proof,
+        request: &CertificateRequest,
+        source: IpAddr,
+        now: SystemTime,
+    ) -> Result<Value, Refused> {
+        let invalid =
+            |reason: String| Refused::new(StatusCode::UNAUTHORIZED, "invalid_proof", reason);
+        if !self.challenges.take(&proof.challenge, Instant::now()) {
+            return Err(invalid(
+                "the challenge was not made here, was answered already or is older than 5 minutes: ask POST /ssh/v1/challenge for a new one".into(),
             ));
         }
-        requested
-            .iter()
-            .map(|p| mapper.decide_token(verified, Some(p)).map_err(refused))
-            .collect()
+        let verified = crate::possession::verify(
+            &self.trust,
+            &proof.challenge,
+            &proof.certificates,
+            &proof.signature,
+            now,
+        )
+        .map_err(|e| match e {
+            crate::possession::PossessionError::Trust(m) => Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_unavailable",
+                format!("the trust store cannot be loaded: {m}"),
+            ),
+            other => invalid(other.to_string()),
+        })?;
+        let dn = verified.identity().to_slash();
+        let identity = IdentityKey::dn(&dn).map_err(|e| invalid(e.to_string()))?;
+        self.admit_identity(&identity)?;
+        let public_key = self.user_key(&request.public_key)?;
+        let sources = self
+            .sources()
+            .await
+            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", e))?;
+        let mapper = Mapper::new(&sources.grid_mapfile).with_suspensions(&sources.suspensions);
+        let decisions = decide_each(&request.principals, |p| mapper.decide(&verified, p))?;
+        let principals: Vec<String> = decisions.iter().map(|d| d.account().to_string()).collect();
+        let (issued, text, serial, key_id) = self
+            .sign_and_record(Signing {
+                identity: &identity,
+                subject_name: &dn,
+                public_key: &public_key,
+                principals: &principals,
+                credential_expires: u64::try_from(verified.not_after())
+                    .ok()
+                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+                source,
+                proof: CertificateProof::X509,
+                now,
+            })
+            .await
+            .map_err(|e| match e {
+                SignError::CredentialExpired(m) => invalid(m),
+                SignError::Unavailable(m) => {
+                    Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", m)
+                }
+            })?;
+        Ok(json!({
+            "certificate": text,
+            "serial": serial,
+            "principals": principals,
+            "key_id": key_id,
+            "valid_after": issued.valid_after,
+            "valid_before": issued.valid_before,
+            "identity": dn,
+            "proxy_depth": verified.proxy_depth(),
+        }))
     }
+}
+
+/// The engine's decision for each requested principal (or the one it picks when none is).
+fn decide_each(
+    requested: &[String],
+    decide: impl Fn(Option<&str>) -> Result<Decision, hpccert_core::identity::mapping::Refusal>,
+) -> Result<Vec<Decision>, Refused> {
+    let refused = |e: hpccert_core::identity::mapping::Refusal| {
+        Refused::new(StatusCode::FORBIDDEN, "not_allowed", e.to_string())
+    };
+    if requested.is_empty() {
+        return Ok(vec![decide(None).map_err(refused)?]);
+    }
+    if requested.len() > 32 {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "at most 32 principals",
+        ));
+    }
+    requested
+        .iter()
+        .map(|p| decide(Some(p)).map_err(refused))
+        .collect()
 }
 
 /// What a certificate issued to a browser session carries back to the page.
@@ -453,7 +647,17 @@ impl CertificateAuthority {
         })?;
         let suspensions =
             SuspensionList::parse(&bundle.files.suspended).map_err(SuspensionError::Syntax);
+        let grid_mapfile = GridMapfile::parse(&bundle.files.grid_mapfile).map_err(|e| {
+            format!(
+                "the portal's grid-mapfile does not parse: {}",
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
         let sources = Arc::new(Sources {
+            grid_mapfile,
             token_map,
             suspensions,
         });
@@ -569,6 +773,7 @@ fn fresh_serial() -> Result<u64, String> {
 pub fn router(ca: Arc<CertificateAuthority>) -> Router {
     Router::new()
         .route("/ssh/v1/certificate", post(certificate))
+        .route("/ssh/v1/challenge", post(challenge))
         .route("/.well-known/hpccert", get(discovery))
         .with_state(ca)
 }
@@ -637,16 +842,62 @@ async fn certificate(
                 format!("the request is not the JSON this endpoint reads: {e}"),
             )
         })?;
-        let Some(token) = bearer(&headers) else {
-            return Err(Refused::new(
+        match (bearer(&headers), &request.x509) {
+            (Some(token), None) => ca.issue_for_token(token, &request, source, now).await,
+            (None, Some(proof)) => ca.issue_for_x509(proof, &request, source, now).await,
+            (Some(_), Some(_)) => Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "two credentials: send a bearer token or an x509 proof, not both",
+            )),
+            (None, None) => Err(Refused::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
-                "no credential: send Authorization: Bearer ACCESS_TOKEN",
-            ));
-        };
-        ca.issue_for_token(token, &request, source, now).await
+                "no credential: send Authorization: Bearer ACCESS_TOKEN (or an x509 proof)",
+            )),
+        }
     }
     .await;
+    refusal_response(&ca, source, now, result).await
+}
+
+/// `POST /ssh/v1/challenge`: a one-time challenge for an X.509 proof (counted against the
+/// source's rate limit, as certificate requests are).
+async fn challenge(
+    State(ca): State<Arc<CertificateAuthority>>,
+    extensions: axum::http::Extensions,
+) -> Response {
+    let source = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip().to_canonical());
+    let now = hpccert_core::clock::now();
+    let result = if ca.per_source.admit(
+        &source.to_string(),
+        ca.settings.per_source_per_hour,
+        Instant::now(),
+    ) {
+        ca.challenge(Instant::now())
+            .map(|(text, expires)| json!({"challenge": text, "expires": expires}))
+    } else {
+        Err(Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} certificate requests from {source} in an hour",
+                ca.settings.per_source_per_hour
+            ),
+        ))
+    };
+    refusal_response(&ca, source, now, result).await
+}
+
+/// The response to a CA request: the body, or the refusal (logged, counted, audited).
+async fn refusal_response(
+    ca: &CertificateAuthority,
+    source: IpAddr,
+    now: SystemTime,
+    result: Result<Value, Refused>,
+) -> Response {
     match result {
         Ok(body) => json_response(StatusCode::OK, &body),
         Err(r) => {
@@ -669,7 +920,7 @@ async fn certificate(
             }
             let mut response =
                 json_response(r.status, &json!({"error": r.code, "reason": r.reason}));
-            if r.status == StatusCode::UNAUTHORIZED {
+            if r.status == StatusCode::UNAUTHORIZED && r.code == "invalid_token" {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -693,5 +944,38 @@ mod tests {
         assert!(l.admit("b", 2, t0));
         // after the window, "a" may again
         assert!(l.admit("a", 2, t0 + WINDOW));
+    }
+
+    #[test]
+    fn a_challenge_is_good_for_one_answer_within_its_lifetime() {
+        let c = Challenges::default();
+        let t0 = Instant::now();
+        c.make("one", t0).unwrap();
+        c.make("old", t0).unwrap();
+        assert!(!c.take("never made", t0), "made elsewhere");
+        assert!(
+            c.take("one", t0 + CHALLENGE_LIFETIME),
+            "within its lifetime"
+        );
+        assert!(!c.take("one", t0), "answered already");
+        assert!(
+            !c.take("old", t0 + CHALLENGE_LIFETIME + Duration::from_secs(1)),
+            "too old"
+        );
+        assert!(!c.take("old", t0), "an old one is used up too");
+    }
+
+    #[test]
+    fn waiting_challenges_are_bounded_and_expired_ones_make_room() {
+        let c = Challenges::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_CHALLENGES {
+            c.make(&i.to_string(), t0).unwrap();
+        }
+        assert!(c.make("one more", t0).is_err(), "full");
+        // once they have expired, they are forgotten for new ones
+        let later = t0 + CHALLENGE_LIFETIME + Duration::from_secs(1);
+        c.make("one more", later).unwrap();
+        assert!(c.take("one more", later));
     }
 }

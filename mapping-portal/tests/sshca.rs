@@ -49,6 +49,8 @@ fn public(path: &Path) -> String {
 
 struct Site {
     dir: tempfile::TempDir,
+    /// The grid CA `[trust]` trusts (for the X.509 proof).
+    grid_ca: hpccert_core::dev::pki::Credential,
     settings: hpccert_core::config::PortalSshCaConfig,
     config: Config,
     base: String,
@@ -84,6 +86,20 @@ impl Site {
         )
     }
 
+    async fn challenge(&self) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/ssh/v1/challenge", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let expires = v["expires"].as_u64().unwrap();
+        let now = unix_seconds(hpccert_core::clock::now()) as u64;
+        assert!((now + 295..=now + 305).contains(&expires), "{v}");
+        v["challenge"].as_str().unwrap().to_string()
+    }
+
     async fn issued(&self) -> usize {
         self.portal.store().certificates().await.unwrap().len()
     }
@@ -98,12 +114,19 @@ async fn site(per_identity: usize) -> Option<Site> {
     let d = dir.path();
     // the CA key, named by key_file below
     keygen(d, "ca", &["-t", "ed25519"]);
+    let now = hpccert_core::clock::now();
+    let grid_ca = hpccert_core::dev::pki::self_signed_ca(
+        &hpccert_core::dev::pki::CertSpec::ca("/DC=org/DC=example/CN=Grid CA", now, 1).unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("trust")).unwrap();
+    hpccert_core::dev::pki::install_ca(&d.join("trust"), &grid_ca.cert, None, None).unwrap();
     let issuer = DevKey::generate("sshca-1", JwsAlgorithm::RS256).unwrap();
     let other_issuer = DevKey::generate("other-1", JwsAlgorithm::RS256).unwrap();
     std::fs::write(d.join("jwks.json"), jwks(&[&issuer]).unwrap().to_string()).unwrap();
     std::fs::create_dir(d.join("keys")).unwrap();
     let text = format!(
-        "version = 1\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n\
+        "version = 1\n[trust]\nca_dir = \"{0}/trust\"\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n\
          [portal]\n[portal.ssh_ca]\nkey_file = \"{0}/ca\"\nmax_validity = 7200\npermit_x11_forwarding = false\n\
          per_identity_per_hour = {per_identity}\nsite_name = \"Test HPC\"\nclient_id = \"hpccert-cli\"\naudience = \"{AUD}\"\n\
          login_hosts = [\"login.test.example:22\", \"login.test.example:2222\"]\n\
@@ -169,6 +192,7 @@ async fn site(per_identity: usize) -> Option<Site> {
     });
     Some(Site {
         dir,
+        grid_ca,
         settings,
         config,
         base,
@@ -597,4 +621,181 @@ fn a_ca_key_that_others_can_read_stops_the_portal_from_starting() {
         err.contains("the SSH CA cannot start") && err.contains("mode 0644"),
         "{err}"
     );
+}
+
+fn sign(key: &openssl::pkey::PKey<openssl::pkey::Private>, text: &str) -> String {
+    use base64::Engine as _;
+    let mut signer =
+        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .encode(signer.sign_oneshot_to_vec(text.as_bytes()).unwrap())
+}
+
+/// A gateway holding an RFC 3820 proxy of a linked DN signs a challenge of the CA and gets a
+/// certificate for the DN's account that ends no later than the proxy; a replayed answer, a
+/// challenge the CA never made, a signature by another key, an untrusted chain and an unlinked
+/// DN are refused with their reasons, and only the good proof is recorded (proof `x509`).
+#[tokio::test]
+async fn a_proxy_that_signs_a_challenge_gets_a_certificate_for_its_dns_account() {
+    use hpccert_core::dev::pki::{self, CertSpec, Credential, ProxySpec};
+    const GATEWAY_DN: &str = "/DC=org/DC=example/O=Science Gateway/CN=Gateway Robot";
+    let Some(s) = site(30).await else { return };
+    let d = s.dir.path();
+    let now = hpccert_core::clock::now();
+    let user = pki::issue(&s.grid_ca, &CertSpec::user(GATEWAY_DN, now, 1).unwrap()).unwrap();
+    let proxy = pki::issue_proxy(&user, &ProxySpec::new("777", now, 1)).unwrap();
+    let stranger = pki::issue(
+        &s.grid_ca,
+        &CertSpec::user("/DC=org/DC=example/CN=Somebody Else", now, 1).unwrap(),
+    )
+    .unwrap();
+    let rogue_ca =
+        pki::self_signed_ca(&CertSpec::ca("/DC=org/DC=example/CN=Grid CA", now, 1).unwrap())
+            .unwrap();
+    let forged = pki::issue(&rogue_ca, &CertSpec::user(GATEWAY_DN, now, 1).unwrap()).unwrap();
+    let admin = Actor {
+        name: "admin".into(),
+        from_addr: None,
+    };
+    s.portal
+        .change(
+            &admin,
+            &Change::Link {
+                identity: IdentityKey::dn(GATEWAY_DN).unwrap(),
+                profile: IdentityProfile::default(),
+                account: AccountName::parse("gwrobot").unwrap(),
+                approval: Approval::Immediate,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let pem = |chain: &[&Credential]| -> String {
+        chain
+            .iter()
+            .map(|c| String::from_utf8(c.cert_pem().unwrap()).unwrap())
+            .collect()
+    };
+    let ed = public(&keygen(d, "gw", &["-t", "ed25519"]));
+    let body = |chain: String, challenge: &str, signature: String| json!({"public_key": ed, "x509": {"certificates": chain, "challenge": challenge, "signature": signature}});
+
+    let challenge = s.challenge().await;
+    assert!(
+        challenge.starts_with("hpccert-ssh-ca https://portal.test.example challenge "),
+        "{challenge}"
+    );
+    let good = body(
+        pem(&[&proxy, &user]),
+        &challenge,
+        sign(&proxy.key, &challenge),
+    );
+    let (status, answer) = s.request(None, &good).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["principals"], json!(["gwrobot"]));
+    assert_eq!(answer["identity"], GATEWAY_DN);
+    assert_eq!(answer["proxy_depth"], 1);
+    let proxy_end = proxy.cert.not_after();
+    let valid_before = answer["valid_before"].as_u64().unwrap();
+    let end = openssl::asn1::Asn1Time::from_unix(valid_before as i64).unwrap();
+    let left = end.diff(proxy_end).unwrap();
+    assert!(
+        left.days * 86_400 + left.secs >= 0,
+        "the certificate ({valid_before}) outlives the proxy ({proxy_end})"
+    );
+    let policy_end = unix_seconds(now) as u64 + 7200;
+    assert!(
+        valid_before < policy_end - 3000,
+        "capped by the proxy, not the policy"
+    );
+    let recorded = s.portal.store().certificates().await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].proof.as_str(), "x509");
+    assert_eq!(recorded[0].identity.subject(), GATEWAY_DN);
+
+    let fresh = s.challenge().await;
+    let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
+        (
+            "a replayed answer",
+            good.clone(),
+            StatusCode::UNAUTHORIZED,
+            "answered already",
+        ),
+        (
+            "a challenge the CA never made",
+            body(
+                pem(&[&proxy, &user]),
+                "hpccert-ssh-ca https://portal.test.example challenge 00",
+                sign(
+                    &proxy.key,
+                    "hpccert-ssh-ca https://portal.test.example challenge 00",
+                ),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "not made here",
+        ),
+        (
+            "the user's key signing for the proxy",
+            body(pem(&[&proxy, &user]), &fresh, sign(&user.key, &fresh)),
+            StatusCode::UNAUTHORIZED,
+            "does not match",
+        ),
+        (
+            "an untrusted CA",
+            body(pem(&[&forged]), &s.challenge().await, String::new()),
+            StatusCode::UNAUTHORIZED,
+            "does not match",
+        ),
+        (
+            "a key in the request",
+            body(
+                pem(&[&user]) + &String::from_utf8(user.key_pem().unwrap()).unwrap(),
+                &s.challenge().await,
+                String::new(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "private key",
+        ),
+    ];
+    for (what, request, status, needle) in cases {
+        let (got, answer) = s.request(None, &request).await;
+        assert_eq!(got, status, "{what}: {answer}");
+        assert_eq!(answer["error"], "invalid_proof", "{what}: {answer}");
+        assert!(
+            answer["reason"].as_str().unwrap().contains(needle),
+            "{what}: {answer}"
+        );
+    }
+    // a forged chain that signs properly is refused by the chain check
+    let c = s.challenge().await;
+    let (got, answer) = s
+        .request(None, &body(pem(&[&forged]), &c, sign(&forged.key, &c)))
+        .await;
+    assert_eq!(got, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("chain is refused"),
+        "{answer}"
+    );
+    // a trusted DN nobody linked
+    let c = s.challenge().await;
+    let (got, answer) = s
+        .request(None, &body(pem(&[&stranger]), &c, sign(&stranger.key, &c)))
+        .await;
+    assert_eq!(got, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("Somebody Else"),
+        "{answer}"
+    );
+    // two credentials at once
+    let c = s.challenge().await;
+    let (got, answer) = s
+        .request(
+            Some(&s.token(SUB, AUD, 3600)),
+            &body(pem(&[&proxy, &user]), &c, sign(&proxy.key, &c)),
+        )
+        .await;
+    assert_eq!(got, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(s.issued().await, 1, "a refusal recorded a certificate");
 }

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,6 +83,25 @@ fn token_login(state: &Path, ssh_port: u16, user: &str) -> (i32, String, String)
         .arg(format!("{user}@127.0.0.1"))
         .arg("id; echo identity=$HPCCERT_IDENTITY")
         .stdin(Stdio::null()))
+}
+
+/// The 32-byte private seed of an unencrypted OpenSSH Ed25519 private key: the 32 bytes before
+/// the public key's last occurrence (the private section holds seed || public key).
+fn ed25519_seed(pem: &str) -> [u8; 32] {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .unwrap();
+    let tag = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20";
+    let at = blob.windows(tag.len()).position(|w| w == tag).unwrap() + tag.len();
+    let public = &blob[at..at + 32];
+    let last = blob.windows(32).rposition(|w| w == public).unwrap();
+    assert!(
+        last >= at + 32 + 32,
+        "no private section after the public key"
+    );
+    blob[last - 32..last].try_into().unwrap()
 }
 
 /// Stock ssh with the key and the certificate beside it (`id_ed25519-cert.pub`), nothing else.
@@ -285,6 +305,63 @@ fn the_demo_links_in_the_browser_and_then_ssh_logs_in_as_the_account() {
     let (code, out, err) = certificate_login(&state, &key, ssh_port, &user, "id -un");
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.trim(), user);
+
+    // no key at hand: the page makes a key pair and shows it once with the certificate
+    b.goto(&format!("{portal}/ssh"));
+    b.wait_for("#generate");
+    b.click("#generate");
+    b.wait_for("#private_key");
+    b.screenshot("ssh-key-pair");
+    let made_key = b.text("#private_key");
+    assert!(
+        made_key.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"),
+        "{made_key}"
+    );
+    let made_cert = b.text("#certificate");
+    let made = state.join("made-key");
+    std::fs::write(&made, format!("{}\n", made_key.trim())).unwrap();
+    std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(state.join("id_ed25519-cert.pub"), &made_cert).unwrap();
+    let (code, out, err) = certificate_login(&state, &made, ssh_port, &user, "id -un");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), user);
+    // the portal kept no copy: no file of its state holds the key's private half (raw, hex or
+    // base64 at any alignment)
+    let seed = ed25519_seed(&made_key);
+    let mut needles: Vec<Vec<u8>> = vec![seed.to_vec()];
+    needles.push(
+        seed.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes(),
+    );
+    for skip in 0..3 {
+        let b64 = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&seed[skip..])
+        };
+        needles.push(b64.as_bytes()[..b64.len() - 4].to_vec());
+    }
+    let mut stack = vec![state.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path == made {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                for needle in &needles {
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                        "{} holds the private key the page made",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
 
     // explain, as the demo prints it
     let tool = bins.join("gridmap-tool");

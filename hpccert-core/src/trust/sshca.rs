@@ -38,6 +38,8 @@ pub enum SshCaError {
     CredentialExpired,
     #[error("signing failed: {0}")]
     Signing(String),
+    #[error("a new key could not be made: {0}")]
+    Random(String),
 }
 
 /// The user keys a certificate may be issued for.
@@ -291,6 +293,28 @@ impl CaPublicKeys {
     }
 }
 
+/// A new Ed25519 key from the system's random source.
+fn new_ed25519(comment: &str) -> Result<PrivateKey, String> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    openssl::rand::rand_bytes(seed.as_mut()).map_err(|e| e.to_string())?;
+    let mut key = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&seed));
+    key.set_comment(comment);
+    Ok(key)
+}
+
+/// A new Ed25519 key pair for a user who has none at hand (the portal's "make a key pair for
+/// me"): the private key in OpenSSH's format, unencrypted (wiped from memory when dropped),
+/// and its public key. The caller hands it out once and never stores it.
+pub fn generate_user_key(
+    comment: &str,
+) -> Result<(zeroize::Zeroizing<String>, PublicKey), SshCaError> {
+    let key = new_ed25519(comment).map_err(SshCaError::Random)?;
+    let text = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| SshCaError::Random(e.to_string()))?;
+    Ok((text, key.public_key().clone()))
+}
+
 /// Make a new Ed25519 CA key in `path` (OpenSSH format, mode 0600), as
 /// `ssh-keygen -t ed25519 -N ''` would; an existing file is never replaced.
 pub fn generate_ca_key(path: &Path, comment: &str) -> Result<(), SshCaError> {
@@ -300,13 +324,12 @@ pub fn generate_ca_key(path: &Path, comment: &str) -> Result<(), SshCaError> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut seed = [0u8; 32];
-    openssl::rand::rand_bytes(&mut seed).map_err(|e| err(e.to_string()))?;
-    let mut key = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&seed));
-    key.set_comment(comment);
-    let text = key
-        .to_openssh(ssh_key::LineEnding::LF)
-        .map_err(|e| err(e.to_string()))?;
+    let text = new_ed25519(comment)
+        .and_then(|key| {
+            key.to_openssh(ssh_key::LineEnding::LF)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(err)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -13,21 +13,15 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use hpccert_core::config::TrustConfig;
 use hpccert_core::identity::dn::DistinguishedName;
-use hpccert_core::trust::store::TrustStore;
-use hpccert_core::trust::x509::{PresentedChain, verify_chain};
-use openssl::hash::MessageDigest;
-use openssl::pkey::Id;
-use openssl::sign::Verifier;
 use thiserror::Error;
+
+pub use crate::possession::MAX_PASTE;
+use crate::possession::{self, PossessionError};
 
 /// How long a challenge can be answered.
 pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(15 * 60);
-/// A paste larger than this is not read (a chain of a few certificates is a few KB).
-pub const MAX_PASTE: usize = 64 * 1024;
 
 /// A challenge shown to one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +99,7 @@ pub enum DnProofError {
 
 /// Check the answer to `challenge`: `certificates` (PEM, the end entity's first, then any
 /// intermediates) and `signature` (base64 of `openssl dgst -sha256 -sign`). Returns the proved
-/// DN.
+/// DN. A proxy is refused (see the module's documentation).
 pub fn verify(
     trust: &TrustConfig,
     challenge: &str,
@@ -113,46 +107,26 @@ pub fn verify(
     signature: &str,
     now: SystemTime,
 ) -> Result<DistinguishedName, DnProofError> {
-    if certificates.len() > MAX_PASTE || signature.len() > MAX_PASTE {
-        return Err(DnProofError::TooLarge);
-    }
-    if certificates.contains("PRIVATE KEY") || signature.contains("PRIVATE KEY") {
-        return Err(DnProofError::PrivateKey);
-    }
-    let signature: String = signature.split_whitespace().collect();
-    let signature = STANDARD
-        .decode(signature.as_bytes())
-        .map_err(|e| DnProofError::SignatureEncoding(e.to_string()))?;
-    let chain = PresentedChain::from_pem(certificates.as_bytes())
-        .map_err(|e| DnProofError::Certificates(e.to_string()))?;
-    let leaf = chain
-        .certificates()
-        .first()
-        .ok_or_else(|| DnProofError::Certificates("no certificate".into()))?;
-    let key = leaf
-        .public_key()
-        .map_err(|e| DnProofError::Certificates(e.to_string()))?;
-    if !matches!(key.id(), Id::RSA | Id::EC) {
-        return Err(DnProofError::KeyType);
-    }
-    // the text exactly as shown (printf '%s'), or with the newline `echo` adds
-    let signed = |data: &[u8]| -> bool {
-        Verifier::new(MessageDigest::sha256(), &key)
-            .and_then(|mut v| v.verify_oneshot(&signature, data))
-            .unwrap_or(false)
-    };
-    if !signed(challenge.as_bytes()) && !signed(format!("{challenge}\n").as_bytes()) {
-        return Err(DnProofError::SignatureMismatch);
-    }
-    let source = trust.source();
-    let store = TrustStore::load_cached(&source)
-        .map_err(|e| DnProofError::Trust(format!("{}: {e}", source.display())))?;
-    let verified = verify_chain(&store, &chain, &trust.verify_options(), now)
-        .map_err(|e| DnProofError::Chain(e.to_string()))?;
+    let verified = possession::verify(trust, challenge, certificates, signature, now)?;
     if verified.proxy_depth() > 0 {
         return Err(DnProofError::Proxy);
     }
     Ok(verified.identity().clone())
+}
+
+impl From<PossessionError> for DnProofError {
+    fn from(e: PossessionError) -> Self {
+        match e {
+            PossessionError::PrivateKey => Self::PrivateKey,
+            PossessionError::TooLarge => Self::TooLarge,
+            PossessionError::Certificates(m) => Self::Certificates(m),
+            PossessionError::SignatureEncoding(m) => Self::SignatureEncoding(m),
+            PossessionError::SignatureMismatch => Self::SignatureMismatch,
+            PossessionError::KeyType => Self::KeyType,
+            PossessionError::Chain(m) => Self::Chain(m),
+            PossessionError::Trust(m) => Self::Trust(m),
+        }
+    }
 }
 
 #[cfg(test)]

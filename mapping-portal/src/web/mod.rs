@@ -1007,7 +1007,7 @@ async fn ssh_page(State(app): State<Arc<App>>, Visit { ctx, .. }: Visit) -> Resp
     let csrf = ctx.session.as_ref().map(|s| s.csrf.as_str()).unwrap_or("");
     html(
         StatusCode::OK,
-        pages::ssh_certificate(csrf, None, &ctx.frame()),
+        pages::ssh_certificate(csrf, None, None, &ctx.frame()),
     )
 }
 
@@ -1020,6 +1020,9 @@ struct SshForm {
     /// Accounts, separated by spaces or commas (empty: every linked account).
     #[serde(default)]
     principals: String,
+    /// `key`: make a key pair for the user (the pasted key, if any, is not used).
+    #[serde(default)]
+    generate: String,
 }
 
 impl WithCsrf for SshForm {
@@ -1053,11 +1056,40 @@ async fn ssh_certificate(
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect();
+    // a key pair made here goes out in this response only: never stored, never logged
+    let made = if form.generate == "key" {
+        let made = hpccert_core::trust::sshca::generate_user_key(&format!(
+            "{} via {}",
+            user.actor_name(),
+            app.settings.url
+        ))
+        .and_then(|(private, public)| {
+            public
+                .to_openssh()
+                .map(|text| (private, text))
+                .map_err(|e| hpccert_core::trust::sshca::SshCaError::Random(e.to_string()))
+        });
+        match made {
+            Ok(made) => Some(made),
+            Err(e) => {
+                tracing::error!(client = %ctx.client, "SSH key pair: {e}");
+                return error_page(
+                    &ctx,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "No key pair",
+                    "The portal could not make a key pair; paste your own public key instead.",
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let public_key = made.as_ref().map_or(form.public_key.as_str(), |(_, p)| p);
     let result = ca
         .issue_for_session(
             &user.issuer,
             &user.subject,
-            &form.public_key,
+            public_key,
             &requested,
             ctx.client,
             clock::now(),
@@ -1067,14 +1099,19 @@ async fn ssh_certificate(
     match result {
         Ok(cert) => html(
             StatusCode::OK,
-            pages::ssh_certificate(csrf, Some(Ok(&cert)), &ctx.frame()),
+            pages::ssh_certificate(
+                csrf,
+                Some(Ok(&cert)),
+                made.as_ref().map(|(private, _)| private.as_str()),
+                &ctx.frame(),
+            ),
         ),
         Err(reason) => {
             tracing::warn!(client = %ctx.client, who = %user.actor_name(), "SSH certificate refused: {reason}");
             crate::metrics_refused("portal_session");
             html(
                 StatusCode::FORBIDDEN,
-                pages::ssh_certificate(csrf, Some(Err(&reason)), &ctx.frame()),
+                pages::ssh_certificate(csrf, Some(Err(&reason)), None, &ctx.frame()),
             )
         }
     }

@@ -471,6 +471,7 @@ pub fn audit(entries: &[AuditEntry], frame: &Frame<'_>) -> Markup {
 pub fn ssh_certificate(
     csrf: &str,
     outcome: Option<Result<&crate::sshca::SessionCertificate, &str>>,
+    made_key: Option<&str>,
     frame: &Frame<'_>,
 ) -> Markup {
     layout(
@@ -484,7 +485,17 @@ pub fn ssh_certificate(
                         "Certificate " code { (cert.serial) } " for " strong { (cert.principals.join(", ")) }
                         ", valid until " (format_unix(i64::try_from(cert.valid_before).unwrap_or(i64::MAX))) "."
                     }
-                    p { "Save it beside your key, as " code { "KEY-cert.pub" } " (for " code { "~/.ssh/id_ed25519" } ": " code { "~/.ssh/id_ed25519-cert.pub" } "). OpenSSH, VS Code and most clients then use it; or name it: " code { "ssh -i ~/.ssh/id_ed25519 -o CertificateFile=~/.ssh/id_ed25519-cert.pub ACCOUNT@LOGIN-NODE" } }
+                    @if let Some(private) = made_key {
+                        p.error role="alert" {
+                            "This page is the only copy of the private key below: the portal did not keep it. "
+                            "Save it now, readable only by you, and do not reload this page."
+                        }
+                        p { "Save the key as " code { "~/.ssh/hpccert" } " (then " code { "chmod 600 ~/.ssh/hpccert" } ") and the certificate beside it as " code { "~/.ssh/hpccert-cert.pub" } "; log in with " code { "ssh -i ~/.ssh/hpccert ACCOUNT@LOGIN-NODE" } "." }
+                        label for="private_key" { "Private key (OpenSSH format, not encrypted)" }
+                        textarea #private_key readonly rows="8" autocomplete="off" spellcheck="false" { (private) }
+                    } @else {
+                        p { "Save it beside your key, as " code { "KEY-cert.pub" } " (for " code { "~/.ssh/id_ed25519" } ": " code { "~/.ssh/id_ed25519-cert.pub" } "). OpenSSH, VS Code and most clients then use it; or name it: " code { "ssh -i ~/.ssh/id_ed25519 -o CertificateFile=~/.ssh/id_ed25519-cert.pub ACCOUNT@LOGIN-NODE" } }
+                    }
                     label for="certificate" { "Certificate" }
                     textarea #certificate readonly rows="6" { (cert.certificate) }
                 }
@@ -506,6 +517,8 @@ pub fn ssh_certificate(
                 label for="principals" { "Accounts (empty: all linked accounts)" }
                 input #principals type="text" name="principals" autocapitalize="none" spellcheck="false";
                 button type="submit" { "Get a certificate" }
+                p { "No key at hand? The portal can make an Ed25519 key pair for you: it is shown once, in the answer to this form, and never kept." }
+                button #generate type="submit" name="generate" value="key" formnovalidate { "Make a key pair and a certificate" }
             }
         },
     )
