@@ -24,7 +24,10 @@
 //!
 //! This crate is the FFI edge between glibc's NSS and Rust: being called with C structs and
 //! buffers cannot be done without `unsafe`. The workspace denies `unsafe_code`; this crate root
-//! allows it, and every block carries a `// SAFETY:` comment.
+//! allows it, and every block carries a `// SAFETY:` comment. The entry points and the buffer
+//! packing are the crate's own rather than the `libnss` crate's macros, whose current release
+//! misaligns `gr_mem` and can panic inside `extern "C"` functions (docs/ARCHITECTURE.md,
+//! "Foreign interfaces").
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 

@@ -7,6 +7,12 @@
 //! `PAM_SYSTEM_ERR`, never a success. The module opens no socket, starts no runtime and
 //! writes no file (hpccert-core is built without its `fetch` feature).
 //!
+//! libpam is reached through pam-bindings (the handle, items, conversation, module data) and
+//! a small extension of it for what that crate does not bind (`src/pam_ext.rs`). The entry points
+//! are this crate's own rather than pam-bindings' `pam_hooks!`, which would also export
+//! `pam_sm_chauthtok` and turn a panic or a malformed argument vector into `PAM_ABORT`
+//! (docs/ARCHITECTURE.md, "Foreign interfaces").
+//!
 //! This crate is the FFI edge between libpam and Rust: calling libpam and being called by it
 //! cannot be done without `unsafe`. The workspace denies `unsafe_code`; this crate root
 //! allows it, every block carries a `// SAFETY:` comment, and nothing else is here.
@@ -14,13 +20,38 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod libpam;
+mod pam_ext;
 
 use std::ffi::{CStr, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use hpccert_core::host::pam::{self as logic, LogLevel, PamCode, PamHandle, SystemView};
+use hpccert_core::host::pam::{self as logic, LogLevel, PamCode, PamHandle as _, SystemView};
+use pam::module::PamHandle as RawPamHandle;
 
-use crate::libpam::{LibPam, RawPamHandle};
+use crate::libpam::LibPam;
+
+/// The module arguments as C strings; `None` when the vector is malformed.
+///
+/// # Safety
+/// `argv` points to `argc` pointers to NUL-terminated strings that outlive `'a`.
+unsafe fn arguments<'a>(argc: c_int, argv: *const *const c_char) -> Option<Vec<&'a CStr>> {
+    let n = usize::try_from(argc).ok()?;
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    if argv.is_null() {
+        return None;
+    }
+    // SAFETY: the caller guarantees `argc` valid pointers at `argv`.
+    let pointers = unsafe { std::slice::from_raw_parts(argv, n) };
+    pointers
+        .iter()
+        .map(|&p| {
+            // SAFETY: a non-null entry is a NUL-terminated string that outlives 'a.
+            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) })
+        })
+        .collect()
+}
 
 /// Run `call` with libpam's handle and the module arguments. A null handle, a malformed
 /// argument vector or a panic gives `on_failure`.
@@ -32,15 +63,17 @@ unsafe fn entry(
     argc: c_int,
     argv: *const *const c_char,
     on_failure: PamCode,
-    call: impl FnOnce(&mut LibPam, &[&CStr]) -> PamCode,
+    call: impl FnOnce(&mut LibPam<'_>, &[&CStr]) -> PamCode,
 ) -> c_int {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: libpam passes its live handle, valid for the whole call.
-        let Some(mut handle) = (unsafe { LibPam::from_raw(pamh) }) else {
+        // SAFETY: libpam passes its live handle (null is refused here), valid for the whole
+        // call; this call is its only user on this thread while it runs.
+        let Some(pamh) = (unsafe { pamh.as_mut() }) else {
             return on_failure;
         };
+        let mut handle = LibPam::new(pamh);
         // SAFETY: libpam passes `argc` argument strings in `argv`, valid for the whole call.
-        let Some(args) = (unsafe { libpam::arguments(argc, argv) }) else {
+        let Some(args) = (unsafe { arguments(argc, argv) }) else {
             handle.syslog(LogLevel::Error, "malformed module arguments: refusing");
             return on_failure;
         };
@@ -53,9 +86,9 @@ unsafe fn entry(
             // in a working module, and a leak beats unwinding into C)
             std::mem::forget(payload);
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: as above; the handle outlives this call.
-                if let Some(mut handle) = unsafe { LibPam::from_raw(pamh) } {
-                    handle.syslog(
+                // SAFETY: as above; the reference of the panicked call is gone (unwound).
+                if let Some(pamh) = unsafe { pamh.as_mut() } {
+                    LibPam::new(pamh).syslog(
                         LogLevel::Error,
                         &format!("internal error (panic): refusing ({on_failure})"),
                     );
@@ -156,9 +189,35 @@ mod tests {
     //! The FFI layer against the real libpam: a handle from `pam_start_confdir` with a private
     //! configuration directory (nothing of /etc/pam.d is read).
     use super::*;
-    use crate::libpam::{PamConv, PamMessage, PamResponse};
     use hpccert_core::host::pam::Secret;
     use std::ffi::{CString, c_void};
+
+    // the application's side of the conversation (`<security/_pam_types.h>`), which
+    // pam-bindings, a crate for modules, does not offer
+    #[repr(C)]
+    struct PamMessage {
+        msg_style: c_int,
+        msg: *const c_char,
+    }
+
+    #[repr(C)]
+    struct PamResponse {
+        resp: *mut c_char,
+        resp_retcode: c_int,
+    }
+
+    type ConvFn = unsafe extern "C" fn(
+        num_msg: c_int,
+        msg: *mut *const PamMessage,
+        resp: *mut *mut PamResponse,
+        appdata_ptr: *mut c_void,
+    ) -> c_int;
+
+    #[repr(C)]
+    struct PamConv {
+        conv: Option<ConvFn>,
+        appdata_ptr: *mut c_void,
+    }
 
     /// Test failures as values: no unwrap in this crate, not even in its tests.
     type TestResult = Result<(), String>;
@@ -202,6 +261,32 @@ mod tests {
         0
     }
 
+    /// Answers with a response whose string is null (what pamtester's conversation does when
+    /// its input is closed).
+    unsafe extern "C" fn no_answer(
+        _num_msg: c_int,
+        _msg: *mut *const PamMessage,
+        resp: *mut *mut PamResponse,
+        _appdata: *mut c_void,
+    ) -> c_int {
+        // SAFETY: libpam-style call with one message; the zeroed response array is malloc'd
+        // and handed to the module, which frees it.
+        unsafe {
+            *resp = libc::calloc(1, std::mem::size_of::<PamResponse>()).cast::<PamResponse>();
+        }
+        0
+    }
+
+    /// Claims success but hands back no response array at all.
+    unsafe extern "C" fn no_responses(
+        _num_msg: c_int,
+        _msg: *mut *const PamMessage,
+        _resp: *mut *mut PamResponse,
+        _appdata: *mut c_void,
+    ) -> c_int {
+        0
+    }
+
     struct Pam {
         pamh: *mut RawPamHandle,
         _conv: Box<PamConv>,
@@ -209,14 +294,14 @@ mod tests {
     }
 
     impl Pam {
-        fn start(with_conv: bool) -> Result<Self, String> {
+        fn start(conv: Option<ConvFn>) -> Result<Self, String> {
             let dir = ok(tempfile::tempdir())?;
             ok(std::fs::write(
                 dir.path().join("hpccert-test"),
                 "auth required pam_deny.so\n",
             ))?;
             let conv = Box::new(PamConv {
-                conv: with_conv.then_some(conversation as crate::libpam::ConvFn),
+                conv,
                 appdata_ptr: std::ptr::null_mut(),
             });
             let confdir = ok(CString::new(dir.path().as_os_str().as_encoded_bytes()))?;
@@ -238,9 +323,11 @@ mod tests {
                 _dir: dir,
             })
         }
-        fn handle(&self) -> Result<LibPam, String> {
-            // SAFETY: a live handle from pam_start, used within this test.
-            unsafe { LibPam::from_raw(self.pamh) }.ok_or_else(|| "null handle".to_string())
+        fn handle(&mut self) -> Result<LibPam<'_>, String> {
+            // SAFETY: a live handle from pam_start, borrowed from `self` for the result's life.
+            let pamh = unsafe { self.pamh.as_mut() };
+            pamh.map(LibPam::new)
+                .ok_or_else(|| "null handle".to_string())
         }
     }
 
@@ -257,7 +344,7 @@ mod tests {
         argv: &[*const c_char],
         argc: c_int,
         on_failure: PamCode,
-        f: impl FnOnce(&mut LibPam, &[&CStr]) -> PamCode,
+        f: impl FnOnce(&mut LibPam<'_>, &[&CStr]) -> PamCode,
     ) -> c_int {
         let argv = if argv.is_empty() {
             std::ptr::null()
@@ -271,12 +358,12 @@ mod tests {
 
     #[test]
     fn panics_and_bad_arguments_are_refusals() -> TestResult {
-        let pam = Pam::start(true)?;
+        let pam = Pam::start(Some(conversation))?;
         let debug = [c"debug".as_ptr()];
-        let boom = |_: &mut LibPam, _: &[&CStr]| -> PamCode { panic!("boom") };
+        let boom = |_: &mut LibPam<'_>, _: &[&CStr]| -> PamCode { panic!("boom") };
         assert_eq!(call(pam.pamh, &debug, 1, PamCode::AuthErr, boom), 7);
         assert_eq!(call(pam.pamh, &[], 0, PamCode::SystemErr, boom), 4);
-        let never = |_: &mut LibPam, _: &[&CStr]| PamCode::Success;
+        let never = |_: &mut LibPam<'_>, _: &[&CStr]| PamCode::Success;
         assert_eq!(
             call(std::ptr::null_mut(), &[], 0, PamCode::AuthErr, never),
             7
@@ -307,13 +394,18 @@ mod tests {
 
     #[test]
     fn handle_calls_through_libpam() -> TestResult {
-        let pam = Pam::start(true)?;
+        let mut pam = Pam::start(Some(conversation))?;
         let mut h = pam.handle()?;
         assert_eq!(ok(h.user())?, "alice");
 
-        // PAM_AUTHTOK is readable only from inside a module call (libpam refuses it to the
-        // application); tests/tests/pam_module.rs covers it under pam_wrapper
+        // PAM_AUTHTOK is readable and settable only from inside a module call (libpam refuses
+        // it to the application); tests/tests/pam_module.rs covers it under pam_wrapper
         assert_eq!(h.authtok().unwrap_err().code, Some(29));
+        assert_eq!(
+            h.set_authtok(&Secret::from("t")).unwrap_err().code,
+            Some(29)
+        );
+        assert_eq!(h.set_authtok(&Secret::from("a\0b")).unwrap_err().code, None);
 
         let answer = ok(h.prompt_secret("Access token: "))?;
         assert_eq!(answer, Some(Secret::from("answer to Access token: ")));
@@ -335,19 +427,41 @@ mod tests {
             .set_data("pam_hpccert_token", Some(&Secret::from("x")))
             .unwrap_err();
         assert_eq!(e.code, Some(4));
+        assert_eq!(e.reason, "System error", "libpam's text for the code");
         h.syslog(LogLevel::Debug, "pam_hpccert unit test");
         Ok(())
     }
 
     #[test]
     fn no_conversation_is_a_conversation_error() -> TestResult {
-        let pam = Pam::start(false)?;
+        let mut pam = Pam::start(None)?;
         let mut h = pam.handle()?;
         let Err(e) = h.prompt_secret("Access token: ") else {
             return Err("a prompt without a conversation succeeded".into());
         };
         assert_eq!(e.call, "conversation");
         assert_eq!(e.code, Some(19));
+        Ok(())
+    }
+
+    #[test]
+    fn answers_that_are_not_there() -> TestResult {
+        // a response without a string: no answer, which auth refuses as "no token"
+        {
+            let mut pam = Pam::start(Some(no_answer))?;
+            let mut h = pam.handle()?;
+            assert_eq!(ok(h.prompt_secret("Access token: "))?, None);
+        }
+
+        // a success without any response array breaks the conversation's contract:
+        // pam-bindings makes it PAM_CONV_ERR (before the move onto pam-bindings this module
+        // took it as no answer, a PAM_AUTH_ERR refusal)
+        let mut pam = Pam::start(Some(no_responses))?;
+        let mut h = pam.handle()?;
+        let Err(e) = h.prompt_secret("Access token: ") else {
+            return Err("a conversation without responses answered".into());
+        };
+        assert_eq!((e.call, e.code), ("conversation", Some(19)));
         Ok(())
     }
 }
