@@ -1,6 +1,10 @@
 //! Command-line definitions (the dispatch is in `dispatch`). Only clap and hpccert-core: xtask
 //! includes this file to generate the man pages and shell completions.
 
+// The help texts below name config sections as TOML writes them (`[trust] ca_dir`); clap shows
+// them verbatim in --help and the man pages, so they are not intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

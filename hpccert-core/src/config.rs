@@ -253,7 +253,7 @@ pub struct PortalAdmin {
 #[serde(deny_unknown_fields)]
 pub struct PortalOidcConfig {
     /// The issuer (discovery at ISSUER/.well-known/openid-configuration) [CILogon:
-    /// https://cilogon.org].
+    /// `https://cilogon.org`].
     pub issuer: String,
     pub client_id: String,
     /// The client secret, inline (never printed by `Debug`) ...
@@ -650,12 +650,12 @@ fn default_min_uid() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
-    /// The exact `iss` value (e.g. "https://cilogon.org").
+    /// The exact `iss` value (e.g. `https://cilogon.org`).
     pub issuer: String,
     /// Accepted `aud` values: a token must name one of them.
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// Accept the WLCG "any" audience (https://wlcg.cern.ch/jwt/v1/any).
+    /// Accept the WLCG "any" audience (`https://wlcg.cern.ch/jwt/v1/any`).
     #[serde(default)]
     pub accept_any_audience: bool,
     /// Signature algorithms accepted from this issuer.

@@ -2,7 +2,7 @@
 //! the session stack (with credentials) around every session process.
 //!
 //! PAM modules never run inside the server. sshd-gsi starts a small helper program,
-//! `sshd-gsi-pam-helper account|session` (installed beside it; [`crate::pam_helper`]), as
+//! `sshd-gsi-pam-helper account|session` (installed beside it; `pam_helper`), as
 //! root:
 //!
 //! * **account**, at login, once the credential is verified and mapped: `pam_acct_mgmt` for the

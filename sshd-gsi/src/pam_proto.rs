@@ -1,4 +1,4 @@
-//! What sshd-gsi and its PAM helper (`sshd-gsi-pam-helper`, see [`crate::pam`]) say to each
+//! What sshd-gsi and its PAM helper (`sshd-gsi-pam-helper`, see `sshd_gsi::pam`) say to each
 //! other: the request the server sends as JSON on the helper's fd 3. Shared by both binaries.
 
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! Pool accounts (`.atlas` in the grid-mapfile) leased to identities through a gridmapdir,
 //! compatible with the Globus `gss_assist` / LCMAPS `poolaccount` gridmapdir.
 //!
-//! **Layout.** The gridmapdir ([`DEFAULT_GRIDMAPDIR`], `[mapping] gridmapdir`) holds one empty
+//! **Layout.** The gridmapdir ([`crate::identity::pool::DEFAULT_GRIDMAPDIR`], `[mapping] gridmapdir`) holds one empty
 //! file per pool account (`atlas001` ... `atlas040`; [`Gridmapdir::lease`] creates the files of
 //! configured accounts that are missing). A lease is a second hard link to an account file,
 //! named after the identity ([`LeaseKey`]); an account file whose link count is 2 is leased, 1

@@ -147,7 +147,7 @@ pub fn pam_check(
 /// The password proof of `account` (blocking: call from a blocking thread, after the attempt
 /// was counted): the account exists and is not a system account (uid at least `min_uid`), and
 /// PAM takes the password. For an unknown or system account, or an empty password, PAM still
-/// runs, for [`NO_ACCOUNT`] with a password that cannot be right, so that the refusal takes
+/// runs, for `NO_ACCOUNT` with a password that cannot be right, so that the refusal takes
 /// as long as a wrong password's (pam_unix's delay): neither the page nor the clock says which
 /// it was. The error names the precise reason (for the log).
 pub fn prove_password(
@@ -189,8 +189,8 @@ pub struct RateLimiter {
 /// The account's counter is kept per logged-in identity, (account, identity), not per account
 /// alone: a per-account lock would let anyone who can log in at the identity provider lock a
 /// researcher out of linking their own account by guessing five times. One identity gets
-/// [`PER_ACCOUNT`] guesses at one account and [`PER_IDENTITY`] in all, and one client address
-/// [`PER_SOURCE`] whatever the identities (an IPv6 address counts as its /64, which one host
+/// `PER_ACCOUNT` guesses at one account and `PER_IDENTITY` in all, and one client address
+/// `PER_SOURCE` whatever the identities (an IPv6 address counts as its /64, which one host
 /// usually has whole), per 15 minutes. Guessing one account's password from many identities is
 /// so bounded by the identities (each a login at the site's identity provider, in the log and
 /// the audit) and the addresses the guesser has; a site that wants a lock per account whoever
