@@ -4,7 +4,8 @@
 //! keys and the KRL on a node; stock `ssh`, `scp`, `sftp` and `rsync` and paramiko log in with
 //! the certificate to a test instance of the system's OpenSSH `sshd` (configured only with the
 //! shipped drop-in's lines and the files sync installed) and to sshd-gsi, as the mapped
-//! account. Then the identity is suspended in the portal, the node syncs, and both servers
+//! account; so does a certificate the CA issued to a portal-linked DN for an RFC 3820 proxy
+//! that signed its challenge (a gateway with grid credentials). Then the identity is suspended in the portal, the node syncs, and both servers
 //! refuse the same certificate (`ssh-keygen -Q` agrees).
 //!
 //! Root only (OpenSSH's sshd switches to the account), with the e2e peers.
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hpccert_core::config::Config;
+use hpccert_core::dev::pki::{self, CertSpec, ProxySpec};
 use hpccert_core::identity::gridmap::AccountName;
 use hpccert_e2e::oidc::{
     AUDIENCE, Provider, ROBOT, claims, provider_available, read_jwks_keys, write_jwks,
@@ -33,6 +35,8 @@ use mapping_portal::{ExportToken, Portal, PortalSettings};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "hpccert-e2e-alice";
+const GRID_CA: &str = "/DC=org/DC=example/CN=SSH CA e2e Grid CA";
+const GATEWAY_DN: &str = "/DC=org/DC=example/O=Science Gateway/CN=e2e Gateway";
 const EXPORT_TOKEN: &str = "0123456789abcdef0123456789abcdef-ssh-ca-e2e";
 
 struct Killed(Child);
@@ -248,12 +252,20 @@ async fn portal_certificates_log_in_to_openssh_and_sshd_gsi_until_a_suspension_r
         .collect();
     write_jwks_keys(&d.join("issuer-jwks.json"), &public);
 
-    // the portal: CA, issuer, links of both identities to the account
+    // a grid CA the portal trusts, and a gateway's certificate and proxy from it
+    let now = hpccert_core::clock::now();
+    let grid_ca = pki::self_signed_ca(&CertSpec::ca(GRID_CA, now, 1).unwrap()).unwrap();
+    let gateway_cert = pki::issue(&grid_ca, &CertSpec::user(GATEWAY_DN, now, 1).unwrap()).unwrap();
+    let gateway_proxy = pki::issue_proxy(&gateway_cert, &ProxySpec::new("4242", now, 1)).unwrap();
+    std::fs::create_dir(d.join("trust")).unwrap();
+    pki::install_ca(&d.join("trust"), &grid_ca.cert, None, None).unwrap();
+
+    // the portal: CA, issuer, links of the three identities to the account
     keygen(&d.join("ca"));
     std::fs::create_dir(d.join("keys")).unwrap();
     let config = Config::parse(
         &format!(
-            "version = 1\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n[portal]\n[portal.ssh_ca]\nkey_file = \"{0}/ca\"\n\
+            "version = 1\n[trust]\nca_dir = \"{0}/trust\"\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n[portal]\n[portal.ssh_ca]\nkey_file = \"{0}/ca\"\n\
              [[issuer]]\nissuer = \"{issuer}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\njwks_file = \"{0}/issuer-jwks.json\"\n",
             d.display()
         ),
@@ -284,12 +296,16 @@ async fn portal_certificates_log_in_to_openssh_and_sshd_gsi_until_a_suspension_r
     let person_sub = claims(&person)["sub"].as_str().unwrap().to_string();
     let gateway_sub = claims(&gateway)["sub"].as_str().unwrap().to_string();
     assert_eq!(gateway_sub, ROBOT.0);
-    for sub in [&person_sub, &gateway_sub] {
+    for identity in [
+        IdentityKey::token(&issuer, &person_sub).unwrap(),
+        IdentityKey::token(&issuer, &gateway_sub).unwrap(),
+        IdentityKey::dn(GATEWAY_DN).unwrap(),
+    ] {
         portal
             .change(
                 &admin,
                 &Change::Link {
-                    identity: IdentityKey::token(&issuer, sub).unwrap(),
+                    identity,
                     profile: IdentityProfile::default(),
                     account: AccountName::parse(ACCOUNT).unwrap(),
                     approval: Approval::Immediate,
@@ -432,6 +448,59 @@ async fn portal_certificates_log_in_to_openssh_and_sshd_gsi_until_a_suspension_r
         every_client_logs_in(&python, d, openssh_port, "openssh");
         every_client_logs_in(&python, d, gsi_port, "sshd-gsi");
     });
+
+    // the gateway's proxy signs a challenge of the CA: a certificate for the DN's account
+    let person_cert = std::fs::read_to_string(d.join("id_ed25519-cert.pub")).unwrap();
+    let r = http
+        .post(format!("{base}/ssh/v1/challenge"))
+        .send()
+        .await
+        .unwrap();
+    let challenge: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let challenge = challenge["challenge"].as_str().unwrap().to_string();
+    let mut signer =
+        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &gateway_proxy.key)
+            .unwrap();
+    let signature = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .encode(signer.sign_oneshot_to_vec(challenge.as_bytes()).unwrap())
+    };
+    let chain: String = [&gateway_proxy, &gateway_cert]
+        .iter()
+        .map(|c| String::from_utf8(c.cert_pem().unwrap()).unwrap())
+        .collect();
+    let r = http
+        .post(format!("{base}/ssh/v1/certificate"))
+        .body(
+            json!({"public_key": std::fs::read_to_string(d.join("id_ed25519.pub")).unwrap(),
+                   "x509": {"certificates": chain, "challenge": challenge, "signature": signature}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert!(status.is_success(), "{body}");
+    assert_eq!(body["principals"], json!([ACCOUNT]));
+    assert_eq!(body["identity"], GATEWAY_DN);
+    std::fs::write(
+        d.join("id_ed25519-cert.pub"),
+        body["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (code, out) = run(Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(d.join("id_ed25519-cert.pub")));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(GATEWAY_DN) && out.contains(ACCOUNT), "{out}");
+    tokio::task::block_in_place(|| {
+        every_client_logs_in(&python, d, openssh_port, "openssh-dn");
+        every_client_logs_in(&python, d, gsi_port, "sshd-gsi-dn");
+    });
+    std::fs::write(d.join("id_ed25519-cert.pub"), person_cert).unwrap();
 
     // suspended in the portal: the next sync's KRL refuses the certificate on both servers
     portal
