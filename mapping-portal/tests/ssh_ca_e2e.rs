@@ -12,9 +12,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
+mod nodes;
+
+use nodes::{Servers, bin, keygen, run};
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,50 +41,6 @@ const ACCOUNT: &str = "hpccert-e2e-alice";
 const GRID_CA: &str = "/DC=org/DC=example/CN=SSH CA e2e Grid CA";
 const GATEWAY_DN: &str = "/DC=org/DC=example/O=Science Gateway/CN=e2e Gateway";
 const EXPORT_TOKEN: &str = "0123456789abcdef0123456789abcdef-ssh-ca-e2e";
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join(name)
-}
-
-fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn keygen(path: &Path) {
-    let (code, out) = run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path));
-    assert_eq!(code, 0, "{out}");
-}
-
-fn wait_port(port: u16, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn peers() -> Option<PathBuf> {
     if !nix::unistd::geteuid().is_root() {
@@ -392,57 +351,10 @@ async fn portal_certificates_log_in_to_openssh_and_sshd_gsi_until_a_suspension_r
         "{out}"
     );
 
-    // OpenSSH's sshd with the drop-in's three lines on the installed files
-    keygen(&d.join("host_key"));
-    let openssh_port = free_port();
-    std::fs::write(
-        d.join("sshd_config"),
-        format!(
-            "Port {openssh_port}\nListenAddress 127.0.0.1\nHostKey {0}/host_key\nPidFile {0}/sshd.pid\nUsePAM no\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nAuthorizedKeysFile none\n\
-             Subsystem sftp /usr/lib/openssh/sftp-server\n\
-             TrustedUserCAKeys {1}/ssh-ca-keys.pub\nRevokedKeys {1}/ssh-revoked.krl\nAuthorizedPrincipalsFile none\n",
-            d.display(),
-            node.display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let _openssh = Killed(
-        Command::new("/usr/sbin/sshd")
-            .args(["-D", "-f"])
-            .arg(d.join("sshd_config"))
-            .arg("-E")
-            .arg(d.join("sshd.log"))
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(openssh_port, "sshd", &d.join("sshd.log"));
-
-    // sshd-gsi: openssh-cert on the same files
-    let gsi_port = free_port();
-    std::fs::write(d.join("grid-mapfile"), "").unwrap();
-    std::fs::write(
-        d.join("hpccert.toml"),
-        format!(
-            "version = 1\n[mapping]\ngrid_mapfile = \"{0}/grid-mapfile\"\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n\
-             [sshd]\nlisten = [\"127.0.0.1:{gsi_port}\"]\nhost_keys = [\"{0}/host_key\"]\nmethods = [\"openssh-cert\"]\nuse_pam = false\n\
-             sftp_server = \"/usr/lib/openssh/sftp-server\"\ntrusted_user_ca_keys = [\"{1}/ssh-ca-keys.pub\"]\nrevoked_keys = \"{1}/ssh-revoked.krl\"\n",
-            d.display(),
-            node.display()
-        ),
-    )
-    .unwrap();
-    let _gsi = Killed(
-        Command::new(bin("sshd-gsi"))
-            .arg("-f")
-            .arg(d.join("hpccert.toml"))
-            .env("NO_COLOR", "1")
-            .stderr(std::fs::File::create(d.join("sshd-gsi.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(gsi_port, "sshd-gsi", &d.join("sshd-gsi.log"));
+    // OpenSSH's sshd with the drop-in's three lines on the installed files, and sshd-gsi's
+    // openssh-cert method on the same files
+    let servers = Servers::start(d, &node);
+    let (openssh_port, gsi_port) = (servers.openssh_port, servers.gsi_port);
 
     tokio::task::block_in_place(|| {
         every_client_logs_in(&python, d, openssh_port, "openssh");

@@ -1,0 +1,126 @@
+//! The login node of the SSH CA's end-to-end tests: OpenSSH's sshd configured with only the
+//! shipped drop-in's lines (TrustedUserCAKeys, RevokedKeys, AuthorizedPrincipalsFile none) on
+//! the files `gridmap-tool sync` installed, and sshd-gsi's openssh-cert method on the same
+//! files; and the small process helpers the tests share.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hpccert_e2e::free_port;
+
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(name)
+}
+
+pub fn run(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+pub fn keygen(path: &Path) {
+    let (code, out) = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path));
+    assert_eq!(code, 0, "{out}");
+}
+
+pub fn wait_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Both servers, stopped when dropped.
+pub struct Servers {
+    pub openssh_port: u16,
+    pub gsi_port: u16,
+    _openssh: Killed,
+    _gsi: Killed,
+}
+
+impl Servers {
+    /// Start both in `d` on the CA keys and KRL installed in `node`.
+    pub fn start(d: &Path, node: &Path) -> Self {
+        keygen(&d.join("host_key"));
+        let openssh_port = free_port();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {openssh_port}\nListenAddress 127.0.0.1\nHostKey {0}/host_key\nPidFile {0}/sshd.pid\nUsePAM no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nAuthorizedKeysFile none\n\
+                 Subsystem sftp /usr/lib/openssh/sftp-server\n\
+                 TrustedUserCAKeys {1}/ssh-ca-keys.pub\nRevokedKeys {1}/ssh-revoked.krl\nAuthorizedPrincipalsFile none\n",
+                d.display(),
+                node.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let _openssh = Killed(
+            Command::new("/usr/sbin/sshd")
+                .args(["-D", "-f"])
+                .arg(d.join("sshd_config"))
+                .arg("-E")
+                .arg(d.join("sshd.log"))
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(openssh_port, "sshd", &d.join("sshd.log"));
+
+        // sshd-gsi: openssh-cert on the same files
+        let gsi_port = free_port();
+        std::fs::write(d.join("grid-mapfile"), "").unwrap();
+        std::fs::write(
+            d.join("hpccert.toml"),
+            format!(
+                "version = 1\n[mapping]\ngrid_mapfile = \"{0}/grid-mapfile\"\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n\
+                 [sshd]\nlisten = [\"127.0.0.1:{gsi_port}\"]\nhost_keys = [\"{0}/host_key\"]\nmethods = [\"openssh-cert\"]\nuse_pam = false\n\
+                 sftp_server = \"/usr/lib/openssh/sftp-server\"\ntrusted_user_ca_keys = [\"{1}/ssh-ca-keys.pub\"]\nrevoked_keys = \"{1}/ssh-revoked.krl\"\n",
+                d.display(),
+                node.display()
+            ),
+        )
+        .unwrap();
+        let _gsi = Killed(
+            Command::new(bin("sshd-gsi"))
+                .arg("-f")
+                .arg(d.join("hpccert.toml"))
+                .env("NO_COLOR", "1")
+                .stderr(std::fs::File::create(d.join("sshd-gsi.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(gsi_port, "sshd-gsi", &d.join("sshd-gsi.log"));
+
+        Self {
+            openssh_port,
+            gsi_port,
+            _openssh,
+            _gsi,
+        }
+    }
+}
