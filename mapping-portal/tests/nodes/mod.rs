@@ -65,8 +65,12 @@ pub struct Servers {
 impl Servers {
     /// Start both in `d` on the CA keys and KRL installed in `node`.
     pub fn start(d: &Path, node: &Path) -> Self {
+        Self::start_on(d, node, free_port(), free_port())
+    }
+
+    /// The same on the given ports.
+    pub fn start_on(d: &Path, node: &Path, openssh_port: u16, gsi_port: u16) -> Self {
         keygen(&d.join("host_key"));
-        let openssh_port = free_port();
         std::fs::write(
             d.join("sshd_config"),
             format!(
@@ -92,7 +96,6 @@ impl Servers {
         wait_port(openssh_port, "sshd", &d.join("sshd.log"));
 
         // sshd-gsi: openssh-cert on the same files
-        let gsi_port = free_port();
         std::fs::write(d.join("grid-mapfile"), "").unwrap();
         std::fs::write(
             d.join("hpccert.toml"),
