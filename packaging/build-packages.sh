@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the Debian and RPM packages of hpccert (issue #8):
-#   hpccert-sshd, hpccert-tools, libpam-hpccert, libnss-hpccert, hpccert-portal
+#   hpccert-sshd, hpccert-tools, libpam-hpccert, libnss-hpccert, hpccert-portal, hpccert-client
 #                                                                  (.deb, cargo-deb)
-#   hpccert-sshd, hpccert-tools, pam_hpccert, nss_hpccert, hpccert-portal
+#   hpccert-sshd, hpccert-tools, pam_hpccert, nss_hpccert, hpccert-portal, hpccert-client
 #                                                                  (.rpm, cargo-generate-rpm)
 # into $CARGO_TARGET_DIR/packages (default target/packages).
 #
@@ -58,7 +58,7 @@ assets=$release/packaging
 
 echo "== release build ($release)"
 # xtask in the same build: one feature resolution, so nothing is built twice
-cargo build --release --locked -p sshd-gsi -p gridmap-tool -p pam_hpccert -p nss_hpccert -p mapping-portal -p xtask
+cargo build --release --locked -p sshd-gsi -p gridmap-tool -p pam_hpccert -p nss_hpccert -p mapping-portal -p hpccert-client -p xtask
 
 echo "== man pages and completions ($assets)"
 rm -rf "$assets"
@@ -76,7 +76,7 @@ sed 's|^sftp_server = "/usr/lib/openssh/sftp-server"|sftp_server = "/usr/libexec
 sed 's|^SupplementaryGroups=shadow$|# (no shadow group on Fedora/RHEL: see the comment above)|' \
     packaging/systemd/mapping-portal.service >"$assets/rpm/mapping-portal.service"
 # cargo-generate-rpm packages files as they are (cargo-deb strips its own copies)
-for f in sshd-gsi sshd-gsi-pam-helper gridmap-tool mapping-portal libpam_hpccert.so libnss_hpccert.so; do
+for f in sshd-gsi sshd-gsi-pam-helper gridmap-tool mapping-portal hpccert libpam_hpccert.so libnss_hpccert.so; do
     strip --strip-unneeded -o "$assets/rpm/$f" "$release/$f"
 done
 # The NSS module keeps its SONAME file name in the .deb, which cargo-deb neither strips nor runs
@@ -96,7 +96,7 @@ grep -q '^SupplementaryGroups=' "$assets/rpm/mapping-portal.service" &&
 
 rm -rf "$out"
 mkdir -p "$out"
-crates=(sshd-gsi gridmap-tool pam_hpccert nss_hpccert mapping-portal)
+crates=(sshd-gsi gridmap-tool pam_hpccert nss_hpccert mapping-portal hpccert-client)
 
 if [ "$want_deb" = 1 ]; then
     for crate in "${crates[@]}"; do

@@ -38,7 +38,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PKG_DIR=${1:-${CARGO_TARGET_DIR:-$ROOT/target}/packages}
 PYTHON=${HPCCERT_E2E_PYTHON:-$ROOT/.venv-e2e/bin/python}
 ACCOUNT=hpccert-e2e-alice
-DEBS=(hpccert-sshd hpccert-tools libpam-hpccert libnss-hpccert hpccert-portal)
+DEBS=(hpccert-sshd hpccert-tools libpam-hpccert libnss-hpccert hpccert-portal hpccert-client)
 MULTIARCH=x86_64-linux-gnu
 
 step() { echo "== $*"; }
@@ -149,6 +149,7 @@ declare -A rpm_file=(
     [pam_hpccert]=/usr/lib64/security/pam_hpccert.so
     [nss_hpccert]=/usr/lib64/libnss_hpccert.so.2
     [hpccert-portal]=/usr/sbin/mapping-portal
+    [hpccert-client]=/usr/bin/hpccert
 )
 for rpmfile in "${rpms[@]}"; do
     name=$(rpm -qp --qf '%{NAME}' "$rpmfile" 2>/dev/null)
@@ -289,7 +290,7 @@ done
 
 step "man pages and completions"
 for page in sshd-gsi gridmap-tool gridmap-tool-explain gridmap-tool-keys-refresh pam_hpccert libnss_hpccert \
-    mapping-portal; do
+    mapping-portal hpccert hpccert-login hpccert-ssh-config; do
     out=$(MANWIDTH=100 man -P cat "$page" 2>"$WORK/man.err") || fail "man $page"
     [ -n "$out" ] || fail "man $page renders nothing"
     if grep -qv '^$' "$WORK/man.err"; then
@@ -303,7 +304,9 @@ MANWIDTH=100 man -P cat pam_hpccert | grep -q 'auth       sufficient   pam_hpcce
 MANWIDTH=100 man -P cat mapping-portal | grep -q '/etc/hpccert/portal.toml' ||
     fail "mapping-portal(8) lacks /etc/hpccert/portal.toml"
 man -P cat -l "$ROOT/packaging/man/libnss_hpccert.8" >/dev/null || fail "man -l libnss_hpccert.8"
-for prog in gridmap-tool sshd-gsi mapping-portal; do
+MANWIDTH=100 man -P cat 1 hpccert | grep -q 'ssh-agent' || fail "hpccert(1) lacks the agent"
+hpccert --version | grep -q '^hpccert ' || fail "hpccert --version"
+for prog in gridmap-tool sshd-gsi mapping-portal hpccert; do
     bash -c "source /usr/share/bash-completion/completions/$prog && complete -p $prog" >/dev/null ||
         fail "bash completion of $prog"
 done

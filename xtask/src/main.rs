@@ -23,14 +23,20 @@ mod gridmap_tool_cli;
 #[path = "../../mapping-portal/src/cli.rs"]
 mod mapping_portal_cli;
 
+#[allow(dead_code, missing_debug_implementations)]
+#[path = "../../hpccert-client/src/cli.rs"]
+mod hpccert_client_cli;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::CommandFactory;
 
-/// The man section of both programs: system administration commands (both live in /usr/sbin).
-const SECTION: &str = "8";
+/// The man section of the daemons and the admin tool: system administration commands (they
+/// live in /usr/sbin); the user's client `hpccert` is a user command (section 1, /usr/bin).
+const ADMIN: &str = "8";
+const USER: &str = "1";
 const MANUAL: &str = "hpccert";
 
 const USAGE: &str = "usage: cargo xtask man DIR | cargo xtask completions DIR";
@@ -56,21 +62,26 @@ fn main() -> ExitCode {
 
 /// The programs whose pages and completions are generated, with the sections appended to
 /// their main page.
-fn programs() -> Vec<(clap::Command, &'static str)> {
+fn programs() -> Vec<(clap::Command, &'static str, &'static str)> {
     vec![
-        (sshd_gsi_cli::Cli::command(), SSHD_GSI_EXTRA),
-        (gridmap_tool_cli::Cli::command(), GRIDMAP_TOOL_EXTRA),
-        (mapping_portal_cli::Cli::command(), MAPPING_PORTAL_EXTRA),
+        (sshd_gsi_cli::Cli::command(), SSHD_GSI_EXTRA, ADMIN),
+        (gridmap_tool_cli::Cli::command(), GRIDMAP_TOOL_EXTRA, ADMIN),
+        (
+            mapping_portal_cli::Cli::command(),
+            MAPPING_PORTAL_EXTRA,
+            ADMIN,
+        ),
+        (hpccert_client_cli::Cli::command(), HPCCERT_EXTRA, USER),
     ]
 }
 
 fn man(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (cmd, extra) in programs() {
+    for (cmd, extra, section) in programs() {
         let mut cmd = cmd;
         cmd.build();
         let name = cmd.get_name().to_string();
-        write_pages(dir, &cmd, &name, extra)?;
+        write_pages(dir, &cmd, &name, extra, section)?;
     }
     Ok(())
 }
@@ -82,6 +93,7 @@ fn write_pages(
     cmd: &clap::Command,
     page_name: &str,
     extra: &str,
+    section: &str,
 ) -> anyhow::Result<()> {
     let version = cmd
         .get_version()
@@ -91,13 +103,13 @@ fn write_pages(
     // after Command::build, a subcommand's display name is "gridmap-tool-keys-refresh", which
     // clap_mangen puts into NAME and .TH
     clap_mangen::Man::new(cmd.clone())
-        .section(SECTION)
+        .section(section)
         .manual(MANUAL)
         .source(format!("hpccert {version}"))
         .render(&mut out)
         .with_context(|| format!("cannot render the page of {page_name}"))?;
     out.extend_from_slice(extra.as_bytes());
-    let path = dir.join(format!("{page_name}.{SECTION}"));
+    let path = dir.join(format!("{page_name}.{section}"));
     std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
     for sub in cmd.get_subcommands() {
         if sub.is_hide_set() || sub.get_name() == "help" {
@@ -107,8 +119,8 @@ fn write_pages(
             .get_display_name()
             .map(str::to_string)
             .unwrap_or_else(|| format!("{page_name}-{}", sub.get_name()));
-        let see_also = format!(".SH \"SEE ALSO\"\n\\fB{page_name}\\fR({SECTION})\n");
-        write_pages(dir, sub, &sub_name, &see_also)?;
+        let see_also = format!(".SH \"SEE ALSO\"\n\\fB{page_name}\\fR({section})\n");
+        write_pages(dir, sub, &sub_name, &see_also, section)?;
     }
     Ok(())
 }
@@ -123,7 +135,7 @@ fn completions(dir: &Path) -> anyhow::Result<()> {
         let out = dir.join(sub);
         std::fs::create_dir_all(&out)
             .with_context(|| format!("cannot create {}", out.display()))?;
-        for (cmd, _) in programs() {
+        for (cmd, _, _) in programs() {
             let mut cmd = cmd;
             let name = cmd.get_name().to_string();
             let written: PathBuf = clap_complete::generate_to(shell, &mut cmd, &name, &out)
@@ -217,4 +229,37 @@ The PAM service that checks a local account's password when a user proves the ac
 The default SQLite database, created and migrated on first start.
 .SH "SEE ALSO"
 \fBgridmap-tool-sync\fR(8), \fBsshd-gsi\fR(8), \fBpam_hpccert\fR(8)
+"#;
+
+/// Appended to hpccert(1).
+const HPCCERT_EXTRA: &str = r#".SH FILES
+.TP
+\fI~/.config/hpccert/config.toml\fR
+The sites logged in to (\fB[site.NAME] portal = URL\fR) and the \fBdefault\fR one; the site's
+discovery document beside it (\fINAME.json\fR), and the refresh token only with
+\fB\-\-remember\fR (\fINAME.refresh\fR, mode 0600).
+.TP
+\fI~/.ssh/hpccert/NAME\fR, \fINAME.pub\fR, \fINAME\-cert.pub\fR
+The site's key pair (0600, directory 0700) and its current certificate.
+.TP
+\fI$XDG_RUNTIME_DIR/hpccert/NAME.token\fR
+The current access token (0600).
+.TP
+\fI$BEARER_TOKEN_FILE\fR, else \fI$XDG_RUNTIME_DIR/bt_u$UID\fR, else \fI/tmp/bt_u$UID\fR
+Where \fBhpccert token \-\-write\fR puts the access token (WLCG bearer token discovery).
+.SH ENVIRONMENT
+.TP
+\fBBROWSER\fR
+The program that opens the login page; without it (and without a display, or over SSH) the
+device code is shown instead.
+.TP
+\fBSSH_AUTH_SOCK\fR
+The ssh\-agent the key and certificate are added to, for the certificate's validity.
+.TP
+\fBX509_USER_PROXY\fR
+The grid proxy \fB\-\-x509\fR proves (else \fI/tmp/x509up_u$UID\fR).
+.SH "EXIT STATUS"
+0 on success, 1 on an error; \fBhpccert check\fR: 0 valid, 1 expired or absent, 2 error.
+.SH "SEE ALSO"
+\fBssh\fR(1), \fBssh\-add\fR(1), \fBssh_config\fR(5)
 "#;
