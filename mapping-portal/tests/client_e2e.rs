@@ -583,6 +583,34 @@ async fn hpccert_login_then_ssh_config_reaches_both_servers_and_refusals_say_why
         assert!(err.contains("suspended"), "{err}");
     });
 
+    // a portal that trusts another issuer than the one it sends its users to
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_port = listener.local_addr().unwrap().port();
+    let other = portal_config(d, "https://other-issuer.example", 3600, &[gsi_port]);
+    serve_ca(&portal, &other, other_port, &issuer, listener).await;
+    tokio::task::block_in_place(|| {
+        let gw = User::new(d, "gateway3");
+        let secret = gw.home.join("robot-secret");
+        hpccert_e2e::write_mode(&secret, ROBOT.1.as_bytes(), 0o600);
+        let (code, out, err) = gw.hpccert(&[
+            "login",
+            &format!("http://127.0.0.1:{other_port}"),
+            "--client-credentials",
+            "--client-id",
+            ROBOT.0,
+            "--client-secret-file",
+            &secret.display().to_string(),
+        ]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains("does not accept this login's token"), "{err}");
+        assert!(
+            !gw.home
+                .join(".ssh/hpccert")
+                .join(format!("127.0.0.1-{other_port}-cert.pub"))
+                .exists()
+        );
+    });
+
     // a short-validity site: check flips to 1 when the certificate expires, and the agent
     // drops it at the same time
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
