@@ -310,37 +310,53 @@ impl CertificateAuthority {
         let subject_name = decisions
             .first()
             .map_or_else(|| identity.to_string(), |d| d.identity().to_string());
-        let (issued, text, serial, key_id) = self
-            .sign_and_record(Signing {
+        self.issue_answer(
+            Signing {
                 identity: &identity,
                 subject_name: &subject_name,
                 public_key: &public_key,
                 principals: &principals,
-                credential_expires: u64::try_from(verified.expires_at())
-                    .ok()
-                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+                credential_expires: unix_time(verified.expires_at()),
                 source,
                 proof: CertificateProof::Token,
                 now,
-            })
-            .await
-            .map_err(|e| match e {
+            },
+            "invalid_token",
+            json!({"identity": decisions.first().map(|d| d.identity().to_string())}),
+        )
+        .await
+    }
+
+    /// Sign and record for an API request: the answer's JSON (with `extra`'s members), or the
+    /// refusal (`refused_as`: the error code of a credential that ends too soon).
+    async fn issue_answer(
+        &self,
+        signing: Signing<'_>,
+        refused_as: &'static str,
+        extra: Value,
+    ) -> Result<Value, Refused> {
+        let principals = signing.principals.to_vec();
+        let (issued, text, serial, key_id) =
+            self.sign_and_record(signing).await.map_err(|e| match e {
                 SignError::CredentialExpired(m) => {
-                    Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", m)
+                    Refused::new(StatusCode::UNAUTHORIZED, refused_as, m)
                 }
                 SignError::Unavailable(m) => {
                     Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", m)
                 }
             })?;
-        Ok(json!({
+        let mut answer = json!({
             "certificate": text,
             "serial": serial,
             "principals": principals,
             "key_id": key_id,
             "valid_after": issued.valid_after,
             "valid_before": issued.valid_before,
-            "identity": decisions.first().map(|d| d.identity().to_string()),
-        }))
+        });
+        if let (Some(a), Value::Object(more)) = (answer.as_object_mut(), extra) {
+            a.extend(more);
+        }
+        Ok(answer)
     }
 
     /// Count a request of `identity`; refused past `per_identity_per_hour`.
@@ -453,37 +469,29 @@ impl CertificateAuthority {
         let mapper = Mapper::new(&sources.grid_mapfile).with_suspensions(&sources.suspensions);
         let decisions = decide_each(&request.principals, |p| mapper.decide(&verified, p))?;
         let principals: Vec<String> = decisions.iter().map(|d| d.account().to_string()).collect();
-        let (issued, text, serial, key_id) = self
-            .sign_and_record(Signing {
+        self.issue_answer(
+            Signing {
                 identity: &identity,
                 subject_name: &dn,
                 public_key: &public_key,
                 principals: &principals,
-                credential_expires: u64::try_from(verified.not_after())
-                    .ok()
-                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+                credential_expires: unix_time(verified.not_after()),
                 source,
                 proof: CertificateProof::X509,
                 now,
-            })
-            .await
-            .map_err(|e| match e {
-                SignError::CredentialExpired(m) => invalid(m),
-                SignError::Unavailable(m) => {
-                    Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", m)
-                }
-            })?;
-        Ok(json!({
-            "certificate": text,
-            "serial": serial,
-            "principals": principals,
-            "key_id": key_id,
-            "valid_after": issued.valid_after,
-            "valid_before": issued.valid_before,
-            "identity": dn,
-            "proxy_depth": verified.proxy_depth(),
-        }))
+            },
+            "invalid_proof",
+            json!({"identity": dn, "proxy_depth": verified.proxy_depth()}),
+        )
+        .await
     }
+}
+
+/// Unix seconds as a time (`None` before 1970).
+fn unix_time(seconds: i64) -> Option<SystemTime> {
+    u64::try_from(seconds)
+        .ok()
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
 }
 
 /// The engine's decision for each requested principal (or the one it picks when none is).

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use hpccert_core::config::Config;
 use hpccert_core::dev::pki::{self, CertSpec, KeyKind};
 use hpccert_core::identity::gridmap::AccountName;
-use hpccert_e2e::oidc::{AUDIENCE, Provider, ROBOT, provider_available, write_jwks};
-use hpccert_e2e::{free_port, skip};
+use hpccert_e2e::free_port;
+use hpccert_e2e::oidc::{AUDIENCE, Provider, ROBOT, write_jwks};
 use mapping_portal::model::{
     Actor, Approval, Change, IdentityKey, IdentityProfile, SuspensionTarget,
 };
@@ -39,41 +39,15 @@ const USER_DN: &str = "/DC=org/DC=example/O=Grid Users/CN=Client e2e User";
 const EXPORT_TOKEN: &str = "0123456789abcdef0123456789abcdef-client-e2e";
 
 fn peers() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        skip("client_e2e runs as root (OpenSSH's sshd)");
-        return false;
-    }
-    if nix::unistd::User::from_name(ACCOUNT)
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        skip(&format!("account {ACCOUNT} missing (.ci/run makes it)"));
-        return false;
-    }
-    for p in [
-        "/usr/sbin/sshd",
-        "/usr/bin/ssh",
-        "/usr/bin/scp",
-        "/usr/bin/sftp",
-        "/usr/bin/rsync",
-        "/usr/bin/ssh-agent",
-        "/usr/bin/grid-proxy-init",
-    ] {
-        if !Path::new(p).exists() {
-            skip(&format!(
-                "{p} missing (openssh-server, openssh-client, rsync, globus-proxy-utils)"
-            ));
-            return false;
-        }
-    }
-    for b in ["sshd-gsi", "gridmap-tool", "hpccert"] {
-        if !bin(b).is_file() {
-            skip(&format!("{b} not built (run the workspace's tests)"));
-            return false;
-        }
-    }
-    provider_available()
+    let mut programs = nodes::OPENSSH.to_vec();
+    programs.push(("/usr/bin/ssh-agent", "openssh-client"));
+    programs.push(("/usr/bin/grid-proxy-init", "globus-proxy-utils"));
+    nodes::node_peers(
+        "client_e2e",
+        ACCOUNT,
+        &programs,
+        &["sshd-gsi", "gridmap-tool", "hpccert"],
+    )
 }
 
 /// The user's side: a scratch HOME and a private ssh-agent.

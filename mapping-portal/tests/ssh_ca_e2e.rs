@@ -25,10 +25,9 @@ use hpccert_core::config::Config;
 use hpccert_core::dev::pki::{self, CertSpec, ProxySpec};
 use hpccert_core::identity::gridmap::AccountName;
 use hpccert_e2e::oidc::{
-    AUDIENCE, Provider, ROBOT, claims, provider_available, read_jwks_keys, write_jwks,
-    write_jwks_keys,
+    AUDIENCE, Provider, ROBOT, claims, read_jwks_keys, write_jwks, write_jwks_keys,
 };
-use hpccert_e2e::{free_port, python_with, skip};
+use hpccert_e2e::{free_port, python_with};
 use mapping_portal::model::{
     Actor, Approval, Change, IdentityKey, IdentityProfile, SuspensionTarget,
 };
@@ -43,39 +42,12 @@ const GATEWAY_DN: &str = "/DC=org/DC=example/O=Science Gateway/CN=e2e Gateway";
 const EXPORT_TOKEN: &str = "0123456789abcdef0123456789abcdef-ssh-ca-e2e";
 
 fn peers() -> Option<PathBuf> {
-    if !nix::unistd::geteuid().is_root() {
-        skip("ssh_ca_e2e runs as root (OpenSSH's sshd)");
-        return None;
-    }
-    if nix::unistd::User::from_name(ACCOUNT)
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        skip(&format!("account {ACCOUNT} missing (.ci/run makes it)"));
-        return None;
-    }
-    for p in [
-        "/usr/sbin/sshd",
-        "/usr/bin/ssh",
-        "/usr/bin/scp",
-        "/usr/bin/sftp",
-        "/usr/bin/rsync",
-    ] {
-        if !Path::new(p).exists() {
-            skip(&format!(
-                "{p} missing (openssh-server, openssh-client, rsync)"
-            ));
-            return None;
-        }
-    }
-    for b in ["sshd-gsi", "gridmap-tool"] {
-        if !bin(b).is_file() {
-            skip(&format!("{b} not built (run the workspace's tests)"));
-            return None;
-        }
-    }
-    if !provider_available() {
+    if !nodes::node_peers(
+        "ssh_ca_e2e",
+        ACCOUNT,
+        nodes::OPENSSH,
+        &["sshd-gsi", "gridmap-tool"],
+    ) {
         return None;
     }
     python_with("paramiko")

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hpccert_e2e::free_port;
+use hpccert_e2e::{free_port, skip};
 
 pub struct Killed(pub Child);
 impl Drop for Killed {
@@ -127,3 +127,42 @@ impl Servers {
         }
     }
 }
+
+/// Whether a root-only login-node test can run: root, the test account, the programs (with
+/// the packages that hold them) and the workspace's binaries; a skip says what is missing.
+pub fn node_peers(test: &str, account: &str, programs: &[(&str, &str)], bins: &[&str]) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        skip(&format!("{test} runs as root (OpenSSH's sshd)"));
+        return false;
+    }
+    if nix::unistd::User::from_name(account)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        skip(&format!("account {account} missing (.ci/run makes it)"));
+        return false;
+    }
+    for (program, package) in programs {
+        if !Path::new(program).exists() {
+            skip(&format!("{program} missing ({package})"));
+            return false;
+        }
+    }
+    for b in bins {
+        if !bin(b).is_file() {
+            skip(&format!("{b} not built (run the workspace's tests)"));
+            return false;
+        }
+    }
+    hpccert_e2e::oidc::provider_available()
+}
+
+/// The OpenSSH programs every login-node test uses.
+pub const OPENSSH: &[(&str, &str)] = &[
+    ("/usr/sbin/sshd", "openssh-server"),
+    ("/usr/bin/ssh", "openssh-client"),
+    ("/usr/bin/scp", "openssh-client"),
+    ("/usr/bin/sftp", "openssh-client"),
+    ("/usr/bin/rsync", "rsync"),
+];
