@@ -177,6 +177,7 @@ pub mod oidc {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
+    use super::browser::Browser;
     use super::{OrFail, peer_available, skip, write_mode};
 
     /// The one resource the provider mints tokens for (their `aud`).
@@ -184,9 +185,30 @@ pub mod oidc {
     /// The confidential client (client credentials): id and secret. The `sub` of its tokens
     /// is the client id.
     pub const ROBOT: (&str, &str) = ("hpc-robot", "robot-secret");
-    /// The public client (authorization code + PKCE).
+    /// The public native client: authorization code + PKCE S256, and the device
+    /// authorization grant (RFC 8628).
     pub const CLI_CLIENT: &str = "hpc-cli";
+    /// A registered redirect URI of [`CLI_CLIENT`]. The client is native, so any port of it is
+    /// accepted too (RFC 8252 7.3): `http://127.0.0.1:PORT/callback`.
     pub const CLI_REDIRECT: &str = "http://127.0.0.1/callback";
+    /// The other registered redirect URI of [`CLI_CLIENT`], for a loopback listener on any
+    /// port: `http://127.0.0.1:PORT/` (what `hpccert login` uses). Only the port may differ:
+    /// another path, `localhost` or `[::1]` is refused.
+    pub const CLI_LOOPBACK: &str = "http://127.0.0.1/";
+    /// The grant type of the device authorization grant (RFC 8628 3.4).
+    pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+    /// The polling interval (seconds) the device authorization answer names unless the
+    /// provider was started with `--device-interval N` (RFC 8628's default).
+    pub const DEVICE_INTERVAL: u64 = 5;
+    /// What a `slow_down` answer adds to a device code's interval (seconds, RFC 8628 3.5).
+    pub const SLOW_DOWN_STEP: u64 = 5;
+    /// The confidential client that authenticates with an RFC 7523 `private_key_jwt`
+    /// assertion (client credentials). It exists only when the provider was started with
+    /// `--robot-jwks PATH` (its public JWKS; see [`write_client_key`]). The `sub` of its tokens
+    /// is the client id.
+    pub const ROBOT_JWT_CLIENT: &str = "hpc-robot-jwt";
+    /// The `client_assertion_type` of a JWT client assertion (RFC 7523 2.2).
+    pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
     /// The scope every token request asks for (and the provider grants).
     pub const SCOPE: &str = "compute.create storage.read:/home";
     /// The confidential web client (authorization code + PKCE, client_secret_basic): id and
@@ -250,15 +272,139 @@ pub mod oidc {
     /// A private RSA JWKS with one signing key `kid`, written for the provider (mode 0600).
     pub fn write_jwks(path: &Path, kid: &str) {
         let rsa = openssl::rsa::Rsa::generate(2048).or_fail("RSA key");
+        write_jwks_keys(path, &[rsa_jwk(&rsa, kid, true)]);
+    }
+
+    /// The JWK (RS256 signing) of an RSA key; with its private members when `private`.
+    fn rsa_jwk(
+        rsa: &openssl::rsa::RsaRef<openssl::pkey::Private>,
+        kid: &str,
+        private: bool,
+    ) -> serde_json::Value {
         let b = |n: &openssl::bn::BigNumRef| B64URL.encode(n.to_vec());
-        let jwk = serde_json::json!({
+        let mut jwk = serde_json::json!({
             "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
-            "n": b(rsa.n()), "e": b(rsa.e()), "d": b(rsa.d()),
-            "p": b(rsa.p().or_fail("p")), "q": b(rsa.q().or_fail("q")),
-            "dp": b(rsa.dmp1().or_fail("dp")), "dq": b(rsa.dmq1().or_fail("dq")),
-            "qi": b(rsa.iqmp().or_fail("qi")),
+            "n": b(rsa.n()), "e": b(rsa.e()),
         });
-        write_jwks_keys(path, &[jwk]);
+        if private {
+            let members = [
+                ("d", rsa.d()),
+                ("p", rsa.p().or_fail("p")),
+                ("q", rsa.q().or_fail("q")),
+                ("dp", rsa.dmp1().or_fail("dp")),
+                ("dq", rsa.dmq1().or_fail("dq")),
+                ("qi", rsa.iqmp().or_fail("qi")),
+            ];
+            for (name, n) in members {
+                jwk[name] = b(n).into();
+            }
+        }
+        jwk
+    }
+
+    /// The kind of key a `private_key_jwt` client signs its assertions with.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum KeyKind {
+        /// RSA 2048, RS256.
+        Rsa,
+        /// EC P-256, ES256.
+        EcP256,
+    }
+
+    /// A `private_key_jwt` client's key, as written by [`write_client_key`].
+    #[derive(Debug, Clone)]
+    pub struct ClientKey {
+        /// The private key, PKCS#8 PEM (`BEGIN PRIVATE KEY`), mode 0600.
+        pub pem: PathBuf,
+        /// The public JWKS with the one key, for `provider.mjs --robot-jwks PATH`.
+        pub jwks: PathBuf,
+        /// The key's `kid` in the JWKS.
+        pub kid: String,
+        /// `RS256` or `ES256`.
+        pub alg: &'static str,
+    }
+
+    impl ClientKey {
+        /// The private key.
+        pub fn private_key(&self) -> openssl::pkey::PKey<openssl::pkey::Private> {
+            let pem = std::fs::read(&self.pem).or_fail("reading the client key");
+            openssl::pkey::PKey::private_key_from_pem(&pem).or_fail("the client key")
+        }
+    }
+
+    /// A new key pair for [`ROBOT_JWT_CLIENT`]: the private key as `dir/<kid>.pem` (PKCS#8 PEM,
+    /// mode 0600) and its public JWKS as `dir/<kid>.jwks.json` (one key, `kid`, `use` sig,
+    /// `alg` RS256 or ES256), to give the provider as `--robot-jwks`.
+    pub fn write_client_key(dir: &Path, kid: &str, kind: KeyKind) -> ClientKey {
+        let (pkey, jwk, alg) = match kind {
+            KeyKind::Rsa => {
+                let rsa = openssl::rsa::Rsa::generate(2048).or_fail("RSA key");
+                let jwk = rsa_jwk(&rsa, kid, false);
+                let pkey = openssl::pkey::PKey::from_rsa(rsa).or_fail("RSA key");
+                (pkey, jwk, "RS256")
+            }
+            KeyKind::EcP256 => {
+                use openssl::bn::{BigNum, BigNumContext};
+                use openssl::ec::{EcGroup, EcKey};
+                let group =
+                    EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).or_fail("P-256");
+                let ec = EcKey::generate(&group).or_fail("EC key");
+                let (mut x, mut y) = (
+                    BigNum::new().or_fail("bignum"),
+                    BigNum::new().or_fail("bignum"),
+                );
+                let mut ctx = BigNumContext::new().or_fail("bignum context");
+                ec.public_key()
+                    .affine_coordinates(&group, &mut x, &mut y, &mut ctx)
+                    .or_fail("EC public key");
+                let coordinate =
+                    |n: &BigNum| B64URL.encode(n.to_vec_padded(32).or_fail("32 bytes"));
+                let jwk = serde_json::json!({
+                    "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+                    "x": coordinate(&x), "y": coordinate(&y),
+                });
+                let pkey = openssl::pkey::PKey::from_ec_key(ec).or_fail("EC key");
+                (pkey, jwk, "ES256")
+            }
+        };
+        let key = ClientKey {
+            pem: dir.join(format!("{kid}.pem")),
+            jwks: dir.join(format!("{kid}.jwks.json")),
+            kid: kid.to_string(),
+            alg,
+        };
+        let pem = pkey.private_key_to_pem_pkcs8().or_fail("PKCS#8 PEM");
+        write_mode(&key.pem, &pem, 0o600);
+        write_jwks_keys(&key.jwks, &[jwk]);
+        key
+    }
+
+    /// An RFC 7523 client assertion of `client_id` for `audience` (the token endpoint or the
+    /// issuer), signed with `key`: iss = sub = the client, a fresh jti, valid 5 minutes.
+    pub fn client_assertion(key: &ClientKey, client_id: &str, audience: &str) -> String {
+        let now = hpccert_core::clock::unix_seconds(hpccert_core::clock::now());
+        let header = serde_json::json!({ "alg": key.alg, "typ": "JWT", "kid": key.kid });
+        let claims = serde_json::json!({
+            "iss": client_id, "sub": client_id, "aud": audience,
+            "iat": now, "exp": now + 300, "jti": B64URL.encode(random_bytes(16)),
+        });
+        let part = |v: &serde_json::Value| B64URL.encode(v.to_string());
+        let input = format!("{}.{}", part(&header), part(&claims));
+        let pkey = key.private_key();
+        let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey)
+            .or_fail("signer");
+        signer.update(input.as_bytes()).or_fail("signing");
+        let der = signer.sign_to_vec().or_fail("signing");
+        let signature = if key.alg == "ES256" {
+            // JWS ES256 is r || s, 32 bytes each, not OpenSSL's DER
+            let sig = openssl::ecdsa::EcdsaSig::from_der(&der).or_fail("ECDSA signature");
+            let mut raw = sig.r().to_vec_padded(32).or_fail("r");
+            raw.extend(sig.s().to_vec_padded(32).or_fail("s"));
+            raw
+        } else {
+            der
+        };
+        format!("{input}.{}", B64URL.encode(signature))
     }
 
     pub fn write_jwks_keys(path: &Path, keys: &[serde_json::Value]) {
@@ -427,6 +573,22 @@ pub mod oidc {
             self.token_request(req)
         }
 
+        /// Client credentials of [`ROBOT_JWT_CLIENT`] for the resource `AUDIENCE`, the client
+        /// authenticated by an RFC 7523 assertion signed with `key` for the token endpoint
+        /// (the provider must run with `--robot-jwks key.jwks`).
+        pub fn private_key_jwt_credentials(&self, key: &ClientKey) -> String {
+            let token_endpoint = format!("{}/token", self.issuer());
+            let assertion = client_assertion(key, ROBOT_JWT_CLIENT, &token_endpoint);
+            let req = Self::http().post(token_endpoint).form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", AUDIENCE),
+                ("scope", SCOPE),
+                ("client_assertion_type", JWT_BEARER_ASSERTION),
+                ("client_assertion", &assertion),
+            ]);
+            self.token_request(req)
+        }
+
         /// Authorization code + PKCE S256 as a public client: the authorization endpoint, the
         /// provider's login and consent forms (as a browser would post them, logging in as
         /// `login`, which becomes the token's `sub`), then the token endpoint with the code
@@ -589,6 +751,214 @@ pub mod oidc {
             });
         }
         panic!("no redirect to the client after the pages {pages:?}");
+    }
+
+    // The provider's pages in a real browser (`hpccert_e2e::browser`): the development login
+    // and consent pages (features.devInteractions) and the device flow's own pages.
+
+    /// The development login page's login field.
+    const LOGIN_PAGE: &str = "input[name=login]";
+    /// The consent page's hidden prompt field.
+    const CONSENT_PAGE: &str = "input[name=prompt][value=consent]";
+    /// The "[ Cancel ]" link of the login and consent pages (`/interaction/UID/abort`): the
+    /// interaction ends with access_denied.
+    const CANCEL_LINK: &str = "a[href$='/abort']";
+    /// The device confirmation page's buttons (outside their form `op.deviceConfirmForm`).
+    const DEVICE_CONTINUE: &str = "button[autofocus][form='op.deviceConfirmForm']";
+    const DEVICE_ABORT: &str = "button[name=abort][form='op.deviceConfirmForm']";
+    /// The device pages' error line (`<p class="red">`), e.g. "The Sign-in request was
+    /// interrupted" after a refusal.
+    const DEVICE_ERROR: &str = "p.red";
+    /// How long a flow through the provider's pages may take in all.
+    const PAGES_WAIT: Duration = Duration::from_secs(30);
+
+    fn fill_login(b: &Browser, login: &str) {
+        b.fill("input[name=login]", login);
+        b.fill("input[name=password]", "any password");
+    }
+
+    /// Log in at the provider's development login page as `login` (any password), then
+    /// consent at its consent page, as a person does; screenshots `<shot>-provider-login` and
+    /// `<shot>-provider-consent`. Both pages must come (a fresh browser session).
+    pub fn provider_login(b: &Browser, login: &str, shot: &str) {
+        b.wait_for(LOGIN_PAGE);
+        fill_login(b, login);
+        b.screenshot(&format!("{shot}-provider-login"));
+        b.submit_form("form");
+        b.wait_for(CONSENT_PAGE);
+        assert_eq!(b.text("h1"), "Authorize");
+        b.screenshot(&format!("{shot}-provider-consent"));
+        b.submit_form("form");
+    }
+
+    /// What to do at the consent page.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum AtConsent {
+        Consent,
+        /// Follow "[ Cancel ]": the user refuses.
+        Cancel,
+    }
+
+    /// Go through the provider's login and consent pages as they come until `done` says the
+    /// flow left them: log in as `login` when asked (a browser whose provider session is still
+    /// alive is not), and consent or cancel at the consent page (not shown when an earlier
+    /// grant of this browser's session covers the request). Returns the pages seen.
+    fn through_pages(
+        b: &Browser,
+        login: &str,
+        shot: &str,
+        at_consent: AtConsent,
+        done: &dyn Fn(&Browser) -> bool,
+    ) -> Vec<&'static str> {
+        let deadline = Instant::now() + PAGES_WAIT;
+        let mut pages = Vec::new();
+        loop {
+            if done(b) {
+                return pages;
+            }
+            assert!(
+                pages.len() < 4,
+                "the provider's pages go round: {pages:?}\n(at {})\n{}",
+                b.current_url(),
+                b.body_excerpt()
+            );
+            if b.is_present(LOGIN_PAGE) {
+                fill_login(b, login);
+                b.screenshot(&format!("{shot}-provider-login"));
+                b.submit_form("form");
+                pages.push("login");
+                continue;
+            }
+            if b.is_present(CONSENT_PAGE) {
+                assert_eq!(b.text("h1"), "Authorize");
+                b.screenshot(&format!("{shot}-provider-consent"));
+                match at_consent {
+                    AtConsent::Consent => b.submit_form("form"),
+                    AtConsent::Cancel => b.click(CANCEL_LINK),
+                }
+                pages.push("consent");
+                continue;
+            }
+            // the provider's errors are JSON (renderError), shown as text: no use waiting
+            let source = b.source();
+            if !b.is_present("form") && source.contains("\"error\"") {
+                panic!(
+                    "the provider refused after the pages {pages:?}\n(at {})\n{}",
+                    b.current_url(),
+                    b.body_excerpt()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the provider's pages did not finish after {PAGES_WAIT:?} (pages {pages:?})\n(at {})\n{}",
+                b.current_url(),
+                b.body_excerpt()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Open the device flow's `verification_uri_complete` (its `user_code` parameter fills in
+    /// the code) and wait for the confirmation page, which must show that code.
+    fn open_device_confirmation(b: &Browser, verification_uri_complete: &str) {
+        let url = reqwest::Url::parse(verification_uri_complete).or_fail("verification URI");
+        let user_code = url
+            .query_pairs()
+            .find(|(k, _)| k == "user_code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no user_code in {verification_uri_complete}"));
+        b.goto(verification_uri_complete);
+        // a page that posts the code by script, then the confirmation page
+        b.wait_for(DEVICE_CONTINUE);
+        assert_eq!(b.text("h1"), "Confirm Device");
+        assert_eq!(b.text("code"), user_code, "the code the provider shows");
+        b.screenshot("device-confirm");
+    }
+
+    /// The device flow's error line, when the page shows one.
+    fn device_error(b: &Browser) -> Option<String> {
+        b.is_present(DEVICE_ERROR).then(|| b.text(DEVICE_ERROR))
+    }
+
+    /// The user's side of a device login (RFC 8628) in a browser: open
+    /// `verification_uri_complete` (as the device flow printed it), check that the page shows
+    /// its user code and confirm it, log in as `login` at the development login page (any
+    /// password; skipped when the browser is still logged in at the provider), consent, and
+    /// wait for the provider's "Sign-in Success" page. The device's next poll then gets its
+    /// tokens. Screenshots `device-confirm`, `device-provider-login`,
+    /// `device-provider-consent` and `device-success`.
+    pub fn complete_device_flow(b: &Browser, verification_uri_complete: &str, login: &str) {
+        open_device_confirmation(b, verification_uri_complete);
+        b.click(DEVICE_CONTINUE);
+        let pages = through_pages(b, login, "device", AtConsent::Consent, &|b| {
+            b.title() == "Sign-in Success" || b.is_present(DEVICE_ERROR)
+        });
+        if let Some(error) = device_error(b) {
+            panic!("the device login failed after the pages {pages:?}: {error}");
+        }
+        assert_eq!(b.text("h1"), "Sign-in Success");
+        b.screenshot("device-success");
+    }
+
+    /// A device login (RFC 8628) that the user refuses: as [`complete_device_flow`] up to the
+    /// consent page, where the user follows "[ Cancel ]". The provider shows "The Sign-in
+    /// request was interrupted" and the device's next poll gets `access_denied`. The browser
+    /// must be asked for consent (a fresh browser, or one without a grant for the request).
+    /// Screenshots `device-confirm`, `device-provider-login`, `device-provider-consent` and
+    /// `device-denied`.
+    pub fn deny_device_flow(b: &Browser, verification_uri_complete: &str, login: &str) {
+        open_device_confirmation(b, verification_uri_complete);
+        b.click(DEVICE_CONTINUE);
+        let pages = through_pages(b, login, "device", AtConsent::Cancel, &|b| {
+            b.title() == "Sign-in Success" || b.is_present(DEVICE_ERROR)
+        });
+        assert!(
+            pages.contains(&"consent"),
+            "the provider asked for no consent (pages {pages:?}): use a fresh browser"
+        );
+        let error = device_error(b).unwrap_or_else(|| {
+            panic!(
+                "no refusal shown after the pages {pages:?}\n{}",
+                b.body_excerpt()
+            )
+        });
+        assert_eq!(error, "The Sign-in request was interrupted");
+        b.screenshot("device-denied");
+    }
+
+    /// A device login (RFC 8628) that the user aborts at once: "[ Abort ]" on the page that
+    /// confirms the code (no login). The device's next poll gets `access_denied`.
+    /// Screenshots `device-confirm` and `device-aborted`.
+    pub fn abort_device_flow(b: &Browser, verification_uri_complete: &str) {
+        open_device_confirmation(b, verification_uri_complete);
+        b.click(DEVICE_ABORT);
+        b.wait_for(DEVICE_ERROR);
+        assert_eq!(b.text(DEVICE_ERROR), "The Sign-in request was interrupted");
+        b.screenshot("device-aborted");
+    }
+
+    /// The user's side of an authorization code login in a browser: open `authorization_url`
+    /// (as the client printed it), log in as `login` at the development login page (any
+    /// password; skipped when the browser is still logged in at the provider), consent
+    /// (skipped when an earlier grant covers the request), and wait until the provider has
+    /// redirected the browser to the request's `redirect_uri` (e.g. a client's loopback
+    /// listener `http://127.0.0.1:PORT/`, which then has the code). Returns the URL the
+    /// browser shows there (the redirect with `code`, `state` and `iss`, unless the client's
+    /// answer moved it on). Screenshots `code-provider-login`, `code-provider-consent` and
+    /// `code-redirected`.
+    pub fn complete_code_flow(b: &Browser, authorization_url: &str, login: &str) -> String {
+        let url = reqwest::Url::parse(authorization_url).or_fail("authorization URL");
+        let redirect = url
+            .query_pairs()
+            .find(|(k, _)| k == "redirect_uri")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no redirect_uri in {authorization_url}"));
+        b.goto(authorization_url);
+        through_pages(b, login, "code", AtConsent::Consent, &|b| {
+            b.current_url().starts_with(&redirect)
+        });
+        b.screenshot("code-redirected");
+        b.current_url()
     }
 }
 

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use hpccert_core::dev::pki::{self, CertSpec};
 use hpccert_e2e::browser::{Browser, PHONE, WINDOW, browser_available};
-use hpccert_e2e::oidc::{AUDIENCE, PORTAL, Provider, account_dn, provider_available, write_jwks};
+use hpccert_e2e::oidc::{
+    AUDIENCE, PORTAL, Provider, account_dn, provider_available, provider_login, write_jwks,
+};
 use hpccert_e2e::{free_port, library, run, write_mode};
 
 const ACCOUNT: &str = "jdoe";
@@ -234,19 +236,6 @@ fn wait_for_text(b: &Browser, text: &str) {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Log in at the provider's development login page, then its consent page.
-fn provider_login(b: &Browser, login: &str, shot: &str) {
-    b.wait_for("input[name=login]");
-    b.fill("input[name=login]", login);
-    b.fill("input[name=password]", "any password");
-    b.screenshot(&format!("{shot}-provider-login"));
-    b.submit_form("form");
-    b.wait_for("input[name=prompt][value=consent]");
-    assert_eq!(b.text("h1"), "Authorize");
-    b.screenshot(&format!("{shot}-provider-consent"));
-    b.submit_form("form");
 }
 
 #[test]
