@@ -23,8 +23,12 @@ use std::time::{Duration, Instant};
 use hpccert_core::config::Config;
 use hpccert_core::dev::pki::{self, CertSpec, KeyKind};
 use hpccert_core::identity::gridmap::AccountName;
+use hpccert_e2e::browser::{Browser, browser_available};
 use hpccert_e2e::free_port;
-use hpccert_e2e::oidc::{AUDIENCE, Provider, ROBOT, write_jwks};
+use hpccert_e2e::oidc::{
+    AUDIENCE, KeyKind as ClientKeyKind, Provider, ROBOT, ROBOT_JWT_CLIENT, complete_code_flow,
+    complete_device_flow, deny_device_flow, write_client_key, write_jwks,
+};
 use mapping_portal::model::{
     Actor, Approval, Change, IdentityKey, IdentityProfile, SuspensionTarget,
 };
@@ -34,6 +38,9 @@ use mapping_portal::{ExportToken, Portal, PortalSettings};
 use nodes::{Killed, Servers, bin, run};
 
 const ACCOUNT: &str = "hpccert-e2e-alice";
+/// The person (login name at the test provider) linked to the account; `STRANGER` is not.
+const PERSON: &str = "alice";
+const STRANGER: &str = "mallory";
 const GRID_CA: &str = "/DC=org/DC=example/CN=Client e2e CA";
 const USER_DN: &str = "/DC=org/DC=example/O=Grid Users/CN=Client e2e User";
 const EXPORT_TOKEN: &str = "0123456789abcdef0123456789abcdef-client-e2e";
@@ -281,7 +288,19 @@ async fn hpccert_login_then_ssh_config_reaches_both_servers_and_refusals_say_why
     // the identity provider and its public keys for the portal
     let private_jwks = d.join("provider-jwks.json");
     write_jwks(&private_jwks, "client-e2e");
-    let provider = Provider::start(d, free_port(), &private_jwks);
+    // the gateway's private_key_jwt key, registered with the provider as hpc-robot-jwt
+    let jwt_key = write_client_key(d, "robot-jwt-1", ClientKeyKind::Rsa);
+    let provider = Provider::start_with(
+        d,
+        free_port(),
+        &private_jwks,
+        &[
+            "--device-interval",
+            "1",
+            "--robot-jwks",
+            &jwt_key.jwks.display().to_string(),
+        ],
+    );
     let issuer = provider.issuer();
     let public: Vec<serde_json::Value> = hpccert_e2e::oidc::read_jwks_keys(&private_jwks)
         .into_iter()
@@ -337,6 +356,8 @@ async fn hpccert_login_then_ssh_config_reaches_both_servers_and_refusals_say_why
     };
     for identity in [
         IdentityKey::token(&issuer, ROBOT.0).unwrap(),
+        IdentityKey::token(&issuer, ROBOT_JWT_CLIENT).unwrap(),
+        IdentityKey::token(&issuer, PERSON).unwrap(),
         IdentityKey::dn(USER_DN).unwrap(),
     ] {
         portal
@@ -585,6 +606,10 @@ async fn hpccert_login_then_ssh_config_reaches_both_servers_and_refusals_say_why
         );
     });
 
+    // a person: the browser login (the client's loopback redirect caught), the device login
+    // (completed on the verification page), and the refusals of both
+    tokio::task::block_in_place(|| person_logins(d, &site_url, gsi_port, &jwt_key));
+
     // a short-validity site: check flips to 1 when the certificate expires, and the agent
     // drops it at the same time
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -625,4 +650,194 @@ async fn hpccert_login_then_ssh_config_reaches_both_servers_and_refusals_say_why
             grid.agent_list()
         );
     });
+}
+
+/// `hpccert ARGS` started in the background, its stderr collected line by line.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(user: &User, args: &[&str], browser_script: Option<&Path>) -> Self {
+        let mut cmd = user.cmd(&bin("hpccert"));
+        if let Some(script) = browser_script {
+            cmd.env("BROWSER", script);
+        }
+        let mut child = cmd
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first stderr line that contains `needle` (within 30 s).
+    fn line_with(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Exit code, stdout and all of stderr.
+    fn finish(mut self) -> (i32, String, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hpccert did not finish:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        use std::io::Read as _;
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status.code().unwrap_or(-1), out, self.seen.join("\n"))
+    }
+}
+
+/// The device login's verification URL with the code, as the client shows it.
+fn device_url(run: &mut Running) -> String {
+    let line = run.line_with("(or open ");
+    line.trim_start_matches("(or open ")
+        .split(", or scan")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn person_logins(d: &Path, site_url: &str, gsi_port: u16, jwt_key: &hpccert_e2e::oidc::ClientKey) {
+    // a gateway with a private_key_jwt client
+    let gw = User::new(d, "gateway-jwt");
+    let pem = gw.home.join("client-key.pem");
+    hpccert_e2e::write_mode(&pem, &std::fs::read(&jwt_key.pem).unwrap(), 0o600);
+    let (code, out, err) = gw.hpccert(&[
+        "login",
+        site_url,
+        "--client-credentials",
+        "--client-id",
+        ROBOT_JWT_CLIENT,
+        "--private-key-jwt",
+        &pem.display().to_string(),
+        "--key-id",
+        &jwt_key.kid,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(ACCOUNT), "{out}");
+
+    if !browser_available() {
+        return;
+    }
+    let gsi_alias = format!("127.0.0.1-{gsi_port}");
+    // the code flow: BROWSER is a script that hands the URL to the test's Chromium
+    let url_file = d.join("browser-url");
+    let script = d.join("browser.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nprintf '%s' \"$1\" > {}\n", url_file.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let person = User::new(d, "person");
+    let run = Running::start(&person, &["login", site_url], Some(&script));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !url_file.exists() {
+        assert!(Instant::now() < deadline, "the client opened no browser");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let url = std::fs::read_to_string(&url_file).unwrap();
+    assert!(
+        url.contains("code_challenge_method=S256")
+            && url.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A"),
+        "{url}"
+    );
+    let b = Browser::start();
+    let landed = complete_code_flow(&b, &url, PERSON);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("as {PERSON}")) || out.contains(ACCOUNT),
+        "{out}"
+    );
+    assert!(
+        b.source().contains("Logged in"),
+        "the loopback page at {landed}: {}",
+        b.source()
+    );
+    assert_eq!(person.hpccert(&["ssh-config", "--install"]).0, 0);
+    let (code, out) = person.ssh(&gsi_alias, "id -un");
+    assert_eq!((code, out.trim()), (0, ACCOUNT), "{out}");
+    assert!(person.agent_list().contains("ED25519-CERT"));
+
+    // the device flow, completed on the verification page (the browser is still logged in)
+    let headless = User::new(d, "headless");
+    let mut run = Running::start(&headless, &["login", site_url, "--device"], None);
+    let url = device_url(&mut run);
+    complete_device_flow(&b, &url, PERSON);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("enter the code: "), "{err}");
+    assert!(out.contains(ACCOUNT), "{out}");
+
+    // someone the portal has not linked: the message names the link page
+    let stranger = User::new(d, "stranger");
+    let mut run = Running::start(&stranger, &["login", site_url, "--device"], None);
+    let url = device_url(&mut run);
+    complete_device_flow(&Browser::start(), &url, STRANGER);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&format!("link it at {site_url}/")), "{err}");
+    assert!(!stranger.agent_list().contains("ED25519"));
+
+    // consent denied at the provider
+    let denied = User::new(d, "denied");
+    let mut run = Running::start(&denied, &["login", site_url, "--device"], None);
+    let url = device_url(&mut run);
+    deny_device_flow(&Browser::start(), &url, "carol");
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("denied"), "{err}");
 }

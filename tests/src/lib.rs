@@ -799,6 +799,15 @@ pub mod oidc {
         Cancel,
     }
 
+    /// Wait until the browser has left the page at `url` (a form was sent): the next look at
+    /// the page must not see the old one still in place.
+    fn left_page(b: &Browser, url: &str) {
+        let deadline = Instant::now() + PAGES_WAIT;
+        while b.current_url() == url && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Go through the provider's login and consent pages as they come until `done` says the
     /// flow left them: log in as `login` when asked (a browser whose provider session is still
     /// alive is not), and consent or cancel at the consent page (not shown when an earlier
@@ -825,17 +834,21 @@ pub mod oidc {
             if b.is_present(LOGIN_PAGE) {
                 fill_login(b, login);
                 b.screenshot(&format!("{shot}-provider-login"));
+                let before = b.current_url();
                 b.submit_form("form");
+                left_page(b, &before);
                 pages.push("login");
                 continue;
             }
             if b.is_present(CONSENT_PAGE) {
                 assert_eq!(b.text("h1"), "Authorize");
                 b.screenshot(&format!("{shot}-provider-consent"));
+                let before = b.current_url();
                 match at_consent {
                     AtConsent::Consent => b.submit_form("form"),
                     AtConsent::Cancel => b.click(CANCEL_LINK),
                 }
+                left_page(b, &before);
                 pages.push("consent");
                 continue;
             }
