@@ -463,6 +463,98 @@ mod tests {
         assert_ne!(pkce().unwrap().0, v, "fresh each time");
     }
 
+    /// A provider that answers the device endpoint, then each token poll with the next of
+    /// `answers` (status, JSON), recording when each poll came.
+    fn mock_provider(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (Provider, std::sync::mpsc::Receiver<Instant>) {
+        use std::io::Read as _;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut answers = answers.into_iter();
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).unwrap();
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let (status, body) = if request.starts_with("POST /device") {
+                    (
+                        200,
+                        r#"{"device_code":"dc","user_code":"ABCD-EFGH","verification_uri":"http://x/device","verification_uri_complete":"http://x/device?user_code=ABCD-EFGH","expires_in":60,"interval":1}"#,
+                    )
+                } else {
+                    let _ = tx.send(Instant::now());
+                    answers.next().unwrap_or((500, "{}"))
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let provider = Provider {
+            issuer: base.clone(),
+            authorization_endpoint: None,
+            token_endpoint: format!("{base}/token"),
+            device_authorization_endpoint: Some(format!("{base}/device")),
+        };
+        (provider, rx)
+    }
+
+    fn device(answers: Vec<(u16, &'static str)>) -> (Result<Tokens>, Vec<Instant>) {
+        let (provider, polls) = mock_provider(answers);
+        let client = Client {
+            client_id: "cli".into(),
+            scopes: vec!["openid".into()],
+            audience: None,
+        };
+        let shown = std::sync::Mutex::new(String::new());
+        let result = device_flow(
+            &reqwest::blocking::Client::new(),
+            &provider,
+            &client,
+            &|_, code, _| *shown.lock().unwrap() = code.to_string(),
+            &|_| {},
+        );
+        assert_eq!(*shown.lock().unwrap(), "ABCD-EFGH");
+        (result, polls.try_iter().collect())
+    }
+
+    /// RFC 8628 3.5: `authorization_pending` keeps the pace, `slow_down` adds five seconds to
+    /// the interval from then on.
+    #[test]
+    fn the_device_flow_polls_as_the_provider_asks() {
+        let (result, polls) = device(vec![
+            (400, r#"{"error":"authorization_pending"}"#),
+            (400, r#"{"error":"slow_down"}"#),
+            (200, r#"{"access_token":"at","token_type":"Bearer"}"#),
+        ]);
+        assert_eq!(result.unwrap().access_token, "at");
+        assert_eq!(polls.len(), 3);
+        let pending_gap = polls[1] - polls[0];
+        let slowed_gap = polls[2] - polls[1];
+        assert!(
+            pending_gap >= Duration::from_secs(1) && pending_gap < Duration::from_secs(3),
+            "{pending_gap:?}"
+        );
+        assert!(slowed_gap >= Duration::from_secs(6), "{slowed_gap:?}");
+    }
+
+    #[test]
+    fn a_denied_or_expired_device_login_says_so() {
+        let (result, _) = device(vec![(400, r#"{"error":"access_denied"}"#)]);
+        assert!(result.unwrap_err().to_string().contains("denied"));
+        let (result, _) = device(vec![(400, r#"{"error":"expired_token"}"#)]);
+        let e = result.unwrap_err().to_string();
+        assert!(
+            e.contains("expired") && e.contains("hpccert login again"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn jwt_claims_are_read_and_a_foreign_nonce_refused() {
         let claims = URL_SAFE_NO_PAD.encode(br#"{"nonce":"n1","exp":5}"#);
