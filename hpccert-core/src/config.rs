@@ -438,6 +438,12 @@ pub struct SshdConfig {
     /// Session channels (shell, exec, subsystem) open at once on one connection, as sshd's
     /// `MaxSessions` (default 10; 0 refuses every session, as sshd's `MaxSessions 0`).
     pub max_sessions: usize,
+    /// After a token login, hand the token to the session: a file only the account can read,
+    /// named by `BEARER_TOKEN_FILE`, removed when the login's last session ends [default: true].
+    pub session_token: bool,
+    /// Where the session token files are made (one private directory per login)
+    /// [default: /run/hpccert/session-tokens].
+    pub session_token_dir: PathBuf,
 }
 
 /// Environment variables no client may set, whatever `[sshd] accept_env` says: the identity
@@ -534,6 +540,8 @@ impl Default for SshdConfig {
             pam_service: "sshd-gsi".into(),
             pam_helper: None,
             max_sessions: 10,
+            session_token: true,
+            session_token_dir: PathBuf::from("/run/hpccert/session-tokens"),
         }
     }
 }

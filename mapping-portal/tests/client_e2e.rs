@@ -811,6 +811,31 @@ fn person_logins(d: &Path, site_url: &str, gsi_port: u16, jwt_key: &hpccert_e2e:
     let (code, out) = person.ssh(&gsi_alias, "id -un");
     assert_eq!((code, out.trim()), (0, ACCOUNT), "{out}");
     assert!(person.agent_list().contains("ED25519-CERT"));
+    // the login's access token for jobs: on stdout, and in the WLCG bearer token file
+    let (code, token, err) = person.hpccert(&["token"]);
+    assert_eq!(code, 0, "{err}");
+    let claims = hpccert_e2e::oidc::claims(token.trim());
+    assert_eq!(
+        (claims["sub"].as_str(), claims["aud"].as_str()),
+        (Some(PERSON), Some(AUDIENCE)),
+        "{claims}"
+    );
+    let bt = person.home.join("bt");
+    let out = person
+        .cmd(&bin("hpccert"))
+        .env("BEARER_TOKEN_FILE", &bt)
+        .args(["token", "--write"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&bt).unwrap(), token.trim());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&bt).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
 
     // the device flow, completed on the verification page (the browser is still logged in)
     let headless = User::new(d, "headless");

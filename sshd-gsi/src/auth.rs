@@ -48,6 +48,8 @@ pub struct Login {
     pub decision: Decision,
     /// For x509 logins with PAM: the presented chain (PEM), handed to the PAM stacks.
     pub chain_pem: Option<String>,
+    /// For token logins: the token, handed to the sessions (`[sshd] session_token`).
+    pub token: Option<zeroize::Zeroizing<String>>,
 }
 
 /// The decision sources of a running server.

@@ -17,6 +17,7 @@ mod pam_proto;
 mod server;
 mod session;
 mod spawn;
+mod tokenfile;
 mod x509auth;
 
 use std::path::PathBuf;

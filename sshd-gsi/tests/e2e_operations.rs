@@ -1678,3 +1678,62 @@ print(ch.makefile("rb").read().decode().strip())
     assert_eq!(code, 0, "{out}{err}\n{}", server.log());
     assert_eq!(out.trim(), "refused\nok", "{err}\n{}", server.log());
 }
+
+/// `[sshd] session_token`: a token login's session finds the token in `BEARER_TOKEN_FILE`, a
+/// file of the account's alone (0600, in a private directory), gone once the session ended;
+/// with the option off the session gets no such variable.
+#[test]
+fn a_token_login_hands_its_token_to_the_session() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let tokens = tempfile::tempdir().unwrap();
+    let dir = tokens.path().join("session-tokens");
+    let server = Server::start(
+        &["keyboard-interactive"],
+        &format!("session_token_dir = \"{}\"\n", dir.display()),
+        &[],
+    );
+    let token = std::fs::read_to_string(server.path("token.jwt")).unwrap();
+    let digest = openssl::sha::sha256(token.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let r = paramiko(
+        &python,
+        &server,
+        "keyboard-interactive",
+        "f=$BEARER_TOKEN_FILE; echo \"$f $(stat -c '%a %U' \"$f\") $(stat -c '%a' \"$(dirname \"$f\")\") $(tr -d '\\n' < \"$f\" | sha256sum | cut -d' ' -f1)\"",
+    );
+    assert_eq!(r["status"].as_i64(), Some(0), "{r}\n{}", server.log());
+    let out = r["out"].as_str().unwrap().trim().to_string();
+    let fields: Vec<&str> = out.split(' ').collect();
+    assert_eq!(fields.len(), 5, "{out}");
+    assert!(
+        fields[0].starts_with(&dir.display().to_string()) && fields[0].ends_with("/token"),
+        "{out}"
+    );
+    assert_eq!(&fields[1..4], &["600", user(), "700"], "{out}");
+    assert_eq!(fields[4], digest, "the file holds the login's token");
+    // the session ended: the file and its directory go
+    let file = PathBuf::from(fields[0]);
+    assert!(
+        wait_for(Duration::from_secs(5), || !file.exists()
+            && !file.parent().unwrap().exists()),
+        "{} is still there",
+        file.display()
+    );
+    assert!(
+        !server.log().contains(token.trim()),
+        "the token is in the log"
+    );
+
+    let off = Server::start(&["keyboard-interactive"], "session_token = false\n", &[]);
+    let r = paramiko(
+        &python,
+        &off,
+        "keyboard-interactive",
+        "echo ${BEARER_TOKEN_FILE:-none}",
+    );
+    assert_eq!(r["out"].as_str().map(str::trim), Some("none"), "{r}");
+}

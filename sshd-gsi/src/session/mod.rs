@@ -26,6 +26,15 @@ use crate::spawn::{self, Account};
 use crate::x509auth;
 use hpccert_core::token::entry::{Next, TokenEntry};
 
+/// What a login hands on to the PAM stacks and the sessions.
+enum Handover {
+    None,
+    /// The presented chain (PEM), for pam_hpccert's `x509` option.
+    Chain(Option<String>),
+    /// The bearer token, for `[sshd] session_token`.
+    Token(zeroize::Zeroizing<String>),
+}
+
 /// The handler of one connection.
 pub struct Connection {
     engine: SharedEngine,
@@ -38,6 +47,8 @@ pub struct Connection {
     channels: HashMap<ChannelId, ChannelState>,
     /// Set on a successful login (the accept loop's grace timer reads it).
     authenticated: Arc<AuthFlag>,
+    /// The login's token file while a session holds it.
+    session_token: std::sync::Weak<crate::tokenfile::SessionToken>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -64,6 +75,7 @@ impl Connection {
             user: String::new(),
             channels: HashMap::new(),
             authenticated,
+            session_token: std::sync::Weak::new(),
         }
     }
 
@@ -86,10 +98,12 @@ impl Connection {
         let engine = self.engine.clone();
         let u = user.to_string();
         let now = hpccert_core::clock::now();
+        let kept = zeroize::Zeroizing::new(token.clone());
         let result = tokio::task::spawn_blocking(move || engine.token_login(&u, &token, now))
             .await
             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
-        self.finish_login(method, user, result, None).await
+        self.finish_login(method, user, result, Handover::Token(kept))
+            .await
     }
 
     async fn finish_login(
@@ -97,8 +111,13 @@ impl Connection {
         method: &'static str,
         user: &str,
         result: Result<hpccert_core::identity::mapping::Decision, String>,
-        chain_pem: Option<String>,
+        handover: Handover,
     ) -> Auth {
+        let (chain_pem, token) = match handover {
+            Handover::None => (None, None),
+            Handover::Chain(pem) => (pem, None),
+            Handover::Token(t) => (None, Some(t)),
+        };
         let result = result.and_then(|decision| {
             let account = Account::lookup(decision.account().as_str())?;
             account.can_switch_to()?;
@@ -107,6 +126,7 @@ impl Connection {
                     method,
                     decision,
                     chain_pem,
+                    token,
                 },
                 account,
             ))
@@ -159,13 +179,37 @@ impl Connection {
         let Some(state) = self.channels.get_mut(&id) else {
             return Err("unknown channel".into());
         };
+        // the token file: shared by the login's sessions, made for the first one
+        let token_file = match &login.token {
+            Some(token) if self.engine.config.sshd.session_token => {
+                match self.session_token.upgrade() {
+                    Some(t) => Some(t),
+                    None => {
+                        let dir = &self.engine.config.sshd.session_token_dir;
+                        let t =
+                            Arc::new(crate::tokenfile::SessionToken::create(dir, account, token)?);
+                        self.session_token = Arc::downgrade(&t);
+                        Some(t)
+                    }
+                }
+            }
+            _ => None,
+        };
         let origin = Origin {
             engine: &self.engine,
             user: &self.user,
             peer: self.peer,
             local: self.local,
         };
-        start::start(&origin, (login, account), state, id, what, session.handle()).await
+        start::start(
+            &origin,
+            (login, account),
+            state,
+            (id, what),
+            token_file,
+            session.handle(),
+        )
+        .await
     }
 
     fn reply(session: &mut Session, id: ChannelId, ok: bool) -> Result<(), russh::Error> {
@@ -238,7 +282,9 @@ impl russh::server::Handler for Connection {
         let result =
             self.engine
                 .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now());
-        Ok(self.finish_login("openssh-cert", user, result, None).await)
+        Ok(self
+            .finish_login("openssh-cert", user, result, Handover::None)
+            .await)
     }
 
     async fn auth_external_publickey(
@@ -297,7 +343,9 @@ impl russh::server::Handler for Connection {
                 Err(e) => refuse(self, e),
             };
         }
-        Ok(self.finish_login("x509", user, result, chain_pem).await)
+        Ok(self
+            .finish_login("x509", user, result, Handover::Chain(chain_pem))
+            .await)
     }
 
     async fn auth_keyboard_interactive<'a>(

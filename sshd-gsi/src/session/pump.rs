@@ -26,6 +26,8 @@ pub(super) struct Tally {
     pub(super) bytes_out: Arc<std::sync::atomic::AtomicU64>,
     /// utmp/wtmp/lastlog of a PTY session.
     pub(super) login_record: Option<crate::loginrec::LoginRecord>,
+    /// The login's token file, held while the session lasts (the last holder removes it).
+    pub(super) _token: Option<Arc<crate::tokenfile::SessionToken>>,
 }
 
 /// Copy a process's output to the channel in reads of up to 32 KiB: each read becomes one

@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use super::channel::ChannelState;
 use super::pump::{ProcessOwner, Tally, pump_pipes, pump_pty};
 use crate::auth::{self, Login, SharedEngine};
 use crate::spawn::{self, Account, Pty};
+use crate::tokenfile::SessionToken;
 
 /// Who a session's process starts for: the connection's side of it.
 pub(super) struct Origin<'a> {
@@ -55,13 +57,16 @@ pub(super) fn pam_request(
 /// The environment of a session process.
 fn environment(
     origin: &Origin<'_>,
-    account: &Account,
-    login: &Login,
+    (account, login): (&Account, &Login),
     state: &ChannelState,
     tty: Option<&str>,
+    token_file: Option<&Path>,
 ) -> Vec<(OsString, OsString)> {
     let mut env = spawn::base_environment(account);
     let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+    if let Some(file) = token_file {
+        set("BEARER_TOKEN_FILE", file.display().to_string());
+    }
     set(
         "SSH_CONNECTION",
         format!(
@@ -107,8 +112,8 @@ pub(super) async fn start(
     origin: &Origin<'_>,
     (login, account): (&Login, &Account),
     state: &mut ChannelState,
-    id: ChannelId,
-    what: Start,
+    (id, what): (ChannelId, Start),
+    token_file: Option<Arc<SessionToken>>,
     handle: russh::server::Handle,
 ) -> Result<(), String> {
     // one process per session channel (RFC 4254 6.5): a second shell, exec or subsystem
@@ -145,10 +150,10 @@ pub(super) async fn start(
     };
     let env = environment(
         origin,
-        account,
-        login,
+        (account, login),
         state,
         pty.as_ref().map(|p| p.slave_path.as_str()),
+        token_file.as_deref().map(SessionToken::path),
     );
     let mut launch = if let Some(helper) = &origin.engine.pam_helper {
         let utf8 = |o: OsString| {
@@ -217,6 +222,7 @@ pub(super) async fn start(
         bytes_in: Arc::default(),
         bytes_out: Arc::default(),
         login_record: None,
+        _token: token_file,
     };
     crate::metrics::get().sessions.inc();
     crate::metrics::get().sessions_open.inc();
