@@ -113,6 +113,10 @@ pub enum Command {
         /// The requested login name [default: the first mapped account].
         #[arg(long, value_name = "LOGIN")]
         user: Option<String>,
+        /// The client's address, checked against the restrictions' from= (without it they are
+        /// shown, not checked).
+        #[arg(long, value_name = "ADDR")]
+        from: Option<std::net::IpAddr>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,

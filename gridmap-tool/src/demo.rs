@@ -158,7 +158,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     for (n, (title, chain, login)) in cases.iter().enumerate() {
         let file = dir.join(format!("chain{}.pem", n + 1));
         write_chain(&file, chain)?;
-        let outcome = explain_certificate(&config, &file, *login, now)?;
+        let outcome = explain_certificate(&config, &file, (*login, None), now)?;
         println!("== {}: {title}", n + 1);
         println!(
             "$ gridmap-tool explain --config {} --cert {}{}",
@@ -225,7 +225,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let n = cases.len() + i + 1;
         let file = dir.join(format!("token{}.jwt", i + 1));
         std::fs::write(&file, token)?;
-        let outcome = crate::tokens::explain_token(&config, &file, None, now)?;
+        let outcome = crate::tokens::explain_token(&config, &file, (None, None), now)?;
         println!("== {n}: {title}");
         println!(
             "$ gridmap-tool explain --config {} --token {}",

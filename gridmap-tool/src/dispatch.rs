@@ -18,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token_mapfile,
             require_scope,
             user,
+            from,
             json,
         } => {
             use crate::explain::Subject;
@@ -38,7 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("give --cert CHAIN.pem, --dn DN or --token FILE")
                 }
             };
-            crate::explain::run(&g, subject, user, json)
+            crate::explain::run(&g, subject, (user, from), json)
         }
         Command::Keys { command } => {
             let config = crate::settings::effective_config(&g)?;

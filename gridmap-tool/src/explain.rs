@@ -1,5 +1,6 @@
 //! `gridmap-tool explain`: the decision sshd-gsi and the PAM module would make, with reasons.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -24,7 +25,7 @@ fn load_gridmap(path: &Path) -> anyhow::Result<GridMapfile> {
 pub fn explain_certificate(
     config: &Config,
     chain_file: &Path,
-    user: Option<&str>,
+    (user, from): (Option<&str>, Option<IpAddr>),
     now: SystemTime,
 ) -> anyhow::Result<Outcome> {
     let trust_source = config.trust.source();
@@ -47,7 +48,7 @@ pub fn explain_certificate(
         Err(e) => return Ok(Outcome::refused("credential", None, reasons, e.to_string())),
     };
     reasons.clear();
-    let sources = ReadOnlySources::load(config)?;
+    let sources = ReadOnlySources::load(config, from)?;
     match sources.apply(Mapper::new(&gridmap)).decide(&verified, user) {
         Ok(decision) => Ok(Outcome {
             decision: "accept",
@@ -72,12 +73,16 @@ pub fn explain_certificate(
 }
 
 /// Map a bare DN (no credential).
-pub fn explain_dn(config: &Config, dn: &str, user: Option<&str>) -> anyhow::Result<Outcome> {
+pub fn explain_dn(
+    config: &Config,
+    dn: &str,
+    (user, from): (Option<&str>, Option<IpAddr>),
+) -> anyhow::Result<Outcome> {
     let dn =
         DistinguishedName::parse(dn).map_err(|e| anyhow::anyhow!("cannot parse DN {dn:?}: {e}"))?;
     let gridmap = load_gridmap(&config.mapping.grid_mapfile)?;
     let note = "no credential checked (--dn): mapping only".to_string();
-    let sources = ReadOnlySources::load(config)?;
+    let sources = ReadOnlySources::load(config, from)?;
     match sources.apply(Mapper::new(&gridmap)).choose(&dn, user) {
         Ok(choice) => {
             let mut reasons = vec![note];
@@ -113,17 +118,17 @@ pub enum Subject {
 pub fn run(
     g: &GlobalArgs,
     subject: Subject,
-    user: Option<String>,
+    (user, from): (Option<String>, Option<IpAddr>),
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut config = effective_config(g)?;
     let now = validation_time(g)?;
     let outcome = match subject {
-        Subject::Cert(cert) => explain_certificate(&config, &cert, user.as_deref(), now)?,
-        Subject::Dn(dn) => explain_dn(&config, &dn, user.as_deref())?,
+        Subject::Cert(cert) => explain_certificate(&config, &cert, (user.as_deref(), from), now)?,
+        Subject::Dn(dn) => explain_dn(&config, &dn, (user.as_deref(), from))?,
         Subject::Token(token, adhoc) => {
             adhoc.apply(&mut config)?;
-            crate::tokens::explain_token(&config, &token, user.as_deref(), now)?
+            crate::tokens::explain_token(&config, &token, (user.as_deref(), from), now)?
         }
     };
     if json {

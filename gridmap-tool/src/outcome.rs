@@ -1,9 +1,12 @@
 //! What `explain` reports ([`Outcome`]) and what its decisions read besides the mapping files
 //! ([`ReadOnlySources`]): shared by the certificate and the token explanations.
 
+use std::net::IpAddr;
+
 use hpccert_core::config::Config;
 use hpccert_core::identity::gridmapdir::Gridmapdir;
 use hpccert_core::identity::mapping::Mapper;
+use hpccert_core::identity::restriction::{RestrictionError, Restrictions};
 use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
 use serde::Serialize;
 
@@ -72,20 +75,27 @@ impl Outcome {
 #[derive(Debug)]
 pub struct ReadOnlySources {
     suspensions: Result<SuspensionList, SuspensionError>,
+    restrictions: Result<Restrictions, RestrictionError>,
+    /// The client address `--from` names (None: from= rules are reported, not checked).
+    from: Option<IpAddr>,
     pools: Option<Gridmapdir>,
 }
 
 impl ReadOnlySources {
-    pub fn load(config: &Config) -> anyhow::Result<Self> {
+    pub fn load(config: &Config, from: Option<IpAddr>) -> anyhow::Result<Self> {
         Ok(Self {
             suspensions: SuspensionList::load(&config.mapping.suspended_file),
+            restrictions: Restrictions::load(&config.mapping.restrictions_file),
+            from,
             pools: Gridmapdir::from_config(config).map_err(anyhow::Error::msg)?,
         })
     }
 
-    /// `mapper` with the suspension list and a read-only view of the pools.
+    /// `mapper` with the suspension list, the restrictions and a read-only view of the pools.
     pub fn apply<'a>(&'a self, mapper: Mapper<'a>) -> Mapper<'a> {
-        let mapper = mapper.with_suspensions(&self.suspensions);
+        let mapper = mapper
+            .with_suspensions(&self.suspensions)
+            .with_restrictions(&self.restrictions, self.from);
         match &self.pools {
             Some(g) => mapper.with_pool_preview(g),
             None => mapper,

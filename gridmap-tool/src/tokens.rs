@@ -77,7 +77,7 @@ fn read_token(source: &Path) -> anyhow::Result<String> {
 pub fn explain_token(
     config: &Config,
     source: &Path,
-    user: Option<&str>,
+    (user, from): (Option<&str>, Option<std::net::IpAddr>),
     now: SystemTime,
 ) -> anyhow::Result<Outcome> {
     if config.issuers.is_empty() {
@@ -109,7 +109,7 @@ pub fn explain_token(
         }
     };
     let empty = GridMapfile::default();
-    let sources = ReadOnlySources::load(config)?;
+    let sources = ReadOnlySources::load(config, from)?;
     match sources
         .apply(Mapper::new(&empty))
         .with_tokens(token_map.as_ref(), &rules)

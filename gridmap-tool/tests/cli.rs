@@ -345,3 +345,73 @@ fn check_reports_dns_outside_every_namespace() {
     );
     assert!(!out.contains(":1: warning"), "{out}");
 }
+
+/// `explain --from ADDR` checks the restrictions file's `from=` as a login from there would;
+/// without it the rule is shown, not checked.
+#[test]
+fn explain_from_checks_the_restrictions() {
+    let s = site();
+    let eec = s.chain("eec.pem", &[&s.user]);
+    let d = s.dir.path();
+    std::fs::write(
+        d.join("restrictions"),
+        "dn \"/DC=org/DC=test/CN=Alice\" from=10.0.0.0/8 no-pty\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("hpccert.toml"),
+        format!(
+            "version = 1\n[mapping]\nrestrictions_file = \"{}\"\n",
+            d.join("restrictions").display()
+        ),
+    )
+    .unwrap();
+    let config = d.join("hpccert.toml");
+    let with = |from: Option<&str>| {
+        let mut extra = vec!["--cert", eec.to_str().unwrap()];
+        if let Some(f) = from {
+            extra.extend(["--from", f]);
+        }
+        let ca_dir = d.join("certificates");
+        let gridmap = d.join("grid-mapfile");
+        let mut args = vec![
+            "--ca-dir",
+            ca_dir.to_str().unwrap(),
+            "--gridmap",
+            gridmap.to_str().unwrap(),
+            "--at",
+            "2026-06-01T00:00:00Z",
+            "explain",
+        ];
+        args.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_gridmap-tool"))
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let o = with(Some("192.0.2.1"));
+    assert_eq!(
+        code(&o),
+        1,
+        "{}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout(&o).contains("may not log in from 192.0.2.1 (allowed: 10.0.0.0/8;"),
+        "{}",
+        stdout(&o)
+    );
+    let o = with(Some("10.2.3.4"));
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("restricted: from=10.0.0.0/8 no-pty"),
+        "{}",
+        stdout(&o)
+    );
+    let o = with(None);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(stdout(&o).contains("from= not checked"), "{}", stdout(&o));
+}

@@ -852,6 +852,9 @@ pub struct MappingConfig {
     pub gridmapdir: PathBuf,
     /// Suspended identities and accounts; a missing file suspends nobody.
     pub suspended_file: PathBuf,
+    /// Restrictions per identity (source networks, forced command, no PTY, session limit);
+    /// a missing file restricts nobody, a broken one refuses every login.
+    pub restrictions_file: PathBuf,
     /// The NSS cache (`passwd`, `group`) written for pool accounts, read by nss_hpccert.
     pub nss_cache_dir: PathBuf,
     /// The lowest uid and gid the NSS cache gives an account or group: pools below it are
@@ -868,6 +871,7 @@ impl Default for MappingConfig {
             token_mapfile: None,
             gridmapdir: PathBuf::from(DEFAULT_GRIDMAPDIR),
             suspended_file: PathBuf::from(crate::identity::suspension::DEFAULT_PATH),
+            restrictions_file: PathBuf::from(crate::identity::restriction::DEFAULT_PATH),
             nss_cache_dir: PathBuf::from(crate::host::nsscache::DEFAULT_DIR),
             nss_min_id: crate::host::nsscache::DEFAULT_MIN_ID,
         }

@@ -758,3 +758,58 @@ fn an_algorithm_name_starting_with_a_multibyte_character_is_refused_not_a_panic(
         hpccert_core::token::jws::parse_compact("eyJhbGciOiAiUdqid3QifQ.7.", 16 * 1024).is_err()
     );
 }
+
+/// The engine holds a decision to the restrictions file: refused from an address the rule does
+/// not list (naming the rule), accepted from a listed one with the restrictions on the
+/// decision, reported but not checked when the address is not known (`explain` without
+/// `--from`); an unusable file refuses every login.
+#[test]
+fn restrictions_refuse_other_sources_and_ride_on_the_decision() {
+    use hpccert_core::identity::restriction::{RestrictionError, Restrictions};
+    let f = fixture();
+    let token = f.verify(&f.rsa.mint(&claims()).unwrap()).unwrap();
+    let map = TokenMapfile::parse(&format!("\"{ISS}\" \"user-123\" bob\n")).unwrap();
+    let gridmap = GridMapfile::parse("").unwrap();
+    let list = Restrictions::parse(&format!(
+        "issuer \"{ISS}\" from=10.1.0.0/16 no-pty\naccount bob command=\"/bin/submit\"\n"
+    ))
+    .map_err(RestrictionError::Syntax);
+    let at = |from: Option<&str>| {
+        Mapper::new(&gridmap)
+            .with_tokens(Some(&map), &[])
+            .with_uid_lookup(uid_of)
+            .with_restrictions(&list, from.map(|a| a.parse().unwrap()))
+            .decide_token(&token, None)
+    };
+    let e = at(Some("192.0.2.1")).unwrap_err();
+    assert!(matches!(e, Refusal::SourceNotAllowed { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("may not log in from 192.0.2.1 (allowed: 10.1.0.0/16; line 1)"),
+        "{e}"
+    );
+    let d = at(Some("10.1.2.3")).unwrap();
+    assert_eq!(d.restrictions().command.as_deref(), Some("/bin/submit"));
+    assert!(d.restrictions().no_pty);
+    assert!(
+        d.reasons()
+            .iter()
+            .any(|r| r.starts_with("restricted: from=10.1.0.0/16 command=")),
+        "{:?}",
+        d.reasons()
+    );
+    let d = at(None).unwrap();
+    assert!(
+        d.reasons().iter().any(|r| r.contains("from= not checked")),
+        "{:?}",
+        d.reasons()
+    );
+    let broken = Restrictions::parse("account bob\n").map_err(RestrictionError::Syntax);
+    let e = Mapper::new(&gridmap)
+        .with_tokens(Some(&map), &[])
+        .with_uid_lookup(uid_of)
+        .with_restrictions(&broken, None)
+        .decide_token(&token, None)
+        .unwrap_err();
+    assert!(matches!(e, Refusal::RestrictionsUnusable { .. }), "{e}");
+}

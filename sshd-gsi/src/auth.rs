@@ -6,7 +6,7 @@
 //! `Accepted token for alice from 10.0.0.5 port 40022 ssh2: ...` or
 //! `Failed x509 for alice from 10.0.0.5 port 40022 ssh2: certificate expired ...`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,6 +16,7 @@ use hpccert_core::host::reload::Reloading;
 use hpccert_core::identity::gridmap::GridMapfile;
 use hpccert_core::identity::gridmapdir::Gridmapdir;
 use hpccert_core::identity::mapping::{Decision, Mapper, TokenRules};
+use hpccert_core::identity::restriction::{RestrictionError, Restrictions};
 use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
 use hpccert_core::identity::tokenmap::TokenMapfile;
 use hpccert_core::token::fetch::{Fetcher, RefreshTiming, RefreshingKeySource};
@@ -52,6 +53,60 @@ pub struct Login {
     pub token: Option<zeroize::Zeroizing<String>>,
 }
 
+/// Sessions open per identity (restrictions' `max-sessions`), across connections.
+#[derive(Debug, Default)]
+pub struct SessionCounter(Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>);
+
+/// One session's place in the count, given back when dropped.
+#[derive(Debug)]
+pub struct SessionSlot {
+    counter: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    identity: String,
+}
+
+impl SessionCounter {
+    /// A place for one more session of `identity`, unless `max` are open.
+    pub fn acquire(&self, identity: &str, max: u32) -> Result<SessionSlot, String> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(identity.to_string()).or_insert(0);
+        if *n >= max {
+            return Err(format!(
+                "{identity} has {n} session(s) open: its restrictions allow max-sessions={max}"
+            ));
+        }
+        *n += 1;
+        Ok(SessionSlot {
+            counter: Arc::clone(&self.0),
+            identity: identity.to_string(),
+        })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .counter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.identity) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.identity);
+            }
+        }
+    }
+}
+
+/// What a decision reads besides the credential: grid-mapfile, suspension list, restrictions.
+type Sources<'a> = (
+    &'a GridMapfile,
+    &'a Result<SuspensionList, SuspensionError>,
+    &'a Result<Restrictions, RestrictionError>,
+);
+
 /// The decision sources of a running server.
 pub struct Engine {
     pub config: Config,
@@ -69,6 +124,9 @@ pub struct Engine {
     revoked_keys: Option<Reloading<Result<Krl, KrlError>>>,
     /// The suspension list as it is now; an unusable one (`Err`) refuses every login.
     suspensions: Reloading<Result<SuspensionList, SuspensionError>>,
+    restrictions: Reloading<Result<Restrictions, RestrictionError>>,
+    /// Sessions open per identity, for `max-sessions` restrictions.
+    pub sessions: SessionCounter,
     /// The pools logins lease from (None: no `[[pool]]`).
     pools: Option<Gridmapdir>,
     /// The PAM helper program (None: `use_pam = false`).
@@ -153,6 +211,13 @@ impl Engine {
         if let Err(e) = suspensions.current().as_ref() {
             return Err(format!("suspension list: {e}"));
         }
+        let restrictions = Reloading::open(&config.mapping.restrictions_file, RELOAD_CHECK, |p| {
+            Ok::<_, String>(Restrictions::load(p))
+        })
+        .map_err(|e| format!("restrictions: {e}"))?;
+        if let Err(e) = restrictions.current().as_ref() {
+            return Err(format!("restrictions: {e}"));
+        }
         let pools = Gridmapdir::from_config(&config)?;
         let pam_helper = if config.sshd.use_pam {
             Some(crate::pam::helper_path(config.sshd.pam_helper.as_deref())?)
@@ -181,6 +246,8 @@ impl Engine {
             ssh_cas,
             revoked_keys,
             suspensions,
+            restrictions,
+            sessions: SessionCounter::default(),
             pools,
             pam_helper,
             audit,
@@ -199,11 +266,13 @@ impl Engine {
     /// (a login) or only looking at leases (a key query, which must change nothing).
     fn mapper<'a>(
         &'a self,
-        gridmap: &'a GridMapfile,
-        suspensions: &'a Result<SuspensionList, SuspensionError>,
+        (gridmap, suspensions, restrictions): Sources<'a>,
         lease: bool,
+        from: IpAddr,
     ) -> Mapper<'a> {
-        let m = Mapper::new(gridmap).with_suspensions(suspensions);
+        let m = Mapper::new(gridmap)
+            .with_suspensions(suspensions)
+            .with_restrictions(restrictions, Some(from));
         match (&self.pools, lease) {
             (Some(p), true) => m.with_pools(p),
             (Some(p), false) => m.with_pool_preview(p),
@@ -216,6 +285,7 @@ impl Engine {
         &self,
         user: &str,
         token: &str,
+        from: IpAddr,
         now: SystemTime,
     ) -> Result<Decision, String> {
         if self.policies.is_empty() {
@@ -232,7 +302,8 @@ impl Engine {
         let gridmap = self.gridmap();
         let token_map = self.token_map.as_ref().map(|m| m.current());
         let suspensions = self.suspensions.current();
-        self.mapper(&gridmap, &suspensions, true)
+        let restrictions = self.restrictions.current();
+        self.mapper((&gridmap, &suspensions, &restrictions), true, from)
             .with_tokens(token_map.as_deref(), &self.rules)
             .decide_token(&verified, Some(user))
             .map_err(|e| {
@@ -265,7 +336,8 @@ impl Engine {
         .map_err(|e| e.to_string())?;
         let gridmap = self.gridmap();
         let suspensions = self.suspensions.current();
-        self.mapper(&gridmap, &suspensions, true)
+        let restrictions = self.restrictions.current();
+        self.mapper((&gridmap, &suspensions, &restrictions), true, peer.ip())
             .decide_ssh_certificate(&verified, Some(user))
             .map_err(|e| e.to_string())
     }
@@ -299,7 +371,7 @@ impl Engine {
         &self,
         user: &str,
         chain: &PresentedChain,
-        now: SystemTime,
+        (from, now): (IpAddr, SystemTime),
         lease: bool,
     ) -> Result<Decision, String> {
         let trust = self.trust.as_ref().ok_or("x509 is not enabled")?.current();
@@ -307,7 +379,8 @@ impl Engine {
             verify_chain(&trust, chain, &self.verify_options, now).map_err(|e| e.to_string())?;
         let gridmap = self.gridmap();
         let suspensions = self.suspensions.current();
-        self.mapper(&gridmap, &suspensions, lease)
+        let restrictions = self.restrictions.current();
+        self.mapper((&gridmap, &suspensions, &restrictions), lease, from)
             .decide(&verified, Some(user))
             .map_err(|e| e.to_string())
     }

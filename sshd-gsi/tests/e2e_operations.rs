@@ -302,7 +302,7 @@ fn config_text(d: &Path, port: u16, methods: &[&str], sshd_extra: &str) -> Strin
     format!(
         "version = 1\n\
          [trust]\nca_dir = \"{}\"\n\
-         [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\nsuspended_file = \"{}\"\n\
+         [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\nsuspended_file = \"{}\"\nrestrictions_file = \"{}\"\n\
          gridmapdir = \"{}\"\nnss_cache_dir = \"{}\"\n\
          [tokens]\nkey_cache_dir = \"{}\"\n\
          [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\n{sshd_extra}\
@@ -311,6 +311,7 @@ fn config_text(d: &Path, port: u16, methods: &[&str], sshd_extra: &str) -> Strin
         s("grid-mapfile"),
         s("token-mapfile"),
         s("suspended"),
+        s("restrictions"),
         s("gridmapdir"),
         s("nss"),
         s("keys"),
@@ -333,7 +334,13 @@ host, port, user, token_file, method, command = sys.argv[1:7]
 token = open(token_file).read().strip()
 t0 = time.monotonic()
 try:
-    t = paramiko.Transport((host, int(port)))
+    if "@" in host:
+        # SOURCE@HOST: connect from that local address
+        import socket
+        source, host = host.split("@")
+        t = paramiko.Transport(socket.create_connection((host, int(port)), source_address=(source, 0)))
+    else:
+        t = paramiko.Transport((host, int(port)))
     t.start_client(timeout=10)
     if method == "password":
         # no fallback to keyboard-interactive: password means password here
@@ -447,6 +454,18 @@ impl PyClient {
 
 /// Start a paramiko token login running `command` on `server`.
 fn paramiko_spawn(python: &Path, server: &Server, method: &str, command: &str) -> PyClient {
+    paramiko_spawn_from(python, server, "127.0.0.1", method, command)
+}
+
+/// The same from `source` (`127.0.0.1`, or `SOURCE@127.0.0.1` to connect from another local
+/// address).
+fn paramiko_spawn_from(
+    python: &Path,
+    server: &Server,
+    source: &str,
+    method: &str,
+    command: &str,
+) -> PyClient {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let token = server.path("token.jwt");
@@ -454,7 +473,7 @@ fn paramiko_spawn(python: &Path, server: &Server, method: &str, command: &str) -
         python,
         PARAMIKO,
         &[
-            "127.0.0.1",
+            source,
             &server.port.to_string(),
             user(),
             token.to_str().unwrap(),
@@ -1736,4 +1755,74 @@ fn a_token_login_hands_its_token_to_the_session() {
         "echo ${BEARER_TOKEN_FILE:-none}",
     );
     assert_eq!(r["out"].as_str().map(str::trim), Some("none"), "{r}");
+}
+
+/// Restrictions per identity (`[mapping] restrictions_file`): the token identity is refused
+/// from an address its rule does not list (the log says why) and accepted from a listed one;
+/// its forced command runs instead of the client's, which it finds in SSH_ORIGINAL_COMMAND; and
+/// its max-sessions holds while logins run in parallel.
+#[test]
+fn restrictions_hold_an_identity_to_its_sources_command_and_session_limit() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let server = Server::start(&["keyboard-interactive"], "", &[]);
+    std::fs::write(
+        server.path("restrictions"),
+        format!(
+            "token \"{ISSUER}\" \"{}\" from=127.0.0.1/32,::1 max-sessions=1 command=\"case \\\"$SSH_ORIGINAL_COMMAND\\\" in sleep*) sleep 3;; esac; echo forced:$SSH_ORIGINAL_COMMAND\"\n",
+            subject()
+        ),
+    )
+    .unwrap();
+    // the file is read again within seconds of a change
+    let forced = || paramiko(&python, &server, "keyboard-interactive", "ls /");
+    assert!(
+        wait_for(Duration::from_secs(10), || forced()["out"].as_str()
+            == Some("forced:ls /\n")),
+        "the forced command does not run:\n{}",
+        server.log()
+    );
+    // from a second loopback address: refused, with the reason in the log
+    let r = paramiko_spawn_from(
+        &python,
+        &server,
+        "127.0.0.2@127.0.0.1",
+        "keyboard-interactive",
+        "id",
+    )
+    .result();
+    assert_eq!(r["ok"], json!(false), "{r}");
+    assert!(
+        server.wait_log(
+            0,
+            "may not log in from 127.0.0.2 (allowed: 127.0.0.1/32,::1/128",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+    // one session at a time: a second login while the first runs gets no session
+    let first = paramiko_spawn(&python, &server, "keyboard-interactive", "sleep");
+    assert!(
+        first
+            .next(Duration::from_secs(10))
+            .is_some_and(|v| v["started"] == json!(true))
+    );
+    let second = paramiko(&python, &server, "keyboard-interactive", "ls");
+    assert_ne!(
+        second["out"].as_str(),
+        Some("forced:ls\n"),
+        "a second session ran: {second}"
+    );
+    assert!(
+        server.wait_log(0, "max-sessions=1", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let first = first.result();
+    assert_eq!(first["out"].as_str(), Some("forced:sleep\n"), "{first}");
+    // the first one ended: its place is free again
+    let third = paramiko(&python, &server, "keyboard-interactive", "again");
+    assert_eq!(third["out"].as_str(), Some("forced:again\n"), "{third}");
 }

@@ -32,6 +32,7 @@
 //! 4. the requested account must be one of those; the first is the default.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use thiserror::Error;
 
@@ -40,6 +41,7 @@ use crate::identity::Identity;
 use crate::identity::dn::DistinguishedName;
 use crate::identity::gridmap::{AccountName, GridMapfile, MappedAccount};
 use crate::identity::gridmapdir::{LeaseKey, PoolError, PoolLeaser};
+use crate::identity::restriction::{Applied, RestrictionError, Restrictions};
 use crate::identity::suspension::{SuspensionError, SuspensionList};
 use crate::identity::tokenmap::TokenMapfile;
 use crate::token::{Capability, VerifiedToken};
@@ -80,6 +82,15 @@ pub enum Refusal {
     Suspended { what: String, entry: String },
     #[error("cannot tell who is suspended, so every login is refused: {reason}")]
     SuspensionListUnusable { reason: String },
+    #[error("{identity} may not log in from {from} (allowed: {allowed}; {rule})")]
+    SourceNotAllowed {
+        identity: String,
+        from: String,
+        allowed: String,
+        rule: String,
+    },
+    #[error("cannot tell what the restrictions file says, so every login is refused: {reason}")]
+    RestrictionsUnusable { reason: String },
     #[error("token of {issuer} subject {subject} is not mapped: {reason}")]
     TokenNotMapped {
         issuer: String,
@@ -222,6 +233,8 @@ pub struct Decision {
     proxy_depth: usize,
     capabilities: Vec<Capability>,
     reasons: Vec<String>,
+    /// What the restrictions file holds this login to (empty when nothing).
+    restrictions: Applied,
 }
 
 impl Decision {
@@ -245,6 +258,10 @@ impl Decision {
     /// Every step of the decision, in words.
     pub fn reasons(&self) -> &[String] {
         &self.reasons
+    }
+    /// The restrictions the session must honour (forced command, no PTY, session limit).
+    pub fn restrictions(&self) -> &Applied {
+        &self.restrictions
     }
 }
 
@@ -274,6 +291,10 @@ pub struct Mapper<'a> {
     uid_of: UidLookup,
     pools: PoolAccess<'a>,
     suspensions: Option<&'a Result<SuspensionList, SuspensionError>>,
+    restrictions: Option<&'a Result<Restrictions, RestrictionError>>,
+    /// The client's address, checked against `from=` (None: not known, as in `explain`
+    /// without `--from`: reported, not checked).
+    from: Option<IpAddr>,
 }
 
 impl<'a> Mapper<'a> {
@@ -285,7 +306,67 @@ impl<'a> Mapper<'a> {
             uid_of: system_uid,
             pools: PoolAccess::None,
             suspensions: None,
+            restrictions: None,
+            from: None,
         }
+    }
+
+    /// Hold logins to `list`'s restrictions, for a client at `from`; an unusable list
+    /// (`Err`) refuses every login.
+    pub fn with_restrictions(
+        mut self,
+        list: &'a Result<Restrictions, RestrictionError>,
+        from: Option<IpAddr>,
+    ) -> Self {
+        self.restrictions = Some(list);
+        self.from = from;
+        self
+    }
+
+    /// The decision with the restrictions that apply to it, or the refusal they make.
+    fn restrict(&self, mut decision: Decision) -> Result<Decision, Refusal> {
+        let list = match self.restrictions {
+            None => return Ok(decision),
+            Some(Err(e)) => {
+                return Err(Refusal::RestrictionsUnusable {
+                    reason: e.to_string(),
+                });
+            }
+            Some(Ok(list)) => list,
+        };
+        let applied = list
+            .applied(&decision.identity, &decision.account)
+            .map_err(|reason| Refusal::RestrictionsUnusable { reason })?;
+        if applied.is_empty() {
+            return Ok(decision);
+        }
+        match self.from {
+            Some(addr) => {
+                if let Some((rule, nets)) = applied.refuses(addr) {
+                    return Err(Refusal::SourceNotAllowed {
+                        identity: decision.identity.to_string(),
+                        from: addr.to_canonical().to_string(),
+                        allowed: nets
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        rule: rule.to_string(),
+                    });
+                }
+            }
+            None if !applied.from.is_empty() => decision
+                .reasons
+                .push("the client's address is not known here: from= not checked".into()),
+            None => {}
+        }
+        decision.reasons.push(format!(
+            "restricted: {} ({})",
+            applied.describe(),
+            applied.rules.join(", ")
+        ));
+        decision.restrictions = applied;
+        Ok(decision)
     }
 
     /// Lease pool accounts for logins through `leaser`.
@@ -615,13 +696,14 @@ impl<'a> Mapper<'a> {
             }
         };
         let account = self.pick(&identity, &targets, requested, &mut reasons, &not_allowed)?;
-        Ok(Decision {
+        self.restrict(Decision {
             account,
             identity,
             credential: token.fingerprint().to_string(),
             proxy_depth: 0,
             capabilities: token.capabilities().to_vec(),
             reasons,
+            restrictions: Applied::default(),
         })
     }
 
@@ -648,7 +730,7 @@ impl<'a> Mapper<'a> {
             reason,
         })?;
         self.check_account(&account)?;
-        Ok(Decision {
+        self.restrict(Decision {
             reasons: vec![
                 cert.summary(),
                 format!("principal {account} is listed in the certificate"),
@@ -661,6 +743,7 @@ impl<'a> Mapper<'a> {
             credential: cert.fingerprint().to_string(),
             proxy_depth: 0,
             capabilities: Vec::new(),
+            restrictions: Applied::default(),
         })
     }
 
@@ -756,13 +839,14 @@ impl<'a> Mapper<'a> {
         let choice = self.choose(chain.identity(), requested)?;
         let mut reasons = vec![chain.summary()];
         reasons.extend(choice.reasons);
-        Ok(Decision {
+        self.restrict(Decision {
             account: choice.account,
             identity: Identity::Certificate(chain.identity().clone()),
             credential: chain.fingerprint().to_string(),
             proxy_depth: chain.proxy_depth(),
             capabilities: Vec::new(),
             reasons,
+            restrictions: Applied::default(),
         })
     }
 }

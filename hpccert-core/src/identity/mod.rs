@@ -11,6 +11,7 @@ pub mod gridmap;
 pub mod gridmapdir;
 pub mod mapping;
 pub mod pool;
+pub mod restriction;
 pub mod suspension;
 pub mod tokenmap;
 

@@ -99,7 +99,8 @@ impl Connection {
         let u = user.to_string();
         let now = hpccert_core::clock::now();
         let kept = zeroize::Zeroizing::new(token.clone());
-        let result = tokio::task::spawn_blocking(move || engine.token_login(&u, &token, now))
+        let from = self.peer.ip();
+        let result = tokio::task::spawn_blocking(move || engine.token_login(&u, &token, from, now))
             .await
             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
         self.finish_login(method, user, result, Handover::Token(kept))
@@ -195,6 +196,28 @@ impl Connection {
             }
             _ => None,
         };
+        // restrictions: a forced command runs instead of the client's (which the session finds
+        // in SSH_ORIGINAL_COMMAND); the identity's sessions are counted across connections
+        let restrictions = login.decision.restrictions();
+        let (what, original) = match &restrictions.command {
+            Some(forced) => {
+                let original = match &what {
+                    Start::Exec(c) => Some(c.clone()),
+                    Start::Subsystem(p) => Some(p.display().to_string()),
+                    Start::Shell => None,
+                };
+                (Start::Exec(forced.clone()), original)
+            }
+            None => (what, None),
+        };
+        let slot = match restrictions.max_sessions {
+            Some(max) => Some(
+                self.engine
+                    .sessions
+                    .acquire(&login.decision.identity().to_string(), max)?,
+            ),
+            None => None,
+        };
         let origin = Origin {
             engine: &self.engine,
             user: &self.user,
@@ -205,8 +228,8 @@ impl Connection {
             &origin,
             (login, account),
             state,
-            (id, what),
-            token_file,
+            (id, what, original),
+            (token_file, slot),
             session.handle(),
         )
         .await
@@ -331,9 +354,11 @@ impl russh::server::Handler for Connection {
             .then(|| chain_pem(&chain))
             .flatten();
         let lease = signature.is_some();
-        let result = tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, now, lease))
-            .await
-            .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        let from = self.peer.ip();
+        let result =
+            tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, (from, now), lease))
+                .await
+                .unwrap_or_else(|e| Err(format!("internal error: {e}")));
         if signature.is_none() {
             return match result {
                 Ok(d) => {
@@ -457,8 +482,15 @@ impl russh::server::Handler for Connection {
         modes: &[(PtyMode, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let no_pty = self
+            .login
+            .as_ref()
+            .is_some_and(|(l, _)| l.decision.restrictions().no_pty);
+        if no_pty {
+            tracing::warn!(target: "sshd_gsi::session", "pty refused {}: the identity's restrictions say no-pty", auth::from(&self.peer));
+        }
         let ok = match self.channels.get_mut(&channel) {
-            Some(state) if state.channel.is_some() => {
+            Some(state) if state.channel.is_some() && !no_pty => {
                 state.pty = Some(PtyRequest {
                     term: term.to_string(),
                     cols: col_width,

@@ -28,6 +28,8 @@ pub(super) struct Tally {
     pub(super) login_record: Option<crate::loginrec::LoginRecord>,
     /// The login's token file, held while the session lasts (the last holder removes it).
     pub(super) _token: Option<Arc<crate::tokenfile::SessionToken>>,
+    /// The identity's place under its `max-sessions` restriction, given back at the end.
+    pub(super) _slot: Option<crate::auth::SessionSlot>,
 }
 
 /// Copy a process's output to the channel in reads of up to 32 KiB: each read becomes one

@@ -14,6 +14,7 @@ use russh::{ChannelId, Pty as PtyMode};
 
 use super::channel::ChannelState;
 use super::pump::{ProcessOwner, Tally, pump_pipes, pump_pty};
+use crate::auth::SessionSlot;
 use crate::auth::{self, Login, SharedEngine};
 use crate::spawn::{self, Account, Pty};
 use crate::tokenfile::SessionToken;
@@ -112,8 +113,8 @@ pub(super) async fn start(
     origin: &Origin<'_>,
     (login, account): (&Login, &Account),
     state: &mut ChannelState,
-    (id, what): (ChannelId, Start),
-    token_file: Option<Arc<SessionToken>>,
+    (id, what, original): (ChannelId, Start, Option<String>),
+    (token_file, slot): (Option<Arc<SessionToken>>, Option<SessionSlot>),
     handle: russh::server::Handle,
 ) -> Result<(), String> {
     // one process per session channel (RFC 4254 6.5): a second shell, exec or subsystem
@@ -155,6 +156,10 @@ pub(super) async fn start(
         pty.as_ref().map(|p| p.slave_path.as_str()),
         token_file.as_deref().map(SessionToken::path),
     );
+    let mut env = env;
+    if let Some(original) = original {
+        env.push(("SSH_ORIGINAL_COMMAND".into(), original.into()));
+    }
     let mut launch = if let Some(helper) = &origin.engine.pam_helper {
         let utf8 = |o: OsString| {
             o.into_string()
@@ -223,6 +228,7 @@ pub(super) async fn start(
         bytes_out: Arc::default(),
         login_record: None,
         _token: token_file,
+        _slot: slot,
     };
     crate::metrics::get().sessions.inc();
     crate::metrics::get().sessions_open.inc();
