@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use hpccert_core::config::Config;
 use hpccert_core::identity::gridmapdir::Gridmapdir;
 use hpccert_core::identity::mapping::Mapper;
-use hpccert_core::identity::restriction::{RestrictionError, Restrictions};
+use hpccert_core::identity::restriction::{RestrictionError, Restrictions, Source};
 use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
 use serde::Serialize;
 
@@ -95,7 +95,10 @@ impl ReadOnlySources {
     pub fn apply<'a>(&'a self, mapper: Mapper<'a>) -> Mapper<'a> {
         let mapper = mapper
             .with_suspensions(&self.suspensions)
-            .with_restrictions(&self.restrictions, self.from);
+            .with_restrictions(
+                &self.restrictions,
+                self.from.map_or(Source::NotChecked, Source::Known),
+            );
         match &self.pools {
             Some(g) => mapper.with_pool_preview(g),
             None => mapper,

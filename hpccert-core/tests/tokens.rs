@@ -765,7 +765,7 @@ fn an_algorithm_name_starting_with_a_multibyte_character_is_refused_not_a_panic(
 /// `--from`); an unusable file refuses every login.
 #[test]
 fn restrictions_refuse_other_sources_and_ride_on_the_decision() {
-    use hpccert_core::identity::restriction::{RestrictionError, Restrictions};
+    use hpccert_core::identity::restriction::{RestrictionError, Restrictions, Source};
     let f = fixture();
     let token = f.verify(&f.rsa.mint(&claims()).unwrap()).unwrap();
     let map = TokenMapfile::parse(&format!("\"{ISS}\" \"user-123\" bob\n")).unwrap();
@@ -778,7 +778,10 @@ fn restrictions_refuse_other_sources_and_ride_on_the_decision() {
         Mapper::new(&gridmap)
             .with_tokens(Some(&map), &[])
             .with_uid_lookup(uid_of)
-            .with_restrictions(&list, from.map(|a| a.parse().unwrap()))
+            .with_restrictions(
+                &list,
+                from.map_or(Source::NotChecked, |a| Source::Known(a.parse().unwrap())),
+            )
             .decide_token(&token, None)
     };
     let e = at(Some("192.0.2.1")).unwrap_err();
@@ -808,7 +811,7 @@ fn restrictions_refuse_other_sources_and_ride_on_the_decision() {
     let e = Mapper::new(&gridmap)
         .with_tokens(Some(&map), &[])
         .with_uid_lookup(uid_of)
-        .with_restrictions(&broken, None)
+        .with_restrictions(&broken, Source::NotChecked)
         .decide_token(&token, None)
         .unwrap_err();
     assert!(matches!(e, Refusal::RestrictionsUnusable { .. }), "{e}");

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use hpccert_core::host::pam::{HandleError, KeptTrust, LogLevel, PamHandle, Secret};
 use pam::constants::{PAM_PROMPT_ECHO_OFF, PamResultCode};
 use pam::conv::Conv;
-use pam::items::{AuthTok, User};
+use pam::items::{AuthTok, RHost, User};
 use zeroize::Zeroizing;
 
 use crate::pam_ext::PamHandleExt;
@@ -60,6 +60,15 @@ impl<'a> LibPam<'a> {
 }
 
 impl PamHandle for LibPam<'_> {
+    fn rhost(&self) -> Option<String> {
+        // PAM_RHOST as the application set it (sshd: the client's address); not UTF-8 or
+        // unset is an unknown source, which a from= restriction refuses
+        match self.pamh.get_item::<RHost>() {
+            Ok(Some(RHost(host))) => host.to_str().ok().map(str::to_string),
+            _ => None,
+        }
+    }
+
     fn user(&mut self) -> Result<String, HandleError> {
         // a null prompt: libpam uses its default one (it asks only when the application set
         // no user)

@@ -16,7 +16,7 @@ use hpccert_core::host::reload::Reloading;
 use hpccert_core::identity::gridmap::GridMapfile;
 use hpccert_core::identity::gridmapdir::Gridmapdir;
 use hpccert_core::identity::mapping::{Decision, Mapper, TokenRules};
-use hpccert_core::identity::restriction::{RestrictionError, Restrictions};
+use hpccert_core::identity::restriction::{RestrictionError, Restrictions, Source};
 use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
 use hpccert_core::identity::tokenmap::TokenMapfile;
 use hpccert_core::token::fetch::{Fetcher, RefreshTiming, RefreshingKeySource};
@@ -272,7 +272,7 @@ impl Engine {
     ) -> Mapper<'a> {
         let m = Mapper::new(gridmap)
             .with_suspensions(suspensions)
-            .with_restrictions(restrictions, Some(from));
+            .with_restrictions(restrictions, Source::Known(from));
         match (&self.pools, lease) {
             (Some(p), true) => m.with_pools(p),
             (Some(p), false) => m.with_pool_preview(p),

@@ -112,7 +112,7 @@ impl Site {
             format!(
                 "version = 1\n\
                  [tokens]\nkey_cache_dir = \"{dd}/keys\"\n\
-                 [mapping]\ntoken_mapfile = \"{dd}/token-map\"\nsuspended_file = \"{dd}/suspended\"\n\
+                 [mapping]\ntoken_mapfile = \"{dd}/token-map\"\nsuspended_file = \"{dd}/suspended\"\nrestrictions_file = \"{dd}/restrictions\"\n\
                  [[issuer]]\nissuer = \"{JWKS_ISSUER}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"RS256\"]\njwks_file = \"{dd}/jwks.json\"\n\
                  [[issuer]]\nissuer = \"{CACHE_ISSUER}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"ES256\"]\nusername_claim = \"preferred_username\"\n"
             )
@@ -246,10 +246,26 @@ impl Site {
         answers: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Run {
+        self.pamtester_items(&[], service, user, ops, answers, env)
+    }
+
+    /// The same with PAM items set by pamtester (`-I rhost=ADDR`).
+    fn pamtester_items(
+        &self,
+        items: &[&str],
+        service: &str,
+        user: &str,
+        ops: &[&str],
+        answers: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Run {
         let d = self.dir.path();
         let mut cmd = Command::new("pamtester");
-        cmd.arg("-v")
-            .arg(service)
+        cmd.arg("-v");
+        for item in items {
+            cmd.arg("-I").arg(item);
+        }
+        cmd.arg(service)
             .arg(user)
             .args(ops)
             .env("LD_PRELOAD", &self.wrappers)
@@ -959,4 +975,61 @@ fn certificate_chains_handed_over_by_the_application() {
             );
         }
     }
+}
+
+/// Restrictions per identity in the PAM module: `from=` is checked against PAM_RHOST (an
+/// address outside it, a host name or none is refused, with the reason in the log); a rule the
+/// module cannot enforce (a forced command) refuses rather than letting the login through.
+#[test]
+fn restrictions_check_pam_rhost_and_refuse_what_pam_cannot_enforce() {
+    let Some(site) = Site::new() else { return };
+    let d = site.dir.path();
+    let token = site.token(|_| {});
+    write_mode(
+        &d.join("restrictions"),
+        format!("token \"{JWKS_ISSUER}\" \"alice-subject\" from=192.0.2.0/24\n").as_bytes(),
+        0o644,
+    );
+    let login_from = |items: &[&str]| {
+        site.pamtester_items(
+            items,
+            "hpccert",
+            "alice",
+            &["authenticate", "acct_mgmt"],
+            &[(PROMPT, token.as_str())],
+            &[],
+        )
+    };
+    let run = login_from(&["rhost=192.0.2.10"]);
+    assert!(run.succeeded(), "{}", run.all());
+    let run = login_from(&["rhost=198.51.100.1"]);
+    assert_refused(
+        &run,
+        "Authentication failure",
+        "may not log in from 198.51.100.1 (allowed: 192.0.2.0/24",
+    );
+    let run = login_from(&["rhost=client.example.org"]);
+    assert_refused(
+        &run,
+        "Authentication failure",
+        "may not log in from an unknown address",
+    );
+    let run = login_from(&[]);
+    assert_refused(
+        &run,
+        "Authentication failure",
+        "may not log in from an unknown address",
+    );
+    write_mode(
+        &d.join("restrictions"),
+        format!("token \"{JWKS_ISSUER}\" \"alice-subject\" command=\"/bin/submit\"\n").as_bytes(),
+        0o644,
+    );
+    let run = login_from(&["rhost=192.0.2.10"]);
+    assert_refused(
+        &run,
+        "Authentication failure",
+        "are the SSH server's to enforce",
+    );
+    assert_not_leaked(&run, &token);
 }

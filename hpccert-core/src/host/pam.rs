@@ -63,6 +63,7 @@ use crate::config::{Config, ConfigError};
 use crate::host::reload::{Fingerprint, fingerprint};
 use crate::identity::gridmap::GridMapfile;
 use crate::identity::mapping::{Decision, Mapper, Refusal, TokenRules, UidLookup};
+use crate::identity::restriction::{RestrictionError, Restrictions, Source};
 use crate::identity::suspension::{SuspensionError, SuspensionList};
 use crate::identity::tokenmap::TokenMapfile;
 use crate::token::keys::FileKeySource;
@@ -233,6 +234,38 @@ pub trait PamHandle {
     /// Free the kept trust store now (after the account check: a session may hold the handle
     /// until logout).
     fn forget_trust(&mut self) {}
+    /// PAM_RHOST, the remote host the application names (sshd sets the client's address).
+    fn rhost(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Where the login comes from, for the restrictions' `from=`: PAM_RHOST when it is an
+/// address; a host name or none is an unknown source, which a `from=` rule refuses.
+fn source_of(h: &dyn PamHandle) -> Source {
+    h.rhost()
+        .and_then(|r| {
+            r.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .ok()
+        })
+        .map_or(Source::Unknown, Source::Known)
+}
+
+/// The decision, when the module can honour all its restrictions: `from=` was checked by the
+/// engine; a forced command, no-pty, no-forwarding or a session limit is the SSH server's.
+fn enforceable(decision: Decision) -> Result<Decision, PamError> {
+    let r = decision.restrictions();
+    if r.command.is_none() && !r.no_pty && !r.no_forwarding && r.max_sessions.is_none() {
+        return Ok(decision);
+    }
+    let mut only = r.clone();
+    only.from.clear();
+    Err(PamError::Unenforceable {
+        identity: decision.identity().to_string(),
+        what: only.describe(),
+    })
 }
 
 /// A trust store kept on a PAM handle for one transaction (auth, then account), with the
@@ -486,6 +519,10 @@ pub enum PamError {
     },
     #[error("{identity}: the identity holds control characters and cannot be exported")]
     Unexportable { identity: String },
+    #[error(
+        "{identity}: its restrictions ({what}) are the SSH server's to enforce, which a PAM module cannot: refused (log in through sshd-gsi, or restrict only from= here)"
+    )]
+    Unenforceable { identity: String, what: String },
     #[error("trust store unusable: {0}")]
     TrustStore(String),
     #[error("grid-mapfile unusable: {0}")]
@@ -536,6 +573,7 @@ impl PamError {
             | Self::Token(_)
             | Self::Mapping { .. }
             | Self::AccountMismatch { .. }
+            | Self::Unenforceable { .. }
             | Self::Unexportable { .. }
             | Self::Chain(_) => refused,
         }
@@ -560,6 +598,7 @@ impl PamError {
             | Self::Token(_)
             | Self::Mapping { .. }
             | Self::AccountMismatch { .. }
+            | Self::Unenforceable { .. }
             | Self::Unexportable { .. }
             | Self::Chain(_) => LogLevel::Notice,
         }
@@ -576,6 +615,7 @@ struct Checker {
     keys: FileKeySource,
     /// An unusable list refuses every identity (as at every other front end).
     suspensions: Result<SuspensionList, SuspensionError>,
+    restrictions: Result<Restrictions, RestrictionError>,
 }
 
 impl Checker {
@@ -610,6 +650,7 @@ impl Checker {
             token_map,
             keys,
             suspensions: SuspensionList::load(&config.mapping.suspended_file),
+            restrictions: Restrictions::load(&config.mapping.restrictions_file),
         })
     }
 
@@ -630,13 +671,14 @@ impl Checker {
     fn decide(
         &self,
         verified: &VerifiedToken,
-        user: &str,
+        (user, source): (&str, Source),
         uid_of: UidLookup,
     ) -> Result<Decision, PamError> {
         let identity = || format!("{} (issuer {})", verified.subject(), verified.issuer());
         let empty = GridMapfile::default();
         let decision = Mapper::new(&empty)
             .with_suspensions(&self.suspensions)
+            .with_restrictions(&self.restrictions, source)
             .with_tokens(self.token_map.as_ref(), &self.rules)
             .with_uid_lookup(uid_of)
             .decide_token(verified, Some(user))
@@ -645,7 +687,7 @@ impl Checker {
                 subject: verified.subject().to_string(),
                 refusal: Box::new(refusal),
             })?;
-        for_pam_user(decision, user, identity)
+        for_pam_user(enforceable(decision)?, user, identity)
     }
 }
 
@@ -688,8 +730,10 @@ fn decide_chain(
         .map_err(|e| PamError::Chain(e.to_string()))?;
     let identity = verified.identity().to_slash();
     let suspensions = SuspensionList::load(&config.mapping.suspended_file);
+    let restrictions = Restrictions::load(&config.mapping.restrictions_file);
     let decision = Mapper::new(&gridmap)
         .with_suspensions(&suspensions)
+        .with_restrictions(&restrictions, source_of(h))
         .with_uid_lookup(system.uid_of)
         .decide(&verified, Some(user))
         .map_err(|refusal| PamError::Mapping {
@@ -697,7 +741,7 @@ fn decide_chain(
             subject: identity.clone(),
             refusal: Box::new(refusal),
         })?;
-    for_pam_user(decision, user, || identity)
+    for_pam_user(enforceable(decision)?, user, || identity)
 }
 
 /// `auth` with a handed-over chain (option `x509`): no prompt; export and remember.
@@ -912,7 +956,7 @@ fn auth_inner(
     }
     let verified = verified?;
     debug(h, options, &verified.summary());
-    let decision = checker.decide(&verified, user, system.uid_of)?;
+    let decision = checker.decide(&verified, (user, source_of(h)), system.uid_of)?;
     for reason in decision.reasons() {
         debug(h, options, reason);
     }
@@ -1025,7 +1069,7 @@ fn account_inner(
         return Err(PamError::UnknownUser(user.to_string()));
     }
     let verified = checker.verify(&token, system.now)?;
-    let decision = checker.decide(&verified, user, system.uid_of)?;
+    let decision = checker.decide(&verified, (user, source_of(h)), system.uid_of)?;
     debug(
         h,
         options,

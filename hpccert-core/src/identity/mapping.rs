@@ -32,7 +32,6 @@
 //! 4. the requested account must be one of those; the first is the default.
 
 use std::fmt;
-use std::net::IpAddr;
 
 use thiserror::Error;
 
@@ -41,7 +40,7 @@ use crate::identity::Identity;
 use crate::identity::dn::DistinguishedName;
 use crate::identity::gridmap::{AccountName, GridMapfile, MappedAccount};
 use crate::identity::gridmapdir::{LeaseKey, PoolError, PoolLeaser};
-use crate::identity::restriction::{Applied, RestrictionError, Restrictions};
+use crate::identity::restriction::{Applied, RestrictionError, Restrictions, Source};
 use crate::identity::suspension::{SuspensionError, SuspensionList};
 use crate::identity::tokenmap::TokenMapfile;
 use crate::token::{Capability, VerifiedToken};
@@ -292,9 +291,8 @@ pub struct Mapper<'a> {
     pools: PoolAccess<'a>,
     suspensions: Option<&'a Result<SuspensionList, SuspensionError>>,
     restrictions: Option<&'a Result<Restrictions, RestrictionError>>,
-    /// The client's address, checked against `from=` (None: not known, as in `explain`
-    /// without `--from`: reported, not checked).
-    from: Option<IpAddr>,
+    /// The client's address, checked against `from=`.
+    from: Source,
 }
 
 impl<'a> Mapper<'a> {
@@ -307,7 +305,7 @@ impl<'a> Mapper<'a> {
             pools: PoolAccess::None,
             suspensions: None,
             restrictions: None,
-            from: None,
+            from: Source::NotChecked,
         }
     }
 
@@ -316,7 +314,7 @@ impl<'a> Mapper<'a> {
     pub fn with_restrictions(
         mut self,
         list: &'a Result<Restrictions, RestrictionError>,
-        from: Option<IpAddr>,
+        from: Source,
     ) -> Self {
         self.restrictions = Some(list);
         self.from = from;
@@ -341,7 +339,7 @@ impl<'a> Mapper<'a> {
             return Ok(decision);
         }
         match self.from {
-            Some(addr) => {
+            Source::Known(addr) => {
                 if let Some((rule, nets)) = applied.refuses(addr) {
                     return Err(Refusal::SourceNotAllowed {
                         identity: decision.identity.to_string(),
@@ -355,10 +353,23 @@ impl<'a> Mapper<'a> {
                     });
                 }
             }
-            None if !applied.from.is_empty() => decision
+            Source::Unknown if !applied.from.is_empty() => {
+                let (rule, nets) = &applied.from[0];
+                return Err(Refusal::SourceNotAllowed {
+                    identity: decision.identity.to_string(),
+                    from: "an unknown address".into(),
+                    allowed: nets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    rule: rule.clone(),
+                });
+            }
+            Source::NotChecked if !applied.from.is_empty() => decision
                 .reasons
                 .push("the client's address is not known here: from= not checked".into()),
-            None => {}
+            Source::Unknown | Source::NotChecked => {}
         }
         decision.reasons.push(format!(
             "restricted: {} ({})",

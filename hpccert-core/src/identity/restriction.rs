@@ -134,6 +134,18 @@ impl Applied {
     }
 }
 
+/// Where a login comes from, for `from=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The client's address.
+    Known(IpAddr),
+    /// Not known and not needed: `explain` without `--from` (the rules are reported).
+    NotChecked,
+    /// A login whose address is not known (a PAM application that set no `PAM_RHOST`, or a
+    /// host name there): a `from=` rule refuses it.
+    Unknown,
+}
+
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
 fn canonical(addr: IpAddr) -> IpAddr {
     addr.to_canonical()
