@@ -89,6 +89,8 @@ fn issuance(c: &mut Criterion) {
                 ),
                 source_address: None,
                 force_command: None,
+                no_pty: false,
+                no_forwarding: false,
             },
             now,
         )
@@ -116,6 +118,8 @@ fn issuance(c: &mut Criterion) {
                         credential_expires: None,
                         source_address: None,
                         force_command: None,
+                        no_pty: false,
+                        no_forwarding: false,
                     },
                     now,
                 )

@@ -145,6 +145,8 @@ pub struct CertificateAuthority {
     sources: Mutex<Option<(i64, Arc<Sources>)>>,
     /// What X.509 proofs are verified against.
     trust: TrustConfig,
+    /// The site's restrictions per identity, carried into certificates.
+    restrictions_file: std::path::PathBuf,
     /// X.509 challenges not answered yet.
     challenges: Challenges,
 }
@@ -255,6 +257,7 @@ impl CertificateAuthority {
             per_source: Limiter::default(),
             sources: Mutex::new(None),
             trust: config.trust.clone(),
+            restrictions_file: config.mapping.restrictions_file.clone(),
             challenges: Challenges::default(),
         })
     }
@@ -344,6 +347,7 @@ impl CertificateAuthority {
                 SignError::Unavailable(m) => {
                     Refused::new(StatusCode::SERVICE_UNAVAILABLE, "ca_unavailable", m)
                 }
+                SignError::Restricted(m) => Refused::new(StatusCode::FORBIDDEN, "not_allowed", m),
             })?;
         let mut answer = json!({
             "certificate": text,
@@ -611,7 +615,9 @@ impl CertificateAuthority {
             })
             .await
             .map_err(|e| match e {
-                SignError::CredentialExpired(m) | SignError::Unavailable(m) => m,
+                SignError::CredentialExpired(m)
+                | SignError::Unavailable(m)
+                | SignError::Restricted(m) => m,
             })?;
         Ok(SessionCertificate {
             certificate,
@@ -695,11 +701,75 @@ struct Signing<'a> {
 enum SignError {
     /// The credential ends before a certificate could start.
     CredentialExpired(String),
+    /// The site's restrictions for the identity cannot be put into one certificate.
+    Restricted(String),
     /// The CA or the database cannot do it now.
     Unavailable(String),
 }
 
 impl CertificateAuthority {
+    /// What `[mapping] restrictions_file` holds a certificate of `identity` for `principals`
+    /// to, as the nodes would at a login: a `from=` becomes `source-address`, a `command=`
+    /// `force-command`, `no-pty` and `no-forwarding` leave those permissions out. Rules that
+    /// one certificate cannot carry (different source lists or commands for the requested
+    /// accounts) refuse: ask for one account at a time. An unusable file refuses.
+    fn restrictions(
+        &self,
+        identity: &IdentityKey,
+        principals: &[String],
+    ) -> Result<hpccert_core::identity::restriction::Applied, SignError> {
+        use hpccert_core::identity::Identity;
+        use hpccert_core::identity::restriction::{Applied, Restrictions};
+        let list = Restrictions::load(&self.restrictions_file).map_err(|e| {
+            SignError::Unavailable(format!(
+                "the restrictions cannot be read, so nothing is issued: {e}"
+            ))
+        })?;
+        let who = match identity.kind() {
+            crate::model::IdentityKind::Token => Identity::Token {
+                issuer: identity.issuer().to_string(),
+                subject: identity.subject().to_string(),
+            },
+            crate::model::IdentityKind::Dn => Identity::Certificate(
+                hpccert_core::identity::dn::DistinguishedName::parse(identity.subject())
+                    .map_err(|e| SignError::Unavailable(format!("{identity}: {e}")))?,
+            ),
+        };
+        let mut merged: Option<Applied> = None;
+        for p in principals {
+            let account = hpccert_core::identity::gridmap::AccountName::parse(p)
+                .map_err(|e| SignError::Restricted(format!("{p}: {e}")))?;
+            let applied = list
+                .applied(&who, &account)
+                .map_err(SignError::Restricted)?;
+            match &merged {
+                None => merged = Some(applied),
+                Some(m)
+                    if m.from
+                        .iter()
+                        .map(|f| &f.1)
+                        .eq(applied.from.iter().map(|f| &f.1))
+                        && m.command == applied.command
+                        && m.no_pty == applied.no_pty
+                        && m.no_forwarding == applied.no_forwarding => {}
+                Some(_) => {
+                    return Err(SignError::Restricted(format!(
+                        "the site restricts the accounts {} differently: ask for one account at a time",
+                        principals.join(", ")
+                    )));
+                }
+            }
+        }
+        let merged = merged.unwrap_or_default();
+        if merged.from.len() > 1 {
+            return Err(SignError::Restricted(format!(
+                "{identity} is restricted to several source lists ({}): one certificate carries one source-address",
+                merged.rules.join(", ")
+            )));
+        }
+        Ok(merged)
+    }
+
     /// Sign with a fresh serial, record it (before it is handed out: a certificate the
     /// database does not know could never be revoked), count and audit it. Returns the
     /// certificate, its OpenSSH text, its serial and its key id.
@@ -708,6 +778,7 @@ impl CertificateAuthority {
         s: Signing<'_>,
     ) -> Result<(sshca::Issued, String, u64, String), SignError> {
         let unavailable = |e: String| SignError::Unavailable(e);
+        let restricted = self.restrictions(s.identity, s.principals)?;
         let serial = fresh_serial().map_err(unavailable)?;
         let key_id = format!("{} serial {serial} via {}", s.subject_name, self.url);
         let issued = self
@@ -719,8 +790,15 @@ impl CertificateAuthority {
                     key_id: key_id.clone(),
                     serial,
                     credential_expires: s.credential_expires,
-                    source_address: None,
-                    force_command: None,
+                    source_address: restricted.from.first().map(|(_, nets)| {
+                        nets.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    }),
+                    force_command: restricted.command.clone(),
+                    no_pty: restricted.no_pty,
+                    no_forwarding: restricted.no_forwarding,
                 },
                 s.now,
             )

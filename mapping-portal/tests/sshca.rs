@@ -126,7 +126,7 @@ async fn site(per_identity: usize) -> Option<Site> {
     std::fs::write(d.join("jwks.json"), jwks(&[&issuer]).unwrap().to_string()).unwrap();
     std::fs::create_dir(d.join("keys")).unwrap();
     let text = format!(
-        "version = 1\n[trust]\nca_dir = \"{0}/trust\"\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n\
+        "version = 1\n[trust]\nca_dir = \"{0}/trust\"\n[mapping]\nrestrictions_file = \"{0}/restrictions\"\n[tokens]\nkey_cache_dir = \"{0}/keys\"\n\
          [portal]\n[portal.ssh_ca]\nkey_file = \"{0}/ca\"\nmax_validity = 7200\npermit_x11_forwarding = false\n\
          per_identity_per_hour = {per_identity}\nsite_name = \"Test HPC\"\nclient_id = \"hpccert-cli\"\naudience = \"{AUD}\"\n\
          login_hosts = [\"login.test.example:22\", \"login.test.example:2222\"]\n\
@@ -798,4 +798,80 @@ async fn a_proxy_that_signs_a_challenge_gets_a_certificate_for_its_dns_account()
         .await;
     assert_eq!(got, StatusCode::BAD_REQUEST, "{answer}");
     assert_eq!(s.issued().await, 1, "a refusal recorded a certificate");
+}
+
+/// The site's restrictions for an identity ride in its certificates as the nodes would apply
+/// them at a login: `from=` as `source-address`, `command=` as `force-command`, `no-pty` and
+/// `no-forwarding` leave those permissions out; accounts restricted differently cannot share
+/// one certificate.
+#[tokio::test]
+async fn restrictions_become_critical_options_and_missing_permissions() {
+    let Some(s) = site(30).await else { return };
+    let d = s.dir.path();
+    std::fs::write(
+        d.join("restrictions"),
+        format!("token \"{ISS}\" \"{SUB}\" from=192.0.2.0/24,2001:db8::/48 command=\"/usr/local/bin/submit\" no-pty no-forwarding\naccount jdoe-gw max-sessions=2 from=192.0.2.0/24,2001:db8::/48\n"),
+    )
+    .unwrap();
+    let key = public(&keygen(d, "restricted", &["-t", "ed25519"]));
+    let token = s.token(SUB, AUD, 3600);
+    let (status, body) = s
+        .request(
+            Some(&token),
+            &json!({"public_key": key, "principals": ["jdoe"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let cert = d.join("restricted-cert.pub");
+    std::fs::write(&cert, body["certificate"].as_str().unwrap()).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("source-address 192.0.2.0/24,2001:db8::/48"),
+        "{text}"
+    );
+    assert!(
+        text.contains("force-command /usr/local/bin/submit"),
+        "{text}"
+    );
+    for gone in [
+        "permit-pty",
+        "permit-port-forwarding",
+        "permit-agent-forwarding",
+    ] {
+        assert!(!text.contains(gone), "{gone}: {text}");
+    }
+    // jdoe-gw's own rule adds a second source list: not one certificate for both
+    let (status, body) = s
+        .request(
+            Some(&token),
+            &json!({"public_key": key, "principals": ["jdoe", "jdoe-gw"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("one account at a time"),
+        "{body}"
+    );
+    // an unusable restrictions file issues nothing
+    std::fs::write(d.join("restrictions"), "account jdoe\n").unwrap();
+    let (status, body) = s
+        .request(
+            Some(&token),
+            &json!({"public_key": key, "principals": ["jdoe"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("restrictions"),
+        "{body}"
+    );
 }

@@ -162,6 +162,11 @@ pub struct CertRequest<'a> {
     pub source_address: Option<String>,
     /// `force-command`, when the identity is restricted to one command.
     pub force_command: Option<String>,
+    /// Leave out `permit-pty` whatever the policy says (a `no-pty` restriction).
+    pub no_pty: bool,
+    /// Leave out `permit-port-forwarding`, `permit-agent-forwarding` and
+    /// `permit-X11-forwarding` whatever the policy says (a `no-forwarding` restriction).
+    pub no_forwarding: bool,
 }
 
 /// A signed certificate and its window.
@@ -428,6 +433,13 @@ impl SshCa {
                 .map_err(e)?;
         }
         for name in self.policy.extensions.names() {
+            let forwarding = matches!(
+                name,
+                "permit-port-forwarding" | "permit-agent-forwarding" | "permit-X11-forwarding"
+            );
+            if (req.no_pty && name == "permit-pty") || (req.no_forwarding && forwarding) {
+                continue;
+            }
             b.extension(name, "").map_err(e)?;
         }
         let certificate = b.sign(&self.current).map_err(e)?;
@@ -1230,6 +1242,8 @@ mod tests {
                     credential_expires: Some(token_exp),
                     source_address: Some("10.0.0.0/8,192.0.2.7/32".into()),
                     force_command: None,
+                    no_pty: false,
+                    no_forwarding: false,
                 },
                 now,
             )
@@ -1323,6 +1337,8 @@ mod tests {
                     credential_expires: None,
                     source_address: None,
                     force_command: None,
+                    no_pty: false,
+                    no_forwarding: false,
                 },
                 now,
             )
@@ -1378,6 +1394,8 @@ mod tests {
                     credential_expires: None,
                     source_address: None,
                     force_command: None,
+                    no_pty: false,
+                    no_forwarding: false,
                 },
                 now,
             )
@@ -1422,6 +1440,8 @@ mod tests {
                 credential_expires: Some(now - Duration::from_secs(1)),
                 source_address: None,
                 force_command: None,
+                no_pty: false,
+                no_forwarding: false,
             },
             now,
         );
