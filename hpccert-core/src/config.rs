@@ -701,6 +701,22 @@ pub struct IssuerConfig {
     /// Claim-derived accounts below this uid are refused.
     #[serde(default = "default_min_uid")]
     pub min_uid: u32,
+    /// What a session of this issuer's tokens may do: `scopes` (commands need compute.create
+    /// or compute.modify, sftp stays below the storage.* paths; a token without such scopes
+    /// may do everything) or `all` [default: scopes].
+    #[serde(default)]
+    pub session_rights: SessionRightsRule,
+}
+
+/// `[[issuer]] session_rights`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionRightsRule {
+    /// From the token's scopes.
+    #[default]
+    Scopes,
+    /// Everything, whatever the scopes.
+    All,
 }
 
 impl IssuerConfig {
@@ -723,6 +739,7 @@ impl IssuerConfig {
             required_scopes: None,
             required_groups: Vec::new(),
             min_uid: default_min_uid(),
+            session_rights: SessionRightsRule::Scopes,
         }
     }
 

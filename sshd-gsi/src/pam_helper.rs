@@ -216,6 +216,10 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
     }
     cmd.args(&run.args).env_clear().envs(env);
     let child = spawn::as_account(&mut cmd, &account, run.pty)
+        .and_then(|()| match &run.confine {
+            Some(confinement) => crate::confine::apply(&mut cmd, confinement),
+            None => Ok(()),
+        })
         .and_then(|()| {
             cmd.spawn()
                 .map_err(|e| format!("cannot start {}: {e}", run.program))

@@ -51,4 +51,7 @@ pub struct Run {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub pty: bool,
+    /// The Landlock confinement of a token session's sftp server (see `confine`).
+    #[serde(default)]
+    pub confine: Option<crate::confine::Confinement>,
 }

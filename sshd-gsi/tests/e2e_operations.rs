@@ -306,7 +306,7 @@ fn config_text(d: &Path, port: u16, methods: &[&str], sshd_extra: &str) -> Strin
          gridmapdir = \"{}\"\nnss_cache_dir = \"{}\"\n\
          [tokens]\nkey_cache_dir = \"{}\"\n\
          [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\n{sshd_extra}\
-         [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\n",
+         [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\nrequired_scopes = []\n",
         s("certificates"),
         s("grid-mapfile"),
         s("token-mapfile"),
@@ -1825,4 +1825,110 @@ fn restrictions_hold_an_identity_to_its_sources_command_and_session_limit() {
     // the first one ended: its place is free again
     let third = paramiko(&python, &server, "keyboard-interactive", "again");
     assert_eq!(third["out"].as_str(), Some("forced:again\n"), "{third}");
+}
+
+/// Scopes limit what a token session may do (`[[issuer]] session_rights = "scopes"`): a
+/// `storage.read:AREA/in` token can get files below `in`, cannot put anything, cannot read
+/// `other` (directly, through `..`, or through a symlink planted below `in`), and cannot run
+/// a command (the refusal names the scope it lacks); a `compute.create` token runs commands and
+/// its session says what it may do in `HPCCERT_CAPABILITIES`.
+#[test]
+fn scopes_limit_a_token_session_to_its_storage_paths_and_commands() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let server = Server::start(&["keyboard-interactive"], "", &[]);
+    let area = server.path("area");
+    std::fs::create_dir_all(area.join("in")).unwrap();
+    std::fs::create_dir_all(area.join("other")).unwrap();
+    std::fs::write(area.join("in/input.txt"), "the input\n").unwrap();
+    std::fs::write(area.join("other/secret.txt"), "not for this token\n").unwrap();
+    std::os::unix::fs::symlink("../other/secret.txt", area.join("in/escape")).unwrap();
+    std::os::unix::fs::symlink(area.join("other"), area.join("in/other-dir")).unwrap();
+    let t = unix_seconds(hpccert_core::clock::now());
+    let token = issuer_key()
+        .mint(&json!({
+            "iss": ISSUER, "sub": subject(), "aud": AUDIENCE, "iat": t, "nbf": t, "exp": t + 3600,
+            "wlcg.ver": "1.0", "scope": format!("storage.read:{}/in", area.display()),
+        }))
+        .unwrap();
+    let token_file = server.path("storage.jwt");
+    write_mode(&token_file, token.as_bytes(), 0o600);
+    let script = r#"
+import json, sys, paramiko
+port, user, token_file, area = sys.argv[1:5]
+token = open(token_file).read().strip()
+t = paramiko.Transport(("127.0.0.1", int(port)))
+t.start_client(timeout=10)
+t.auth_interactive(user, lambda title, instructions, asked: [token for _ in asked])
+out = {}
+def attempt(name, f):
+    try:
+        out[name] = {"ok": True, "value": f()}
+    except Exception as e:
+        out[name] = {"ok": False, "error": str(e)}
+sftp = t.open_sftp_client()
+attempt("get", lambda: sftp.open(area + "/in/input.txt").read().decode())
+attempt("list", lambda: sorted(sftp.listdir(area + "/in")))
+attempt("put", lambda: sftp.open(area + "/in/new.txt", "w").write("x"))
+attempt("other", lambda: sftp.open(area + "/other/secret.txt").read().decode())
+attempt("dotdot", lambda: sftp.open(area + "/in/../other/secret.txt").read().decode())
+attempt("symlink", lambda: sftp.open(area + "/in/escape").read().decode())
+attempt("symlinked-dir", lambda: sftp.open(area + "/in/other-dir/secret.txt").read().decode())
+attempt("etc", lambda: sftp.open("/etc/hostname").read().decode())
+sftp.close()
+ch = t.open_session()
+attempt("exec", lambda: ch.exec_command("id"))
+print(json.dumps(out))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, &server.port.to_string(), user()])
+        .arg(&token_file)
+        .arg(&area)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {text}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        )
+    });
+    assert_eq!(
+        r["get"]["value"],
+        json!("the input\n"),
+        "{r}\n{}",
+        server.log()
+    );
+    assert_eq!(r["list"]["ok"], json!(true), "{r}");
+    for refused in [
+        "put",
+        "other",
+        "dotdot",
+        "symlink",
+        "symlinked-dir",
+        "etc",
+        "exec",
+    ] {
+        assert_eq!(r[refused]["ok"], json!(false), "{refused} was allowed: {r}");
+    }
+    assert!(!area.join("in/new.txt").exists(), "a file was written");
+    assert!(
+        server.wait_log(
+            0,
+            "the token allows no commands: it lacks compute.create",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+    // a compute token runs commands and is told what it may do
+    let r = paramiko(
+        &python,
+        &server,
+        "keyboard-interactive",
+        "echo $HPCCERT_CAPABILITIES",
+    );
+    assert_eq!(r["out"].as_str().map(str::trim), Some("commands"), "{r}");
 }

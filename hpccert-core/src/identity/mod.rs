@@ -12,6 +12,7 @@ pub mod gridmapdir;
 pub mod mapping;
 pub mod pool;
 pub mod restriction;
+pub mod rights;
 pub mod suspension;
 pub mod tokenmap;
 

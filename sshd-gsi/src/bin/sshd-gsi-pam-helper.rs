@@ -5,6 +5,8 @@
 //! A program of its own, built from the few modules it needs, so that each open session costs
 //! libpam, the PAM modules and this small program, not a copy of the server.
 
+#[path = "../confine.rs"]
+mod confine;
 #[path = "../pam_helper.rs"]
 mod pam_helper;
 #[path = "../pam_proto.rs"]

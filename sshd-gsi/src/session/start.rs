@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -16,8 +16,11 @@ use super::channel::ChannelState;
 use super::pump::{ProcessOwner, Tally, pump_pipes, pump_pty};
 use crate::auth::SessionSlot;
 use crate::auth::{self, Login, SharedEngine};
+use crate::confine::Confinement;
 use crate::spawn::{self, Account, Pty};
 use crate::tokenfile::SessionToken;
+use hpccert_core::config::SessionRightsRule;
+use hpccert_core::identity::rights::{Files, SessionRights};
 
 /// Who a session's process starts for: the connection's side of it.
 pub(super) struct Origin<'a> {
@@ -132,6 +135,36 @@ pub(super) async fn start(
         _ => None,
     };
     let shell = account.shell.clone();
+    // what the token's scopes allow: commands, and files below its storage.* paths
+    let rights = session_rights(origin, login);
+    let mut confinement = None;
+    let what = match what {
+        Start::Exec(_) | Start::Shell => {
+            rights.check_commands()?;
+            what
+        }
+        Start::Subsystem(program) => match &rights.files {
+            Files::All => Start::Subsystem(program),
+            Files::Nothing => {
+                return Err(format!(
+                    "the token allows no file access: it holds no storage.* scope ({})",
+                    rights.from_scopes.join(" ")
+                ));
+            }
+            Files::Below { read, write } => {
+                let start_dir = write.iter().chain(read).find(|p| p.is_dir());
+                let mut line = shell_quote(&program.display().to_string());
+                if let Some(dir) = start_dir {
+                    line.push_str(&format!(" -d {}", shell_quote(&dir.display().to_string())));
+                }
+                if write.is_empty() {
+                    line.push_str(" -R");
+                }
+                confinement = Some(Confinement::new(read, write, &[&shell, &program]));
+                Start::Subsystem(PathBuf::from(line))
+            }
+        },
+    };
     let (program, argv0, args) = match &what {
         Start::Exec(command) => (shell.clone(), None, vec!["-c".to_string(), command.clone()]),
         Start::Shell => {
@@ -160,6 +193,7 @@ pub(super) async fn start(
     if let Some(original) = original {
         env.push(("SSH_ORIGINAL_COMMAND".into(), original.into()));
     }
+    env.push(("HPCCERT_CAPABILITIES".into(), rights.to_string().into()));
     let mut launch = if let Some(helper) = &origin.engine.pam_helper {
         let utf8 = |o: OsString| {
             o.into_string()
@@ -175,6 +209,7 @@ pub(super) async fn start(
             args,
             env,
             pty: pty.is_some(),
+            confine: confinement.clone(),
         };
         let tty = pty.as_ref().map(|p| p.slave_path.as_str());
         let request = pam_request(origin, account, login, tty, Some(run));
@@ -186,6 +221,9 @@ pub(super) async fn start(
         }
         c.args(&args).env_clear().envs(env);
         spawn::as_account(&mut c, account, pty.is_some())?;
+        if let Some(confinement) = &confinement {
+            crate::confine::apply(&mut c, confinement)?;
+        }
         let mut c = tokio::process::Command::from(c);
         c.kill_on_drop(false);
         Launch::Direct(c)
@@ -413,4 +451,25 @@ fn apply_modes(slave: &OwnedFd, modes: &[(PtyMode, u32)]) {
         t.local_flags.set(l, on);
     }
     let _ = termios::tcsetattr(slave, SetArg::TCSANOW, &t);
+}
+
+/// The session's rights: from the token's scopes, unless its issuer says `session_rights =
+/// "all"` (certificate logins may do everything).
+fn session_rights(origin: &Origin<'_>, login: &Login) -> SessionRights {
+    let by_scopes = match login.decision.identity() {
+        Identity::Token { issuer, .. } => origin
+            .engine
+            .config
+            .issuers
+            .iter()
+            .find(|i| &i.issuer == issuer)
+            .is_none_or(|i| i.session_rights == SessionRightsRule::Scopes),
+        _ => false,
+    };
+    SessionRights::of(&login.decision, by_scopes)
+}
+
+/// `s` in single quotes for `sh -c` (a quote inside closes, escapes and reopens).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
