@@ -13,7 +13,6 @@
 //!
 //! Shared by sshd-gsi and its PAM helper (`#[path]`): both may start the session process.
 #![allow(unsafe_code)] // the pre-exec hook is FFI by nature; the block says why it is sound
-#![cfg_attr(not(test), allow(dead_code))] // the helper applies rules; the server also makes them
 
 use std::path::{Path, PathBuf};
 
@@ -151,7 +150,12 @@ pub fn apply(cmd: &mut std::process::Command, confinement: &Confinement) -> Resu
 /// directories).
 fn nss_modules() -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for dir in ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64"] {
+    for dir in [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+    ] {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
