@@ -1932,3 +1932,56 @@ print(json.dumps(out))
     );
     assert_eq!(r["out"].as_str().map(str::trim), Some("commands"), "{r}");
 }
+
+/// `[sshd] max_sessions` counts the sessions open at once: sessions that ended (the server
+/// closed their channels) leave the count, so one connection may run many in turn, while a
+/// third at once is still refused under max_sessions = 2.
+#[test]
+fn max_sessions_counts_open_sessions_not_every_session_ever() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let server = Server::start(&["keyboard-interactive"], "max_sessions = 2\n", &[]);
+    let script = r#"
+import json, sys, time, paramiko
+port, user, token_file = sys.argv[1:4]
+token = open(token_file).read().strip()
+t = paramiko.Transport(("127.0.0.1", int(port)))
+t.start_client(timeout=10)
+t.auth_interactive(user, lambda title, instructions, asked: [token for _ in asked])
+seq = []
+for i in range(6):
+    ch = t.open_session()
+    ch.exec_command("echo %d" % i)
+    seq.append(ch.makefile("rb").read().decode().strip())
+    ch.recv_exit_status()
+    ch.close()
+    time.sleep(0.1)
+held = []
+for i in range(2):
+    ch = t.open_session()
+    ch.exec_command("sleep 2")
+    held.append(ch)
+try:
+    t.open_session()
+    third = "opened"
+except Exception as e:
+    third = type(e).__name__
+print(json.dumps({"seq": seq, "third": third}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, &server.port.to_string(), user()])
+        .arg(server.path("token.jwt"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {text}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        )
+    });
+    assert_eq!(r["seq"], json!(["0", "1", "2", "3", "4", "5"]), "{r}");
+    assert_ne!(r["third"], json!("opened"), "{r}");
+}

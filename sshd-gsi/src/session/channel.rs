@@ -28,4 +28,24 @@ pub(super) struct ChannelState {
     pub(super) pid: Option<i32>,
     /// `signal` requests go to the task that owns (and reaps) the process.
     pub(super) signals: Option<tokio::sync::mpsc::UnboundedSender<nix::sys::signal::Signal>>,
+    /// Set when the channel's process has ended and the channel was closed by the server
+    /// (russh then calls no close handler: the state is dropped at the next count).
+    pub(super) ended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ChannelState {
+    /// Whether the channel's process ended (the server closed the channel).
+    pub(super) fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Marks a channel ended when dropped (held by the task that pumps its process).
+#[derive(Debug)]
+pub(super) struct EndsChannel(pub(super) Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for EndsChannel {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }

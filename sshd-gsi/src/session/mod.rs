@@ -451,6 +451,9 @@ impl russh::server::Handler for Connection {
                 .await;
             return Ok(());
         }
+        // channels whose process ended were closed by the server: russh calls no close
+        // handler for them, so they leave the count here
+        self.channels.retain(|_, s| !s.ended());
         let max = self.engine.config.sshd.max_sessions;
         if self.channels.len() >= max {
             tracing::warn!(target: "sshd_gsi::session", "session channel refused {}: {} open, [sshd] max_sessions = {max}", auth::from(&self.peer), self.channels.len());

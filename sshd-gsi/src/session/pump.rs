@@ -30,6 +30,8 @@ pub(super) struct Tally {
     pub(super) _token: Option<Arc<crate::tokenfile::SessionToken>>,
     /// The identity's place under its `max-sessions` restriction, given back at the end.
     pub(super) _slot: Option<crate::auth::SessionSlot>,
+    /// Marks the channel ended once the session is over.
+    pub(super) _ends: super::channel::EndsChannel,
 }
 
 /// Copy a process's output to the channel in reads of up to 32 KiB: each read becomes one

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use hpccert_core::identity::Identity;
 use russh::{ChannelId, Pty as PtyMode};
 
-use super::channel::ChannelState;
+use super::channel::{ChannelState, EndsChannel};
 use super::pump::{ProcessOwner, Tally, pump_pipes, pump_pty};
 use crate::auth::SessionSlot;
 use crate::auth::{self, Login, SharedEngine};
@@ -267,6 +267,7 @@ pub(super) async fn start(
         login_record: None,
         _token: token_file,
         _slot: slot,
+        _ends: EndsChannel(Arc::clone(&state.ended)),
     };
     crate::metrics::get().sessions.inc();
     crate::metrics::get().sessions_open.inc();
