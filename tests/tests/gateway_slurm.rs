@@ -378,20 +378,28 @@ fn check_slurm_record(job_id: &str, account: &Account) {
         .lines()
         .any(|l| l.starts_with("JobCompType") && l.contains("jobcomp/filetxt"));
     if jobcomp {
-        let (code, out, err) = run(Command::new("sacct").args([
-            "-c",
-            "-n",
-            "-P",
-            "-j",
-            job_id,
-            "-o",
-            "JobID,UID,State,ExitCode",
-        ]));
-        assert_eq!(code, 0, "sacct -c: {out}{err}");
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(&format!("{job_id}|")))
-            .unwrap_or_else(|| panic!("sacct -c has no job {job_id}:\n{out}{err}"));
+        // written when the job completes, which is before it leaves the queue; a little slack
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let (code, out, err) = run(Command::new("sacct").args([
+                "-c",
+                "-n",
+                "-P",
+                "-j",
+                job_id,
+                "-o",
+                "JobID,UID,State,ExitCode",
+            ]));
+            assert_eq!(code, 0, "sacct -c: {out}{err}");
+            if let Some(line) = out.lines().find(|l| l.starts_with(&format!("{job_id}|"))) {
+                break line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sacct -c has no job {job_id}:\n{out}{err}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert_eq!(
             line,
             format!("{job_id}|{}|COMPLETED|0:0", account.uid),
