@@ -79,6 +79,8 @@
 // Options:
 //   --audience URL         the one resource (default https://login.example.org)
 //   --ttl SECONDS          access token lifetime (default 3600)
+//   --scope SCOPES         the resource's scopes, which its tokens carry (default
+//                          "compute.create storage.read:/home")
 //   --groups N             N more wlcg.groups entries, "/hpc/project-000000" to
 //                          "/hpc/project-<N-1>" (six digits), as real tokens of users in many
 //                          projects carry: each adds 22 bytes of JSON, about 30 bytes of token.
@@ -110,6 +112,7 @@ const { values: args } = parseArgs({
     ttl: { type: 'string', default: '3600' },
     groups: { type: 'string', default: '0' },
     'portal-redirect': { type: 'string', multiple: true, default: [] },
+    scope: { type: 'string', default: 'compute.create storage.read:/home' },
     'device-interval': { type: 'string', default: '5' },
     'robot-jwks': { type: 'string' },
   },
@@ -143,7 +146,7 @@ if (!Number.isInteger(deviceInterval) || deviceInterval < 1 || deviceInterval > 
 const robotJwks = args['robot-jwks']
   ? JSON.parse(readFileSync(args['robot-jwks'], 'utf8'))
   : undefined;
-const resourceScope = 'compute.create storage.read:/home';
+const resourceScope = args.scope;
 const portalRedirects = args['portal-redirect'].length
   ? args['portal-redirect']
   : ['http://127.0.0.1/login/callback'];

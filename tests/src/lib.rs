@@ -543,6 +543,15 @@ pub mod oidc {
 
         /// The access token from a token endpoint answer (checked; a refusal fails the test).
         pub fn token_request(&self, req: reqwest::blocking::RequestBuilder) -> String {
+            self.token_request_with(req, SCOPE)
+        }
+
+        /// The same, the answer naming `scope`.
+        pub fn token_request_with(
+            &self,
+            req: reqwest::blocking::RequestBuilder,
+            scope: &str,
+        ) -> String {
             let resp = req.send().or_fail("token request");
             let status = resp.status();
             let bytes = resp.bytes().or_fail("token response");
@@ -553,7 +562,7 @@ pub mod oidc {
                 self.log_text()
             );
             assert_eq!(body["token_type"], "Bearer", "{body}");
-            assert_eq!(body["scope"], SCOPE, "{body}");
+            assert_eq!(body["scope"], scope, "{body}");
             body["access_token"]
                 .as_str()
                 .or_fail("access_token")
@@ -562,15 +571,20 @@ pub mod oidc {
 
         /// Client credentials (a confidential client) for the resource `AUDIENCE`.
         pub fn client_credentials(&self) -> String {
+            self.client_credentials_for(SCOPE)
+        }
+
+        /// The same asking for `scope` (the provider must offer it: `--scope`).
+        pub fn client_credentials_for(&self, scope: &str) -> String {
             let req = Self::http()
                 .post(format!("{}/token", self.issuer()))
                 .basic_auth(ROBOT.0, Some(ROBOT.1))
                 .form(&[
                     ("grant_type", "client_credentials"),
                     ("resource", AUDIENCE),
-                    ("scope", SCOPE),
+                    ("scope", scope),
                 ]);
-            self.token_request(req)
+            self.token_request_with(req, scope)
         }
 
         /// Client credentials of [`ROBOT_JWT_CLIENT`] for the resource `AUDIENCE`, the client

@@ -561,9 +561,12 @@ fn a_gateway_with_a_token_runs_a_slurm_job_as_the_mapped_account() {
     let d = dir.path();
     let private_jwks = d.join("provider-jwks.json");
     write_jwks(&private_jwks, "gateway-slurm");
-    let provider = Provider::start(d, free_port(), &private_jwks);
+    // a gateway's token: it submits jobs (compute.create) and moves files below /home
+    // (storage.modify: sshd-gsi confines its sftp there, read-write)
+    let scope = "compute.create storage.read:/home storage.modify:/home";
+    let provider = Provider::start_with(d, free_port(), &private_jwks, &["--scope", scope]);
     let issuer = provider.issuer();
-    let token = provider.client_credentials();
+    let token = provider.client_credentials_for(scope);
     write_mode(&d.join("token.jwt"), token.as_bytes(), 0o600);
     write_mode(
         &d.join("token-mapfile"),

@@ -152,7 +152,17 @@ pub(super) async fn start(
                 ));
             }
             Files::Below { read, write } => {
-                let start_dir = write.iter().chain(read).find(|p| p.is_dir());
+                // the home directory when the scopes reach it (as without them), else the
+                // first allowed directory
+                let start_dir = if write
+                    .iter()
+                    .chain(read)
+                    .any(|p| account.home.starts_with(p))
+                {
+                    Some(&account.home)
+                } else {
+                    write.iter().chain(read).find(|p| p.is_dir())
+                };
                 let mut line = shell_quote(&program.display().to_string());
                 if let Some(dir) = start_dir {
                     line.push_str(&format!(" -d {}", shell_quote(&dir.display().to_string())));
