@@ -123,7 +123,19 @@ pub fn explain_token(
             credential: Some(d.credential().to_string()),
             proxy_depth: None,
             capabilities: Some(d.capabilities().iter().map(ToString::to_string).collect()),
-            reasons: d.reasons().to_vec(),
+            reasons: {
+                let mut reasons = d.reasons().to_vec();
+                let by_scopes = config
+                    .issuers
+                    .iter()
+                    .find(|i| i.issuer == verified.issuer())
+                    .is_none_or(|i| {
+                        i.session_rights == hpccert_core::config::SessionRightsRule::Scopes
+                    });
+                let rights = hpccert_core::identity::rights::SessionRights::of(&d, by_scopes);
+                reasons.push(format!("a session may: {rights}"));
+                reasons
+            },
         }),
         Err(refusal) => Ok(Outcome::refused(
             "mapping",

@@ -114,6 +114,15 @@ fn explain_token_with_a_configured_issuer() {
     assert_eq!(v["decision"], "accept");
     assert_eq!(v["account"], "alice");
     assert_eq!(v["capabilities"], json!(["compute.create"]));
+    // what a session of it may do: commands, no files (no storage.* scope)
+    assert!(
+        v["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "a session may: commands"),
+        "{v}"
+    );
     assert!(v["credential"].as_str().unwrap().starts_with("SHA256:"));
     // the token itself never appears in the output
     assert!(!out(&o).contains(token.as_str()));

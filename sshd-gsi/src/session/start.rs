@@ -286,7 +286,7 @@ pub(super) async fn start(
         &origin.peer,
         &login.decision,
         u32::from(id),
-        &what.to_string(),
+        &format!("{what} (may: {rights})"),
     );
     match pty {
         Some(pty) => {
