@@ -928,7 +928,7 @@ pub mod oidc {
     }
 
     /// A device login (RFC 8628) that the user refuses: as [`complete_device_flow`] up to the
-    /// consent page, where the user follows "[ Cancel ]". The provider shows "The Sign-in
+    /// consent page, where the user follows "`[ Cancel ]`". The provider shows "The Sign-in
     /// request was interrupted" and the device's next poll gets `access_denied`. The browser
     /// must be asked for consent (a fresh browser, or one without a grant for the request).
     /// Screenshots `device-confirm`, `device-provider-login`, `device-provider-consent` and
@@ -953,7 +953,7 @@ pub mod oidc {
         b.screenshot("device-denied");
     }
 
-    /// A device login (RFC 8628) that the user aborts at once: "[ Abort ]" on the page that
+    /// A device login (RFC 8628) that the user aborts at once: "`[ Abort ]`" on the page that
     /// confirms the code (no login). The device's next poll gets `access_denied`.
     /// Screenshots `device-confirm` and `device-aborted`.
     pub fn abort_device_flow(b: &Browser, verification_uri_complete: &str) {
