@@ -52,10 +52,10 @@ fn e<E: std::fmt::Display>(e: E) -> String {
 pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
     std::fs::create_dir_all(state).map_err(|err| format!("{}: {err}", state.display()))?;
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700)).map_err(e)?;
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+    let account = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .map_err(e)?
-        .map(|u| u.name)
         .ok_or("the current user has no account name")?;
+    let (user, home) = (account.name, account.dir);
     let now = hpccert_core::clock::now();
     let trust = state.join("certificates");
     let user_cert = state.join("user.pem");
@@ -122,7 +122,8 @@ pub fn prepare(state: &Path, listen: &str) -> Result<DevSetup, String> {
     let claims = json!({
         "iss": ISSUER, "sub": subject, "aud": AUDIENCE, "iat": t, "nbf": t, "exp": t + 3600,
         "jti": format!("dev-{t}"), "wlcg.ver": "1.0",
-        "scope": "compute.create compute.read compute.cancel storage.read:/home storage.modify:/scratch",
+        // a gateway's scopes: jobs, and files below your home (sftp is confined there)
+        "scope": format!("compute.create compute.read compute.cancel storage.modify:{}", home.display()),
         "wlcg.groups": ["/hpccert-dev", "/hpccert-dev/users"],
         "preferred_username": user, "name": "hpccert Dev User", "idp": "https://idp.hpccert-dev.example/idp",
         "eppn": format!("{user}@hpccert-dev.example"),

@@ -242,7 +242,7 @@ impl Server {
                  [mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\n\
                  [tokens]\nkey_cache_dir = \"{}\"\n\
                  [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\nsftp_server = \"{SFTP_SERVER}\"\n{sshd_extra}\
-                 [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\n",
+                 [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{}\"\nsession_rights = \"all\"\n",
                 s("certificates"),
                 s("grid-mapfile"),
                 s("token-mapfile"),

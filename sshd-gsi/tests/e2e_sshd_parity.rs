@@ -170,7 +170,7 @@ impl Servers {
                  [sshd]\nlisten = [{listen}]\nhost_keys = [\"{0}/host_key\"]\nmethods = [\"password\"]\nuse_pam = false\n\
                  max_startups = \"100:30:200\"\nper_source_max_startups = 0\n\
                  sftp_server = \"/usr/lib/openssh/sftp-server\"\n\
-                 [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{0}/jwks.json\"\n",
+                 [[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\"]\nprofile = \"wlcg\"\njwks_file = \"{0}/jwks.json\"\nsession_rights = \"all\"\n",
                 d.display()
             )
             .as_bytes(),
