@@ -324,7 +324,12 @@ fn an_account_whose_shell_is_nologin_gets_no_sftp_and_no_exec_from_either_server
     assert_eq!(openssh["sftp"], "refused", "{openssh}");
     // both refuse; paramiko's exception class depends on whether nologin's message arrived
     // before the close (OSError) or was read as an SFTP packet (SFTPError), with either server
-    assert_eq!(gsi["sftp"], openssh["sftp"], "{gsi}\n{}", s.log("sshd-gsi.log"));
+    assert_eq!(
+        gsi["sftp"],
+        openssh["sftp"],
+        "{gsi}\n{}",
+        s.log("sshd-gsi.log")
+    );
     let (openssh, gsi) = s.both(&python, NOLOGIN, "exec", "true");
     assert_ne!(openssh["status"], 0, "{openssh}");
     assert_eq!(gsi, openssh, "{}", s.log("sshd-gsi.log"));
