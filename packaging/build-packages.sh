@@ -67,7 +67,7 @@ mkdir -p "$assets/man" "$assets/rpm"
 "$release/xtask" completions "$assets/completions"
 cp packaging/man/pam_hpccert.8 packaging/man/libnss_hpccert.8 "$assets/man/"
 # reproducible: no name or time stamp in the gzip header
-gzip -9n "$assets"/man/*.8
+gzip -9n "$assets"/man/*.8 "$assets"/man/*.1
 # the RPM's config names Fedora's sftp-server
 sed 's|^sftp_server = "/usr/lib/openssh/sftp-server"|sftp_server = "/usr/libexec/openssh/sftp-server"|' \
     packaging/hpccert.toml >"$assets/rpm/hpccert.toml"
