@@ -125,14 +125,7 @@ pub fn explain_token(
             capabilities: Some(d.capabilities().iter().map(ToString::to_string).collect()),
             reasons: {
                 let mut reasons = d.reasons().to_vec();
-                let by_scopes = config
-                    .issuers
-                    .iter()
-                    .find(|i| i.issuer == verified.issuer())
-                    .is_none_or(|i| {
-                        i.session_rights == hpccert_core::config::SessionRightsRule::Scopes
-                    });
-                let rights = hpccert_core::identity::rights::SessionRights::of(&d, by_scopes);
+                let rights = hpccert_core::identity::rights::SessionRights::under(&d, config);
                 reasons.push(format!("a session may: {rights}"));
                 reasons
             },

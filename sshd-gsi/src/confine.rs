@@ -55,7 +55,7 @@ impl Confinement {
         .collect();
         runtime.extend(nss_modules());
         for p in programs {
-            for f in runtime_files(p) {
+            for f in cached_runtime_files(p) {
                 if !runtime.contains(&f) {
                     runtime.push(f);
                 }
@@ -149,6 +149,13 @@ pub fn apply(cmd: &mut std::process::Command, confinement: &Confinement) -> Resu
 /// The NSS modules glibc may load for a user lookup (`libnss_*.so.2` in the library
 /// directories).
 fn nss_modules() -> Vec<PathBuf> {
+    // read once per process: NSS modules are installed with the packages that need them,
+    // before the server (re)starts
+    static FOUND: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(scan_nss_modules).clone()
+}
+
+fn scan_nss_modules() -> Vec<PathBuf> {
     let mut found = Vec::new();
     for dir in [
         "/lib/x86_64-linux-gnu",
@@ -171,6 +178,32 @@ fn nss_modules() -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// [`runtime_files`] of `program`, run once per program and its modification time (a limited
+/// sftp session starts `ldd` only when the shell or sftp-server changed since the last one).
+fn cached_runtime_files(program: &Path) -> Vec<PathBuf> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+    type Cache = HashMap<PathBuf, (Option<SystemTime>, Vec<PathBuf>)>;
+    static CACHE: std::sync::OnceLock<Mutex<Cache>> = std::sync::OnceLock::new();
+    let modified = std::fs::metadata(program).and_then(|m| m.modified()).ok();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some((when, files)) = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(program)
+        && *when == modified
+    {
+        return files.clone();
+    }
+    let files = runtime_files(program);
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(program.to_path_buf(), (modified, files.clone()));
+    files
 }
 
 /// `program`, its ELF interpreter and shared libraries (from `ldd`); just the program when

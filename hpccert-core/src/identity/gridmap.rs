@@ -111,6 +111,55 @@ pub struct LineError {
     pub message: String,
 }
 
+/// The text of a line-oriented list that may be missing (the suspension list, the
+/// restrictions): `Ok(None)` when the file does not exist; otherwise why it cannot be read.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| "not UTF-8".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Every line of `text` through `parse_line` (`None` for blank and comment lines), numbered
+/// from 1; every bad line is reported.
+pub(crate) fn parse_lines<T>(
+    text: &str,
+    parse_line: impl Fn(&str) -> Result<Option<T>, String>,
+) -> Result<Vec<(usize, T)>, Vec<LineError>> {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        match parse_line(raw) {
+            Ok(Some(entry)) => entries.push((n + 1, entry)),
+            Ok(None) => {}
+            Err(message) => errors.push(LineError {
+                path: None,
+                line: n + 1,
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(entries)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `errors` of a parse, naming `path`.
+pub(crate) fn at_path(errors: Vec<LineError>, path: &Path) -> Vec<LineError> {
+    errors
+        .into_iter()
+        .map(|e| LineError {
+            path: Some(path.to_path_buf()),
+            ..e
+        })
+        .collect()
+}
+
 /// Why a grid-mapfile could not be used.
 #[derive(Debug, Error)]
 #[non_exhaustive]

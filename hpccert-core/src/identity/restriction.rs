@@ -38,7 +38,7 @@ use thiserror::Error;
 
 use crate::identity::Identity;
 use crate::identity::dn::DistinguishedName;
-use crate::identity::gridmap::{AccountName, LineError};
+use crate::identity::gridmap::{AccountName, LineError, at_path, parse_lines, read_optional};
 use crate::identity::tokenmap::take_quoted;
 
 /// Where the file lives by default.
@@ -262,60 +262,27 @@ pub struct Restrictions {
 impl Restrictions {
     /// Read the file at `path`; a missing file restricts nobody.
     pub fn load(path: &Path) -> Result<Self, RestrictionError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Self {
-                    path: Some(path.to_path_buf()),
-                    rules: Vec::new(),
-                });
-            }
-            Err(e) => {
-                return Err(RestrictionError::Io {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                });
-            }
-        };
-        let mut r = Self::parse(&text).map_err(|errors| {
-            RestrictionError::Syntax(
-                errors
-                    .into_iter()
-                    .map(|e| LineError {
-                        path: Some(path.to_path_buf()),
-                        ..e
-                    })
-                    .collect(),
-            )
+        let text = read_optional(path).map_err(|message| RestrictionError::Io {
+            path: path.to_path_buf(),
+            message,
         })?;
+        let mut r = Self::parse(text.as_deref().unwrap_or_default())
+            .map_err(|errors| RestrictionError::Syntax(at_path(errors, path)))?;
         r.path = Some(path.to_path_buf());
         Ok(r)
     }
 
     /// Parse text; every bad line is reported.
     pub fn parse(text: &str) -> Result<Self, Vec<LineError>> {
-        let mut rules = Vec::new();
-        let mut errors = Vec::new();
-        for (n, raw) in text.lines().enumerate() {
-            match parse_line(raw) {
-                Ok(Some((subject, options))) => rules.push(Rule {
-                    line: n + 1,
-                    subject,
-                    options,
-                }),
-                Ok(None) => {}
-                Err(message) => errors.push(LineError {
-                    path: None,
-                    line: n + 1,
-                    message,
-                }),
-            }
-        }
-        if errors.is_empty() {
-            Ok(Self { path: None, rules })
-        } else {
-            Err(errors)
-        }
+        let rules = parse_lines(text, parse_line)?
+            .into_iter()
+            .map(|(line, (subject, options))| Rule {
+                line,
+                subject,
+                options,
+            })
+            .collect();
+        Ok(Self { path: None, rules })
     }
 
     pub fn rules(&self) -> &[Rule] {

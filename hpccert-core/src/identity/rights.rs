@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::config::{Config, SessionRightsRule};
 use crate::identity::Identity;
 use crate::identity::mapping::Decision;
 use crate::token::Capability;
@@ -85,6 +86,20 @@ impl SessionRights {
                 .map(ToString::to_string)
                 .collect(),
         }
+    }
+
+    /// The rights of a decision under `config`: from the token's scopes, unless its issuer
+    /// says `session_rights = "all"` (an issuer no longer configured counts as scopes).
+    pub fn under(decision: &Decision, config: &Config) -> Self {
+        let by_scopes = match decision.identity() {
+            Identity::Token { issuer, .. } => config
+                .issuers
+                .iter()
+                .find(|i| &i.issuer == issuer)
+                .is_none_or(|i| i.session_rights == SessionRightsRule::Scopes),
+            _ => false,
+        };
+        Self::of(decision, by_scopes)
     }
 
     /// Whether a session may run commands; why not otherwise.

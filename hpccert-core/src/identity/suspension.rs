@@ -25,7 +25,9 @@ use thiserror::Error;
 
 use crate::identity::Identity;
 use crate::identity::dn::DistinguishedName;
-use crate::identity::gridmap::{AccountName, LineError, quote_dn};
+use crate::identity::gridmap::{
+    AccountName, LineError, at_path, parse_lines, quote_dn, read_optional,
+};
 use crate::identity::tokenmap::{quote, take_quoted};
 
 /// Where the list lives by default.
@@ -123,63 +125,26 @@ pub fn parse_line(raw: &str) -> Result<Option<Suspended>, String> {
 impl SuspensionList {
     /// Read the list at `path`; a missing file is an empty list.
     pub fn load(path: &Path) -> Result<Self, SuspensionError> {
-        let text = match std::fs::read(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Self {
-                    path: Some(path.to_path_buf()),
-                    entries: Vec::new(),
-                });
-            }
-            Err(e) => {
-                return Err(SuspensionError::Io {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                });
-            }
-        };
-        let text = String::from_utf8(text).map_err(|_| SuspensionError::Io {
+        let text = read_optional(path).map_err(|message| SuspensionError::Io {
             path: path.to_path_buf(),
-            message: "not UTF-8".into(),
+            message,
         })?;
-        let mut list = Self::parse(&text).map_err(|errors| {
-            SuspensionError::Syntax(
-                errors
-                    .into_iter()
-                    .map(|e| LineError {
-                        path: Some(path.to_path_buf()),
-                        ..e
-                    })
-                    .collect(),
-            )
-        })?;
+        let mut list = Self::parse(text.as_deref().unwrap_or_default())
+            .map_err(|errors| SuspensionError::Syntax(at_path(errors, path)))?;
         list.path = Some(path.to_path_buf());
         Ok(list)
     }
 
     /// Parse text; every bad line is reported.
     pub fn parse(text: &str) -> Result<Self, Vec<LineError>> {
-        let mut entries = Vec::new();
-        let mut errors = Vec::new();
-        for (n, raw) in text.lines().enumerate() {
-            match parse_line(raw) {
-                Ok(Some(what)) => entries.push(SuspensionEntry { line: n + 1, what }),
-                Ok(None) => {}
-                Err(message) => errors.push(LineError {
-                    path: None,
-                    line: n + 1,
-                    message,
-                }),
-            }
-        }
-        if errors.is_empty() {
-            Ok(Self {
-                path: None,
-                entries,
-            })
-        } else {
-            Err(errors)
-        }
+        let entries = parse_lines(text, parse_line)?
+            .into_iter()
+            .map(|(line, what)| SuspensionEntry { line, what })
+            .collect();
+        Ok(Self {
+            path: None,
+            entries,
+        })
     }
 
     pub fn entries(&self) -> &[SuspensionEntry] {

@@ -19,7 +19,6 @@ use crate::auth::{self, Login, SharedEngine};
 use crate::confine::Confinement;
 use crate::spawn::{self, Account, Pty};
 use crate::tokenfile::SessionToken;
-use hpccert_core::config::SessionRightsRule;
 use hpccert_core::identity::rights::{Files, SessionRights};
 
 /// Who a session's process starts for: the connection's side of it.
@@ -136,7 +135,7 @@ pub(super) async fn start(
     };
     let shell = account.shell.clone();
     // what the token's scopes allow: commands, and files below its storage.* paths
-    let rights = session_rights(origin, login);
+    let rights = SessionRights::under(&login.decision, &origin.engine.config);
     let mut confinement = None;
     let what = match what {
         Start::Exec(_) | Start::Shell => {
@@ -462,22 +461,6 @@ fn apply_modes(slave: &OwnedFd, modes: &[(PtyMode, u32)]) {
         t.local_flags.set(l, on);
     }
     let _ = termios::tcsetattr(slave, SetArg::TCSANOW, &t);
-}
-
-/// The session's rights: from the token's scopes, unless its issuer says `session_rights =
-/// "all"` (certificate logins may do everything).
-fn session_rights(origin: &Origin<'_>, login: &Login) -> SessionRights {
-    let by_scopes = match login.decision.identity() {
-        Identity::Token { issuer, .. } => origin
-            .engine
-            .config
-            .issuers
-            .iter()
-            .find(|i| &i.issuer == issuer)
-            .is_none_or(|i| i.session_rights == SessionRightsRule::Scopes),
-        _ => false,
-    };
-    SessionRights::of(&login.decision, by_scopes)
 }
 
 /// `s` in single quotes for `sh -c` (a quote inside closes, escapes and reopens).
