@@ -129,8 +129,8 @@ pub struct Engine {
     pub sessions: SessionCounter,
     /// The pools logins lease from (None: no `[[pool]]`).
     pools: Option<Gridmapdir>,
-    /// The PAM helper program (None: `use_pam = false`).
-    pub pam_helper: Option<std::path::PathBuf>,
+    /// The PAM broker (None: `use_pam = false`).
+    pub pam: Option<crate::pam::Broker>,
     pub audit: crate::audit::Audit,
 }
 
@@ -219,8 +219,9 @@ impl Engine {
             return Err(format!("restrictions: {e}"));
         }
         let pools = Gridmapdir::from_config(&config)?;
-        let pam_helper = if config.sshd.use_pam {
-            Some(crate::pam::helper_path(config.sshd.pam_helper.as_deref())?)
+        let pam = if config.sshd.use_pam {
+            let helper = crate::pam::helper_path(config.sshd.pam_helper.as_deref())?;
+            Some(crate::pam::Broker::start(helper, &config.sshd.pam_service)?)
         } else {
             None
         };
@@ -249,7 +250,7 @@ impl Engine {
             restrictions,
             sessions: SessionCounter::default(),
             pools,
-            pam_helper,
+            pam,
             audit,
         })
     }

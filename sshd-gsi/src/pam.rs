@@ -1,31 +1,40 @@
 //! PAM around logins and sessions, as sshd's `UsePAM yes`: the account stack at every login,
 //! the session stack (with credentials) around every session process.
 //!
-//! PAM modules never run inside the server. sshd-gsi starts a small helper program,
-//! `sshd-gsi-pam-helper account|session` (installed beside it; `pam_helper`), as
-//! root:
+//! PAM modules never run inside the server. sshd-gsi starts one small helper program as root,
+//! the **broker** `sshd-gsi-pam-helper serve SERVICE` (installed beside it; `pam_helper`),
+//! which loads the service's stack once and forks a child per job:
 //!
 //! * **account**, at login, once the credential is verified and mapped: `pam_acct_mgmt` for the
 //!   account, with `PAM_RHOST` and the verified identity in the PAM environment
 //!   (`HPCCERT_*`, see [`crate::session`]); a refusal refuses the login with PAM's reason.
 //! * **session**, as the parent of every session process (exec, shell, subsystem): it opens
 //!   the session (`pam_setcred` + `pam_open_session`), starts the process as the account with
-//!   PAM's environment added, forwards signals to it, waits, closes the session and ends with
-//!   the process's exit status or signal.
+//!   PAM's environment added, passes signals on to it, reaps it, reports its wait status,
+//!   then closes the session.
 //!
-//! Why a process and not a thread: modules block (pam_systemd asks logind, pam_mkhomedir copies
+//! Why processes and not threads: modules block (pam_systemd asks logind, pam_mkhomedir copies
 //! files), some leak or keep global state, and pam_limits, pam_loginuid and pam_systemd act on
 //! the calling process and its children, so the session's process must descend from the
-//! process that opened the session, as under sshd. The server is never blocked: it talks to
-//! the helper over a socket pair on the helper's fd 3 (the request as JSON, then lines back:
-//! `ok`, `error TEXT`, `log LEVEL TEXT`) and logs what the helper reports.
+//! process that opened the session, as under sshd. Why a broker that forks rather than a
+//! program started per job: a child of the broker shares the loaded libpam and modules with it
+//! page for page, so it starts in a fraction of a millisecond instead of a dynamic link of
+//! thirty libraries, and an idle session costs only the pages its child wrote. A job that
+//! blocks in a module blocks only its own child; the broker only forks.
+//!
+//! The server is never blocked: each job has its own socket pair (the child's end sent to the
+//! broker with the job; the request as a framed JSON, then lines back: `ok [PID]`,
+//! `error TEXT`, `log LEVEL TEXT`, `exit RAW`; and from the server `signal N`). A broker that
+//! is gone (killed, crashed) is started again at the next job; the sessions it had forked go
+//! on, since each child talks to the server on its own socket.
 //!
 //! One PAM session per session channel: a connection with several channels opens several PAM
 //! sessions (as cron does per job), where OpenSSH opens one per connection.
 #![allow(unsafe_code)] // the pre-exec hook: the block says why it is sound
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,50 +72,179 @@ pub fn helper_path(configured: Option<&Path>) -> Result<PathBuf, String> {
         })
 }
 
-/// Pass a client's `signal` request to a session's PAM helper (`pid`, not yet reaped by the
-/// caller), which passes it on to the session's process group while that is not reaped;
-/// SIGKILL, which the helper could not catch, travels as [`crate::pam_proto::kill_carrier`].
-pub fn signal_helper(pid: nix::unistd::Pid, sig: nix::sys::signal::Signal) {
-    let number = if sig == nix::sys::signal::Signal::SIGKILL {
-        crate::pam_proto::kill_carrier()
-    } else {
-        sig as libc::c_int
-    };
-    // SAFETY: kill has no memory effects; `pid` is the caller's unreaped child.
-    unsafe {
-        libc::kill(pid.as_raw(), number);
-    }
-}
-
-/// How long the account stack may take before the login is refused.
-const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server waits for the account stack's answer (the helper ends itself after
+/// [`crate::pam_proto::ACCOUNT_TIMEOUT_SECS`]).
+const ACCOUNT_TIMEOUT: Duration =
+    Duration::from_secs(crate::pam_proto::ACCOUNT_TIMEOUT_SECS as u64 + 5);
 /// How long opening a session may take (pam_mkhomedir, pam_systemd) before it fails.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+const SESSION_TIMEOUT: Duration =
+    Duration::from_secs(crate::pam_proto::SESSION_TIMEOUT_SECS as u64 + 5);
 
 // ---------------------------------------------------------------------------------------------
 // server side
 
-/// A helper process being started: the command (stdio still to be set) and the server's end
-/// of the socket pair.
-pub struct HelperCommand {
-    pub command: tokio::process::Command,
-    ours: UnixStream,
-    theirs: Option<OwnedFd>,
+/// The broker of a running server: started when the engine loads, started again when it is
+/// found gone. Dropping it (a configuration reload) ends it; its children live on.
+pub struct Broker {
+    program: PathBuf,
+    service: String,
+    running: std::sync::Mutex<Option<Running>>,
 }
 
-impl HelperCommand {
-    /// `sshd-gsi --pam-helper MODE`, with fd 3 a socket to the server, in its own session,
-    /// no other descriptor of the server inherited.
-    pub fn new(helper: &Path, mode: &str) -> Result<Self, String> {
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("program", &self.program)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A started broker: the process and the server's end of its job socket.
+struct Running {
+    child: Option<std::process::Child>,
+    jobs: OwnedFd,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // closing the job socket ends the broker (it reads the end of the stream); it is
+        // reaped on a thread of its own, so that nobody waits for it here
+        let _ = nix::sys::socket::shutdown(self.jobs.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        if let Some(mut child) = self.child.take() {
+            let _ = std::thread::Builder::new()
+                .name("pam-broker-reaper".into())
+                .spawn(move || {
+                    let _ = child.wait();
+                });
+        }
+    }
+}
+
+impl Broker {
+    /// Start the broker for `service` (`program` is the helper, see [`helper_path`]).
+    pub fn start(program: PathBuf, service: &str) -> Result<Self, String> {
+        let running = Running::start(&program, service)?;
+        Ok(Self {
+            program,
+            service: service.to_string(),
+            running: std::sync::Mutex::new(Some(running)),
+        })
+    }
+
+    /// Hand a job to the broker: its name and the descriptors the child gets (the job socket
+    /// first). A broker that is gone is started again, once per job.
+    fn submit(&self, job: &[u8], fds: &[RawFd]) -> Result<(), String> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = String::new();
+        for _attempt in 0..2 {
+            if let Some(r) = running.as_mut()
+                && let Some(ended) = r.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+            {
+                tracing::warn!(target: "sshd_gsi::pam", "the PAM broker ended ({ended}): starting it again");
+                *running = None;
+            }
+            if running.is_none() {
+                *running = Some(Running::start(&self.program, &self.service)?);
+            }
+            let Some(r) = running.as_ref() else { continue };
+            match sendmsg::<()>(
+                r.jobs.as_raw_fd(),
+                &[std::io::IoSlice::new(job)],
+                &[ControlMessage::ScmRights(fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    last = e.to_string();
+                    tracing::warn!(target: "sshd_gsi::pam", "cannot reach the PAM broker ({e}): starting it again");
+                    *running = None;
+                }
+            }
+        }
+        Err(format!("PAM broker: {last}"))
+    }
+
+    /// Start a job and wait for its first answer (`ok`, with the session process's pid for a
+    /// session, or the error). The broker's child gets `stdio` as its stdin, stdout and stderr
+    /// (`/dev/null` without).
+    async fn job(
+        &self,
+        request: &Request,
+        stdio: Option<[&OwnedFd; 3]>,
+        timeout: Duration,
+    ) -> Result<(Option<i32>, JobSocket), String> {
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| format!("PAM helper: socketpair: {e}"))?;
-        let theirs = OwnedFd::from(theirs);
+        let mut fds = vec![theirs.as_raw_fd()];
+        let name = match stdio {
+            Some(s) => {
+                fds.extend(s.iter().map(|fd| fd.as_raw_fd()));
+                crate::pam_proto::JOB_SESSION
+            }
+            None => crate::pam_proto::JOB_ACCOUNT,
+        };
+        self.submit(name, &fds)?;
+        drop(theirs);
+        let body = serde_json::to_vec(request).map_err(|e| format!("PAM helper: {e}"))?;
+        let mut sock = JobSocket::new(ours)?;
+        match tokio::time::timeout(timeout, sock.converse(&body)).await {
+            Ok(Ok(pid)) => Ok((pid, sock)),
+            Ok(Err(e)) => Err(e),
+            // the helper ends itself (its alarm) and closes what it set up
+            Err(_) => Err(format!("PAM did not answer within {} s", timeout.as_secs())),
+        }
+    }
+
+    /// The account stack for a login: `Ok` or PAM's refusal.
+    pub async fn account(&self, request: &Request) -> Result<(), String> {
+        self.job(request, None, ACCOUNT_TIMEOUT).await.map(|_| ())
+    }
+
+    /// Open a session and start `request.run` in it, with `stdio` (child ends: the server
+    /// closes its copies once this returns).
+    pub async fn session(
+        &self,
+        request: &Request,
+        stdio: [&OwnedFd; 3],
+    ) -> Result<Session, String> {
+        match self.job(request, Some(stdio), SESSION_TIMEOUT).await? {
+            (Some(pid), sock) => Ok(Session {
+                pid,
+                sock: Some(sock),
+            }),
+            (None, _) => Err("PAM helper did not name the session's process".into()),
+        }
+    }
+}
+
+impl Running {
+    fn start(program: &Path, service: &str) -> Result<Self, String> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("PAM broker: socketpair: {e}"))?;
         let fd = theirs.as_raw_fd();
-        let mut command = tokio::process::Command::new(helper);
-        command.arg0(HELPER_NAME).arg(mode);
-        command.kill_on_drop(false);
+        let mut command = std::process::Command::new(program);
+        command
+            .arg0(HELPER_NAME)
+            .arg("serve")
+            .arg(service)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        // stderr stays the server's: what the broker cannot report otherwise goes to its log
         // SAFETY: runs in the forked child before exec and calls only async-signal-safe
-        // functions (close_range, dup2, fcntl, setsid) on descriptors open before the fork.
+        // functions (fcntl, dup2, close_range, sigprocmask, setsid) on descriptors open
+        // before the fork.
         unsafe {
             command.pre_exec(move || {
                 if fd == 3 {
@@ -124,91 +262,136 @@ impl HelperCommand {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+                let mut none = std::mem::zeroed::<libc::sigset_t>();
+                libc::sigemptyset(&mut none);
+                if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
                 Ok(())
             });
         }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start the PAM helper {}: {e}", program.display()))?;
+        drop(theirs);
+        // a broker that stops reading must not stall a login for long
+        let _ = nix::sys::socket::setsockopt(
+            &ours,
+            nix::sys::socket::sockopt::SendTimeout,
+            &nix::sys::time::TimeVal::new(5, 0),
+        );
         Ok(Self {
-            command,
-            ours,
-            theirs: Some(theirs),
+            child: Some(child),
+            jobs: ours,
+        })
+    }
+}
+
+/// The server's end of one job's socket.
+struct JobSocket {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+    write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl JobSocket {
+    fn new(sock: UnixStream) -> Result<Self, String> {
+        use tokio::io::AsyncBufReadExt;
+        let sock = sock
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(sock))
+            .map_err(|e| format!("PAM helper: {e}"))?;
+        let (read, write) = sock.into_split();
+        Ok(Self {
+            lines: tokio::io::BufReader::new(read).lines(),
+            write,
         })
     }
 
-    /// Start the helper, send the request and wait for its first answer (`ok`, with the
-    /// session process's pid for a session, or the error); later `log` lines are logged until
-    /// the helper ends.
-    pub async fn start(
-        mut self,
-        request: &Request,
-        timeout: Duration,
-    ) -> Result<(tokio::process::Child, Option<i32>), String> {
-        let mut child = self
-            .command
-            .spawn()
-            .map_err(|e| format!("cannot start the PAM helper: {e}"))?;
-        drop(self.theirs.take());
-        let body = serde_json::to_vec(request).map_err(|e| format!("PAM helper: {e}"))?;
-        let answer = tokio::time::timeout(timeout, converse(self.ours, &body)).await;
-        match answer {
-            Ok(Ok(pid)) => Ok((child, pid)),
-            Ok(Err(e)) => {
-                // it ends by itself once it has undone what it set up (credentials)
-                if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
+    /// Send the request, read answers until `ok [PID]` or `error`.
+    async fn converse(&mut self, body: &[u8]) -> Result<Option<i32>, String> {
+        use tokio::io::AsyncWriteExt;
+        self.write
+            .write_all(&crate::pam_proto::frame(body))
+            .await
+            .map_err(|e| format!("PAM helper: cannot send the request: {e}"))?;
+        loop {
+            match self.lines.next_line().await {
+                Ok(Some(l)) if l == "ok" => return Ok(None),
+                Ok(Some(l)) if l.starts_with("ok ") => {
+                    return match l[3..].parse::<i32>() {
+                        Ok(pid) if pid > 1 => Ok(Some(pid)),
+                        _ => Err(format!("PAM helper: bad answer {l:?}")),
+                    };
                 }
-                Err(e)
-            }
-            Err(_) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                Err(format!("PAM did not answer within {} s", timeout.as_secs()))
+                Ok(Some(l)) => match l.strip_prefix("error ") {
+                    Some(e) => return Err(e.to_string()),
+                    None => log_line(&l),
+                },
+                Ok(None) => return Err("PAM helper ended without an answer".into()),
+                Err(e) => return Err(format!("PAM helper: {e}")),
             }
         }
     }
 }
 
-/// Send the request, read answers until `ok [PID]` or `error`; a task logs the helper's later
-/// lines.
-async fn converse(sock: UnixStream, body: &[u8]) -> Result<Option<i32>, String> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let sock = sock
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::UnixStream::from_std(sock))
-        .map_err(|e| format!("PAM helper: {e}"))?;
-    let (read, mut write) = sock.into_split();
-    write
-        .write_all(body)
-        .await
-        .map_err(|e| format!("PAM helper: cannot send the request: {e}"))?;
-    drop(write);
-    let mut lines = tokio::io::BufReader::new(read).lines();
-    let pid = loop {
-        match lines.next_line().await {
-            Ok(Some(l)) if l == "ok" => break None,
-            Ok(Some(l)) if l.starts_with("ok ") => match l[3..].parse::<i32>() {
-                Ok(pid) if pid > 1 => break Some(pid),
-                _ => return Err(format!("PAM helper: bad answer {l:?}")),
-            },
-            Ok(Some(l)) => match l.strip_prefix("error ") {
-                Some(e) => return Err(e.to_string()),
-                None => log_line(&l),
-            },
-            Ok(None) => return Err("PAM helper ended without an answer".into()),
-            Err(e) => return Err(format!("PAM helper: {e}")),
+/// A session opened by the broker's child, which is the parent of its process.
+pub struct Session {
+    /// The session's process (it leads its own process group).
+    pub pid: i32,
+    /// None once the exit was reported.
+    sock: Option<JobSocket>,
+}
+
+impl Session {
+    /// Pass a client's `signal` request to the session's process group. The helper does it
+    /// only while it has not reaped the process: after that the request reaches nobody.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(s) = &self.sock {
+            // a line of a dozen bytes fits an empty socket buffer; a helper too busy to read
+            // its socket loses the signal rather than stalling the connection
+            let _ = s
+                .write
+                .try_write(format!("signal {}\n", sig as libc::c_int).as_bytes());
         }
-    };
-    // the helper may report more (closing the session) while the session runs
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            log_line(&l);
+    }
+
+    /// Wait for the session's process to end: its wait status as the helper reports it. The
+    /// helper's later lines (closing the session) are logged by a task of their own.
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        let Some(sock) = self.sock.as_mut() else {
+            return Err(std::io::Error::other(
+                "the session's exit was already reported",
+            ));
+        };
+        loop {
+            // cancel safe (Lines::next_line): the caller selects on this and on signals
+            let line = sock.lines.next_line().await?;
+            match line {
+                Some(l) if l.starts_with("exit ") => {
+                    let raw = l[5..].parse::<i32>().map_err(|_| {
+                        std::io::Error::other(format!("PAM helper: bad answer {l:?}"))
+                    })?;
+                    if let Some(mut rest) = self.sock.take() {
+                        tokio::spawn(async move {
+                            while let Ok(Some(l)) = rest.lines.next_line().await {
+                                log_line(&l);
+                            }
+                        });
+                    }
+                    return Ok(std::process::ExitStatus::from_raw(raw));
+                }
+                Some(l) => log_line(&l),
+                None => {
+                    self.sock = None;
+                    return Err(std::io::Error::other(
+                        "the PAM helper ended without reporting the session's exit",
+                    ));
+                }
+            }
         }
-    });
-    Ok(pid)
+    }
 }
 
 fn log_line(l: &str) {
@@ -218,43 +401,6 @@ fn log_line(l: &str) {
         Some((_, m)) => tracing::debug!(target: "sshd_gsi::pam", "{m}"),
         None => {
             tracing::warn!(target: "sshd_gsi::pam", "unexpected line from the PAM helper: {l:?}")
-        }
-    }
-}
-
-/// The account stack for a login: `Ok` or PAM's refusal.
-pub async fn account(helper: &Path, request: &Request) -> Result<(), String> {
-    let mut helper = HelperCommand::new(helper, "account")?;
-    helper
-        .command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let (mut child, _) = helper.start(request, ACCOUNT_TIMEOUT).await?;
-    match child.wait().await {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("PAM helper failed: {s}")),
-        Err(e) => Err(format!("PAM helper: {e}")),
-    }
-}
-
-/// A helper that opens the session and then runs `request.run`; stdio is the caller's to set.
-pub fn session_command(helper: &Path) -> Result<HelperCommand, String> {
-    HelperCommand::new(helper, "session")
-}
-
-/// Start a session helper prepared by [`session_command`]: the helper, and the pid of the
-/// session's process (its process group), which signals go to.
-pub async fn start_session(
-    helper: HelperCommand,
-    request: &Request,
-) -> Result<(tokio::process::Child, i32), String> {
-    match helper.start(request, SESSION_TIMEOUT).await? {
-        (child, Some(pid)) => Ok((child, pid)),
-        (mut child, None) => {
-            let _ = child.start_kill();
-            Err("PAM helper did not name the session's process".into())
         }
     }
 }

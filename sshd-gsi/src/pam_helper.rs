@@ -1,31 +1,209 @@
-//! The PAM helper's side (`sshd-gsi-pam-helper`, its own small program so that each session
-//! pays for libpam and the modules, not for the server's TLS, async runtime and code): read
-//! the request on fd 3, run the account stack, or open the session, run the session's process
-//! as the account, forward signals, wait, close the session, and end as the process ended.
-#![allow(unsafe_code)] // fd 3 and stdio handling: each block says why it is sound
+//! The PAM helper's side (`sshd-gsi-pam-helper`, its own small program so that sessions pay
+//! for libpam and the modules, not for the server's TLS, async runtime and code).
+//!
+//! `sshd-gsi-pam-helper serve SERVICE` is the **broker**: sshd-gsi starts one (as root) and
+//! keeps it. It loads the service's PAM stack once (`pam_start`, which opens every module),
+//! then waits on fd 3 for jobs: each is a datagram naming the job (`account` or `session`)
+//! with descriptors attached (the job's socket; for a session also its stdin, stdout and
+//! stderr). For each job it forks a child, which inherits the loaded modules page for page
+//! (copy on write: a child costs the pages it writes, not another dynamic link of libpam and
+//! the modules), and goes back to waiting: a module that blocks delays only its own child.
+//!
+//! The child reads the request on the job socket, runs the account stack, or opens the
+//! session, runs the session's process as the account, passes signals on to it, reaps it,
+//! reports its wait status (`exit RAW`), closes the session and ends.
+#![allow(unsafe_code)] // fork, descriptor and signal handling: each block says why it is sound
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
-use crate::pam_proto::{HANDOVER_PREFIX, Request};
+use crate::pam_proto::{HANDOVER_PREFIX, JOB_ACCOUNT, JOB_SESSION, Request};
 use crate::spawn::{self, Account};
 use hpccert_pam_appl::{self as libpam, Conversation, Pam};
 use zeroize::Zeroizing;
 
-/// `sshd-gsi-pam-helper MODE`: read the request on fd 3, run the stacks, answer on fd 3.
+/// `sshd-gsi-pam-helper serve SERVICE`: the broker (see the module's documentation).
+pub fn broker_main(service: &str) -> ExitCode {
+    // SAFETY: fd 3 is the socket the server set up before exec; nothing else owns it.
+    let jobs = unsafe { OwnedFd::from_raw_fd(3) };
+    // load the stack once; its handle lives as long as the broker so that the modules stay
+    // mapped for every child. A service that cannot start now is each job's error to report.
+    let _loaded = match Pam::start(service, "root", Box::new(Silent)) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("sshd-gsi-pam-helper: PAM service {service:?} not preloaded: {e}");
+            None
+        }
+    };
+    // and the NSS modules the children's account lookups use (passwd and group)
+    let _ = Account::lookup("root");
+    // children are reaped by the kernel: the broker never waits (their results go to the
+    // server on their own sockets)
+    // SAFETY: setting a disposition has no memory effects.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    };
+    // what the preload left free goes back to the system before the first fork
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    loop {
+        let (mode, fds) = match receive_job(jobs.as_raw_fd()) {
+            Ok(Some(job)) => job,
+            // the server closed its end: it is gone or restarting the broker
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("sshd-gsi-pam-helper: reading jobs: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let wanted = if mode == JOB_ACCOUNT {
+            1
+        } else if mode == JOB_SESSION {
+            4
+        } else {
+            0
+        };
+        if wanted == 0 || fds.len() != wanted {
+            // dropping the descriptors closes the job socket: the server reads "no answer"
+            eprintln!(
+                "sshd-gsi-pam-helper: bad job {:?} with {} descriptors",
+                String::from_utf8_lossy(&mode),
+                fds.len()
+            );
+            continue;
+        }
+        // SAFETY: the broker is single-threaded (no thread is ever started), so the child may
+        // go on running ordinary code after fork.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                let code = match become_job(jobs, &fds) {
+                    Ok(()) => {
+                        let mode = if mode == JOB_ACCOUNT {
+                            "account"
+                        } else {
+                            "session"
+                        };
+                        helper_main(mode)
+                    }
+                    Err(e) => {
+                        eprintln!("sshd-gsi-pam-helper: setting up a job: {e}");
+                        ExitCode::from(1)
+                    }
+                };
+                std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+            }
+            // the parent's copies close here: only the child holds the job's ends
+            Ok(nix::unistd::ForkResult::Parent { .. }) => drop(fds),
+            Err(e) => eprintln!("sshd-gsi-pam-helper: fork: {e}"),
+        }
+    }
+}
+
+/// A job's name and the descriptors that came with it.
+type Job = (Vec<u8>, Vec<OwnedFd>);
+
+/// One job from the server. `None` at the end of the stream.
+fn receive_job(sock: RawFd) -> Result<Option<Job>, nix::errno::Errno> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 16];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: each descriptor was just received and is owned by nobody else.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let n = msg.bytes;
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if truncated {
+        // more descriptors than a job carries: refuse the job (the received ones close)
+        return Ok(Some((Vec::new(), fds)));
+    }
+    Ok(Some((buf[..n].to_vec(), fds)))
+}
+
+/// In the forked child: the job socket becomes fd 3 and the session's stdio (or /dev/null)
+/// fds 0 to 2, the broker's socket closes, SIGCHLD is waited for again, and the child leads
+/// a session of its own.
+fn become_job(broker: OwnedFd, fds: &[OwnedFd]) -> Result<(), String> {
+    // the broker's socket is fd 3: the dup2 onto 3 below closes it
+    let _ = broker.into_raw_fd();
+    let null;
+    let stdio: [RawFd; 3] = if fds.len() == 4 {
+        [fds[1].as_raw_fd(), fds[2].as_raw_fd(), fds[3].as_raw_fd()]
+    } else {
+        null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| format!("/dev/null: {e}"))?;
+        [null.as_raw_fd(); 3]
+    };
+    // every received descriptor (and /dev/null) is above 3 (0 to 2 are the broker's, 3 its
+    // socket), so no dup2 below overwrites a source still to be copied
+    for (target, source) in [(3, fds[0].as_raw_fd())]
+        .into_iter()
+        .chain((0..3).zip(stdio))
+    {
+        // SAFETY: dup2 onto the standard descriptors and fd 3 of this single-threaded child;
+        // the sources are open. The copies do not have close-on-exec.
+        if unsafe { libc::dup2(source, target) } != target {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: restoring the default disposition has no memory effects.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    }
+    .map_err(|e| format!("SIGCHLD: {e}"))?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    Ok(())
+}
+
+/// The broker's conversation while preloading: nothing is asked then.
+struct Silent;
+
+impl Conversation for Silent {
+    fn prompt(&mut self, _echo: bool, _text: &str) -> Option<Zeroizing<String>> {
+        None
+    }
+    fn info(&mut self, _text: &str) {}
+    fn error(&mut self, _text: &str) {}
+}
+
+/// A job: read the request on fd 3 (the job socket), run the stacks, answer on fd 3.
 pub fn helper_main(mode: &str) -> ExitCode {
-    // SAFETY: fd 3 is the socket the server set up before exec (HelperCommand::new); nothing
+    // SAFETY: fd 3 is the job socket (become_job, or the server before an exec); nothing
     // else in this process owns it.
     let sock = unsafe { UnixStream::from_raw_fd(3) };
     let reporter = Reporter { sock };
-    let mut body = Vec::new();
-    if let Err(e) = (&reporter.sock).take(1 << 20).read_to_end(&mut body) {
-        reporter.error(&format!("cannot read the request: {e}"));
-        return ExitCode::from(1);
-    }
+    let body = match crate::pam_proto::read_frame(&reporter.sock) {
+        Ok(b) => b,
+        Err(e) => {
+            reporter.error(&e);
+            return ExitCode::from(1);
+        }
+    };
     let request: Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -34,16 +212,21 @@ pub fn helper_main(mode: &str) -> ExitCode {
         }
     };
     match mode {
-        "account" => match account_stack(&request, &reporter) {
-            Ok(()) => {
-                reporter.ok();
-                ExitCode::SUCCESS
+        "account" => {
+            // a module that hangs ends this child, not the login's wait
+            // SAFETY: alarm has no memory effects; SIGALRM's default action ends the process.
+            unsafe { libc::alarm(crate::pam_proto::ACCOUNT_TIMEOUT_SECS) };
+            match account_stack(&request, &reporter) {
+                Ok(()) => {
+                    reporter.ok();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    reporter.error(&e);
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                reporter.error(&e);
-                ExitCode::from(1)
-            }
-        },
+        }
         "session" => session_stack(&request, reporter),
         other => {
             reporter.error(&format!("unknown helper mode {other:?}"));
@@ -152,6 +335,10 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // modules that hang (an unreachable logind, a slow home directory server) end this
+    // child after a while; the alarm is cancelled once the session is open
+    // SAFETY: alarm has no memory effects; SIGALRM's default action ends the process.
+    unsafe { libc::alarm(crate::pam_proto::SESSION_TIMEOUT_SECS) };
     let mut pam = match context(request, &reporter, run.pty) {
         Ok(c) => c,
         Err(e) => {
@@ -180,6 +367,8 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
         // also reinitialises them here)
         let _ = pam.setcred(libpam::PAM_REINITIALIZE_CRED | libpam::PAM_SILENT);
     }
+    // SAFETY: as above; 0 cancels the alarm.
+    unsafe { libc::alarm(0) };
     // the process's environment: the server's, then PAM's (which wins, as under sshd), but
     // never a handover variable from PAM
     let mut env = run.env.clone();
@@ -243,12 +432,25 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
     drop(cmd);
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
-    let status = wait_forwarding(pid, &signals);
+    let status = wait_forwarding(pid, &signals, &reporter.sock);
     // the session's output ends with its process, not with the PAM close below
     release_stdio();
+    reporter.line(&format!("exit {}", raw_status(status)));
     close(&mut pam);
     drop(pam);
-    end_like(status)
+    ExitCode::SUCCESS
+}
+
+/// A wait status as `waitpid` gives it, for the server to report as the process's exit.
+fn raw_status(status: nix::sys::wait::WaitStatus) -> i32 {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, code) => crate::pam_proto::wait_status(Some(code), None),
+        WaitStatus::Signaled(_, sig, core) => {
+            crate::pam_proto::wait_status(None, Some((sig as i32, core)))
+        }
+        _ => crate::pam_proto::wait_status(None, None),
+    }
 }
 
 fn forwarded_signals() -> nix::sys::signal::SigSet {
@@ -262,21 +464,118 @@ fn forwarded_signals() -> nix::sys::signal::SigSet {
     ] {
         set.add(s);
     }
-    let mut raw = *set.as_ref();
-    // SAFETY: sigaddset writes into the local, initialised sigset_t; the signal number is
-    // SIGRTMIN, valid on Linux.
-    unsafe {
-        libc::sigaddset(&mut raw, crate::pam_proto::kill_carrier());
-        nix::sys::signal::SigSet::from_sigset_t_unchecked(raw)
-    }
+    set
 }
 
-/// Wait for the session process, passing every other signal on to its process group. Only
-/// this helper, its parent, signals the group, and only until it has reaped the session
-/// process: a signal can never reach a process group that a recycled pid now leads.
+/// Wait for the session process, passing on to its process group every signal sent to this
+/// helper and every `signal N` line the server sends on the job socket (a client's `signal`
+/// request; SIGKILL included, which could not travel as a signal to the helper). Only this
+/// helper, its parent, signals the group, and only until it has reaped the session process:
+/// a signal can never reach a process group that a recycled pid now leads.
 fn wait_forwarding(
     pid: nix::unistd::Pid,
     signals: &nix::sys::signal::SigSet,
+    server: &UnixStream,
+) -> nix::sys::wait::WaitStatus {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let forward = |sig: libc::c_int| {
+        // SAFETY: killpg has no memory effects; the group is the session's, not yet reaped.
+        unsafe {
+            libc::killpg(pid.as_raw(), sig);
+        }
+    };
+    let Ok(incoming) =
+        SignalFd::with_flags(signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    else {
+        // without a signalfd, signals are still passed on (the server's lines are not)
+        return wait_sigwait(pid, signals, forward);
+    };
+    let mut server_open = true;
+    let mut pending = Vec::new();
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return s,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return WaitStatus::Exited(pid, 255),
+        }
+        let (signal_ready, server_ready) = {
+            let mut fds = vec![PollFd::new(incoming.as_fd(), PollFlags::POLLIN)];
+            if server_open {
+                fds.push(PollFd::new(server.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return wait_sigwait(pid, signals, forward),
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+        };
+        if signal_ready {
+            while let Ok(Some(info)) = incoming.read_signal() {
+                let sig = info.ssi_signo as libc::c_int;
+                if sig != libc::SIGCHLD {
+                    forward(sig);
+                }
+            }
+        }
+        if server_ready {
+            let mut buf = [0u8; 256];
+            match (&*server).read(&mut buf) {
+                // the server is gone (restarting, say): the session goes on without it
+                Ok(0) | Err(_) => server_open = false,
+                Ok(n) => {
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        if let Some(sig) = requested_signal(&line[..end]) {
+                            forward(sig);
+                        }
+                    }
+                    if pending.len() > 64 {
+                        // no line of the protocol is that long: drop the garbage
+                        pending.clear();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `signal N` from the server, for a signal a client may send (RFC 4254 6.9) or SIGKILL.
+fn requested_signal(line: &[u8]) -> Option<libc::c_int> {
+    let n: libc::c_int = std::str::from_utf8(line)
+        .ok()?
+        .strip_prefix("signal ")?
+        .parse()
+        .ok()?;
+    let allowed = [
+        libc::SIGABRT,
+        libc::SIGALRM,
+        libc::SIGFPE,
+        libc::SIGHUP,
+        libc::SIGILL,
+        libc::SIGINT,
+        libc::SIGKILL,
+        libc::SIGPIPE,
+        libc::SIGQUIT,
+        libc::SIGSEGV,
+        libc::SIGTERM,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGCONT,
+    ];
+    allowed.contains(&n).then_some(n)
+}
+
+/// Waiting with `sigwait` when no signalfd can be had.
+fn wait_sigwait(
+    pid: nix::unistd::Pid,
+    signals: &nix::sys::signal::SigSet,
+    forward: impl Fn(libc::c_int),
 ) -> nix::sys::wait::WaitStatus {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     loop {
@@ -291,15 +590,7 @@ fn wait_forwarding(
         if unsafe { libc::sigwait(signals.as_ref(), &mut sig) } != 0 || sig == libc::SIGCHLD {
             continue;
         }
-        let sig = if sig == crate::pam_proto::kill_carrier() {
-            libc::SIGKILL
-        } else {
-            sig
-        };
-        // SAFETY: killpg has no memory effects; the group is the session's, not yet reaped.
-        unsafe {
-            libc::killpg(pid.as_raw(), sig);
-        }
+        forward(sig);
     }
 }
 
@@ -317,25 +608,5 @@ fn release_stdio() {
                 libc::dup2(null.as_raw_fd(), fd);
             }
         }
-    }
-}
-
-/// End the helper the way the session process ended, so the server reports its exit status
-/// or signal to the client.
-fn end_like(status: nix::sys::wait::WaitStatus) -> ExitCode {
-    use nix::sys::wait::WaitStatus;
-    match status {
-        WaitStatus::Exited(_, code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
-        WaitStatus::Signaled(_, sig, _) => {
-            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
-            // SAFETY: restoring the default disposition of a signal has no memory effects.
-            let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
-            let mut only = nix::sys::signal::SigSet::empty();
-            only.add(sig);
-            let _ = only.thread_unblock();
-            let _ = nix::sys::signal::raise(sig);
-            ExitCode::from(u8::try_from(128 + sig as i32).unwrap_or(255))
-        }
-        _ => ExitCode::from(255),
     }
 }

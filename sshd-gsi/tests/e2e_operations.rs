@@ -1985,3 +1985,202 @@ print(json.dumps({"seq": seq, "third": third}))
     assert_eq!(r["seq"], json!(["0", "1", "2", "3", "4", "5"]), "{r}");
     assert_ne!(r["third"], json!("opened"), "{r}");
 }
+
+/// A PAM module that takes 5 s in the account stack delays only its own login: the broker
+/// forks a child per job, so logins that come meanwhile run their stacks at once.
+#[test]
+fn a_slow_pam_module_delays_only_its_own_login() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let Some((slow_dir, slow_script)) = slow_account_script() else {
+        return;
+    };
+    let Some((server, token, _pam)) = pam_server(&format!(
+        "account required pam_exec.so quiet {}\n",
+        slow_script.display()
+    )) else {
+        return;
+    };
+    let marker = slow_dir.path().join("slow");
+    write_mode(&marker, b"", 0o644);
+    let login = |count: usize| {
+        Command::new(&python)
+            .args([
+                "-c",
+                PARAMIKO_LOGINS,
+                &server.port.to_string(),
+                PAM_ACCOUNT,
+                token.to_str().unwrap(),
+                &count.to_string(),
+            ])
+            .output()
+            .unwrap()
+    };
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| login(1));
+        // the slow login is in its account stack once the script took the marker
+        assert!(
+            wait_for(Duration::from_secs(10), || !marker.exists()),
+            "the slow login never reached the account stack:\n{}",
+            server.log()
+        );
+        let fast = login(10);
+        assert!(
+            fast.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&fast.stdout),
+            String::from_utf8_lossy(&fast.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&fast.stdout).trim(), "10 logins");
+        assert!(
+            !slow.is_finished(),
+            "ten logins ran while the slow one waited in its module: it must still be waiting"
+        );
+        let slow = slow.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&slow.stdout).trim(),
+            "1 logins",
+            "the slow login succeeds in the end: {}\n{}",
+            String::from_utf8_lossy(&slow.stderr),
+            server.log()
+        );
+    });
+}
+
+/// An account-stack script that sleeps 5 s for the login that finds (and takes) the marker
+/// file `slow` in the returned directory.
+fn slow_account_script() -> Option<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("sshd-gsi-e2e-slow-")
+        .tempdir()
+        .unwrap();
+    let script = dir.path().join("slow.sh");
+    write_mode(
+        &script,
+        format!(
+            "#!/bin/sh\nrm {marker} 2>/dev/null && sleep 5\nexit 0\n",
+            marker = dir.path().join("slow").display()
+        )
+        .as_bytes(),
+        0o755,
+    );
+    Some((dir, script))
+}
+
+/// `COUNT` logins in turn, each running `true`; prints "N logins" for those that succeeded.
+const PARAMIKO_LOGINS: &str = r#"
+import sys, paramiko
+port, user, token_file, count = sys.argv[1:5]
+token = open(token_file).read().strip()
+ok = 0
+for _ in range(int(count)):
+    t = paramiko.Transport(("127.0.0.1", int(port)))
+    t.start_client(timeout=10)
+    t.auth_password(user, token, fallback=False)
+    ch = t.open_session()
+    ch.exec_command("true")
+    if ch.recv_exit_status() == 0:
+        ok += 1
+    t.close()
+print(f"{ok} logins")
+"#;
+
+/// A PAM broker that was killed is started again at the next login, and the sessions its
+/// children serve go on meanwhile.
+#[test]
+fn a_killed_pam_broker_is_started_again_and_its_sessions_go_on() {
+    let Some(python) = python_with("asyncssh") else {
+        return;
+    };
+    let Some((server, token, _pam)) = pam_server("") else {
+        return;
+    };
+    let script = r#"
+import asyncio, json, sys, asyncssh
+port, user, token_file, flag = sys.argv[1:5]
+async def main():
+    async with asyncssh.connect("127.0.0.1", int(port), username=user,
+                                password=open(token_file).read().strip(),
+                                preferred_auth="password", known_hosts=None,
+                                agent_path=None, config=[]) as conn:
+        p = await conn.create_process("echo started; read line; echo got $line")
+        await p.stdout.readline()
+        print("open", flush=True)
+        # the test kills the broker now, then writes the flag file
+        while True:
+            try:
+                open(flag).close()
+                break
+            except FileNotFoundError:
+                await asyncio.sleep(0.05)
+        p.stdin.write("after\n")
+        p.stdin.write_eof()
+        out = await p.stdout.readline()
+        r = await asyncio.wait_for(p.wait(check=False), 20)
+        print(json.dumps({"out": out.strip(), "status": r.exit_status}), flush=True)
+asyncio.run(main())
+"#;
+    let flag = server.path("broker-killed");
+    let mut session = Command::new(&python)
+        .args([
+            "-c",
+            script,
+            &server.port.to_string(),
+            PAM_ACCOUNT,
+            token.to_str().unwrap(),
+            flag.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(session.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "open", "{}", server.log());
+    let brokers = || -> Vec<i32> {
+        let out = Command::new("pgrep")
+            .args(["-f", "sshd-gsi-pam-helper serve hpccert-e2e"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    // the broker of this server: the one whose parent is the server
+    let ours: Vec<i32> = brokers()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(") ")
+                        .next()?
+                        .split(' ')
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == u32::try_from(server.pid().as_raw()).ok()
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "one broker per server: {ours:?}");
+    nix::sys::signal::kill(Pid::from_raw(ours[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    write_mode(&flag, b"", 0o644);
+    let done: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        done,
+        json!({"out": "got after", "status": 0}),
+        "the open session outlives its broker:\n{}",
+        server.log()
+    );
+    assert!(session.wait().unwrap().success());
+    // the next login starts a new broker
+    let r = paramiko_pam(&python_with("paramiko").unwrap(), &server, &token, "id -un");
+    assert_eq!(r["out"], PAM_ACCOUNT, "{r}\n{}", server.log());
+    assert!(
+        server.wait_log(0, "the PAM broker ended", Duration::from_secs(5)),
+        "the restart is logged:\n{}",
+        server.log()
+    );
+}

@@ -1,15 +1,17 @@
-//! `sshd-gsi-pam-helper account|session`: the PAM helper sshd-gsi starts (as root) for the
-//! account stack at each login and as the parent of each session process. Not a user
-//! command: it reads its request on fd 3 from sshd-gsi. See `src/pam.rs` and `src/pam_helper.rs`.
+//! `sshd-gsi-pam-helper serve SERVICE`: the PAM broker sshd-gsi starts (as root) and keeps:
+//! it loads the PAM stack once and forks a child for the account stack of each login and as
+//! the parent of each session process. Not a user command: it takes its jobs on fd 3 from
+//! sshd-gsi. See `src/pam.rs` and `src/pam_helper.rs`.
 //!
 //! A program of its own, built from the few modules it needs, so that each open session costs
-//! libpam, the PAM modules and this small program, not a copy of the server.
+//! the pages its child writes, not a copy of the server.
 
 #[allow(dead_code)] // the helper applies the rules the server made; it makes none
 #[path = "../confine.rs"]
 mod confine;
 #[path = "../pam_helper.rs"]
 mod pam_helper;
+#[allow(dead_code)] // the server's half of the protocol (framing the request) is unused here
 #[path = "../pam_proto.rs"]
 mod pam_proto;
 #[allow(dead_code)] // the helper needs the account lookup and privilege drop, not the PTY code
@@ -19,11 +21,16 @@ mod spawn;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let Some(mode) = std::env::args().nth(1) else {
-        eprintln!(
-            "sshd-gsi-pam-helper: started by sshd-gsi only (usage: sshd-gsi-pam-helper account|session, request on fd 3)"
-        );
-        return ExitCode::from(2);
-    };
-    pam_helper::helper_main(&mode)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [serve, service] if serve == "serve" => pam_helper::broker_main(service),
+        // one job without the broker (the request on fd 3): for tests and debugging
+        [mode] if mode == "account" || mode == "session" => pam_helper::helper_main(mode),
+        _ => {
+            eprintln!(
+                "sshd-gsi-pam-helper: started by sshd-gsi only (usage: sshd-gsi-pam-helper serve SERVICE, jobs on fd 3)"
+            );
+            ExitCode::from(2)
+        }
+    }
 }

@@ -133,11 +133,9 @@ impl Connection {
             ))
         });
         let result = match result {
-            Ok((login, account)) if let Some(helper) = &self.engine.pam_helper => {
+            Ok((login, account)) if let Some(pam) = &self.engine.pam => {
                 let request = start::pam_request(&self.origin(), &account, &login, None, None);
-                crate::pam::account(helper, &request)
-                    .await
-                    .map(|()| (login, account))
+                pam.account(&request).await.map(|()| (login, account))
             }
             other => other,
         };
@@ -350,7 +348,7 @@ impl russh::server::Handler for Connection {
         let u = user.to_string();
         let now = hpccert_core::clock::now();
         let chain = key.chain;
-        let chain_pem = (signature.is_some() && self.engine.pam_helper.is_some())
+        let chain_pem = (signature.is_some() && self.engine.pam.is_some())
             .then(|| chain_pem(&chain))
             .flatten();
         let lease = signature.is_some();

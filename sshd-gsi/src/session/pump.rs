@@ -165,19 +165,73 @@ pub(super) fn unix_signal(sig: &Sig) -> Option<nix::sys::signal::Signal> {
     })
 }
 
+/// A session's process: the server's child, or (with PAM) the child of its PAM helper, which
+/// reports its end and passes signals on.
+pub(super) enum Process {
+    Direct(tokio::process::Child),
+    Pam(crate::pam::Session),
+}
+
+impl Process {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Self::Direct(c) => c.wait().await,
+            Self::Pam(s) => s.wait().await,
+        }
+    }
+
+    fn start_kill(&mut self) {
+        match self {
+            Self::Direct(c) => {
+                let _ = c.start_kill();
+            }
+            Self::Pam(s) => s.signal(nix::sys::signal::Signal::SIGKILL),
+        }
+    }
+}
+
+/// The server's ends of a session's pipes.
+pub(super) struct Pipes {
+    pub(super) stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
+    pub(super) stdout: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    pub(super) stderr: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+}
+
+impl Pipes {
+    /// The pipes tokio made for a child of the server.
+    pub(super) fn of(child: &mut tokio::process::Child) -> Self {
+        Self {
+            stdin: child
+                .stdin
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
+            stdout: child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            stderr: child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        }
+    }
+}
+
 /// Pipes: client data -> stdin (EOF closes it), stdout -> data, stderr -> extended data 1.
 pub(super) async fn pump_pipes(
     channel: Channel<Msg>,
-    mut child: tokio::process::Child,
+    (mut child, pipes): (Process, Pipes),
     owner: ProcessOwner,
     handle: russh::server::Handle,
     id: ChannelId,
     tally: Tally,
 ) {
     let (mut read, write) = channel.split();
-    let mut stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let Pipes {
+        mut stdin,
+        stdout,
+        stderr,
+    } = pipes;
     let write = Arc::new(write);
     let (w1, w2) = (write.clone(), write.clone());
     let (c1, c2, c3) = (
@@ -229,37 +283,33 @@ pub(super) async fn pump_pipes(
     report_exit(&write, &handle, id, status, &tally).await;
 }
 
-/// The task that owns a session's process (or its PAM helper) and reaps it: the only one that
-/// signals it. Tokio knows the child's id until it has reaped it, and an unreaped process's pid
-/// (and the process group it leads) cannot be anyone else's: so a `signal` request that comes
-/// after the process ended reaches nobody, never a recycled pid.
+/// The task that owns a session's process and reaps it (or, with PAM, hears from its helper
+/// that it was reaped): the only one that signals it. Tokio knows the child's id until it has
+/// reaped it, and an unreaped process's pid (and the process group it leads) cannot be anyone
+/// else's: so a `signal` request that comes after the process ended reaches nobody, never a
+/// recycled pid. A PAM helper keeps the same rule for its child
+/// (`pam_helper::wait_forwarding`).
 pub(super) struct ProcessOwner {
     pub(super) signals: tokio::sync::mpsc::UnboundedReceiver<nix::sys::signal::Signal>,
-    /// The child is the PAM helper, which passes signals on to the session's process group
-    /// while it has not reaped the session process (`pam_helper::wait_forwarding`).
-    pub(super) via_helper: bool,
 }
 
 impl ProcessOwner {
-    fn deliver(&self, child: &tokio::process::Child, sig: nix::sys::signal::Signal) {
-        let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
-            tracing::debug!(target: "sshd_gsi::session", "signal {sig} not sent: the session process has ended");
-            return;
-        };
-        let pid = nix::unistd::Pid::from_raw(pid);
-        if self.via_helper {
-            crate::pam::signal_helper(pid, sig);
-        } else {
-            // the process leads its own session: signal its process group
-            let _ = nix::sys::signal::killpg(pid, sig);
+    fn deliver(&self, child: &Process, sig: nix::sys::signal::Signal) {
+        match child {
+            Process::Direct(child) => {
+                let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+                    tracing::debug!(target: "sshd_gsi::session", "signal {sig} not sent: the session process has ended");
+                    return;
+                };
+                // the process leads its own session: signal its process group
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
+            }
+            Process::Pam(session) => session.signal(sig),
         }
     }
 
     /// Wait for the child, delivering signals meanwhile.
-    async fn wait(
-        &mut self,
-        child: &mut tokio::process::Child,
-    ) -> std::io::Result<std::process::ExitStatus> {
+    async fn wait(&mut self, child: &mut Process) -> std::io::Result<std::process::ExitStatus> {
         loop {
             tokio::select! {
                 status = child.wait() => return status,
@@ -272,7 +322,7 @@ impl ProcessOwner {
 /// A PTY: client data -> master, master -> data; the process's exit ends the channel.
 pub(super) async fn pump_pty(
     channel: Channel<Msg>,
-    mut child: tokio::process::Child,
+    mut child: Process,
     mut owner: ProcessOwner,
     master: Arc<OwnedFd>,
     handle: russh::server::Handle,
@@ -289,7 +339,7 @@ pub(super) async fn pump_pty(
         .map(std::fs::File::from)
         .map(tokio::fs::File::from_std);
     let (Ok(reader), Ok(mut writer)) = (reader, writer) else {
-        let _ = child.start_kill();
+        child.start_kill();
         report_exit(&write, &handle, id, child.wait().await, &tally).await;
         return;
     };
@@ -368,13 +418,11 @@ mod tests {
             for _attempt in 0..20 {
                 let mut c = std::process::Command::new("true");
                 c.process_group(0);
-                let mut child = tokio::process::Command::from(c).spawn().unwrap();
+                let child = tokio::process::Command::from(c).spawn().unwrap();
                 let pid = child.id().unwrap();
+                let mut child = Process::Direct(child);
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let mut owner = ProcessOwner {
-                    signals: rx,
-                    via_helper: false,
-                };
+                let mut owner = ProcessOwner { signals: rx };
                 assert!(owner.wait(&mut child).await.unwrap().success());
                 // a new process group leader with the same pid
                 std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();

@@ -13,7 +13,7 @@ use hpccert_core::identity::Identity;
 use russh::{ChannelId, Pty as PtyMode};
 
 use super::channel::{ChannelState, EndsChannel};
-use super::pump::{ProcessOwner, Tally, pump_pipes, pump_pty};
+use super::pump::{Pipes, Process, ProcessOwner, Tally, pump_pipes, pump_pty};
 use crate::auth::SessionSlot;
 use crate::auth::{self, Login, SharedEngine};
 use crate::confine::Confinement;
@@ -203,7 +203,7 @@ pub(super) async fn start(
         env.push(("SSH_ORIGINAL_COMMAND".into(), original.into()));
     }
     env.push(("HPCCERT_CAPABILITIES".into(), rights.to_string().into()));
-    let mut launch = if let Some(helper) = &origin.engine.pam_helper {
+    let launched = if let Some(pam) = &origin.engine.pam {
         let utf8 = |o: OsString| {
             o.into_string()
                 .map_err(|o| format!("{} is not UTF-8", o.to_string_lossy()))
@@ -222,7 +222,24 @@ pub(super) async fn start(
         };
         let tty = pty.as_ref().map(|p| p.slave_path.as_str());
         let request = pam_request(origin, account, login, tty, Some(run));
-        Launch::Pam(crate::pam::session_command(helper)?, Box::new(request))
+        // the child's ends go to the PAM helper and close here once it has them
+        let (theirs, ours) = match &pty {
+            Some(pty) => {
+                let slave = || pty.slave.try_clone().map_err(|e| e.to_string());
+                ([slave()?, slave()?, slave()?], None)
+            }
+            None => {
+                let (theirs, ours) = session_pipes()?;
+                (theirs, Some(ours))
+            }
+        };
+        let session = pam
+            .session(&request, [&theirs[0], &theirs[1], &theirs[2]])
+            .await
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        drop(theirs);
+        let pid = session.pid;
+        (Process::Pam(session), ours, Some(pid))
     } else {
         let mut c = std::process::Command::new(&program);
         if let Some(a0) = &argv0 {
@@ -235,35 +252,34 @@ pub(super) async fn start(
         }
         let mut c = tokio::process::Command::from(c);
         c.kill_on_drop(false);
-        Launch::Direct(c)
+        match &pty {
+            Some(pty) => {
+                let slave =
+                    |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| e.to_string());
+                c.stdin(slave(&pty.slave)?)
+                    .stdout(slave(&pty.slave)?)
+                    .stderr(slave(&pty.slave)?);
+            }
+            None => {
+                c.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+            }
+        }
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let pid = child.id().and_then(|p| i32::try_from(p).ok());
+        let pipes = pty.is_none().then(|| Pipes::of(&mut child));
+        (Process::Direct(child), pipes, pid)
     };
-    let cmd = launch.command();
-    match &pty {
-        Some(pty) => {
-            let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| e.to_string());
-            cmd.stdin(slave(&pty.slave)?)
-                .stdout(slave(&pty.slave)?)
-                .stderr(slave(&pty.slave)?);
-        }
-        None => {
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-        }
-    }
-    let (child, session_pid) = launch
-        .spawn()
-        .await
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let (child, pipes, session_pid) = launched;
     let Some(channel) = state.channel.take() else {
         return Err("a process already runs on this channel".into());
     };
     let (signal_tx, signal_rx) = tokio::sync::mpsc::unbounded_channel();
     state.signals = Some(signal_tx);
-    let owner = ProcessOwner {
-        signals: signal_rx,
-        via_helper: origin.engine.pam_helper.is_some(),
-    };
+    let owner = ProcessOwner { signals: signal_rx };
     let tally = Tally {
         engine: Arc::clone(origin.engine),
         user: origin.user.to_string(),
@@ -309,7 +325,17 @@ pub(super) async fn start(
         }
         None => {
             state.pid = session_pid;
-            tokio::spawn(pump_pipes(channel, child, owner, handle, id, tally));
+            let Some(pipes) = pipes else {
+                return Err("a session without a PTY has no pipes".into());
+            };
+            tokio::spawn(pump_pipes(
+                channel,
+                (child, pipes),
+                owner,
+                handle,
+                id,
+                tally,
+            ));
         }
     }
     tracing::info!(
@@ -366,34 +392,27 @@ fn identity_environment(
     env
 }
 
-/// How a session process starts: directly, or under the PAM helper.
-enum Launch {
-    Direct(tokio::process::Command),
-    Pam(crate::pam::HelperCommand, Box<crate::pam::Request>),
-}
-
-impl Launch {
-    fn command(&mut self) -> &mut tokio::process::Command {
-        match self {
-            Self::Direct(c) => c,
-            Self::Pam(h, _) => &mut h.command,
-        }
-    }
-
-    /// The process to wait for, and the pid whose process group signals go to (the session's
-    /// process itself, not the PAM helper above it).
-    async fn spawn(self) -> Result<(tokio::process::Child, Option<i32>), String> {
-        match self {
-            Self::Direct(mut c) => {
-                let child = c.spawn().map_err(|e| e.to_string())?;
-                let pid = child.id().and_then(|p| i32::try_from(p).ok());
-                Ok((child, pid))
-            }
-            Self::Pam(h, request) => crate::pam::start_session(h, &request)
-                .await
-                .map(|(child, pid)| (child, Some(pid))),
-        }
-    }
+/// Three pipes for a session without a PTY: the child's ends (stdin, stdout, stderr) and the
+/// server's (non-blocking, in the runtime). Close-on-exec on all: the PAM helper gets its ends
+/// over its socket and makes them its stdio.
+fn session_pipes() -> Result<([OwnedFd; 3], Pipes), String> {
+    use tokio::net::unix::pipe;
+    let pair =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+    let (in_r, in_w) = pair()?;
+    let (out_r, out_w) = pair()?;
+    let (err_r, err_w) = pair()?;
+    let tokio = |e: std::io::Error| format!("pipe: {e}");
+    let pipes = Pipes {
+        stdin: Some(Box::new(pipe::Sender::from_owned_fd(in_w).map_err(tokio)?)),
+        stdout: Some(Box::new(
+            pipe::Receiver::from_owned_fd(out_r).map_err(tokio)?,
+        )),
+        stderr: Some(Box::new(
+            pipe::Receiver::from_owned_fd(err_r).map_err(tokio)?,
+        )),
+    };
+    Ok(([in_r, out_w, err_w], pipes))
 }
 
 /// What a channel runs.
