@@ -227,7 +227,7 @@ pub fn helper_main(mode: &str) -> ExitCode {
                 }
             }
         }
-        "session" => session_stack(&request, reporter),
+        "session" => session_stack(request, reporter),
         other => {
             reporter.error(&format!("unknown helper mode {other:?}"));
             ExitCode::from(2)
@@ -323,11 +323,12 @@ fn account_stack(request: &Request, reporter: &Reporter) -> Result<(), String> {
         .map_err(|e| format!("PAM account check for {} refused: {e}", request.user))
 }
 
-fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
-    let Some(run) = &request.run else {
+fn session_stack(mut request: Request, reporter: Reporter) -> ExitCode {
+    let Some(run) = request.run.take() else {
         reporter.error("a session request without a process");
         return ExitCode::from(1);
     };
+    let user = request.user.clone();
     let account = match Account::lookup(&request.user) {
         Ok(a) => a,
         Err(e) => {
@@ -339,7 +340,7 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
     // child after a while; the alarm is cancelled once the session is open
     // SAFETY: alarm has no memory effects; SIGALRM's default action ends the process.
     unsafe { libc::alarm(crate::pam_proto::SESSION_TIMEOUT_SECS) };
-    let mut pam = match context(request, &reporter, run.pty) {
+    let mut pam = match context(&request, &reporter, run.pty) {
         Ok(c) => c,
         Err(e) => {
             reporter.error(&e);
@@ -353,10 +354,7 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
         .map_err(|e| reporter.log("debug", &format!("{e} (ignored, as by sshd)")))
         .is_ok();
     if let Err(e) = pam.open_session(libpam::PAM_SILENT) {
-        reporter.error(&format!(
-            "PAM session for {} could not be opened: {e}",
-            request.user
-        ));
+        reporter.error(&format!("PAM session for {user} could not be opened: {e}"));
         if credentials {
             let _ = pam.setcred(libpam::PAM_DELETE_CRED | libpam::PAM_SILENT);
         }
@@ -383,10 +381,7 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
         if let Err(e) = pam.close_session(libpam::PAM_SILENT) {
             reporter.log(
                 "warn",
-                &format!(
-                    "PAM session for {} did not close cleanly: {e}",
-                    request.user
-                ),
+                &format!("PAM session for {user} did not close cleanly: {e}"),
             );
         }
         if credentials {
@@ -427,11 +422,15 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
         }
     };
     reporter.started(pid);
-    // what setting up took (the request, PAM's scratch) goes back to the system: an idle
-    // session should cost little more than the modules' own state
+    // what setting up took (the request, PAM's scratch, the deep stack of the modules) goes
+    // back to the system: an idle session should cost little more than the modules' state
     drop(cmd);
+    drop(run);
+    drop(account);
+    drop(request);
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
+    release_stack_below_here();
     let status = wait_forwarding(pid, &signals, &reporter.sock);
     // the session's output ends with its process, not with the PAM close below
     release_stdio();
@@ -439,6 +438,31 @@ fn session_stack(request: &Request, reporter: Reporter) -> ExitCode {
     close(&mut pam);
     drop(pam);
     ExitCode::SUCCESS
+}
+
+/// Give back the stack pages below this frame: the setup (serde, PAM's modules, the spawn)
+/// went deep, the wait that follows is shallow. Pages below the stack pointer hold nothing
+/// live (no signal handler runs on this stack: the forwarded signals are blocked and read
+/// from a signalfd); a later touch gets a zeroed page. Everything from 8 KiB below this
+/// frame down to 1 MiB below it is released; parts of the range that are not mapped are
+/// skipped by the kernel.
+#[inline(never)]
+fn release_stack_below_here() {
+    const PAGE: usize = 4096;
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let top = (sp - 8 * 1024) & !(PAGE - 1);
+    let bottom = top.saturating_sub(1024 * 1024);
+    // SAFETY: the range lies below the current stack frame (with an 8 KiB margin for this
+    // function's callees), where nothing live is kept; MADV_DONTNEED only drops pages, which
+    // read back as zeros. The result is ignored: ENOMEM only reports unmapped parts.
+    unsafe {
+        libc::madvise(
+            bottom as *mut libc::c_void,
+            top - bottom,
+            libc::MADV_DONTNEED,
+        );
+    }
 }
 
 /// A wait status as `waitpid` gives it, for the server to report as the process's exit.
