@@ -433,7 +433,8 @@ pub struct SshdConfig {
     pub use_pam: bool,
     /// The PAM service name (`/etc/pam.d/NAME`).
     pub pam_service: String,
-    /// The PAM helper program (default: `sshd-gsi-pam-helper` beside `sshd-gsi`).
+    /// The PAM helper program, started once as the PAM broker (default:
+    /// `sshd-gsi-pam-helper` beside `sshd-gsi`, else `/usr/libexec/hpccert/`).
     pub pam_helper: Option<PathBuf>,
     /// Session channels (shell, exec, subsystem) open at once on one connection, as sshd's
     /// `MaxSessions` (default 10; 0 refuses every session, as sshd's `MaxSessions 0`).

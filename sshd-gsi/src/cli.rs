@@ -20,9 +20,11 @@ use hpccert_core::config::DEFAULT_PATH;
 /// hpccert-askpass) or the token as the password.
 ///
 /// With [sshd] use_pam (the default) every login runs the PAM account stack of the service
-/// sshd-gsi (/etc/pam.d/sshd-gsi) and every session process runs inside a PAM session, through
-/// the helper /usr/libexec/hpccert/sshd-gsi-pam-helper. SIGHUP re-reads the configuration and
-/// the files it names; SIGTERM stops accepting and lets the sessions finish.
+/// sshd-gsi (/etc/pam.d/sshd-gsi) and every session process runs inside a PAM session, in a
+/// child of the PAM broker /usr/libexec/hpccert/sshd-gsi-pam-helper (one process, started by
+/// sshd-gsi, that loads the stack once and forks per login and per session). SIGHUP re-reads
+/// the configuration and the files it names and starts a new broker; SIGTERM stops accepting
+/// and lets the sessions finish.
 #[derive(Debug, Parser)]
 #[command(name = "sshd-gsi", version)]
 pub struct Cli {

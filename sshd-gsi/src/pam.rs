@@ -303,7 +303,8 @@ impl JobSocket {
             .map_err(|e| format!("PAM helper: {e}"))?;
         let (read, write) = sock.into_split();
         Ok(Self {
-            lines: tokio::io::BufReader::new(read).lines(),
+            // short lines, rarely: a small buffer for each open session
+            lines: tokio::io::BufReader::with_capacity(512, read).lines(),
             write,
         })
     }
