@@ -40,19 +40,31 @@ pub fn broker_main(service: &str) -> ExitCode {
     };
     // and the NSS modules the children's account lookups use (passwd and group)
     let _ = Account::lookup("root");
-    // children are reaped by the kernel: the broker never waits (their results go to the
-    // server on their own sockets)
-    // SAFETY: setting a disposition has no memory effects.
-    let _ = unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGCHLD,
-            nix::sys::signal::SigHandler::SigIgn,
+    // children are reaped here (SIGCHLD read from a signalfd between jobs), so that their
+    // CPU time is accounted to the broker (and through it to the server), as a waited-for
+    // child's is; their results go to the server on their own sockets
+    let mut chld = nix::sys::signal::SigSet::empty();
+    chld.add(nix::sys::signal::Signal::SIGCHLD);
+    let reaper = chld.thread_block().and_then(|()| {
+        nix::sys::signalfd::SignalFd::with_flags(
+            &chld,
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
         )
+    });
+    let reaper = match reaper {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sshd-gsi-pam-helper: SIGCHLD: {e}");
+            return ExitCode::from(1);
+        }
     };
     // what the preload left free goes back to the system before the first fork
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
     loop {
+        if !wait_for_job(&jobs, &reaper) {
+            continue;
+        }
         let (mode, fds) = match receive_job(jobs.as_raw_fd()) {
             Ok(Some(job)) => job,
             // the server closed its end: it is gone or restarting the broker
@@ -104,6 +116,30 @@ pub fn broker_main(service: &str) -> ExitCode {
             Err(e) => eprintln!("sshd-gsi-pam-helper: fork: {e}"),
         }
     }
+}
+
+/// Wait until a job can be read (true), reaping the children that ended meanwhile.
+fn wait_for_job(jobs: &OwnedFd, reaper: &nix::sys::signalfd::SignalFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [
+        PollFd::new(jobs.as_fd(), PollFlags::POLLIN),
+        PollFd::new(reaper.as_fd(), PollFlags::POLLIN),
+    ];
+    if poll(&mut fds, PollTimeout::NONE).is_err() {
+        return false;
+    }
+    let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+    let (job, ended) = (ready(&fds[0]), ready(&fds[1]));
+    if ended {
+        while let Ok(Some(_)) = reaper.read_signal() {}
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if s == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+    job
 }
 
 /// A job's name and the descriptors that came with it.
@@ -168,14 +204,10 @@ fn become_job(broker: OwnedFd, fds: &[OwnedFd]) -> Result<(), String> {
             return Err(format!("dup2: {}", std::io::Error::last_os_error()));
         }
     }
-    // SAFETY: restoring the default disposition has no memory effects.
-    unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGCHLD,
-            nix::sys::signal::SigHandler::SigDfl,
-        )
-    }
-    .map_err(|e| format!("SIGCHLD: {e}"))?;
+    // the broker's signalfd is not the child's business, nor is its blocked SIGCHLD
+    let mut chld = nix::sys::signal::SigSet::empty();
+    chld.add(nix::sys::signal::Signal::SIGCHLD);
+    chld.thread_unblock().map_err(|e| format!("SIGCHLD: {e}"))?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     Ok(())
 }
