@@ -201,18 +201,44 @@ impl Broker {
         }
     }
 
-    /// The account stack for a login: `Ok` or PAM's refusal.
-    pub async fn account(&self, request: &Request) -> Result<(), String> {
-        self.job(request, None, ACCOUNT_TIMEOUT).await.map(|_| ())
+    /// The account stack for a login: the child that ran it (which waits to open the login's
+    /// first session with the same PAM handle, as sshd does), or PAM's refusal.
+    pub async fn account(&self, request: &Request) -> Result<AccountJob, String> {
+        self.job(request, None, ACCOUNT_TIMEOUT)
+            .await
+            .map(|(_, sock)| AccountJob(sock))
     }
 
     /// Open a session and start `request.run` in it, with `stdio` (child ends: the server
-    /// closes its copies once this returns).
+    /// closes its copies once this returns): in the login's account child when it is given
+    /// and still there, else in a new child.
     pub async fn session(
         &self,
         request: &Request,
         stdio: [&OwnedFd; 3],
+        account: Option<AccountJob>,
     ) -> Result<Session, String> {
+        if let Some(account) = account {
+            match tokio::time::timeout(SESSION_TIMEOUT, account.session(request, stdio)).await {
+                Ok(Ok((pid, sock))) => {
+                    return Ok(Session {
+                        pid,
+                        sock: Some(sock),
+                    });
+                }
+                Ok(Err(Continued::Refused(e))) => return Err(e),
+                // it is gone (ended by its alarm, killed): a new child opens the session
+                Ok(Err(Continued::Gone(e))) => {
+                    tracing::debug!(target: "sshd_gsi::pam", "the login's PAM child is gone ({e}): starting another");
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "PAM did not answer within {} s",
+                        SESSION_TIMEOUT.as_secs()
+                    ));
+                }
+            }
+        }
         match self.job(request, Some(stdio), SESSION_TIMEOUT).await? {
             (Some(pid), sock) => Ok(Session {
                 pid,
@@ -222,6 +248,73 @@ impl Broker {
         }
     }
 }
+
+/// The child that ran a login's account stack, waiting (on its socket) for the login's first
+/// session. Dropping it ends the child (it reads the end of its socket and ends PAM).
+pub struct AccountJob(JobSocket);
+
+impl std::fmt::Debug for AccountJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountJob")
+    }
+}
+
+/// Why the account child did not open a session.
+enum Continued {
+    /// PAM's refusal (or the process could not start): final.
+    Refused(String),
+    /// The child was no longer there to ask.
+    Gone(String),
+}
+
+impl AccountJob {
+    /// Send the session's request with its stdio attached; wait for `ok PID`.
+    async fn session(
+        mut self,
+        request: &Request,
+        stdio: [&OwnedFd; 3],
+    ) -> Result<(i32, JobSocket), Continued> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        use tokio::io::AsyncWriteExt;
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Continued::Refused(format!("PAM helper: {e}")))?;
+        let framed = crate::pam_proto::frame(&body);
+        let fds = stdio.map(AsRawFd::as_raw_fd);
+        let sock: &tokio::net::UnixStream = self.0.write.as_ref();
+        // the descriptors travel with the first bytes of the request
+        let sent = sock
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                sendmsg::<()>(
+                    sock.as_raw_fd(),
+                    &[std::io::IoSlice::new(&framed)],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            })
+            .await
+            .map_err(|e| Continued::Gone(e.to_string()))?;
+        if sent < framed.len() {
+            self.0
+                .write
+                .write_all(&framed[sent..])
+                .await
+                .map_err(|e| Continued::Gone(e.to_string()))?;
+        }
+        match self.0.answer().await {
+            Ok(Some(pid)) => Ok((pid, self.0)),
+            Ok(None) => Err(Continued::Refused(
+                "PAM helper did not name the session's process".into(),
+            )),
+            Err(e) if e == ENDED => Err(Continued::Gone(e)),
+            Err(e) => Err(Continued::Refused(e)),
+        }
+    }
+}
+
+/// What [`JobSocket::answer`] says when the helper ended without a word.
+const ENDED: &str = "PAM helper ended without an answer";
 
 impl Running {
     fn start(program: &Path, service: &str) -> Result<Self, String> {
@@ -316,6 +409,11 @@ impl JobSocket {
             .write_all(&crate::pam_proto::frame(body))
             .await
             .map_err(|e| format!("PAM helper: cannot send the request: {e}"))?;
+        self.answer().await
+    }
+
+    /// Read answers until `ok [PID]` or `error` (logging the `log` lines before them).
+    async fn answer(&mut self) -> Result<Option<i32>, String> {
         loop {
             match self.lines.next_line().await {
                 Ok(Some(l)) if l == "ok" => return Ok(None),
@@ -329,7 +427,7 @@ impl JobSocket {
                     Some(e) => return Err(e.to_string()),
                     None => log_line(&l),
                 },
-                Ok(None) => return Err("PAM helper ended without an answer".into()),
+                Ok(None) => return Err(ENDED.into()),
                 Err(e) => return Err(format!("PAM helper: {e}")),
             }
         }

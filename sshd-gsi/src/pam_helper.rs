@@ -248,18 +248,29 @@ pub fn helper_main(mode: &str) -> ExitCode {
             // a module that hangs ends this child, not the login's wait
             // SAFETY: alarm has no memory effects; SIGALRM's default action ends the process.
             unsafe { libc::alarm(crate::pam_proto::ACCOUNT_TIMEOUT_SECS) };
-            match account_stack(&request, &reporter) {
-                Ok(()) => {
-                    reporter.ok();
-                    ExitCode::SUCCESS
+            let pam = match account_stack(&request, &reporter) {
+                Ok(pam) => pam,
+                Err(e) => {
+                    reporter.error(&e);
+                    return ExitCode::from(1);
                 }
+            };
+            reporter.ok();
+            // SAFETY: as above; 0 cancels the alarm.
+            unsafe { libc::alarm(0) };
+            drop(request);
+            // the login's first session may follow on this socket: one PAM handle for the
+            // account check and the session, as under sshd, and no second fork
+            match next_session(&reporter.sock) {
+                Ok(None) => ExitCode::SUCCESS,
+                Ok(Some(request)) => session_stack(request, reporter, Some(pam)),
                 Err(e) => {
                     reporter.error(&e);
                     ExitCode::from(1)
                 }
             }
         }
-        "session" => session_stack(request, reporter),
+        "session" => session_stack(request, reporter, None),
         other => {
             reporter.error(&format!("unknown helper mode {other:?}"));
             ExitCode::from(2)
@@ -294,8 +305,11 @@ impl Reporter {
 /// session (as sshd shows PAM's messages). Nobody answers prompts: a module that asks fails.
 struct HelperConversation {
     reporter: UnixStream,
-    terminal: bool,
 }
+
+/// Whether the job's stdout is the terminal of a PTY session (set once the session's request
+/// is known; the account check shows nothing).
+static TERMINAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl HelperConversation {
     fn report(&self, level: &str, m: &str) {
@@ -303,7 +317,7 @@ impl HelperConversation {
     }
 
     fn show(&self, m: &str) {
-        if self.terminal {
+        if TERMINAL.load(std::sync::atomic::Ordering::Relaxed) {
             use std::io::Write;
             let mut out = std::io::stdout();
             let _ = writeln!(out, "{m}");
@@ -332,36 +346,113 @@ impl Conversation for HelperConversation {
     }
 }
 
-fn context(request: &Request, reporter: &Reporter, terminal: bool) -> Result<Pam, String> {
+fn context(request: &Request, reporter: &Reporter) -> Result<Pam, String> {
     let conversation = HelperConversation {
         reporter: reporter
             .sock
             .try_clone()
             .map_err(|e| format!("cannot duplicate the helper socket: {e}"))?,
-        terminal,
     };
     let mut pam = Pam::start(&request.service, &request.user, Box::new(conversation))?;
+    set_items(&mut pam, request)?;
+    Ok(pam)
+}
+
+/// The client, the terminal and the verified identity, for the stacks about to run.
+fn set_items(pam: &mut Pam, request: &Request) -> Result<(), String> {
     pam.set_item(libpam::PAM_RHOST, &request.rhost)?;
     pam.set_item(libpam::PAM_TTY, request.tty.as_deref().unwrap_or("ssh"))?;
     for (k, v) in &request.handover {
         pam.putenv(k, v)?;
     }
+    Ok(())
+}
+
+fn account_stack(request: &Request, reporter: &Reporter) -> Result<Pam, String> {
+    let mut pam = context(request, reporter)?;
+    pam.acct_mgmt(libpam::PAM_SILENT)
+        .map_err(|e| format!("PAM account check for {} refused: {e}", request.user))?;
     Ok(pam)
 }
 
-fn account_stack(request: &Request, reporter: &Reporter) -> Result<(), String> {
-    let mut pam = context(request, reporter, false)?;
-    pam.acct_mgmt(libpam::PAM_SILENT)
-        .map_err(|e| format!("PAM account check for {} refused: {e}", request.user))
+/// After the account check: wait for the login's first session (its request, with its
+/// stdin, stdout and stderr attached), or the end of the connection (`None`). The
+/// descriptors become this process's 0 to 2.
+fn next_session(sock: &UnixStream) -> Result<Option<Request>, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let (n, fds) = loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs().map_err(|e| format!("session request: {e}"))? {
+                    if let ControlMessageOwned::ScmRights(received) = c {
+                        // SAFETY: each descriptor was just received and is owned by nobody
+                        // else.
+                        fds.extend(
+                            received
+                                .into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+                break (msg.bytes, fds);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("session request: {e}")),
+        }
+    };
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if fds.len() != 3 || n < 4 {
+        return Err(format!(
+            "session request with {} descriptors and {n} bytes",
+            fds.len()
+        ));
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > crate::pam_proto::MAX_REQUEST {
+        return Err(format!("session request of {len} bytes"));
+    }
+    buf.truncate(n);
+    let mut body = buf.split_off(4);
+    if body.len() < len {
+        let mut rest = vec![0u8; len - body.len()];
+        (&*sock)
+            .read_exact(&mut rest)
+            .map_err(|e| format!("session request: {e}"))?;
+        body.extend(rest);
+    } else if body.len() > len {
+        return Err("session request: more than one request".into());
+    }
+    for (target, fd) in fds.iter().enumerate() {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded child; the
+        // source is open (and above 3: 0 to 3 are taken).
+        if unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) } < 0 {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+    }
+    drop(fds);
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| format!("bad request: {e}"))
 }
 
-fn session_stack(mut request: Request, reporter: Reporter) -> ExitCode {
+fn session_stack(mut request: Request, reporter: Reporter, account: Option<Pam>) -> ExitCode {
     let Some(run) = request.run.take() else {
         reporter.error("a session request without a process");
         return ExitCode::from(1);
     };
     let user = request.user.clone();
-    let account = match Account::lookup(&request.user) {
+    let user_account = match Account::lookup(&request.user) {
         Ok(a) => a,
         Err(e) => {
             reporter.error(&e);
@@ -372,7 +463,13 @@ fn session_stack(mut request: Request, reporter: Reporter) -> ExitCode {
     // child after a while; the alarm is cancelled once the session is open
     // SAFETY: alarm has no memory effects; SIGALRM's default action ends the process.
     unsafe { libc::alarm(crate::pam_proto::SESSION_TIMEOUT_SECS) };
-    let mut pam = match context(&request, &reporter, run.pty) {
+    TERMINAL.store(run.pty, std::sync::atomic::Ordering::Relaxed);
+    let pam = match account {
+        // the login's account check ran on this handle: the terminal is known now
+        Some(mut pam) => set_items(&mut pam, &request).map(|()| pam),
+        None => context(&request, &reporter),
+    };
+    let mut pam = match pam {
         Ok(c) => c,
         Err(e) => {
             reporter.error(&e);
@@ -431,7 +528,7 @@ fn session_stack(mut request: Request, reporter: Reporter) -> ExitCode {
         cmd.arg0(a0);
     }
     cmd.args(&run.args).env_clear().envs(env);
-    let child = spawn::as_account(&mut cmd, &account, run.pty)
+    let child = spawn::as_account(&mut cmd, &user_account, run.pty)
         .and_then(|()| match &run.confine {
             Some(confinement) => crate::confine::apply(&mut cmd, confinement),
             None => Ok(()),
@@ -458,7 +555,7 @@ fn session_stack(mut request: Request, reporter: Reporter) -> ExitCode {
     // back to the system: an idle session should cost little more than the modules' state
     drop(cmd);
     drop(run);
-    drop(account);
+    drop(user_account);
     drop(request);
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };

@@ -2184,3 +2184,58 @@ asyncio.run(main())
         server.log()
     );
 }
+
+/// As under sshd, the account check and the login's first session use one PAM handle (the
+/// same helper process runs both stacks); a second session on the connection gets its own.
+#[test]
+fn the_first_session_opens_in_the_process_that_ran_the_account_check() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("sshd-gsi-e2e-ppid-")
+        .tempdir()
+        .unwrap();
+    let script = dir.path().join("ppid.sh");
+    let log = dir.path().join("ppid.log");
+    write_mode(
+        &script,
+        format!("#!/bin/sh\necho \"$PAM_TYPE $PPID\" >> {}\n", log.display()).as_bytes(),
+        0o755,
+    );
+    let Some((server, token, _pam)) = pam_server(&format!(
+        "account required pam_exec.so quiet {s}\nsession required pam_exec.so quiet {s}\n",
+        s = script.display()
+    )) else {
+        return;
+    };
+    // three sessions on one connection (exec, PTY, killed)
+    let r = paramiko_pam(&python, &server, &token, "true");
+    assert_eq!(r["status"], 0, "{r}\n{}", server.log());
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.matches("close_session").count() == 3)
+        }),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let pid_of = |kind: &str, nth: usize| -> String {
+        lines
+            .lines()
+            .filter(|l| l.starts_with(kind))
+            .nth(nth)
+            .and_then(|l| l.split(' ').nth(1))
+            .unwrap_or_else(|| panic!("no {kind} #{nth} in {lines}"))
+            .to_string()
+    };
+    let account = pid_of("account", 0);
+    assert_eq!(pid_of("open_session", 0), account, "{lines}");
+    assert_eq!(pid_of("close_session", 0), account, "{lines}");
+    assert_ne!(pid_of("open_session", 1), account, "{lines}");
+    assert_ne!(
+        pid_of("open_session", 2),
+        pid_of("open_session", 1),
+        "{lines}"
+    );
+}

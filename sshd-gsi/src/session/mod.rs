@@ -49,6 +49,8 @@ pub struct Connection {
     authenticated: Arc<AuthFlag>,
     /// The login's token file while a session holds it.
     session_token: std::sync::Weak<crate::tokenfile::SessionToken>,
+    /// With PAM: the child that ran the login's account stack, kept for its first session.
+    pam_job: Option<crate::pam::AccountJob>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -76,6 +78,7 @@ impl Connection {
             channels: HashMap::new(),
             authenticated,
             session_token: std::sync::Weak::new(),
+            pam_job: None,
         }
     }
 
@@ -135,7 +138,13 @@ impl Connection {
         let result = match result {
             Ok((login, account)) if let Some(pam) = &self.engine.pam => {
                 let request = start::pam_request(&self.origin(), &account, &login, None, None);
-                pam.account(&request).await.map(|()| (login, account))
+                match pam.account(&request).await {
+                    Ok(job) => {
+                        self.pam_job = Some(job);
+                        Ok((login, account))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             other => other,
         };
@@ -172,6 +181,7 @@ impl Connection {
         what: Start,
         session: &mut Session,
     ) -> Result<(), String> {
+        let pam_job = self.pam_job.take();
         let Some((login, account)) = &self.login else {
             return Err("not authenticated".into());
         };
@@ -227,7 +237,7 @@ impl Connection {
             (login, account),
             state,
             (id, what, original),
-            (token_file, slot),
+            (token_file, slot, pam_job),
             session.handle(),
         )
         .await

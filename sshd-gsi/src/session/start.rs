@@ -116,7 +116,11 @@ pub(super) async fn start(
     (login, account): (&Login, &Account),
     state: &mut ChannelState,
     (id, what, original): (ChannelId, Start, Option<String>),
-    (token_file, slot): (Option<Arc<SessionToken>>, Option<SessionSlot>),
+    (token_file, slot, pam_job): (
+        Option<Arc<SessionToken>>,
+        Option<SessionSlot>,
+        Option<crate::pam::AccountJob>,
+    ),
     handle: russh::server::Handle,
 ) -> Result<(), String> {
     // one process per session channel (RFC 4254 6.5): a second shell, exec or subsystem
@@ -234,7 +238,7 @@ pub(super) async fn start(
             }
         };
         let session = pam
-            .session(&request, [&theirs[0], &theirs[1], &theirs[2]])
+            .session(&request, [&theirs[0], &theirs[1], &theirs[2]], pam_job)
             .await
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         drop(theirs);
