@@ -111,7 +111,7 @@ impl Connection {
         &mut self,
         method: &'static str,
         user: &str,
-        result: Result<hpccert_core::identity::mapping::Decision, String>,
+        result: Result<auth::Decided, String>,
         handover: Handover,
     ) -> Auth {
         let (chain_pem, token) = match handover {
@@ -119,7 +119,7 @@ impl Connection {
             Handover::Chain(pem) => (pem, None),
             Handover::Token(t) => (None, Some(t)),
         };
-        let result = result.and_then(|decision| {
+        let result = result.and_then(|(decision, cached)| {
             let account = Account::lookup(decision.account().as_str())?;
             account.can_switch_to()?;
             Ok((
@@ -128,6 +128,7 @@ impl Connection {
                     decision,
                     chain_pem,
                     token,
+                    cached,
                 },
                 account,
             ))
@@ -144,7 +145,7 @@ impl Connection {
         match result {
             Ok((login, account)) => {
                 self.engine
-                    .log_success(method, user, &self.peer, &login.decision);
+                    .log_success(method, user, &self.peer, (&login.decision, login.cached));
                 self.login = Some((login, account));
                 self.user = user.to_string();
                 self.authenticated.mark();
@@ -302,9 +303,10 @@ impl russh::server::Handler for Connection {
                 .log_failure("openssh-cert", user, &self.peer, "method not enabled");
             return Ok(self.reject());
         }
-        let result =
-            self.engine
-                .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now());
+        let result = self
+            .engine
+            .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now())
+            .map(|d| (d, None));
         Ok(self
             .finish_login("openssh-cert", user, result, Handover::None)
             .await)
@@ -332,37 +334,49 @@ impl russh::server::Handler for Connection {
         {
             return refuse(self, format!("algorithm {algorithm} is not enabled"));
         }
-        let key = match x509auth::parse_key_blob(algorithm, key_blob) {
-            Ok(k) => k,
+        // the presented certificate's key: from the credential cache when this exact chain
+        // verified a moment ago, else decoded now
+        let now = hpccert_core::clock::now();
+        let presented = match self.engine.x509_key(algorithm, key_blob, now) {
+            Ok(p) => p,
             Err(e) => return refuse(self, e),
         };
-        if let Err(e) = x509auth::check_key(algorithm, &key.leaf) {
-            return refuse(self, e);
-        }
+        // the possession proof, always
         if let Some(sig) = &signature
-            && let Err(e) =
-                x509auth::verify_signature(algorithm, &key.leaf, sig.signed_data, sig.signature)
+            && let Err(e) = x509auth::verify_signature_with(
+                algorithm,
+                &presented.key,
+                sig.signed_data,
+                sig.signature,
+            )
         {
             return refuse(self, format!("possession proof: {e}"));
         }
         // the whole decision, for a query too: PK_OK promises that a signature will be accepted
+        let chain_pem = if signature.is_some() && self.engine.pam_helper.is_some() {
+            match &presented.chain {
+                Some(chain) => chain_pem(chain),
+                None => x509auth::parse_key_blob(algorithm, key_blob)
+                    .ok()
+                    .and_then(|k| chain_pem(&k.chain)),
+            }
+        } else {
+            None
+        };
         let engine = self.engine.clone();
         let u = user.to_string();
-        let now = hpccert_core::clock::now();
-        let chain = key.chain;
-        let chain_pem = (signature.is_some() && self.engine.pam_helper.is_some())
-            .then(|| chain_pem(&chain))
-            .flatten();
+        let blob = key_blob.to_vec();
         let lease = signature.is_some();
         let from = self.peer.ip();
-        let result =
-            tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, (from, now), lease))
-                .await
-                .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        let result = tokio::task::spawn_blocking(move || {
+            engine.x509_login(&u, (&blob, presented), (from, now), lease)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("internal error: {e}")));
         if signature.is_none() {
             return match result {
-                Ok(d) => {
-                    tracing::debug!(target: "sshd_gsi::auth", "x509 query for {user} acceptable: {}", d.identity());
+                Ok((d, cached)) => {
+                    tracing::debug!(target: "sshd_gsi::auth", "x509 query for {user} acceptable: {}{}", d.identity(), if cached.is_some() { " (cached)" } else { "" });
                     Ok(Auth::Accept)
                 }
                 Err(e) => refuse(self, e),
