@@ -171,6 +171,22 @@ pub fn reuse_until(
     (reuse.until > now).then_some(reuse)
 }
 
+/// What sshd-gsi's cache would do with `decision`, reusable as `reuse` says (from
+/// [`reuse_until`]), in words: what `gridmap-tool explain` prints.
+pub fn explain_reuse(reuse: Option<Reuse>, decision: &Decision, now: i64) -> String {
+    match (reuse, decision.not_reusable()) {
+        (None, _) => "sshd-gsi verifies this credential again at every login ([sshd] credential_cache_ttl or credential_cache_size is 0, or the credential ends now)".into(),
+        (Some(r), Some(why)) => format!(
+            "sshd-gsi would reuse the verification for {}, while what it read is unchanged; the account is decided again at each login: {why}",
+            r.describe(now)
+        ),
+        (Some(r), None) => format!(
+            "sshd-gsi would reuse this decision for {}, for the same login name and client address, while nothing it read changes (trust store and CRLs or issuer keys, grid-mapfile or token map, suspension list, restrictions)",
+            r.describe(now)
+        ),
+    }
+}
+
 /// Which part of a decision came from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromCache {
