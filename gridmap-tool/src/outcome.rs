@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use hpccert_core::config::Config;
 use hpccert_core::host::credential_cache::{explain_reuse, reuse_until};
-use hpccert_core::identity::mapping::Decision;
 use hpccert_core::identity::gridmapdir::Gridmapdir;
+use hpccert_core::identity::mapping::Decision;
 use hpccert_core::identity::mapping::Mapper;
 use hpccert_core::identity::restriction::{RestrictionError, Restrictions, Source};
 use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};

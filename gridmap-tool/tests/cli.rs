@@ -224,7 +224,10 @@ fn explain_certificates() {
             && cache.contains("credential_cache_ttl"),
         "{cache}"
     );
-    assert!(stdout(&s.explain(&["--cert", eec.to_str().unwrap()])).contains("\n  cache: sshd-gsi would reuse"));
+    assert!(
+        stdout(&s.explain(&["--cert", eec.to_str().unwrap()]))
+            .contains("\n  cache: sshd-gsi would reuse")
+    );
 
     let o = s.explain(&["--cert", eec.to_str().unwrap(), "--user", "root", "--json"]);
     assert_eq!(code(&o), 1);

@@ -108,6 +108,15 @@ pub struct PresentedX509 {
     pub chain: Option<PresentedChain>,
 }
 
+/// What a decision's mapping reads, as it is now, and its generation.
+struct MappingSources {
+    gridmap: Arc<GridMapfile>,
+    token_map: Option<Arc<TokenMapfile>>,
+    suspensions: Arc<Result<SuspensionList, SuspensionError>>,
+    restrictions: Arc<Result<Restrictions, RestrictionError>>,
+    generation: Generation,
+}
+
 /// A key source that remembers which keys a verification used (their generation).
 struct RecordingKeys<'a> {
     inner: &'a dyn KeySource,
@@ -359,15 +368,7 @@ impl Engine {
     }
 
     /// What the mapping of a decision reads now, with its generation.
-    fn mapping_sources(
-        &self,
-    ) -> (
-        Arc<GridMapfile>,
-        Option<Arc<TokenMapfile>>,
-        Arc<Result<SuspensionList, SuspensionError>>,
-        Arc<Result<Restrictions, RestrictionError>>,
-        Generation,
-    ) {
+    fn mapping_sources(&self) -> MappingSources {
         let gridmap = self.gridmap();
         let token_map = self.token_map.as_ref().map(|m| m.current());
         let suspensions = self.suspensions.current();
@@ -379,7 +380,13 @@ impl Engine {
         if let Some(t) = &token_map {
             generation = generation.with(t);
         }
-        (gridmap, token_map, suspensions, restrictions, generation)
+        MappingSources {
+            gridmap,
+            token_map,
+            suspensions,
+            restrictions,
+            generation,
+        }
     }
 
     /// The current grid-mapfile (empty when there is none).
@@ -422,7 +429,13 @@ impl Engine {
         }
         let t = unix_seconds(now);
         let key = CredentialKey::token(token);
-        let (gridmap, token_map, suspensions, restrictions, mapped_now) = self.mapping_sources();
+        let MappingSources {
+            gridmap,
+            token_map,
+            suspensions,
+            restrictions,
+            generation: mapped_now,
+        } = self.mapping_sources();
         let decide = |verified: &VerifiedToken| {
             self.mapper((&gridmap, &suspensions, &restrictions), true, from)
                 .with_tokens(token_map.as_deref(), &self.rules)
@@ -470,9 +483,12 @@ impl Engine {
         if let Some(keys) = used
             && let Some(reuse) = reuse_until(t, verified.expires_at(), None, self.cache.ttl())
         {
-            let remembered =
-                Remembered::new(Proof::Token(verified), Generation::new().with(&keys.keys), reuse)
-                    .with_decision(user, from, mapped_now, &decision);
+            let remembered = Remembered::new(
+                Proof::Token(verified),
+                Generation::new().with(&keys.keys),
+                reuse,
+            )
+            .with_decision(user, from, mapped_now, &decision);
             self.cache.insert(key, reuse.until, remembered);
         }
         Ok((decision, None))
@@ -612,7 +628,13 @@ impl Engine {
         let key = CredentialKey::Chain(blob);
         let trust = self.trust.as_ref().ok_or("x509 is not enabled")?.current();
         let verified_now = Generation::new().with(&trust);
-        let (gridmap, _, suspensions, restrictions, mapped_now) = self.mapping_sources();
+        let MappingSources {
+            gridmap,
+            suspensions,
+            restrictions,
+            generation: mapped_now,
+            ..
+        } = self.mapping_sources();
         let decide = |chain: &VerifiedChain| {
             self.mapper((&gridmap, &suspensions, &restrictions), lease, from)
                 .decide(chain, Some(user))
@@ -647,12 +669,8 @@ impl Engine {
                 algorithm: presented.algorithm,
                 key: presented.key,
             };
-            let remembered = Remembered::new(proof, verified_now, reuse).with_decision(
-                user,
-                from,
-                mapped_now,
-                &decision,
-            );
+            let remembered = Remembered::new(proof, verified_now, reuse)
+                .with_decision(user, from, mapped_now, &decision);
             self.cache.insert(key, reuse.until, remembered);
         }
         Ok((decision, None))

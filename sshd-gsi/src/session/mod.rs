@@ -21,10 +21,10 @@ use russh::{Channel, ChannelId, Pty as PtyMode, Sig};
 use self::channel::{ChannelState, PtyRequest};
 use self::start::{Origin, Start, chain_pem};
 use crate::auth::{self, Login, SharedEngine};
-use hpccert_core::host::credential_cache::FromCache;
 use crate::limits::AuthFlag;
 use crate::spawn::{self, Account};
 use crate::x509auth;
+use hpccert_core::host::credential_cache::FromCache;
 use hpccert_core::token::entry::{Next, TokenEntry};
 
 /// What a login hands on to the PAM stacks and the sessions.
@@ -911,7 +911,11 @@ mod tests {
         run(async {
             let mut c = connection(&s.engine);
             let b = blob(cred);
-            if c.auth_external_publickey(&s.me, ALG, &b, None).await.unwrap() != Auth::Accept {
+            if c.auth_external_publickey(&s.me, ALG, &b, None)
+                .await
+                .unwrap()
+                != Auth::Accept
+            {
                 return None;
             }
             let data = b"session id and request";
@@ -970,7 +974,11 @@ mod tests {
     fn query_and_signed_request_verify_the_chain_once_and_a_second_login_not_at_all() {
         let s = site();
         let first = x509_login(&s, &s.user).unwrap();
-        assert_eq!(s.engine.verifications(), 1, "query and signed request: one verification");
+        assert_eq!(
+            s.engine.verifications(),
+            1,
+            "query and signed request: one verification"
+        );
         assert_eq!(first.cached, None);
         let second = x509_login(&s, &s.user).unwrap();
         assert_eq!(s.engine.verifications(), 1, "the same chain again: none");
@@ -1033,7 +1041,10 @@ mod tests {
     fn a_chain_revoked_by_a_new_crl_is_refused_at_the_next_login() {
         let s = site();
         assert!(x509_login(&s, &s.user).is_some());
-        assert_eq!(x509_login(&s, &s.user).unwrap().cached, Some(FromCache::Decision));
+        assert_eq!(
+            x509_login(&s, &s.user).unwrap().cached,
+            Some(FromCache::Decision)
+        );
         let now = hpccert_core::clock::now();
         let crl = pki::crl(
             &s.ca,
@@ -1043,8 +1054,13 @@ mod tests {
             2,
         )
         .unwrap();
-        pki::install_ca(&s.dir.path().join("certificates-crl"), &s.ca.cert, Some(&crl), None)
-            .unwrap();
+        pki::install_ca(
+            &s.dir.path().join("certificates-crl"),
+            &s.ca.cert,
+            Some(&crl),
+            None,
+        )
+        .unwrap();
         // only the CRL file goes into the trust directory (the CA is there already)
         let hash = pki::subject_hash(&s.ca.cert);
         std::fs::copy(
@@ -1071,16 +1087,28 @@ mod tests {
         );
         assert!(x509_login(&s, &s.user).is_none());
         let refused = audit(&s).pop().unwrap();
-        assert!(refused["reasons"][0].as_str().unwrap().contains("suspended"), "{refused}");
+        assert!(
+            refused["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("suspended"),
+            "{refused}"
+        );
         // lifted: accepted again, from the remembered verification (the chain's trust did
         // not change), decided now
         replace(&s.dir.path().join("suspended"), "");
         let login = x509_login(&s, &s.user).unwrap();
         assert_eq!(login.cached, Some(FromCache::Verification));
         assert_eq!(s.engine.verifications(), 1);
-        assert_eq!(x509_login(&s, &s.user).unwrap().cached, Some(FromCache::Decision));
+        assert_eq!(
+            x509_login(&s, &s.user).unwrap().cached,
+            Some(FromCache::Decision)
+        );
         // the grid-mapfile no longer maps the DN
-        replace(&s.dir.path().join("grid-mapfile"), "\"/O=Grid/CN=bob\" nobody\n");
+        replace(
+            &s.dir.path().join("grid-mapfile"),
+            "\"/O=Grid/CN=bob\" nobody\n",
+        );
         assert!(x509_login(&s, &s.user).is_none());
         let refused = audit(&s).pop().unwrap();
         assert!(
@@ -1099,8 +1127,12 @@ mod tests {
         let b = blob(&s.user);
         let login = |at: std::time::SystemTime| {
             let presented = s.engine.x509_key(ALG, &b, at)?;
-            s.engine
-                .x509_login(&s.me, (&b, presented), ("127.0.0.1".parse().unwrap(), at), true)
+            s.engine.x509_login(
+                &s.me,
+                (&b, presented),
+                ("127.0.0.1".parse().unwrap(), at),
+                true,
+            )
         };
         assert_eq!(login(now).unwrap().1, None);
         assert_eq!(login(now).unwrap().1, Some(FromCache::Decision));
@@ -1134,7 +1166,10 @@ mod tests {
         );
         assert!(token_login(&s, &t).is_none());
         replace(&s.dir.path().join("suspended"), "");
-        assert_eq!(token_login(&s, &t).unwrap().cached, Some(FromCache::Verification));
+        assert_eq!(
+            token_login(&s, &t).unwrap().cached,
+            Some(FromCache::Verification)
+        );
         // the issuer's keys change (rotation): verified again, and refused when its key is gone
         let rotated = hpccert_core::dev::token::DevKey::generate(
             "k2",
@@ -1143,7 +1178,9 @@ mod tests {
         .unwrap();
         replace(
             &s.dir.path().join("jwks.json"),
-            &hpccert_core::dev::token::jwks(&[&rotated]).unwrap().to_string(),
+            &hpccert_core::dev::token::jwks(&[&rotated])
+                .unwrap()
+                .to_string(),
         );
         assert!(token_login(&s, &t).is_none());
         assert_eq!(s.engine.verifications(), 3);
