@@ -14,7 +14,7 @@ use hpccert_core::trust::store::TrustStore;
 use hpccert_core::trust::x509::{PresentedChain, verify_chain};
 
 use crate::cli::GlobalArgs;
-use crate::outcome::{Outcome, ReadOnlySources};
+use crate::outcome::{Outcome, ReadOnlySources, cache_note};
 use crate::settings::{effective_config, validation_time};
 
 fn load_gridmap(path: &Path) -> anyhow::Result<GridMapfile> {
@@ -59,6 +59,12 @@ pub fn explain_certificate(
             proxy_depth: Some(decision.proxy_depth()),
             capabilities: None,
             reasons: decision.reasons().to_vec(),
+            cache: Some(cache_note(
+                config,
+                &decision,
+                (verified.not_after(), verified.crl_next_update()),
+                hpccert_core::token::unix_seconds(now),
+            )),
         }),
         Err(refusal) => {
             let reasons = vec![verified.summary()];
@@ -96,6 +102,7 @@ pub fn explain_dn(
                 proxy_depth: None,
                 capabilities: None,
                 reasons,
+                cache: None,
             })
         }
         Err(refusal) => Ok(Outcome::refused(

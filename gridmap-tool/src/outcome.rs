@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 
 use hpccert_core::config::Config;
+use hpccert_core::host::credential_cache::{explain_reuse, reuse_until};
 use hpccert_core::identity::gridmapdir::Gridmapdir;
+use hpccert_core::identity::mapping::Decision;
 use hpccert_core::identity::mapping::Mapper;
 use hpccert_core::identity::restriction::{RestrictionError, Restrictions, Source};
 use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
@@ -29,6 +31,9 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<String>>,
     pub reasons: Vec<String>,
+    /// How long sshd-gsi's credential cache would reuse an accepted decision, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 impl Outcome {
@@ -48,6 +53,7 @@ impl Outcome {
             proxy_depth: None,
             capabilities: None,
             reasons,
+            cache: None,
         }
     }
 
@@ -67,7 +73,28 @@ impl Outcome {
         for r in &self.reasons {
             println!("  - {r}");
         }
+        if let Some(c) = &self.cache {
+            println!("  cache: {c}");
+        }
     }
+}
+
+/// What sshd-gsi's credential cache would do with `decision`, verified at `now` (unix seconds)
+/// from a credential that ends at `credential_end`, checked against CRLs whose next update is
+/// `crl_next_update`: the same bound the server computes.
+pub fn cache_note(
+    config: &Config,
+    decision: &Decision,
+    (credential_end, crl_next_update): (i64, Option<i64>),
+    now: i64,
+) -> String {
+    let ttl = if config.sshd.credential_cache_size == 0 {
+        0
+    } else {
+        config.sshd.credential_cache_ttl
+    };
+    let reuse = reuse_until(now, credential_end, crl_next_update, ttl);
+    explain_reuse(reuse, decision, now)
 }
 
 /// What a decision reads besides the mapping files, for `explain`: the suspension list (an

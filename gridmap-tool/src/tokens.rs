@@ -129,6 +129,12 @@ pub fn explain_token(
                 reasons.push(format!("a session may: {rights}"));
                 reasons
             },
+            cache: Some(crate::outcome::cache_note(
+                config,
+                &d,
+                (verified.expires_at(), None),
+                hpccert_core::token::unix_seconds(now),
+            )),
         }),
         Err(refusal) => Ok(Outcome::refused(
             "mapping",

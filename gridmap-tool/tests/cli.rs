@@ -217,6 +217,17 @@ fn explain_certificates() {
     assert_eq!(v["account"], "shared");
     assert_eq!(v["proxy_depth"], 0);
     assert!(v["credential"].as_str().unwrap().starts_with("SHA256:"));
+    // how long sshd-gsi would reuse the decision: the default TTL, shorter than the certificate
+    let cache = v["cache"].as_str().unwrap();
+    assert!(
+        cache.starts_with("sshd-gsi would reuse this decision for 300 s, until ")
+            && cache.contains("credential_cache_ttl"),
+        "{cache}"
+    );
+    assert!(
+        stdout(&s.explain(&["--cert", eec.to_str().unwrap()]))
+            .contains("\n  cache: sshd-gsi would reuse")
+    );
 
     let o = s.explain(&["--cert", eec.to_str().unwrap(), "--user", "root", "--json"]);
     assert_eq!(code(&o), 1);

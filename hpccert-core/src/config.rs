@@ -388,6 +388,11 @@ pub const KNOWN_KEX: &[&str] = &[
 /// (OpenSSH before 9.9, paramiko).
 pub const DEFAULT_KEX: &[&str] = KNOWN_KEX;
 
+/// Longest accepted `[sshd] credential_cache_ttl`, seconds.
+pub const MAX_CREDENTIAL_CACHE_TTL: u64 = 86_400;
+/// Largest accepted `[sshd] credential_cache_size`.
+pub const MAX_CREDENTIAL_CACHE_SIZE: usize = 1 << 20;
+
 /// `[sshd]`: the SSH server.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -445,6 +450,14 @@ pub struct SshdConfig {
     /// Where the session token files are made (one private directory per login)
     /// [default: /run/hpccert/session-tokens].
     pub session_token_dir: PathBuf,
+    /// Seconds a verified chain or token (and the decision made from it) is reused when the
+    /// same credential logs in again, at most: never past the credential's own end, the next
+    /// update of a CRL its verification read, or a change of any file the decision read
+    /// (0: every login verifies afresh) [default: 300].
+    pub credential_cache_ttl: u64,
+    /// Verified credentials remembered at most; the least recently used goes first
+    /// (0: none) [default: 1024].
+    pub credential_cache_size: usize,
 }
 
 /// Environment variables no client may set, whatever `[sshd] accept_env` says: the identity
@@ -543,6 +556,8 @@ impl Default for SshdConfig {
             max_sessions: 10,
             session_token: true,
             session_token_dir: PathBuf::from("/run/hpccert/session-tokens"),
+            credential_cache_ttl: 300,
+            credential_cache_size: 1024,
         }
     }
 }
@@ -594,6 +609,18 @@ impl SshdConfig {
         }
         if self.max_auth_tries == 0 {
             return Err("[sshd] max_auth_tries must be at least 1".into());
+        }
+        if self.credential_cache_ttl > MAX_CREDENTIAL_CACHE_TTL {
+            return Err(format!(
+                "[sshd] credential_cache_ttl: {} s is more than a day ({MAX_CREDENTIAL_CACHE_TTL} s): a reused decision would outlive what no file change announces (an account's removal, issuer keys' age)",
+                self.credential_cache_ttl
+            ));
+        }
+        if self.credential_cache_size > MAX_CREDENTIAL_CACHE_SIZE {
+            return Err(format!(
+                "[sshd] credential_cache_size: {} is more than {MAX_CREDENTIAL_CACHE_SIZE}",
+                self.credential_cache_size
+            ));
         }
         if self.pam_service.is_empty()
             || !self
@@ -1115,6 +1142,31 @@ mod tests {
         assert!(env_protected("HPCCERT_DN"));
         assert!(env_protected("LD_LIBRARY_PATH"));
         assert!(!env_protected("LANG"));
+    }
+
+    #[test]
+    fn credential_cache_defaults_and_bounds() {
+        let c = Config::parse("version = 1\n", Path::new("t.toml")).unwrap();
+        assert_eq!(
+            (c.sshd.credential_cache_ttl, c.sshd.credential_cache_size),
+            (300, 1024)
+        );
+        let c = Config::parse(
+            "version = 1\n[sshd]\ncredential_cache_ttl = 0\ncredential_cache_size = 10\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.sshd.credential_cache_ttl, c.sshd.credential_cache_size),
+            (0, 10)
+        );
+        let e = Config::parse(
+            "version = 1\n[sshd]\ncredential_cache_ttl = 86401\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("credential_cache_ttl"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Fields: `time` (RFC 3339), `event` (`auth`, `session_start`, `session_end`), `source`
 //! (`ip:port`), `user` (the login name asked for), and per event: `method`, `decision`
 //! (`accept`/`refuse`), `identity`, `credential` (fingerprint), `proxy_depth`, `account`,
-//! `reasons`; `channel`, `request`; `exit_status`/`exit_signal`, `bytes_in`, `bytes_out`,
+//! `reasons`, and `cached` (`decision` or `verification`) when the decision or the credential's
+//! verification came from the credential cache; `channel`, `request`; `exit_status`/`exit_signal`, `bytes_in`, `bytes_out`,
 //! `seconds`.
 
 use std::io::Write;
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
 
+use hpccert_core::host::credential_cache::FromCache;
 use hpccert_core::identity::mapping::Decision;
 use serde_json::{Value, json};
 
@@ -61,13 +63,25 @@ impl Audit {
         }
     }
 
-    pub fn accepted(&self, method: &str, user: &str, peer: &SocketAddr, d: &Decision) {
-        self.write(json!({
+    /// An accepted login; `cached` says what came from the credential cache.
+    pub fn accepted(
+        &self,
+        method: &str,
+        user: &str,
+        peer: &SocketAddr,
+        d: &Decision,
+        cached: Option<FromCache>,
+    ) {
+        let mut event = json!({
             "event": "auth", "decision": "accept", "method": method, "user": user,
             "source": peer.to_string(), "identity": d.identity().to_string(),
             "credential": d.credential(), "proxy_depth": d.proxy_depth(),
             "account": d.account().as_str(), "reasons": d.reasons(),
-        }));
+        });
+        if let Some(c) = cached {
+            event["cached"] = json!(c.as_str());
+        }
+        self.write(event);
     }
 
     pub fn refused(&self, method: &str, user: &str, peer: &SocketAddr, reason: &str) {

@@ -5,13 +5,28 @@
 //! good one kept). Every attempt ends in one log line, as sshd writes them:
 //! `Accepted token for alice from 10.0.0.5 port 40022 ssh2: ...` or
 //! `Failed x509 for alice from 10.0.0.5 port 40022 ssh2: certificate expired ...`.
+//!
+//! A credential that verified a moment ago is not verified again: the engine keeps a
+//! [`CredentialCache`] of verified chains and tokens, each with the generation of what its
+//! verification read (trust store with CRLs and namespaces, issuer keys) and its last
+//! reusable decision with the generation of what the mapping read (grid-mapfile, token map,
+//! suspension list, restrictions), for the login name and client address it was made for.
+//! A changed source is a new generation, so the next login verifies or maps afresh; a reload
+//! (SIGHUP) makes a new engine with an empty cache. The possession proof (the SSH signature)
+//! is always checked; the log line and the audit event say `cached` when a decision or a
+//! verification came from the cache. Pool leases and token-claim accounts are decided again
+//! at each login, from the remembered proof.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use hpccert_core::config::{Config, SshMethod};
+use hpccert_core::host::credential_cache::{
+    CredentialCache, CredentialKey, FromCache, Generation, Remembered, reuse_until,
+};
 use hpccert_core::host::reload::Reloading;
 use hpccert_core::identity::gridmap::GridMapfile;
 use hpccert_core::identity::gridmapdir::Gridmapdir;
@@ -20,10 +35,15 @@ use hpccert_core::identity::restriction::{RestrictionError, Restrictions, Source
 use hpccert_core::identity::suspension::{SuspensionError, SuspensionList};
 use hpccert_core::identity::tokenmap::TokenMapfile;
 use hpccert_core::token::fetch::{Fetcher, RefreshTiming, RefreshingKeySource};
-use hpccert_core::token::{IssuerPolicy, verify_token};
+use hpccert_core::token::{
+    IssuerKeys, IssuerPolicy, KeySource, TokenError, VerifiedToken, unix_seconds, verify_token,
+};
 use hpccert_core::trust::sshca::krl::{self, Krl, KrlError};
 use hpccert_core::trust::store::TrustStore;
-use hpccert_core::trust::x509::{PresentedChain, VerifyOptions, verify_chain};
+use hpccert_core::trust::x509::{PresentedChain, VerifiedChain, VerifyOptions, verify_chain};
+use openssl::pkey::{PKey, Public};
+
+use crate::x509auth;
 
 /// The SSH authentication methods the configured ones are offered as.
 pub fn method_set(config: &Config) -> russh::MethodSet {
@@ -39,8 +59,13 @@ pub fn method_set(config: &Config) -> russh::MethodSet {
     methods
 }
 
-/// How often changed files are noticed.
-const RELOAD_CHECK: Duration = Duration::from_secs(2);
+/// How often changed files are noticed (in unit tests: at every look, so that a test can edit
+/// a file and log in again at once).
+const RELOAD_CHECK: Duration = if cfg!(test) {
+    Duration::ZERO
+} else {
+    Duration::from_secs(2)
+};
 
 /// What an accepted login carries into the session.
 #[derive(Debug, Clone)]
@@ -51,6 +76,73 @@ pub struct Login {
     pub chain_pem: Option<String>,
     /// For token logins: the token, handed to the sessions (`[sshd] session_token`).
     pub token: Option<zeroize::Zeroizing<String>>,
+    /// What came from the credential cache (None: verified and decided now).
+    pub cached: Option<FromCache>,
+}
+
+/// A decision and what of it came from the credential cache.
+pub type Decided = (Decision, Option<FromCache>);
+
+/// What the credential cache proves about a credential.
+#[derive(Debug, Clone)]
+enum Proof {
+    /// A verified chain, the algorithm it was presented under and the presented certificate's
+    /// key, checked against that algorithm (for the possession proof).
+    Chain {
+        chain: VerifiedChain,
+        algorithm: String,
+        key: PKey<Public>,
+    },
+    Token(VerifiedToken),
+}
+
+/// An RFC 6187 key as a request presented it: the presented certificate's key for the
+/// possession proof, from the cache or decoded now.
+#[derive(Debug)]
+pub struct PresentedX509 {
+    algorithm: String,
+    /// The presented certificate's key, checked against the algorithm.
+    pub key: PKey<Public>,
+    remembered: Option<Arc<Remembered<Proof>>>,
+    /// The chain, when it was decoded now (None: found in the cache).
+    pub chain: Option<PresentedChain>,
+}
+
+/// What a decision's mapping reads, as it is now, and its generation.
+struct MappingSources {
+    gridmap: Arc<GridMapfile>,
+    token_map: Option<Arc<TokenMapfile>>,
+    suspensions: Arc<Result<SuspensionList, SuspensionError>>,
+    restrictions: Arc<Result<Restrictions, RestrictionError>>,
+    generation: Generation,
+}
+
+/// A key source that remembers which keys a verification used (their generation).
+struct RecordingKeys<'a> {
+    inner: &'a dyn KeySource,
+    used: std::sync::Mutex<Option<IssuerKeys>>,
+}
+
+impl RecordingKeys<'_> {
+    fn record(&self, keys: &IssuerKeys) {
+        *self
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keys.clone());
+    }
+}
+
+impl KeySource for RecordingKeys<'_> {
+    fn keys(&self, policy: &IssuerPolicy, now: i64) -> Result<IssuerKeys, TokenError> {
+        let keys = self.inner.keys(policy, now)?;
+        self.record(&keys);
+        Ok(keys)
+    }
+    fn refresh_for_unknown_kid(&self, policy: &IssuerPolicy, now: i64) -> Option<IssuerKeys> {
+        let keys = self.inner.refresh_for_unknown_kid(policy, now)?;
+        self.record(&keys);
+        Some(keys)
+    }
 }
 
 /// Sessions open per identity (restrictions' `max-sessions`), across connections.
@@ -132,6 +224,10 @@ pub struct Engine {
     /// The PAM broker (None: `use_pam = false`).
     pub pam: Option<crate::pam::Broker>,
     pub audit: crate::audit::Audit,
+    /// Verified chains and tokens, with their last reusable decisions.
+    cache: CredentialCache<Remembered<Proof>>,
+    /// Full verifications done (chains and tokens), for tests and the debug log.
+    verifications: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -235,6 +331,10 @@ impl Engine {
                 revoked_keys = Some(open_revoked_keys(path)?);
             }
         }
+        let cache = CredentialCache::new(
+            config.sshd.credential_cache_ttl,
+            config.sshd.credential_cache_size,
+        );
         Ok(Self {
             config,
             trust,
@@ -252,7 +352,42 @@ impl Engine {
             pools,
             pam,
             audit,
+            cache,
+            verifications: AtomicU64::new(0),
         })
+    }
+
+    /// Full verifications of chains and tokens so far (cache hits do not count).
+    #[cfg(test)]
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    fn count_verification(&self, what: &str) {
+        let n = self.verifications.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(target: "sshd_gsi::auth", "{what} verified in full (verification {n} of this engine)");
+    }
+
+    /// What the mapping of a decision reads now, with its generation.
+    fn mapping_sources(&self) -> MappingSources {
+        let gridmap = self.gridmap();
+        let token_map = self.token_map.as_ref().map(|m| m.current());
+        let suspensions = self.suspensions.current();
+        let restrictions = self.restrictions.current();
+        let mut generation = Generation::new()
+            .with(&gridmap)
+            .with(&suspensions)
+            .with(&restrictions);
+        if let Some(t) = &token_map {
+            generation = generation.with(t);
+        }
+        MappingSources {
+            gridmap,
+            token_map,
+            suspensions,
+            restrictions,
+            generation,
+        }
     }
 
     /// The current grid-mapfile (empty when there is none).
@@ -281,41 +416,120 @@ impl Engine {
         }
     }
 
-    /// Verify a bearer token and map it to `user`. Blocking (may fetch issuer keys).
+    /// Verify a bearer token and map it to `user`. Blocking (may fetch issuer keys). A token
+    /// that verified a moment ago, whose issuer's keys are the same, is not verified again.
     pub fn token_login(
         &self,
         user: &str,
         token: &str,
         from: IpAddr,
         now: SystemTime,
-    ) -> Result<Decision, String> {
+    ) -> Result<Decided, String> {
         if self.policies.is_empty() {
             return Err("no token issuer is configured".into());
         }
-        let verified = verify_token(
+        let t = unix_seconds(now);
+        let key = CredentialKey::token(token);
+        let MappingSources {
+            gridmap,
+            token_map,
+            suspensions,
+            restrictions,
+            generation: mapped_now,
+        } = self.mapping_sources();
+        let decide = |verified: &VerifiedToken| {
+            self.mapper((&gridmap, &suspensions, &restrictions), true, from)
+                .with_tokens(token_map.as_deref(), &self.rules)
+                .decide_token(verified, Some(user))
+                .map_err(|e| {
+                    // name the identity once: some refusals already do
+                    let e = e.to_string();
+                    if e.contains(verified.subject()) {
+                        e
+                    } else {
+                        format!("{} (issuer {}): {e}", verified.subject(), verified.issuer())
+                    }
+                })
+        };
+        if let Some(remembered) = self.cache.get(key, t)
+            && let Proof::Token(verified) = remembered.proof_unchecked()
+            && let Some(keys_now) = self.current_issuer_keys(verified.issuer(), t)
+            && let Some(Proof::Token(verified)) = remembered.proof(&keys_now, t)
+        {
+            return self.reuse(key, &remembered, verified, (user, from, mapped_now), decide);
+        }
+        self.count_verification("token");
+        let recording = RecordingKeys {
+            inner: &self.keys,
+            used: std::sync::Mutex::new(None),
+        };
+        let verified = match verify_token(
             token,
             &self.policies,
-            &self.keys,
+            &recording,
             self.config.tokens.max_token_bytes,
             now,
-        )
-        .map_err(|e| e.to_string())?;
-        let gridmap = self.gridmap();
-        let token_map = self.token_map.as_ref().map(|m| m.current());
-        let suspensions = self.suspensions.current();
-        let restrictions = self.restrictions.current();
-        self.mapper((&gridmap, &suspensions, &restrictions), true, from)
-            .with_tokens(token_map.as_deref(), &self.rules)
-            .decide_token(&verified, Some(user))
-            .map_err(|e| {
-                // name the identity once: some refusals already do
-                let e = e.to_string();
-                if e.contains(verified.subject()) {
-                    e
-                } else {
-                    format!("{} (issuer {}): {e}", verified.subject(), verified.issuer())
-                }
-            })
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                self.cache.remove(key);
+                return Err(e.to_string());
+            }
+        };
+        let decision = decide(&verified)?;
+        let used = recording
+            .used
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(keys) = used
+            && let Some(reuse) = reuse_until(t, verified.expires_at(), None, self.cache.ttl())
+        {
+            let remembered = Remembered::new(
+                Proof::Token(verified),
+                Generation::new().with(&keys.keys),
+                reuse,
+            )
+            .with_decision(user, from, mapped_now, &decision);
+            self.cache.insert(key, reuse.until, remembered);
+        }
+        Ok((decision, None))
+    }
+
+    /// The generation of `issuer`'s keys now, if they could verify a token now (not older
+    /// than the issuer's `max_key_age`, as the verification requires).
+    fn current_issuer_keys(&self, issuer: &str, now: i64) -> Option<Generation> {
+        let policy = self.policies.iter().find(|p| p.issuer == issuer)?;
+        let keys = self.keys.keys(policy, now).ok()?;
+        if keys
+            .fetched_at
+            .is_some_and(|fetched| now - fetched > policy.max_key_age)
+        {
+            return None;
+        }
+        Some(Generation::new().with(&keys.keys))
+    }
+
+    /// A login with a remembered proof: its remembered decision when made for this login name
+    /// and address under the current mapping files, else a decision made now (remembered
+    /// in turn when it may be reused).
+    fn reuse<P>(
+        &self,
+        key: CredentialKey<'_>,
+        remembered: &Arc<Remembered<Proof>>,
+        proof: &P,
+        (user, from, mapped_now): (&str, IpAddr, Generation),
+        decide: impl FnOnce(&P) -> Result<Decision, String>,
+    ) -> Result<Decided, String> {
+        if let Some(d) = remembered.decision(user, from, &mapped_now) {
+            return Ok((d.clone(), Some(FromCache::Decision)));
+        }
+        let decision = decide(proof)?;
+        if decision.not_reusable().is_none() {
+            let updated =
+                Remembered::clone(remembered).with_decision(user, from, mapped_now, &decision);
+            self.cache.insert(key, remembered.reuse().until, updated);
+        }
+        Ok((decision, Some(FromCache::Verification)))
     }
 
     /// Verify an OpenSSH user certificate (russh checked the possession proof) for `user`.
@@ -366,24 +580,101 @@ impl Engine {
         }
     }
 
-    /// Verify a certificate chain (presented certificate first) and map it to `user`; a pool
-    /// account is leased only when `lease` (the signed request, not the key query).
+    /// The presented certificate's key of an RFC 6187 key blob, for the possession proof:
+    /// from the cache when the same blob verified a moment ago (nothing is decoded), else
+    /// decoded and checked against `algorithm` now.
+    pub fn x509_key(
+        &self,
+        algorithm: &str,
+        blob: &[u8],
+        now: SystemTime,
+    ) -> Result<PresentedX509, String> {
+        if let Some(remembered) = self
+            .cache
+            .get(CredentialKey::Chain(blob), unix_seconds(now))
+            && let Proof::Chain {
+                algorithm: a, key, ..
+            } = remembered.proof_unchecked()
+            && a == algorithm
+        {
+            return Ok(PresentedX509 {
+                algorithm: algorithm.to_string(),
+                key: key.clone(),
+                chain: None,
+                remembered: Some(remembered),
+            });
+        }
+        let parsed = x509auth::parse_key_blob(algorithm, blob)?;
+        let key = x509auth::check_key(algorithm, &parsed.leaf)?;
+        Ok(PresentedX509 {
+            algorithm: algorithm.to_string(),
+            key,
+            chain: Some(parsed.chain),
+            remembered: None,
+        })
+    }
+
+    /// Verify a certificate chain (the key blob `blob`, as [`Engine::x509_key`] presented it)
+    /// and map it to `user`; a pool account is leased only when `lease` (the signed request,
+    /// not the key query). A chain that verified a moment ago under the same trust store is
+    /// not verified again.
     pub fn x509_login(
         &self,
         user: &str,
-        chain: &PresentedChain,
+        (blob, presented): (&[u8], PresentedX509),
         (from, now): (IpAddr, SystemTime),
         lease: bool,
-    ) -> Result<Decision, String> {
+    ) -> Result<Decided, String> {
+        let t = unix_seconds(now);
+        let key = CredentialKey::Chain(blob);
         let trust = self.trust.as_ref().ok_or("x509 is not enabled")?.current();
-        let verified =
-            verify_chain(&trust, chain, &self.verify_options, now).map_err(|e| e.to_string())?;
-        let gridmap = self.gridmap();
-        let suspensions = self.suspensions.current();
-        let restrictions = self.restrictions.current();
-        self.mapper((&gridmap, &suspensions, &restrictions), lease, from)
-            .decide(&verified, Some(user))
-            .map_err(|e| e.to_string())
+        let verified_now = Generation::new().with(&trust);
+        let MappingSources {
+            gridmap,
+            suspensions,
+            restrictions,
+            generation: mapped_now,
+            ..
+        } = self.mapping_sources();
+        let decide = |chain: &VerifiedChain| {
+            self.mapper((&gridmap, &suspensions, &restrictions), lease, from)
+                .decide(chain, Some(user))
+                .map_err(|e| e.to_string())
+        };
+        if let Some(remembered) = &presented.remembered
+            && let Some(Proof::Chain { chain, .. }) = remembered.proof(&verified_now, t)
+        {
+            return self.reuse(key, remembered, chain, (user, from, mapped_now), decide);
+        }
+        let chain = match presented.chain {
+            Some(c) => c,
+            None => x509auth::parse_key_blob(&presented.algorithm, blob)?.chain,
+        };
+        self.count_verification("x509 chain");
+        let verified = match verify_chain(&trust, &chain, &self.verify_options, now) {
+            Ok(v) => v,
+            Err(e) => {
+                self.cache.remove(key);
+                return Err(e.to_string());
+            }
+        };
+        let decision = decide(&verified)?;
+        if let Some(reuse) = reuse_until(
+            t,
+            verified.not_after(),
+            verified.crl_next_update(),
+            self.cache.ttl(),
+        ) {
+            let proof = Proof::Chain {
+                chain: verified,
+                algorithm: presented.algorithm,
+                key: presented.key,
+            };
+            let remembered = Remembered::new(proof, verified_now, reuse)
+                .with_decision(user, from, mapped_now, &decision);
+            self.cache.insert(key, reuse.until, remembered);
+        }
+        Ok((decision, None))
     }
 }
 
@@ -418,9 +709,15 @@ impl Engine {
     }
 
     /// Log an accepted login and audit it.
-    pub fn log_success(&self, method: &str, user: &str, peer: &SocketAddr, d: &Decision) {
-        log_success(method, user, peer, d);
-        self.audit.accepted(method, user, peer, d);
+    pub fn log_success(
+        &self,
+        method: &str,
+        user: &str,
+        peer: &SocketAddr,
+        (d, cached): (&Decision, Option<FromCache>),
+    ) {
+        log_success(method, user, peer, d, cached);
+        self.audit.accepted(method, user, peer, d, cached);
         crate::metrics::get().auth(method, "accept");
     }
 }
@@ -435,11 +732,22 @@ pub fn log_failure(method: &str, user: &str, peer: &SocketAddr, reason: &str) {
     tracing::info!(target: "sshd_gsi::auth", "Failed {method} for {user} {}: {reason}", from(peer));
 }
 
-/// Log an accepted login with identity, credential fingerprint, proxy depth and account.
-pub fn log_success(method: &str, user: &str, peer: &SocketAddr, d: &Decision) {
+/// Log an accepted login with identity, credential fingerprint, proxy depth and account, and
+/// `cached decision` or `cached verification` when that came from the credential cache.
+pub fn log_success(
+    method: &str,
+    user: &str,
+    peer: &SocketAddr,
+    d: &Decision,
+    cached: Option<FromCache>,
+) {
+    let cached = match cached {
+        Some(c) => format!(" (cached {c})"),
+        None => String::new(),
+    };
     tracing::info!(
         target: "sshd_gsi::auth",
-        "Accepted {method} for {user} {}: identity \"{}\" credential {} proxy depth {} account {}",
+        "Accepted {method} for {user} {}: identity \"{}\" credential {} proxy depth {} account {}{cached}",
         from(peer),
         d.identity(),
         d.credential(),

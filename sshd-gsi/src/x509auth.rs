@@ -164,15 +164,31 @@ pub fn check_key(algorithm: &str, leaf: &X509) -> Result<PKey<Public>, String> {
 
 /// Verify the possession proof: `signature` (the request's signature string) over
 /// `signed_data` with the presented certificate's key.
+#[allow(dead_code)] // the tests' and the benchmark's: the server keeps the key it checked once
 pub fn verify_signature(
     algorithm: &str,
     leaf: &X509,
     signed_data: &[u8],
     signature: &[u8],
 ) -> Result<(), String> {
+    let key = check_key(algorithm, leaf)?;
+    verify_signature_with(algorithm, &key, signed_data, signature)
+}
+
+/// [`verify_signature`] with the certificate's key already taken out and checked against
+/// `algorithm` by [`check_key`] (a cached credential keeps it, so a repeated login does not
+/// decode the certificate again).
+pub fn verify_signature_with(
+    algorithm: &str,
+    key: &PKey<Public>,
+    signed_data: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
     let (format, digest, id, _) =
         scheme(algorithm).ok_or_else(|| format!("unsupported algorithm {algorithm}"))?;
-    let key = check_key(algorithm, leaf)?;
+    if key.id() != id {
+        return Err(format!("the certificate's key does not fit {algorithm}"));
+    }
     let mut r = Reader(signature);
     let named = r.string().map_err(|e| format!("signature: {e}"))?;
     if named != format.as_bytes() {
@@ -195,12 +211,12 @@ pub fn verify_signature(
             sig.verify(&hash, &ec).map_err(|e| e.to_string())?
         }
         (_, Some(md)) => {
-            let mut v = Verifier::new(md, &key).map_err(|e| e.to_string())?;
+            let mut v = Verifier::new(md, key).map_err(|e| e.to_string())?;
             v.update(signed_data).map_err(|e| e.to_string())?;
             v.verify(blob).map_err(|e| e.to_string())?
         }
         (_, None) => {
-            let mut v = Verifier::new_without_digest(&key).map_err(|e| e.to_string())?;
+            let mut v = Verifier::new_without_digest(key).map_err(|e| e.to_string())?;
             v.verify_oneshot(blob, signed_data)
                 .map_err(|e| e.to_string())?
         }

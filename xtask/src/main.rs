@@ -161,8 +161,8 @@ const SSHD_GSI_EXTRA: &str = r#".SH SIGNALS
 .TP
 \fBSIGHUP\fR
 Re-read the configuration and everything the decisions read (trust store, CRLs, grid-mapfile,
-token map, issuer keys). A configuration that does not load is refused, logged, and the running
-one kept. Changes of \fB[sshd] listen\fR need a restart.
+token map, issuer keys), and empty the credential cache (\fB[sshd] credential_cache_ttl\fR). A
+configuration that does not load is refused, logged, and the running one kept. Changes of \fB[sshd] listen\fR need a restart.
 .TP
 \fBSIGTERM\fR
 Stop accepting connections and wait for the open sessions to end; a second SIGTERM ends them.

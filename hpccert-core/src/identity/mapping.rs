@@ -211,6 +211,8 @@ pub fn system_uid(name: &str) -> Option<u32> {
 pub struct AccountChoice {
     account: AccountName,
     reasons: Vec<String>,
+    /// Why this choice read more than the mapping files (see [`Decision::not_reusable`]).
+    live: Option<&'static str>,
 }
 
 impl AccountChoice {
@@ -221,6 +223,12 @@ impl AccountChoice {
         &self.reasons
     }
 }
+
+/// Why a decision read a pool's leases (see [`Decision::not_reusable`]).
+const LEASED: &str = "it leases a pool account (the lease is renewed at each login)";
+/// Why a decision read the account database (see [`Decision::not_reusable`]).
+const CLAIMED: &str =
+    "its account comes from a token claim (looked up in the account database at each login)";
 
 /// A granted login: only [`Mapper::decide`] makes one, and only from a [`VerifiedChain`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +242,8 @@ pub struct Decision {
     reasons: Vec<String>,
     /// What the restrictions file holds this login to (empty when nothing).
     restrictions: Applied,
+    /// Why the decision read more than its files (see [`Decision::not_reusable`]).
+    live: Option<&'static str>,
 }
 
 impl Decision {
@@ -261,6 +271,15 @@ impl Decision {
     /// The restrictions the session must honour (forced command, no PTY, session limit).
     pub fn restrictions(&self) -> &Applied {
         &self.restrictions
+    }
+    /// Why the same credential would not get this decision again just because the files it
+    /// read (grid-mapfile, token map, suspension list, restrictions) are unchanged: it leased
+    /// a pool account (a lease is renewed, or given again, at each login) or took its account
+    /// from a token claim (looked up in the account database, which has no generation). None:
+    /// the decision depends only on the credential, the requested name, the client address
+    /// and those files, so a login daemon may reuse it while they are unchanged.
+    pub fn not_reusable(&self) -> Option<&'static str> {
+        self.live
     }
 }
 
@@ -510,7 +529,8 @@ impl<'a> Mapper<'a> {
         requested: Option<&str>,
         reasons: &mut Vec<String>,
         not_allowed: &dyn Fn(&str) -> Refusal,
-    ) -> Result<AccountName, Refusal> {
+    ) -> Result<(AccountName, Option<&'static str>), Refusal> {
+        let mut live = None;
         let account = match requested {
             None => match targets.first() {
                 Some(MappedAccount::Local(a)) => {
@@ -521,6 +541,7 @@ impl<'a> Mapper<'a> {
                     reasons.push(format!(
                         "no login name requested: the first target, pool .{p}"
                     ));
+                    live = Some(LEASED);
                     self.pool_account(identity, p, reasons)?
                 }
                 None => return Err(not_allowed("")),
@@ -539,11 +560,13 @@ impl<'a> Mapper<'a> {
                     reasons.push(format!(
                         "login name {wanted} asks for its account from pool .{wanted}"
                     ));
+                    live = Some(LEASED);
                     self.pool_account(identity, &wanted, reasons)?
                 } else if let Some(pool) = self.leased_pool(identity, targets, &wanted) {
                     reasons.push(format!(
                         "requested account {wanted} is its lease from pool .{pool}"
                     ));
+                    live = Some(LEASED);
                     let account = self.pool_account(identity, &pool, reasons)?;
                     if account != wanted {
                         return Err(not_allowed(name));
@@ -555,7 +578,7 @@ impl<'a> Mapper<'a> {
             }
         };
         self.check_account(&account)?;
-        Ok(account)
+        Ok((account, live))
     }
 
     /// The listed pool from which `identity` holds a lease of `account`, if any.
@@ -663,6 +686,7 @@ impl<'a> Mapper<'a> {
             subject: token.subject().to_string(),
             reason,
         };
+        let mut claimed = None;
         let targets: Vec<MappedAccount> = match self
             .token_map
             .and_then(|m| m.lookup(token.issuer(), token.subject()))
@@ -689,6 +713,7 @@ impl<'a> Mapper<'a> {
                     reasons.push(format!(
                         "no token map rule; claim {claim} names account {account}"
                     ));
+                    claimed = Some(CLAIMED);
                     vec![MappedAccount::Local(account)]
                 }
             },
@@ -706,8 +731,10 @@ impl<'a> Mapper<'a> {
                 }
             }
         };
-        let account = self.pick(&identity, &targets, requested, &mut reasons, &not_allowed)?;
+        let (account, leased) =
+            self.pick(&identity, &targets, requested, &mut reasons, &not_allowed)?;
         self.restrict(Decision {
+            live: leased.or(claimed),
             account,
             identity,
             credential: token.fingerprint().to_string(),
@@ -755,6 +782,7 @@ impl<'a> Mapper<'a> {
             proxy_depth: 0,
             capabilities: Vec::new(),
             restrictions: Applied::default(),
+            live: None,
         })
     }
 
@@ -831,14 +859,18 @@ impl<'a> Mapper<'a> {
             requested: requested.to_string(),
             allowed: listed.clone(),
         };
-        let account = self.pick(
+        let (account, live) = self.pick(
             &identity,
             &entry.accounts,
             requested,
             &mut reasons,
             &not_allowed,
         )?;
-        Ok(AccountChoice { account, reasons })
+        Ok(AccountChoice {
+            account,
+            reasons,
+            live,
+        })
     }
 
     /// The login decision for a verified certificate chain.
@@ -851,6 +883,7 @@ impl<'a> Mapper<'a> {
         let mut reasons = vec![chain.summary()];
         reasons.extend(choice.reasons);
         self.restrict(Decision {
+            live: choice.live,
             account: choice.account,
             identity: Identity::Certificate(chain.identity().clone()),
             credential: chain.fingerprint().to_string(),
@@ -882,6 +915,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.account().as_str(), "alice");
         assert!(c.reasons()[0].contains("line 1"));
+        assert_eq!(c.live, None, "a grid-mapfile line reads only the file");
     }
 
     #[test]
@@ -983,6 +1017,11 @@ mod tests {
         // a login leases, and keeps its lease
         let mapper = Mapper::new(&m).with_pools(&g);
         let first = mapper.choose(&pooled, None).unwrap();
+        assert_eq!(
+            first.live,
+            Some(LEASED),
+            "a pool lease is decided at each login"
+        );
         let leased = first.account().clone();
         assert!(leased.as_str().starts_with("atlas00"));
         assert_eq!(mapper.choose(&pooled, None).unwrap().account(), &leased);

@@ -188,6 +188,8 @@ pub struct VerifiedChain {
     proxy_depth: usize,
     limited: bool,
     not_after: i64,
+    /// Earliest `nextUpdate` of the CRLs the revocation checks read (None: none was read).
+    crl_next_update: Option<i64>,
     path: Vec<DistinguishedName>,
 }
 
@@ -218,6 +220,12 @@ impl VerifiedChain {
     /// Earliest `notAfter` on the path (unix seconds): when this credential stops working.
     pub fn not_after(&self) -> i64 {
         self.not_after
+    }
+    /// Earliest `nextUpdate` (unix seconds) of the CRLs this verification read: after it, the
+    /// answer "not revoked" may no longer hold. None when no CRL was read (`crl = ignore`, or
+    /// no CA on the path has one under `if-present`).
+    pub fn crl_next_update(&self) -> Option<i64> {
+        self.crl_next_update
     }
     /// One line for logs and explanations.
     pub fn summary(&self) -> String {
@@ -591,10 +599,15 @@ fn check_path(
 
     // CA-issued certificates: the EEC and any intermediates below the anchor
     let anchor = path.len() - 1;
+    let mut crl_next_update: Option<i64> = None;
     for i in eec..anchor {
         let subject = &names[i];
         let ca = &names[i + 1];
-        check_revocation(trust, &path[i], &path[i + 1], subject, ca, options.crl, now)?;
+        let next = check_revocation(trust, &path[i], &path[i + 1], subject, ca, options.crl, now)?;
+        crl_next_update = match (crl_next_update, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         check_namespace(trust, subject, ca, options.namespaces)?;
     }
 
@@ -611,6 +624,7 @@ fn check_path(
         proxy_depth,
         limited,
         not_after,
+        crl_next_update,
         path: names,
     })
 }
@@ -623,9 +637,9 @@ fn check_revocation(
     ca: &DistinguishedName,
     policy: CrlPolicy,
     now: i64,
-) -> Result<(), VerifyError> {
+) -> Result<Option<i64>, VerifyError> {
     if policy == CrlPolicy::Ignore {
-        return Ok(());
+        return Ok(None);
     }
     let unusable = |reason: String| VerifyError::CrlUnusable {
         ca: ca.to_slash(),
@@ -637,7 +651,7 @@ fn check_revocation(
         None if policy == CrlPolicy::Require => {
             return Err(VerifyError::CrlMissing { ca: ca.to_slash() });
         }
-        None => return Ok(()),
+        None => return Ok(None),
         Some(CrlState::Broken { file, reason }) => {
             return Err(unusable(format!("{}: {reason}", file.display())));
         }
@@ -680,7 +694,7 @@ fn check_revocation(
             ca: ca.to_slash(),
         });
     }
-    Ok(())
+    Ok(crl.next_update)
 }
 
 fn check_namespace(

@@ -24,6 +24,7 @@ use crate::auth::{self, Login, SharedEngine};
 use crate::limits::AuthFlag;
 use crate::spawn::{self, Account};
 use crate::x509auth;
+use hpccert_core::host::credential_cache::FromCache;
 use hpccert_core::token::entry::{Next, TokenEntry};
 
 /// What a login hands on to the PAM stacks and the sessions.
@@ -51,6 +52,11 @@ pub struct Connection {
     session_token: std::sync::Weak<crate::tokenfile::SessionToken>,
     /// With PAM: the child that ran the login's account stack, kept for its first session.
     pam_job: Option<crate::pam::AccountJob>,
+    /// The key blob of the last acceptable X.509 key query and what of its decision came
+    /// from the credential cache: the signed request that follows reuses that decision, and
+    /// the login reports the query's origin (a chain verified by this login's own query is
+    /// not "cached").
+    queried: Option<(Vec<u8>, Option<FromCache>)>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -79,6 +85,7 @@ impl Connection {
             authenticated,
             session_token: std::sync::Weak::new(),
             pam_job: None,
+            queried: None,
         }
     }
 
@@ -114,7 +121,7 @@ impl Connection {
         &mut self,
         method: &'static str,
         user: &str,
-        result: Result<hpccert_core::identity::mapping::Decision, String>,
+        result: Result<auth::Decided, String>,
         handover: Handover,
     ) -> Auth {
         let (chain_pem, token) = match handover {
@@ -122,7 +129,7 @@ impl Connection {
             Handover::Chain(pem) => (pem, None),
             Handover::Token(t) => (None, Some(t)),
         };
-        let result = result.and_then(|decision| {
+        let result = result.and_then(|(decision, cached)| {
             let account = Account::lookup(decision.account().as_str())?;
             account.can_switch_to()?;
             Ok((
@@ -131,6 +138,7 @@ impl Connection {
                     decision,
                     chain_pem,
                     token,
+                    cached,
                 },
                 account,
             ))
@@ -151,7 +159,7 @@ impl Connection {
         match result {
             Ok((login, account)) => {
                 self.engine
-                    .log_success(method, user, &self.peer, &login.decision);
+                    .log_success(method, user, &self.peer, (&login.decision, login.cached));
                 self.login = Some((login, account));
                 self.user = user.to_string();
                 self.authenticated.mark();
@@ -310,9 +318,10 @@ impl russh::server::Handler for Connection {
                 .log_failure("openssh-cert", user, &self.peer, "method not enabled");
             return Ok(self.reject());
         }
-        let result =
-            self.engine
-                .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now());
+        let result = self
+            .engine
+            .ssh_cert_login(user, certificate, &self.peer, hpccert_core::clock::now())
+            .map(|d| (d, None));
         Ok(self
             .finish_login("openssh-cert", user, result, Handover::None)
             .await)
@@ -340,42 +349,59 @@ impl russh::server::Handler for Connection {
         {
             return refuse(self, format!("algorithm {algorithm} is not enabled"));
         }
-        let key = match x509auth::parse_key_blob(algorithm, key_blob) {
-            Ok(k) => k,
+        // the presented certificate's key: from the credential cache when this exact chain
+        // verified a moment ago, else decoded now
+        let now = hpccert_core::clock::now();
+        let presented = match self.engine.x509_key(algorithm, key_blob, now) {
+            Ok(p) => p,
             Err(e) => return refuse(self, e),
         };
-        if let Err(e) = x509auth::check_key(algorithm, &key.leaf) {
-            return refuse(self, e);
-        }
+        // the possession proof, always
         if let Some(sig) = &signature
-            && let Err(e) =
-                x509auth::verify_signature(algorithm, &key.leaf, sig.signed_data, sig.signature)
+            && let Err(e) = x509auth::verify_signature_with(
+                algorithm,
+                &presented.key,
+                sig.signed_data,
+                sig.signature,
+            )
         {
             return refuse(self, format!("possession proof: {e}"));
         }
         // the whole decision, for a query too: PK_OK promises that a signature will be accepted
+        let chain_pem = if signature.is_some() && self.engine.pam.is_some() {
+            match &presented.chain {
+                Some(chain) => chain_pem(chain),
+                None => x509auth::parse_key_blob(algorithm, key_blob)
+                    .ok()
+                    .and_then(|k| chain_pem(&k.chain)),
+            }
+        } else {
+            None
+        };
         let engine = self.engine.clone();
         let u = user.to_string();
-        let now = hpccert_core::clock::now();
-        let chain = key.chain;
-        let chain_pem = (signature.is_some() && self.engine.pam.is_some())
-            .then(|| chain_pem(&chain))
-            .flatten();
+        let blob = key_blob.to_vec();
         let lease = signature.is_some();
         let from = self.peer.ip();
-        let result =
-            tokio::task::spawn_blocking(move || engine.x509_login(&u, &chain, (from, now), lease))
-                .await
-                .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        let result = tokio::task::spawn_blocking(move || {
+            engine.x509_login(&u, (&blob, presented), (from, now), lease)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("internal error: {e}")));
         if signature.is_none() {
             return match result {
-                Ok(d) => {
-                    tracing::debug!(target: "sshd_gsi::auth", "x509 query for {user} acceptable: {}", d.identity());
+                Ok((d, cached)) => {
+                    self.queried = Some((key_blob.to_vec(), cached));
+                    tracing::debug!(target: "sshd_gsi::auth", "x509 query for {user} acceptable: {}{}", d.identity(), if cached.is_some() { " (cached)" } else { "" });
                     Ok(Auth::Accept)
                 }
                 Err(e) => refuse(self, e),
             };
         }
+        let result = result.map(|(d, cached)| match &self.queried {
+            Some((queried, by_query)) if cached.is_some() && queried == key_blob => (d, *by_query),
+            _ => (d, cached),
+        });
         Ok(self
             .finish_login("x509", user, result, Handover::Chain(chain_pem))
             .await)
@@ -654,12 +680,16 @@ mod tests {
 
     const ALG: &str = "x509v3-ecdsa-sha2-nistp256";
 
+    const ISSUER: &str = "https://issuer.test";
+
     struct Site {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
+        ca: Credential,
         user: Credential,
         stranger: Credential,
         me: String,
         engine: SharedEngine,
+        issuer: hpccert_core::dev::token::DevKey,
     }
 
     fn site() -> Site {
@@ -683,19 +713,47 @@ mod tests {
             .name;
         let gridmap = dir.path().join("grid-mapfile");
         std::fs::write(&gridmap, format!("\"/O=Grid/CN=alice\" {me}\n")).unwrap();
+        // a token issuer with its keys in a file, and a token map for its subject "alice"
+        let issuer = hpccert_core::dev::token::DevKey::generate(
+            "k1",
+            hpccert_core::token::jws::JwsAlgorithm::RS256,
+        )
+        .unwrap();
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(
+            &jwks,
+            hpccert_core::dev::token::jwks(&[&issuer])
+                .unwrap()
+                .to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("token-mapfile"),
+            format!("\"{ISSUER}\" \"alice\" {me}\n"),
+        )
+        .unwrap();
+        let s = |name: &str| dir.path().join(name).display().to_string();
         let text = format!(
-            "version = 1\n[trust]\nca_dir = \"{}\"\n[mapping]\ngrid_mapfile = \"{}\"\n[sshd]\nmethods = [\"x509\", \"keyboard-interactive\"]\nuse_pam = false\n",
+            "version = 1\n[trust]\nca_dir = \"{}\"\n[mapping]\ngrid_mapfile = \"{}\"\ntoken_mapfile = \"{}\"\nsuspended_file = \"{}\"\nrestrictions_file = \"{}\"\n[tokens]\nkey_cache_dir = \"{}\"\n[sshd]\nmethods = [\"x509\", \"keyboard-interactive\", \"password\"]\nuse_pam = false\naudit_log = \"{}\"\n[[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"hpc\"]\nalgorithms = [\"RS256\"]\njwks_file = \"{}\"\n",
             trust.display(),
-            gridmap.display()
+            gridmap.display(),
+            s("token-mapfile"),
+            s("suspended"),
+            s("restrictions"),
+            s("keys"),
+            s("audit.jsonl"),
+            jwks.display(),
         );
         let config = Config::parse(&text, Path::new("test.toml")).unwrap();
         let engine = Arc::new(crate::auth::Engine::load(config).unwrap());
         Site {
-            _dir: dir,
+            dir,
+            ca,
             user,
             stranger,
             me,
             engine,
+            issuer,
         }
     }
 
@@ -853,5 +911,286 @@ mod tests {
             }
             assert!(c.login.is_none());
         });
+    }
+
+    /// One X.509 login as clients make it: the key query, then the signed request. The
+    /// decision, or the refusal logged.
+    fn x509_login(s: &Site, cred: &Credential) -> Option<Login> {
+        run(async {
+            let mut c = connection(&s.engine);
+            let b = blob(cred);
+            if c.auth_external_publickey(&s.me, ALG, &b, None)
+                .await
+                .unwrap()
+                != Auth::Accept
+            {
+                return None;
+            }
+            let data = b"session id and request";
+            let sig = signature(cred, data);
+            let a = c
+                .auth_external_publickey(
+                    &s.me,
+                    ALG,
+                    &b,
+                    Some(ExternalSignature {
+                        signed_data: data,
+                        signature: &sig,
+                    }),
+                )
+                .await
+                .unwrap();
+            (a == Auth::Accept).then(|| c.login.take().unwrap().0)
+        })
+    }
+
+    fn token_login(s: &Site, token: &str) -> Option<Login> {
+        run(async {
+            let mut c = connection(&s.engine);
+            let a = c
+                .token_login("token (password)", &s.me, token.to_string())
+                .await;
+            (a == Auth::Accept).then(|| c.login.take().unwrap().0)
+        })
+    }
+
+    fn token(s: &Site, sub: &str, lifetime: i64) -> String {
+        let t = hpccert_core::token::unix_seconds(hpccert_core::clock::now());
+        s.issuer
+            .mint(&serde_json::json!({
+                "iss": ISSUER, "sub": sub, "aud": "hpc", "iat": t - 1, "exp": t + lifetime,
+            }))
+            .unwrap()
+    }
+
+    fn audit(s: &Site) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(s.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Replace a file as editors and tools do (a new inode: the reload notices it at once).
+    fn replace(path: &Path, text: &str) {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn query_and_signed_request_verify_the_chain_once_and_a_second_login_not_at_all() {
+        let s = site();
+        let first = x509_login(&s, &s.user).unwrap();
+        assert_eq!(
+            s.engine.verifications(),
+            1,
+            "query and signed request: one verification"
+        );
+        assert_eq!(first.cached, None);
+        let second = x509_login(&s, &s.user).unwrap();
+        assert_eq!(s.engine.verifications(), 1, "the same chain again: none");
+        assert_eq!(second.cached, Some(FromCache::Decision));
+        assert_eq!(second.decision, first.decision);
+        // the audit stream says which decision came from the cache
+        let accepted: Vec<_> = audit(&s)
+            .into_iter()
+            .filter(|e| e["decision"] == "accept")
+            .collect();
+        assert_eq!(accepted.len(), 2);
+        assert!(accepted[0].get("cached").is_none(), "{}", accepted[0]);
+        assert_eq!(accepted[1]["cached"], "decision");
+        // the possession proof is still checked on a hit: another key's signature is refused
+        run(async {
+            let mut c = connection(&s.engine);
+            let data = b"session id and request";
+            let forged = signature(&s.stranger, data);
+            let a = c
+                .auth_external_publickey(
+                    &s.me,
+                    ALG,
+                    &blob(&s.user),
+                    Some(ExternalSignature {
+                        signed_data: data,
+                        signature: &forged,
+                    }),
+                )
+                .await
+                .unwrap();
+            assert_eq!(a, c.reject());
+            assert!(c.login.is_none());
+        });
+    }
+
+    #[test]
+    fn another_chain_with_the_same_dn_is_verified_afresh() {
+        let s = site();
+        x509_login(&s, &s.user).unwrap();
+        assert_eq!(s.engine.verifications(), 1);
+        // the same end-entity DN from an untrusted CA: verified, and refused
+        assert!(x509_login(&s, &s.stranger).is_none());
+        assert_eq!(s.engine.verifications(), 2);
+        // the same DN from the same CA with another key: verified, and accepted
+        let now = hpccert_core::clock::now();
+        let again = pki::issue(
+            &s.ca,
+            &CertSpec {
+                key: KeyKind::EcP256,
+                ..CertSpec::user("/O=Grid/CN=alice", now, 1).unwrap()
+            },
+        )
+        .unwrap();
+        let login = x509_login(&s, &again).unwrap();
+        assert_eq!(login.cached, None);
+        assert_eq!(s.engine.verifications(), 3);
+    }
+
+    #[test]
+    fn a_chain_revoked_by_a_new_crl_is_refused_at_the_next_login() {
+        let s = site();
+        assert!(x509_login(&s, &s.user).is_some());
+        assert_eq!(
+            x509_login(&s, &s.user).unwrap().cached,
+            Some(FromCache::Decision)
+        );
+        let now = hpccert_core::clock::now();
+        let crl = pki::crl(
+            &s.ca,
+            &[(&s.user.cert, now)],
+            now,
+            now + std::time::Duration::from_secs(86400),
+            2,
+        )
+        .unwrap();
+        pki::install_ca(
+            &s.dir.path().join("certificates-crl"),
+            &s.ca.cert,
+            Some(&crl),
+            None,
+        )
+        .unwrap();
+        // only the CRL file goes into the trust directory (the CA is there already)
+        let hash = pki::subject_hash(&s.ca.cert);
+        std::fs::copy(
+            s.dir.path().join(format!("certificates-crl/{hash}.r0")),
+            s.dir.path().join(format!("certificates/{hash}.r0")),
+        )
+        .unwrap();
+        assert!(x509_login(&s, &s.user).is_none());
+        let refused = audit(&s).pop().unwrap();
+        assert_eq!(refused["decision"], "refuse");
+        assert!(
+            refused["reasons"][0].as_str().unwrap().contains("revoked"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_suspended_or_unmapped_identity_is_refused_at_the_next_login() {
+        let s = site();
+        assert!(x509_login(&s, &s.user).is_some());
+        replace(
+            &s.dir.path().join("suspended"),
+            "dn \"/O=Grid/CN=alice\"  # ticket 1\n",
+        );
+        assert!(x509_login(&s, &s.user).is_none());
+        let refused = audit(&s).pop().unwrap();
+        assert!(
+            refused["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("suspended"),
+            "{refused}"
+        );
+        // lifted: accepted again, from the remembered verification (the chain's trust did
+        // not change), decided now
+        replace(&s.dir.path().join("suspended"), "");
+        let login = x509_login(&s, &s.user).unwrap();
+        assert_eq!(login.cached, Some(FromCache::Verification));
+        assert_eq!(s.engine.verifications(), 1);
+        assert_eq!(
+            x509_login(&s, &s.user).unwrap().cached,
+            Some(FromCache::Decision)
+        );
+        // the grid-mapfile no longer maps the DN
+        replace(
+            &s.dir.path().join("grid-mapfile"),
+            "\"/O=Grid/CN=bob\" nobody\n",
+        );
+        assert!(x509_login(&s, &s.user).is_none());
+        let refused = audit(&s).pop().unwrap();
+        assert!(
+            refused["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("DN not in grid-mapfile"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn an_expired_chain_is_refused_at_the_next_login() {
+        let s = site();
+        let now = hpccert_core::clock::now();
+        let b = blob(&s.user);
+        let login = |at: std::time::SystemTime| {
+            let presented = s.engine.x509_key(ALG, &b, at)?;
+            s.engine.x509_login(
+                &s.me,
+                (&b, presented),
+                ("127.0.0.1".parse().unwrap(), at),
+                true,
+            )
+        };
+        assert_eq!(login(now).unwrap().1, None);
+        assert_eq!(login(now).unwrap().1, Some(FromCache::Decision));
+        // the user certificate is valid for a day: past its end, the cache has nothing and the
+        // verification refuses
+        let later = now + std::time::Duration::from_secs(2 * 86400);
+        let e = login(later).unwrap_err();
+        assert!(e.contains("expired"), "{e}");
+        // within the TTL but after the reuse bound: verified again
+        assert_eq!(s.engine.verifications(), 2);
+    }
+
+    #[test]
+    fn tokens_are_reused_while_their_sources_hold() {
+        let s = site();
+        let t = token(&s, "alice", 3600);
+        assert_eq!(token_login(&s, &t).unwrap().cached, None);
+        assert_eq!(s.engine.verifications(), 1);
+        let again = token_login(&s, &t).unwrap();
+        assert_eq!(again.cached, Some(FromCache::Decision));
+        assert_eq!(s.engine.verifications(), 1);
+        assert_eq!(audit(&s).pop().unwrap()["cached"], "decision");
+        // another token of the same subject is verified afresh
+        let other = token(&s, "alice", 3599);
+        assert_eq!(token_login(&s, &other).unwrap().cached, None);
+        assert_eq!(s.engine.verifications(), 2);
+        // suspended: refused at the next login
+        replace(
+            &s.dir.path().join("suspended"),
+            &format!("token \"{ISSUER}\" \"alice\"\n"),
+        );
+        assert!(token_login(&s, &t).is_none());
+        replace(&s.dir.path().join("suspended"), "");
+        assert_eq!(
+            token_login(&s, &t).unwrap().cached,
+            Some(FromCache::Verification)
+        );
+        // the issuer's keys change (rotation): verified again, and refused when its key is gone
+        let rotated = hpccert_core::dev::token::DevKey::generate(
+            "k2",
+            hpccert_core::token::jws::JwsAlgorithm::RS256,
+        )
+        .unwrap();
+        replace(
+            &s.dir.path().join("jwks.json"),
+            &hpccert_core::dev::token::jwks(&[&rotated])
+                .unwrap()
+                .to_string(),
+        );
+        assert!(token_login(&s, &t).is_none());
+        assert_eq!(s.engine.verifications(), 3);
     }
 }
