@@ -447,7 +447,7 @@ pub struct SshdConfig {
     /// After a token login, hand the token to the session: a file only the account can read,
     /// named by `BEARER_TOKEN_FILE`, removed when the login's last session ends [default: true].
     pub session_token: bool,
-    /// Where the session token files are made (one private directory per login)
+    /// Where the session token and proxy files are made (one private directory per login)
     /// [default: /run/hpccert/session-tokens].
     pub session_token_dir: PathBuf,
     /// Seconds a verified chain or token (and the decision made from it) is reused when the
@@ -458,7 +458,17 @@ pub struct SshdConfig {
     /// Verified credentials remembered at most; the least recently used goes first
     /// (0: none) [default: 1024].
     pub credential_cache_size: usize,
+    /// After an X.509 login, take a proxy the client hands over in the `env` request
+    /// `X509_USER_PROXY_PEM` (certificate, private key, chain) when it is the login's own
+    /// proxy or a proxy of the login's certificate, and hand it to the session: a file only the
+    /// account can read, named by `X509_USER_PROXY`, removed when the login's last session
+    /// using it ends [default: false].
+    pub x509_proxy_handover: bool,
 }
+
+/// The `env` request in which a client hands over its proxy (`[sshd] x509_proxy_handover`):
+/// never a session variable, never logged.
+pub const X509_PROXY_HANDOVER_ENV: &str = "X509_USER_PROXY_PEM";
 
 /// Environment variables no client may set, whatever `[sshd] accept_env` says: the identity
 /// the server hands the session (`HPCCERT_*`, `SSH_*`, the account's own), the dynamic loader's
@@ -489,6 +499,9 @@ pub const PROTECTED_ENV_NAMES: &[&str] = &[
     "BASHOPTS",
     "PS4",
     "KRB5CCNAME",
+    // also below X509_, named here so that it stays protected if that prefix ever goes: the
+    // handed proxy's private key (`[sshd] x509_proxy_handover`)
+    X509_PROXY_HANDOVER_ENV,
     "GCONV_PATH",
     "GETCONF_DIR",
     "HOSTALIASES",
@@ -558,6 +571,7 @@ impl Default for SshdConfig {
             session_token_dir: PathBuf::from("/run/hpccert/session-tokens"),
             credential_cache_ttl: 300,
             credential_cache_size: 1024,
+            x509_proxy_handover: false,
         }
     }
 }
@@ -1123,6 +1137,7 @@ mod tests {
             ("PATH", "PATH"),
             ("SSH_ORIGINAL_COMMAND", "SSH_ORIGINAL_COMMAND"),
             ("BASH_ENV", "BASH_ENV"),
+            ("X509_USER_PROXY_PEM", "X509_USER_PROXY_PEM"),
         ] {
             let text = format!(
                 "version = 1\n[sshd]\nlisten = [\"127.0.0.1:2222\"]\naccept_env = [\"LANG\", \"{pattern}\"]\n"
@@ -1141,6 +1156,7 @@ mod tests {
         }
         assert!(env_protected("HPCCERT_DN"));
         assert!(env_protected("LD_LIBRARY_PATH"));
+        assert!(env_protected(X509_PROXY_HANDOVER_ENV));
         assert!(!env_protected("LANG"));
     }
 
