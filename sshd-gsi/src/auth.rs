@@ -78,6 +78,9 @@ pub struct Login {
     pub token: Option<zeroize::Zeroizing<String>>,
     /// What came from the credential cache (None: verified and decided now).
     pub cached: Option<FromCache>,
+    /// For x509 logins with `[sshd] x509_proxy_handover`: the presented chain, which a proxy
+    /// the client hands over must be or extend.
+    pub x509_chain: Option<PresentedChain>,
 }
 
 /// A decision and what of it came from the credential cache.
@@ -675,6 +678,45 @@ impl Engine {
             self.cache.insert(key, reuse.until, remembered);
         }
         Ok((decision, None))
+    }
+}
+
+impl Engine {
+    /// Whether the proxy file a client hands over (`X509_USER_PROXY_PEM`, `[sshd]
+    /// x509_proxy_handover`) may go to the sessions of `login`: the file (PEM) as it will be
+    /// written, and the one line saying which proxy it is; else why not. Never the PEM in either.
+    pub fn proxy_handover(
+        &self,
+        login: &Login,
+        pem: &[u8],
+        now: SystemTime,
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, String), String> {
+        use hpccert_core::trust::proxyfile::{LoginCredential, ProxyFile, verify_handover};
+        let (Some(chain), hpccert_core::identity::Identity::Certificate(identity)) =
+            (&login.x509_chain, login.decision.identity())
+        else {
+            return Err(format!("the login was not X.509 ({})", login.method));
+        };
+        let trust = self.trust.as_ref().ok_or("x509 is not enabled")?.current();
+        let handed = ProxyFile::from_pem(pem).map_err(|e| format!("not a proxy file: {e}"))?;
+        let credential = LoginCredential {
+            chain,
+            identity,
+            proxy_depth: login.decision.proxy_depth(),
+        };
+        let verified = verify_handover(&trust, &self.verify_options, now, &credential, &handed)
+            .map_err(|e| e.to_string())?;
+        let file = handed.to_pem()?;
+        let until = hpccert_core::trust::x509::format_unix(verified.not_after());
+        Ok((
+            file,
+            format!(
+                "{} (proxy depth {}, {}, valid until {until})",
+                verified.presented_subject().to_slash(),
+                verified.proxy_depth(),
+                verified.fingerprint()
+            ),
+        ))
     }
 }
 

@@ -17,8 +17,8 @@ mod pam;
 mod pam_proto;
 mod server;
 mod session;
+mod sessionfile;
 mod spawn;
-mod tokenfile;
 mod x509auth;
 
 use std::path::PathBuf;

@@ -183,6 +183,11 @@ impl Server {
     /// A server offering `methods` (TOML strings) and, if given, only the x509 `algorithms`,
     /// ready to accept connections.
     fn start(methods: &[&str], algorithms: Option<&[&str]>) -> Self {
+        Self::start_with(methods, algorithms, "")
+    }
+
+    /// As [`Self::start`], with `sshd` (TOML lines) added to `[sshd]`.
+    fn start_with(methods: &[&str], algorithms: Option<&[&str]>, sshd: &str) -> Self {
         let pki = pki();
         let dir = tempfile::Builder::new()
             .prefix("sshd-gsi-e2e-x509-")
@@ -235,7 +240,7 @@ impl Server {
                  [trust]\nca_dir = \"{}\"\ncrl = \"if-present\"\n\
                  [mapping]\ngrid_mapfile = \"{}\"\n\
                  [tokens]\nkey_cache_dir = \"{}\"\n\
-                 [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\n{algorithms}",
+                 [sshd]\nlisten = [\"127.0.0.1:{port}\"]\nhost_keys = [\"{}\"]\nmethods = [{}]\n{algorithms}{sshd}",
                 s("certificates"),
                 s("grid-mapfile"),
                 s("keys"),
@@ -444,7 +449,7 @@ async def login(host, port, job):
             client_keys=[(job["key"], job["cert"])], preferred_auth="publickey",
             known_hosts=None, agent_path=None, config=[]), 30)
         async with conn:
-            r = await asyncio.wait_for(conn.run(job["command"], check=False), 30)
+            r = await asyncio.wait_for(conn.run(job["command"], check=False, env=job.get("env") or {}), 30)
             res.update(ok=True, out=r.stdout, err=r.stderr, status=r.exit_status)
     except Exception as e:
         res.update(ok=False, error=type(e).__name__, message=str(e))
@@ -475,6 +480,13 @@ fn asyncssh_logins(python: &Path, server: &Server, jobs: &[Job<'_>]) -> Vec<Valu
             json!({"name": j.name, "user": j.user, "key": j.key, "cert": j.cert, "command": COMMAND})
         })
         .collect();
+    asyncssh_run(python, server, list)
+}
+
+/// Run jobs (JSON: `name`, `user`, `key`, `cert`, `command`, optionally `env`) with asyncssh
+/// against `server`; one result per job, in order.
+fn asyncssh_run(python: &Path, server: &Server, list: Vec<Value>) -> Vec<Value> {
+    let count = list.len();
     let file = server.path("jobs.json");
     std::fs::write(&file, Value::Array(list).to_string()).unwrap();
     let (code, out, err) = run(Command::new(python)
@@ -488,7 +500,7 @@ fn asyncssh_logins(python: &Path, server: &Server, jobs: &[Job<'_>]) -> Vec<Valu
     );
     let results: Vec<Value> = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("asyncssh output {out:?}: {e}\nstderr: {err}"));
-    assert_eq!(results.len(), jobs.len(), "{out}");
+    assert_eq!(results.len(), count, "{out}");
     results
 }
 
@@ -828,4 +840,201 @@ fn openssh_plain_key_refused_and_server_sig_algs() {
     assert_eq!(x509_only(&algs), sorted(&configured), "{algs:?}");
     let log = server.log();
     assert!(!log.contains("Accepted"), "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. the proxy handed to the session ([sshd] x509_proxy_handover)
+
+/// What a handover session prints: `X509_USER_PROXY` or `none`, whether `X509_USER_PROXY_PEM`
+/// reached it, and for a file: its mode and owner, its directory's mode, the subject OpenSSL
+/// reads from it and whether its key is the certificate's.
+const HANDOVER_COMMAND: &str = r#"f=${X509_USER_PROXY:-none}; echo "file=$f"; echo "pem=${X509_USER_PROXY_PEM:-unset}"
+if [ "$f" != none ]; then
+  echo "mode=$(stat -c '%a %U' "$f") dir=$(stat -c '%a' "$(dirname "$f")")"
+  openssl x509 -noout -subject -nameopt compat -in "$f"
+  a=$(openssl x509 -noout -pubkey -in "$f"); b=$(openssl pkey -in "$f" -pubout)
+  [ -n "$a" ] && [ "$a" = "$b" ] && echo key=matches
+fi"#;
+
+/// A proxy file as grid-proxy-init writes it: the certificate, its key, the rest of the chain.
+fn proxy_file(leaf: &Credential, key: &Credential, rest: &[&Credential]) -> String {
+    let mut pem = leaf.cert_pem().unwrap();
+    pem.extend(key.key_pem_traditional().unwrap());
+    for c in rest {
+        pem.extend(c.cert_pem().unwrap());
+    }
+    String::from_utf8(pem).unwrap()
+}
+
+/// A line of the key's base64, to look for in the log.
+fn key_line(cred: &Credential) -> String {
+    let pem = String::from_utf8(cred.key_pem_traditional().unwrap()).unwrap();
+    pem.lines().nth(1).unwrap().to_string()
+}
+
+/// The `key=value` lines a handover session printed.
+fn fields(r: &Value) -> std::collections::HashMap<String, String> {
+    r["out"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_proxy_handed_over_in_the_environment_reaches_the_session_when_it_is_the_logins() {
+    let Some(python) = python_with("asyncssh, OpenSSL") else {
+        return;
+    };
+    let pki = pki();
+    let me = user();
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path().join("session-files");
+    let sshd = format!(
+        "session_token_dir = \"{}\"\nx509_proxy_handover = true\n",
+        dir.display()
+    );
+    // a proxy of another user of the same CA
+    let now = hpccert_core::clock::now();
+    let rsa_proxy = devpki::issue_proxy(&pki.rsa, &ProxySpec::new("5005", now, 12)).unwrap();
+    let own = proxy_file(&pki.proxy1, &pki.proxy1, &[&pki.p256]);
+    let wrong_key = proxy_file(&pki.proxy1, &pki.proxy2, &[&pki.p256]);
+    let others = proxy_file(&rsa_proxy, &rsa_proxy, &[&pki.rsa]);
+    let secrets = [
+        key_line(&pki.proxy1),
+        key_line(&pki.proxy2),
+        key_line(&rsa_proxy),
+    ];
+
+    // with PAM (the default: the path reaches the session through the PAM helper) and without
+    for pam in ["", "use_pam = false\n"] {
+        let server = Server::start_with(&["x509"], None, &format!("{sshd}{pam}"));
+        let (kp1, cp1) = server.credential("proxy1", &pki.proxy1, &[&pki.p256]);
+        let (k256, c256) = server.credential("p256", &pki.p256, &[]);
+        let job = |name: &str, key: &PathBuf, cert: &PathBuf, pem: &str| {
+            json!({"name": name, "user": me, "key": key, "cert": cert,
+                   "command": HANDOVER_COMMAND, "env": {"X509_USER_PROXY_PEM": pem}})
+        };
+        let results = asyncssh_run(
+            &python,
+            &server,
+            vec![
+                job("logged in with the proxy, hands it over", &kp1, &cp1, &own),
+                job(
+                    "logged in with the certificate, hands a proxy of it",
+                    &k256,
+                    &c256,
+                    &own,
+                ),
+                job(
+                    "a proxy certificate with another key",
+                    &kp1,
+                    &cp1,
+                    &wrong_key,
+                ),
+                job("another user's proxy", &kp1, &cp1, &others),
+            ],
+        );
+        let log = server.log();
+        for l in log.lines().filter(|l| l.contains("proxy handover")) {
+            eprintln!("{}: {l}", if pam.is_empty() { "PAM" } else { "no PAM" });
+        }
+        for r in &results[..2] {
+            let f = fields(r);
+            assert_eq!(r["status"].as_i64(), Some(0), "{pam}{r}\n{log}");
+            let file = PathBuf::from(&f["file"]);
+            assert!(
+                file.starts_with(&dir) && file.ends_with("x509up"),
+                "{pam}{r}"
+            );
+            assert_eq!(
+                f["pem"], "unset",
+                "the PEM itself is no session variable: {r}"
+            );
+            assert_eq!(f["mode"], format!("600 {me} dir=700"), "{r}");
+            assert!(f["subject"].contains(&format!("{P256_DN}/CN=1001")), "{r}");
+            assert_eq!(f.get("key").map(String::as_str), Some("matches"), "{r}");
+            // the session ended: the file and its directory go
+            assert!(
+                wait_for(Duration::from_secs(5), || !file.exists()
+                    && !file.parent().unwrap().exists()),
+                "{} is still there",
+                file.display()
+            );
+            let port = port_of(r);
+            assert!(
+                log.lines().any(|l| l.contains("proxy handover accepted")
+                    && l.contains(&format!("port {port} ssh2"))
+                    && l.contains("proxy depth 1")),
+                "{log}"
+            );
+        }
+        for (r, why) in results[2..].iter().zip([
+            "the private key is not the key of the first certificate",
+            "neither the login's chain nor a proxy of the login's certificate",
+        ]) {
+            // refused: the session runs, without the proxy
+            assert_eq!(r["status"].as_i64(), Some(0), "{r}\n{log}");
+            assert_eq!(fields(r)["file"], "none", "{r}");
+            let port = port_of(r);
+            assert!(
+                log.lines().any(|l| l.contains("proxy handover refused")
+                    && l.contains(&format!("port {port} ssh2"))
+                    && l.contains(why)),
+                "refusal saying {why:?}:\n{log}"
+            );
+        }
+        for secret in &secrets {
+            assert!(
+                !log.contains(secret.as_str()),
+                "a key is in the log:\n{log}"
+            );
+        }
+    }
+
+    // off (the default): nothing is written, the session gets no X509_USER_PROXY
+    let off = Server::start_with(
+        &["x509"],
+        None,
+        &format!("session_token_dir = \"{}\"\n", dir.display()),
+    );
+    let (kp1, cp1) = off.credential("proxy1", &pki.proxy1, &[&pki.p256]);
+    let results = asyncssh_run(
+        &python,
+        &off,
+        vec![
+            json!({"name": "handover off", "user": me, "key": kp1, "cert": cp1,
+                    "command": HANDOVER_COMMAND, "env": {"X509_USER_PROXY_PEM": own}}),
+        ],
+    );
+    let f = fields(&results[0]);
+    assert_eq!(
+        (f["file"].as_str(), f["pem"].as_str()),
+        ("none", "unset"),
+        "{}",
+        results[0]
+    );
+    assert!(
+        std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()),
+        "nothing written below {}",
+        dir.display()
+    );
+    let log = off.log();
+    assert!(log.contains("x509_proxy_handover is off"), "{log}");
+    assert!(!log.contains(secrets[0].as_str()), "{log}");
+}
+
+fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

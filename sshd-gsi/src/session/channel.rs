@@ -18,12 +18,35 @@ pub(super) struct PtyRequest {
     pub(super) modes: Vec<(PtyMode, u32)>,
 }
 
+/// A proxy file a client handed over and the server took: the file as it is written, and its
+/// SHA-256 (sessions of a login that hand over the same file share it).
+pub(super) struct HandedProxy {
+    pub(super) file: zeroize::Zeroizing<Vec<u8>>,
+    pub(super) digest: [u8; 32],
+}
+
+impl HandedProxy {
+    pub(super) fn new(file: zeroize::Zeroizing<Vec<u8>>) -> Self {
+        let digest = openssl::sha::sha256(&file);
+        Self { file, digest }
+    }
+}
+
+impl std::fmt::Debug for HandedProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandedProxy(<secret>)")
+    }
+}
+
 /// A session channel before and after its process starts.
 #[derive(Debug, Default)]
 pub(super) struct ChannelState {
     pub(super) channel: Option<Channel<Msg>>,
     pub(super) pty: Option<PtyRequest>,
     pub(super) env: Vec<(String, String)>,
+    /// The proxy the client handed over for this session (`[sshd] x509_proxy_handover`),
+    /// checked.
+    pub(super) proxy: Option<HandedProxy>,
     pub(super) master: Option<Arc<OwnedFd>>,
     pub(super) pid: Option<i32>,
     /// `signal` requests go to the task that owns (and reaps) the process.

@@ -18,10 +18,12 @@ use hpccert_core::config::SshMethod;
 use russh::server::{Auth, Msg, Response, Session};
 use russh::{Channel, ChannelId, Pty as PtyMode, Sig};
 
+use self::channel::HandedProxy;
 use self::channel::{ChannelState, PtyRequest};
 use self::start::{Origin, Start, chain_pem};
 use crate::auth::{self, Login, SharedEngine};
 use crate::limits::AuthFlag;
+use crate::sessionfile::{Kind, SessionFile, SessionFiles};
 use crate::spawn::{self, Account};
 use crate::x509auth;
 use hpccert_core::host::credential_cache::FromCache;
@@ -30,8 +32,12 @@ use hpccert_core::token::entry::{Next, TokenEntry};
 /// What a login hands on to the PAM stacks and the sessions.
 enum Handover {
     None,
-    /// The presented chain (PEM), for pam_hpccert's `x509` option.
-    Chain(Option<String>),
+    /// The presented chain: as PEM, for pam_hpccert's `x509` option; as certificates, for
+    /// `[sshd] x509_proxy_handover`.
+    Chain {
+        pem: Option<String>,
+        chain: Option<hpccert_core::trust::x509::PresentedChain>,
+    },
     /// The bearer token, for `[sshd] session_token`.
     Token(zeroize::Zeroizing<String>),
 }
@@ -49,7 +55,7 @@ pub struct Connection {
     /// Set on a successful login (the accept loop's grace timer reads it).
     authenticated: Arc<AuthFlag>,
     /// The login's token file while a session holds it.
-    session_token: std::sync::Weak<crate::tokenfile::SessionToken>,
+    session_token: std::sync::Weak<SessionFile>,
     /// With PAM: the child that ran the login's account stack, kept for its first session.
     pam_job: Option<crate::pam::AccountJob>,
     /// The key blob of the last acceptable X.509 key query and what of its decision came
@@ -57,6 +63,8 @@ pub struct Connection {
     /// the login reports the query's origin (a chain verified by this login's own query is
     /// not "cached").
     queried: Option<(Vec<u8>, Option<FromCache>)>,
+    /// The last proxy file handed over on this login (its SHA-256) while a session holds it.
+    session_proxy: Option<([u8; 32], std::sync::Weak<SessionFile>)>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -86,6 +94,7 @@ impl Connection {
             session_token: std::sync::Weak::new(),
             pam_job: None,
             queried: None,
+            session_proxy: None,
         }
     }
 
@@ -124,10 +133,10 @@ impl Connection {
         result: Result<auth::Decided, String>,
         handover: Handover,
     ) -> Auth {
-        let (chain_pem, token) = match handover {
-            Handover::None => (None, None),
-            Handover::Chain(pem) => (pem, None),
-            Handover::Token(t) => (None, Some(t)),
+        let (chain_pem, x509_chain, token) = match handover {
+            Handover::None => (None, None, None),
+            Handover::Chain { pem, chain } => (pem, chain, None),
+            Handover::Token(t) => (None, None, Some(t)),
         };
         let result = result.and_then(|(decision, cached)| {
             let account = Account::lookup(decision.account().as_str())?;
@@ -139,6 +148,7 @@ impl Connection {
                     chain_pem,
                     token,
                     cached,
+                    x509_chain,
                 },
                 account,
             ))
@@ -196,21 +206,50 @@ impl Connection {
         let Some(state) = self.channels.get_mut(&id) else {
             return Err("unknown channel".into());
         };
+        let dir = &self.engine.config.sshd.session_token_dir;
         // the token file: shared by the login's sessions, made for the first one
         let token_file = match &login.token {
             Some(token) if self.engine.config.sshd.session_token => {
                 match self.session_token.upgrade() {
                     Some(t) => Some(t),
                     None => {
-                        let dir = &self.engine.config.sshd.session_token_dir;
-                        let t =
-                            Arc::new(crate::tokenfile::SessionToken::create(dir, account, token)?);
+                        let t = Arc::new(SessionFile::create(
+                            dir,
+                            account,
+                            Kind::Token,
+                            token.as_bytes(),
+                        )?);
                         self.session_token = Arc::downgrade(&t);
                         Some(t)
                     }
                 }
             }
             _ => None,
+        };
+        // the proxy file, when this session's client handed one over: shared by the login's
+        // sessions that hand over the same one, made for the first of them
+        let proxy_file = match &state.proxy {
+            Some(handed) => {
+                let live = self
+                    .session_proxy
+                    .as_ref()
+                    .filter(|(digest, _)| *digest == handed.digest)
+                    .and_then(|(_, file)| file.upgrade());
+                match live {
+                    Some(p) => Some(p),
+                    None => {
+                        let p = Arc::new(SessionFile::create(
+                            dir,
+                            account,
+                            Kind::Proxy,
+                            &handed.file,
+                        )?);
+                        self.session_proxy = Some((handed.digest, Arc::downgrade(&p)));
+                        Some(p)
+                    }
+                }
+            }
+            None => None,
         };
         // restrictions: a forced command runs instead of the client's (which the session finds
         // in SSH_ORIGINAL_COMMAND); the identity's sessions are counted across connections
@@ -245,7 +284,7 @@ impl Connection {
             (login, account),
             state,
             (id, what, original),
-            (token_file, slot, pam_job),
+            (SessionFiles::new(token_file, proxy_file), slot, pam_job),
             session.handle(),
         )
         .await
@@ -381,6 +420,17 @@ impl russh::server::Handler for Connection {
         let engine = self.engine.clone();
         let u = user.to_string();
         let blob = key_blob.to_vec();
+        // kept for a proxy the client may hand over, which must be this chain or extend it
+        let x509_chain = if signature.is_some() && self.engine.config.sshd.x509_proxy_handover {
+            match &presented.chain {
+                Some(chain) => Some(chain.clone()),
+                None => x509auth::parse_key_blob(algorithm, key_blob)
+                    .ok()
+                    .map(|k| k.chain),
+            }
+        } else {
+            None
+        };
         let lease = signature.is_some();
         let from = self.peer.ip();
         let result = tokio::task::spawn_blocking(move || {
@@ -403,7 +453,15 @@ impl russh::server::Handler for Connection {
             _ => (d, cached),
         });
         Ok(self
-            .finish_login("x509", user, result, Handover::Chain(chain_pem))
+            .finish_login(
+                "x509",
+                user,
+                result,
+                Handover::Chain {
+                    pem: chain_pem,
+                    chain: x509_chain,
+                },
+            )
             .await)
     }
 
@@ -550,6 +608,11 @@ impl russh::server::Handler for Connection {
         variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // the handed proxy: its value is a private key, never a session variable nor logged
+        if variable_name == hpccert_core::config::X509_PROXY_HANDOVER_ENV {
+            let taken = self.proxy_handover(channel, variable_value).await;
+            return Self::reply(session, channel, taken);
+        }
         let allowed = spawn::env_allowed(variable_name, &self.engine.config.sshd.accept_env);
         if let (true, Some(state)) = (allowed, self.channels.get_mut(&channel)) {
             state
@@ -650,6 +713,56 @@ impl russh::server::Handler for Connection {
 }
 
 impl Connection {
+    /// A proxy handed over in `X509_USER_PROXY_PEM` (`[sshd] x509_proxy_handover`): checked,
+    /// and kept for the channel's session when it is the login's own proxy or a proxy of the
+    /// login's certificate. A refusal is logged with its reason and the session runs without
+    /// `X509_USER_PROXY`: the login itself was verified, only the handover fails (closed).
+    async fn proxy_handover(&mut self, channel: ChannelId, pem: &str) -> bool {
+        let from = match &self.login {
+            Some((login, account)) => format!(
+                "for {} ({}) {}",
+                account.name,
+                login.decision.identity(),
+                auth::from(&self.peer)
+            ),
+            None => auth::from(&self.peer),
+        };
+        let refuse = |reason: &str| {
+            tracing::warn!(target: "sshd_gsi::session", "proxy handover refused {from}: {reason}; the session gets no X509_USER_PROXY");
+            false
+        };
+        if !self.engine.config.sshd.x509_proxy_handover {
+            tracing::info!(target: "sshd_gsi::session", "proxy handover refused {from}: [sshd] x509_proxy_handover is off; the session gets no X509_USER_PROXY");
+            return false;
+        }
+        let Some((login, _)) = &self.login else {
+            return refuse("not authenticated");
+        };
+        match self.channels.get(&channel) {
+            Some(state) if state.channel.is_some() => {}
+            _ => return refuse("no session channel waiting for its process"),
+        }
+        let engine = self.engine.clone();
+        let login = login.clone();
+        let pem = zeroize::Zeroizing::new(pem.as_bytes().to_vec());
+        let now = hpccert_core::clock::now();
+        let checked =
+            tokio::task::spawn_blocking(move || engine.proxy_handover(&login, &pem, now)).await;
+        let result = match checked {
+            Ok(r) => r,
+            Err(e) => return refuse(&format!("internal error: {e}")),
+        };
+        match (result, self.channels.get_mut(&channel)) {
+            (Ok((file, which)), Some(state)) => {
+                tracing::info!(target: "sshd_gsi::session", "proxy handover accepted {from}: {which}");
+                state.proxy = Some(HandedProxy::new(file));
+                true
+            }
+            (Ok(_), None) => refuse("the channel closed"),
+            (Err(reason), _) => refuse(&reason),
+        }
+    }
+
     fn after_start(
         &mut self,
         channel: ChannelId,

@@ -26,8 +26,8 @@ pub(super) struct Tally {
     pub(super) bytes_out: Arc<std::sync::atomic::AtomicU64>,
     /// utmp/wtmp/lastlog of a PTY session.
     pub(super) login_record: Option<crate::loginrec::LoginRecord>,
-    /// The login's token file, held while the session lasts (the last holder removes it).
-    pub(super) _token: Option<Arc<crate::tokenfile::SessionToken>>,
+    /// The credential files the session holds (removed after the last holder).
+    pub(super) _handed: crate::sessionfile::SessionFiles,
     /// The identity's place under its `max-sessions` restriction, given back at the end.
     pub(super) _slot: Option<crate::auth::SessionSlot>,
     /// Marks the channel ended once the session is over.

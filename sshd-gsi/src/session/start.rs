@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -17,8 +17,8 @@ use super::pump::{Pipes, Process, ProcessOwner, Tally, pump_pipes, pump_pty};
 use crate::auth::SessionSlot;
 use crate::auth::{self, Login, SharedEngine};
 use crate::confine::Confinement;
+use crate::sessionfile::SessionFiles;
 use crate::spawn::{self, Account, Pty};
-use crate::tokenfile::SessionToken;
 use hpccert_core::identity::rights::{Files, SessionRights};
 
 /// Who a session's process starts for: the connection's side of it.
@@ -63,12 +63,12 @@ fn environment(
     (account, login): (&Account, &Login),
     state: &ChannelState,
     tty: Option<&str>,
-    token_file: Option<&Path>,
+    handed: &SessionFiles,
 ) -> Vec<(OsString, OsString)> {
     let mut env = spawn::base_environment(account);
     let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
-    if let Some(file) = token_file {
-        set("BEARER_TOKEN_FILE", file.display().to_string());
+    for (name, file) in handed.environment() {
+        set(name, file.display().to_string());
     }
     set(
         "SSH_CONNECTION",
@@ -116,8 +116,8 @@ pub(super) async fn start(
     (login, account): (&Login, &Account),
     state: &mut ChannelState,
     (id, what, original): (ChannelId, Start, Option<String>),
-    (token_file, slot, pam_job): (
-        Option<Arc<SessionToken>>,
+    (handed, slot, pam_job): (
+        SessionFiles,
         Option<SessionSlot>,
         Option<crate::pam::AccountJob>,
     ),
@@ -200,7 +200,7 @@ pub(super) async fn start(
         (account, login),
         state,
         pty.as_ref().map(|p| p.slave_path.as_str()),
-        token_file.as_deref().map(SessionToken::path),
+        &handed,
     );
     let mut env = env;
     if let Some(original) = original {
@@ -294,7 +294,7 @@ pub(super) async fn start(
         bytes_in: Arc::default(),
         bytes_out: Arc::default(),
         login_record: None,
-        _token: token_file,
+        _handed: handed,
         _slot: slot,
         _ends: EndsChannel(Arc::clone(&state.ended)),
     };
