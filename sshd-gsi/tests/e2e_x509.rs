@@ -935,13 +935,15 @@ fn a_proxy_handed_over_in_the_environment_reaches_the_session_when_it_is_the_log
                     &wrong_key,
                 ),
                 job("another user's proxy", &kp1, &cp1, &others),
+                // the same chain again: its verification comes from the credential cache
+                job("the proxy again, from the cache", &kp1, &cp1, &own),
             ],
         );
         let log = server.log();
         for l in log.lines().filter(|l| l.contains("proxy handover")) {
             eprintln!("{}: {l}", if pam.is_empty() { "PAM" } else { "no PAM" });
         }
-        for r in &results[..2] {
+        for r in [&results[0], &results[1], &results[4]] {
             let f = fields(r);
             assert_eq!(r["status"].as_i64(), Some(0), "{pam}{r}\n{log}");
             let file = PathBuf::from(&f["file"]);
@@ -971,7 +973,14 @@ fn a_proxy_handed_over_in_the_environment_reaches_the_session_when_it_is_the_log
                 "{log}"
             );
         }
-        for (r, why) in results[2..].iter().zip([
+        let again = port_of(&results[4]);
+        assert!(
+            log.lines().any(|l| l.contains("Accepted x509")
+                && l.contains(&format!("port {again} ssh2"))
+                && l.contains("(cached")),
+            "the last login's chain came from the cache:\n{log}"
+        );
+        for (r, why) in results[2..4].iter().zip([
             "the private key is not the key of the first certificate",
             "neither the login's chain nor a proxy of the login's certificate",
         ]) {

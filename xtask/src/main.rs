@@ -196,6 +196,13 @@ Cached token issuer keys (\fBgridmap-tool keys refresh\fR).
 \fI/var/log/hpccert/audit.jsonl\fR
 The audit stream, when \fB[sshd] audit_log\fR names it.
 .TP
+\fI/run/hpccert/session-tokens\fR
+The credentials handed to sessions (\fB[sshd] session_token_dir\fR), one private directory per
+login: the token of a token login (\fBBEARER_TOKEN_FILE\fR, \fB[sshd] session_token\fR) and
+the proxy a client handed over in the \fBenv\fR request \fBX509_USER_PROXY_PEM\fR after an
+X.509 login (\fBX509_USER_PROXY\fR, \fB[sshd] x509_proxy_handover\fR, off by default),
+removed when the last session holding them ends.
+.TP
 \fI/lib/systemd/system/sshd-gsi.service\fR
 The systemd unit; \fBsystemctl reload sshd-gsi\fR checks the configuration and sends SIGHUP.
 .SH "SEE ALSO"
