@@ -34,16 +34,58 @@ pub(super) struct Tally {
     pub(super) _ends: super::channel::EndsChannel,
 }
 
-/// Copy a process's output to the channel in reads of up to 32 KiB: each read becomes one
-/// SSH packet (russh's own `data()` copies through an 8 KiB buffer, four times the packets).
+/// The most a channel data packet carries here (as OpenSSH's 32 KiB `CHAN_SES_PACKET_DEFAULT`).
+const PACKET: usize = 32 * 1024;
+
+/// Copy a process's output to the channel in packets of up to 32 KiB. A pipe read returns what
+/// one write of the process put there (8 KiB for coreutils' `head`, 4 KiB for many programs),
+/// so when `coalesce` is set, what is already waiting in the pipe joins the packet before it
+/// goes (never waiting for more: an interactive program's output is not held back). Fewer,
+/// fuller packets are less work for both ends; OpenSSH's channel buffer does the same.
 async fn forward<R: tokio::io::AsyncRead + Unpin>(
     write: &russh::ChannelWriteHalf<Msg>,
     ext: Option<u32>,
-    reader: R,
+    mut reader: R,
+    coalesce: bool,
 ) -> std::io::Result<u64> {
-    let mut reader = tokio::io::BufReader::with_capacity(32 * 1024, reader);
+    use tokio::io::AsyncReadExt;
     let mut tx = write.make_writer_ext(ext);
-    tokio::io::copy_buf(&mut reader, &mut tx).await
+    let mut buf = vec![0u8; PACKET];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let mut filled = n;
+        while coalesce && filled < buf.len() {
+            match read_ready(&mut reader, &mut buf[filled..]) {
+                Some(Ok(m)) if m > 0 => filled += m,
+                // nothing waiting, or the end (the next read sees it again), or an error
+                // (likewise): send what there is
+                _ => break,
+            }
+        }
+        tx.write_all(&buf[..filled]).await?;
+        total += filled as u64;
+    }
+    tx.flush().await?;
+    Ok(total)
+}
+
+/// Read what is ready now, without waiting: `None` when nothing is. (A pending read leaves
+/// nothing behind: the next real read registers the task's own waker.)
+fn read_ready<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut rb = tokio::io::ReadBuf::new(buf);
+    match std::pin::Pin::new(reader).poll_read(&mut cx, &mut rb) {
+        std::task::Poll::Ready(Ok(())) => Some(Ok(rb.filled().len())),
+        std::task::Poll::Ready(Err(e)) => Some(Err(e)),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// An AsyncRead that counts what passes.
@@ -241,12 +283,12 @@ pub(super) async fn pump_pipes(
     );
     let out = tokio::spawn(async move {
         if let Some(s) = stdout {
-            let _ = forward(&w1, None, Counted(s, c1)).await;
+            let _ = forward(&w1, None, Counted(s, c1), true).await;
         }
     });
     let err = tokio::spawn(async move {
         if let Some(s) = stderr {
-            let _ = forward(&w2, Some(1), Counted(s, c2)).await;
+            let _ = forward(&w2, Some(1), Counted(s, c2), true).await;
         }
     });
     let input = tokio::spawn(async move {
@@ -348,7 +390,8 @@ pub(super) async fn pump_pty(
     // reading the master fails with EIO once the last slave fd is closed: that is EOF
     let (c_out, c_in) = (tally.bytes_out.clone(), tally.bytes_in.clone());
     let out = tokio::spawn(async move {
-        let _ = forward(&w, None, Counted(EioIsEof(reader), c_out)).await;
+        // a terminal's output goes as it comes (a file read here runs on the blocking pool)
+        let _ = forward(&w, None, Counted(EioIsEof(reader), c_out), false).await;
     });
     let input = tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
