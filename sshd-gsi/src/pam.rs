@@ -28,8 +28,11 @@
 //! is gone (killed, crashed) is started again at the next job; the sessions it had forked go
 //! on, since each child talks to the server on its own socket.
 //!
-//! One PAM session per session channel: a connection with several channels opens several PAM
-//! sessions (as cron does per job), where OpenSSH opens one per connection.
+//! The child that ran a login's account stack keeps its PAM handle and opens the login's first
+//! session on it (as sshd uses one handle for both), so a login with one session costs one
+//! fork. Each further session channel gets a child and a PAM session of its own: a connection
+//! with several channels opens several PAM sessions (as cron does per job), where OpenSSH
+//! opens one per connection.
 #![allow(unsafe_code)] // the pre-exec hook: the block says why it is sound
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

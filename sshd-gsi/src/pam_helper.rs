@@ -62,8 +62,14 @@ pub fn broker_main(service: &str) -> ExitCode {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
     loop {
-        if !wait_for_job(&jobs, &reaper) {
-            continue;
+        match wait_for_job(&jobs, &reaper) {
+            Ok(true) => {}
+            Ok(false) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                // the server starts a new broker at its next job
+                eprintln!("sshd-gsi-pam-helper: waiting for jobs: {e}");
+                return ExitCode::from(1);
+            }
         }
         let (mode, fds) = match receive_job(jobs.as_raw_fd()) {
             Ok(Some(job)) => job,
@@ -119,15 +125,16 @@ pub fn broker_main(service: &str) -> ExitCode {
 }
 
 /// Wait until a job can be read (true), reaping the children that ended meanwhile.
-fn wait_for_job(jobs: &OwnedFd, reaper: &nix::sys::signalfd::SignalFd) -> bool {
+fn wait_for_job(
+    jobs: &OwnedFd,
+    reaper: &nix::sys::signalfd::SignalFd,
+) -> Result<bool, nix::errno::Errno> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut fds = [
         PollFd::new(jobs.as_fd(), PollFlags::POLLIN),
         PollFd::new(reaper.as_fd(), PollFlags::POLLIN),
     ];
-    if poll(&mut fds, PollTimeout::NONE).is_err() {
-        return false;
-    }
+    poll(&mut fds, PollTimeout::NONE)?;
     let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
     let (job, ended) = (ready(&fds[0]), ready(&fds[1]));
     if ended {
@@ -139,7 +146,7 @@ fn wait_for_job(jobs: &OwnedFd, reaper: &nix::sys::signalfd::SignalFd) -> bool {
             }
         }
     }
-    job
+    Ok(job)
 }
 
 /// A job's name and the descriptors that came with it.
