@@ -639,7 +639,6 @@ fn wait_forwarding(
 ) -> nix::sys::wait::WaitStatus {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     let forward = |sig: libc::c_int| {
         // SAFETY: killpg has no memory effects; the group is the session's, not yet reaped.
         unsafe {
@@ -655,11 +654,8 @@ fn wait_forwarding(
     let mut server_open = true;
     let mut pending = Vec::new();
     loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return s,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return WaitStatus::Exited(pid, 255),
+        if let Some(status) = ended(pid) {
+            return status;
         }
         let (signal_ready, server_ready) = {
             let mut fds = vec![PollFd::new(incoming.as_fd(), PollFlags::POLLIN)];
@@ -705,6 +701,19 @@ fn wait_forwarding(
     }
 }
 
+/// The session process's wait status once it has ended (reaped by this call), else `None`.
+fn ended(pid: nix::unistd::Pid) -> Option<nix::sys::wait::WaitStatus> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    loop {
+        return match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Some(s),
+            Ok(_) => None,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => Some(WaitStatus::Exited(pid, 255)),
+        };
+    }
+}
+
 /// `signal N` from the server, for a signal a client may send (RFC 4254 6.9) or SIGKILL.
 fn requested_signal(line: &[u8]) -> Option<libc::c_int> {
     let n: libc::c_int = std::str::from_utf8(line)
@@ -737,13 +746,9 @@ fn wait_sigwait(
     signals: &nix::sys::signal::SigSet,
     forward: impl Fn(libc::c_int),
 ) -> nix::sys::wait::WaitStatus {
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return s,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return WaitStatus::Exited(pid, 255),
+        if let Some(status) = ended(pid) {
+            return status;
         }
         let mut sig: libc::c_int = 0;
         // SAFETY: sigwait reads the initialised set and writes one int into `sig`.

@@ -151,16 +151,19 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt as _;
 
+    /// The account running the tests.
+    fn me() -> Account {
+        let name = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap()
+            .name;
+        Account::lookup(&name).unwrap()
+    }
+
     #[test]
     fn the_file_is_the_accounts_alone_and_goes_with_the_last_holder() {
         let parent = tempfile::tempdir().unwrap();
-        let me = Account::lookup(
-            &nix::unistd::User::from_uid(nix::unistd::getuid())
-                .unwrap()
-                .unwrap()
-                .name,
-        )
-        .unwrap();
+        let me = me();
         let t = std::sync::Arc::new(
             SessionFile::create(&parent.path().join("tokens"), &me, Kind::Token, b"tok.en")
                 .unwrap(),
@@ -181,13 +184,7 @@ mod tests {
     #[test]
     fn the_session_finds_each_file_under_its_variable() {
         let parent = tempfile::tempdir().unwrap();
-        let me = Account::lookup(
-            &nix::unistd::User::from_uid(nix::unistd::getuid())
-                .unwrap()
-                .unwrap()
-                .name,
-        )
-        .unwrap();
+        let me = me();
         let proxy = Arc::new(SessionFile::create(parent.path(), &me, Kind::Proxy, b"pem").unwrap());
         assert!(proxy.path().ends_with("x509up"));
         let files = SessionFiles::new(None, Some(Arc::clone(&proxy)));
