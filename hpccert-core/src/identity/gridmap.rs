@@ -111,16 +111,32 @@ pub struct LineError {
     pub message: String,
 }
 
-/// The text of a line-oriented list that may be missing (the suspension list, the
-/// restrictions): `Ok(None)` when the file does not exist; otherwise why it cannot be read.
-pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| "not UTF-8".to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+/// Why a line-oriented list that may be missing (the suspension list, the restrictions)
+/// cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum LineFileError {
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Syntax(Vec<LineError>),
+}
+
+/// Load such a list: a missing file is parsed as empty text; errors name `path`.
+pub(crate) fn load_line_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, Vec<LineError>>,
+) -> Result<T, LineFileError> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(e.to_string()),
     }
+    .map_err(|message| LineFileError::Io {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    parse(&text).map_err(|errors| LineFileError::Syntax(at_path(errors, path)))
 }
 
 /// Every line of `text` through `parse_line` (`None` for blank and comment lines), numbered
@@ -150,7 +166,7 @@ pub(crate) fn parse_lines<T>(
 }
 
 /// `errors` of a parse, naming `path`.
-pub(crate) fn at_path(errors: Vec<LineError>, path: &Path) -> Vec<LineError> {
+fn at_path(errors: Vec<LineError>, path: &Path) -> Vec<LineError> {
     errors
         .into_iter()
         .map(|e| LineError {

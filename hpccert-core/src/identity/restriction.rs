@@ -34,24 +34,18 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use thiserror::Error;
 
 use crate::identity::Identity;
 use crate::identity::dn::DistinguishedName;
-use crate::identity::gridmap::{AccountName, LineError, at_path, parse_lines, read_optional};
+use crate::identity::gridmap::{
+    AccountName, LineError, LineFileError, load_line_file, parse_lines,
+};
 use crate::identity::tokenmap::take_quoted;
 
 /// Where the file lives by default.
 pub const DEFAULT_PATH: &str = "/etc/hpccert/restrictions";
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum RestrictionError {
-    #[error("{}: {message}", path.display())]
-    Io { path: PathBuf, message: String },
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Syntax(Vec<LineError>),
-}
+pub type RestrictionError = LineFileError;
 
 /// Whom a rule is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,12 +256,7 @@ pub struct Restrictions {
 impl Restrictions {
     /// Read the file at `path`; a missing file restricts nobody.
     pub fn load(path: &Path) -> Result<Self, RestrictionError> {
-        let text = read_optional(path).map_err(|message| RestrictionError::Io {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        let mut r = Self::parse(text.as_deref().unwrap_or_default())
-            .map_err(|errors| RestrictionError::Syntax(at_path(errors, path)))?;
+        let mut r = load_line_file(path, Self::parse)?;
         r.path = Some(path.to_path_buf());
         Ok(r)
     }

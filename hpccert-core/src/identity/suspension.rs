@@ -21,12 +21,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use thiserror::Error;
-
 use crate::identity::Identity;
 use crate::identity::dn::DistinguishedName;
 use crate::identity::gridmap::{
-    AccountName, LineError, at_path, parse_lines, quote_dn, read_optional,
+    AccountName, LineError, LineFileError, load_line_file, parse_lines, quote_dn,
 };
 use crate::identity::tokenmap::{quote, take_quoted};
 
@@ -34,14 +32,7 @@ use crate::identity::tokenmap::{quote, take_quoted};
 pub const DEFAULT_PATH: &str = "/etc/grid-security/hpccert-suspended";
 
 /// Why the list cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum SuspensionError {
-    #[error("{}: {message}", path.display())]
-    Io { path: PathBuf, message: String },
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Syntax(Vec<LineError>),
-}
+pub type SuspensionError = LineFileError;
 
 /// Who or what is suspended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,12 +116,7 @@ pub fn parse_line(raw: &str) -> Result<Option<Suspended>, String> {
 impl SuspensionList {
     /// Read the list at `path`; a missing file is an empty list.
     pub fn load(path: &Path) -> Result<Self, SuspensionError> {
-        let text = read_optional(path).map_err(|message| SuspensionError::Io {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        let mut list = Self::parse(text.as_deref().unwrap_or_default())
-            .map_err(|errors| SuspensionError::Syntax(at_path(errors, path)))?;
+        let mut list = load_line_file(path, Self::parse)?;
         list.path = Some(path.to_path_buf());
         Ok(list)
     }
