@@ -2239,3 +2239,37 @@ fn the_first_session_opens_in_the_process_that_ran_the_account_check() {
         "{lines}"
     );
 }
+
+/// The broker loads the stack once, but every login reads the service's file again (each child
+/// runs `pam_start`): an edit of the PAM configuration applies to the next login, as under sshd.
+#[test]
+fn an_edit_of_the_pam_service_applies_to_the_next_login() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let Some((server, token, pam)) = pam_server("") else {
+        return;
+    };
+    let r = paramiko_pam(&python, &server, &token, "id -un");
+    assert_eq!(r["out"], PAM_ACCOUNT, "{r}\n{}", server.log());
+    let service = pam.path().join("pam.d/hpccert-e2e");
+    let text = std::fs::read_to_string(&service).unwrap();
+    write_mode(
+        &service,
+        text.replace(
+            "auth required pam_deny.so\n",
+            "auth required pam_deny.so\naccount required pam_deny.so\n",
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let r = paramiko_pam(&python, &server, &token, "echo should-not-run");
+    assert!(
+        matches!(
+            r["error"].as_str(),
+            Some("AuthenticationException" | "BadAuthenticationType")
+        ),
+        "{r}\n{}",
+        server.log()
+    );
+}
