@@ -95,6 +95,8 @@ enum Proof {
         chain: VerifiedChain,
         algorithm: String,
         key: PKey<Public>,
+        /// The chain as presented (for PAM and a proxy handover, without decoding it again).
+        presented: PresentedChain,
     },
     Token(VerifiedToken),
 }
@@ -107,8 +109,8 @@ pub struct PresentedX509 {
     /// The presented certificate's key, checked against the algorithm.
     pub key: PKey<Public>,
     remembered: Option<Arc<Remembered<Proof>>>,
-    /// The chain, when it was decoded now (None: found in the cache).
-    pub chain: Option<PresentedChain>,
+    /// The chain as presented (decoded now, or remembered with the key).
+    pub chain: PresentedChain,
 }
 
 /// What a decision's mapping reads, as it is now, and its generation.
@@ -596,14 +598,17 @@ impl Engine {
             .cache
             .get(CredentialKey::Chain(blob), unix_seconds(now))
             && let Proof::Chain {
-                algorithm: a, key, ..
+                algorithm: a,
+                key,
+                presented,
+                ..
             } = remembered.proof_unchecked()
             && a == algorithm
         {
             return Ok(PresentedX509 {
                 algorithm: algorithm.to_string(),
                 key: key.clone(),
-                chain: None,
+                chain: presented.clone(),
                 remembered: Some(remembered),
             });
         }
@@ -612,7 +617,7 @@ impl Engine {
         Ok(PresentedX509 {
             algorithm: algorithm.to_string(),
             key,
-            chain: Some(parsed.chain),
+            chain: parsed.chain,
             remembered: None,
         })
     }
@@ -649,12 +654,8 @@ impl Engine {
         {
             return self.reuse(key, remembered, chain, (user, from, mapped_now), decide);
         }
-        let chain = match presented.chain {
-            Some(c) => c,
-            None => x509auth::parse_key_blob(&presented.algorithm, blob)?.chain,
-        };
         self.count_verification("x509 chain");
-        let verified = match verify_chain(&trust, &chain, &self.verify_options, now) {
+        let verified = match verify_chain(&trust, &presented.chain, &self.verify_options, now) {
             Ok(v) => v,
             Err(e) => {
                 self.cache.remove(key);
@@ -672,6 +673,7 @@ impl Engine {
                 chain: verified,
                 algorithm: presented.algorithm,
                 key: presented.key,
+                presented: presented.chain,
             };
             let remembered = Remembered::new(proof, verified_now, reuse)
                 .with_decision(user, from, mapped_now, &decision);

@@ -407,30 +407,15 @@ impl russh::server::Handler for Connection {
             return refuse(self, format!("possession proof: {e}"));
         }
         // the whole decision, for a query too: PK_OK promises that a signature will be accepted
-        let chain_pem = if signature.is_some() && self.engine.pam.is_some() {
-            match &presented.chain {
-                Some(chain) => chain_pem(chain),
-                None => x509auth::parse_key_blob(algorithm, key_blob)
-                    .ok()
-                    .and_then(|k| chain_pem(&k.chain)),
-            }
-        } else {
-            None
-        };
+        let chain_pem = (signature.is_some() && self.engine.pam.is_some())
+            .then(|| chain_pem(&presented.chain))
+            .flatten();
         let engine = self.engine.clone();
         let u = user.to_string();
         let blob = key_blob.to_vec();
         // kept for a proxy the client may hand over, which must be this chain or extend it
-        let x509_chain = if signature.is_some() && self.engine.config.sshd.x509_proxy_handover {
-            match &presented.chain {
-                Some(chain) => Some(chain.clone()),
-                None => x509auth::parse_key_blob(algorithm, key_blob)
-                    .ok()
-                    .map(|k| k.chain),
-            }
-        } else {
-            None
-        };
+        let x509_chain = (signature.is_some() && self.engine.config.sshd.x509_proxy_handover)
+            .then(|| presented.chain.clone());
         let lease = signature.is_some();
         let from = self.peer.ip();
         let result = tokio::task::spawn_blocking(move || {
