@@ -459,7 +459,16 @@ fn session_stack(mut request: Request, reporter: Reporter, account: Option<Pam>)
         return ExitCode::from(1);
     };
     let user = request.user.clone();
-    let user_account = match Account::lookup(&request.user) {
+    // as the server resolved it at login, else (a request without it) looked up now
+    let resolved = match request.account.take() {
+        Some(r) if r.name == request.user => Ok(account_of(r)),
+        Some(r) => Err(format!(
+            "the request names account {} and user {}",
+            r.name, request.user
+        )),
+        None => Account::lookup(&request.user),
+    };
+    let user_account = match resolved {
         Ok(a) => a,
         Err(e) => {
             reporter.error(&e);
@@ -598,6 +607,19 @@ fn release_stack_below_here() {
             top - bottom,
             libc::MADV_DONTNEED,
         );
+    }
+}
+
+/// The account as the server resolved it.
+fn account_of(r: crate::pam_proto::AccountRecord) -> Account {
+    use nix::unistd::{Gid, Uid};
+    Account {
+        name: r.name,
+        uid: Uid::from_raw(r.uid),
+        gid: Gid::from_raw(r.gid),
+        home: r.home,
+        shell: r.shell,
+        groups: r.groups.into_iter().map(Gid::from_raw).collect(),
     }
 }
 

@@ -86,6 +86,20 @@ pub struct Request {
     pub handover: Vec<(String, String)>,
     /// For `session`: the process to run as the account.
     pub run: Option<Run>,
+    /// The account as the server resolved it at login (no second NSS lookup in the helper).
+    #[serde(default)]
+    pub account: Option<AccountRecord>,
+}
+
+/// An account's passwd entry and groups, as `spawn::Account` holds them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
+    pub shell: std::path::PathBuf,
+    pub groups: Vec<u32>,
 }
 
 /// The session process the helper starts.

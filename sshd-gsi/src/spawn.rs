@@ -57,6 +57,18 @@ impl Account {
         })
     }
 
+    /// The record the server hands the PAM helper (see [`crate::pam_proto::Request`]).
+    pub fn record(&self) -> crate::pam_proto::AccountRecord {
+        crate::pam_proto::AccountRecord {
+            name: self.name.clone(),
+            uid: self.uid.as_raw(),
+            gid: self.gid.as_raw(),
+            home: self.home.clone(),
+            shell: self.shell.clone(),
+            groups: self.groups.iter().map(|g| g.as_raw()).collect(),
+        }
+    }
+
     /// Whether this process can start processes as the account: as root any account; as
     /// anyone else (dev mode) only its own account.
     pub fn can_switch_to(&self) -> Result<(), String> {

@@ -53,6 +53,8 @@ pub(super) fn pam_request(
         rhost: origin.peer.ip().to_string(),
         tty: tty.map(str::to_string),
         handover,
+        // for a session: the helper starts the process as this account without asking NSS
+        account: run.as_ref().map(|_| account.record()),
         run,
     }
 }
