@@ -77,7 +77,6 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let live = server::prepare(config)?;
-    let engine = live.engine().clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,7 +93,6 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     });
     runtime.block_on(server::serve(live, source))?;
     drop(runtime);
-    drop(engine);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -77,13 +77,6 @@ impl std::fmt::Debug for Live {
     }
 }
 
-impl Live {
-    /// The engine (the caller keeps a reference to drop it outside the runtime).
-    pub fn engine(&self) -> &SharedEngine {
-        &self.engine
-    }
-}
-
 /// Everything a start (or a reload) loads: the decision engine, host keys, limits. Called
 /// outside the async runtime (the engine's HTTP client is a blocking one).
 pub fn prepare(config: Config) -> Result<Live, String> {
@@ -181,8 +174,30 @@ pub fn hardened(kex_names: &[String]) -> russh::Preferred {
 /// every file the decisions read; a new configuration that does not load is refused and the
 /// running one kept. The first [`Live`] is prepared outside the runtime by the caller.
 pub async fn serve(live: Live, source: ConfigSource) -> Result<(), String> {
-    let listen = live.engine.config.sshd.listen.clone();
     let state = Arc::new(std::sync::RwLock::new(Arc::new(live)));
+    let result = run(&state, source).await;
+    // the configuration in use at the end goes on a plain thread, as replaced ones do (its
+    // blocking HTTP client must not be dropped inside the runtime)
+    let _ = std::thread::Builder::new()
+        .name("retire-engine".into())
+        .spawn(move || drop(state))
+        .map(std::thread::JoinHandle::join);
+    result
+}
+
+/// Accept, reload and stop, on `state` (the configuration in use).
+async fn run(
+    state: &Arc<std::sync::RwLock<Arc<Live>>>,
+    source: ConfigSource,
+) -> Result<(), String> {
+    let listen = state
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .engine
+        .config
+        .sshd
+        .listen
+        .clone();
     let mut listeners = Vec::new();
     for addr in &listen {
         let addr: SocketAddr = addr.parse().map_err(|e| format!("listen {addr}: {e}"))?;

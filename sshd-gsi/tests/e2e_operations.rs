@@ -2137,33 +2137,7 @@ asyncio.run(main())
     let mut lines =
         std::io::BufRead::lines(std::io::BufReader::new(session.stdout.take().unwrap()));
     assert_eq!(lines.next().unwrap().unwrap(), "open", "{}", server.log());
-    let brokers = || -> Vec<i32> {
-        let out = Command::new("pgrep")
-            .args(["-f", "sshd-gsi-pam-helper serve hpccert-e2e"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
-    // the broker of this server: the one whose parent is the server
-    let ours: Vec<i32> = brokers()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit(") ")
-                        .next()?
-                        .split(' ')
-                        .nth(1)?
-                        .parse::<u32>()
-                        .ok()
-                })
-                == u32::try_from(server.pid().as_raw()).ok()
-        })
-        .collect();
+    let ours = brokers_of(&server);
     assert_eq!(ours.len(), 1, "one broker per server: {ours:?}");
     nix::sys::signal::kill(Pid::from_raw(ours[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
     write_mode(&flag, b"", 0o644);
@@ -2271,5 +2245,60 @@ fn an_edit_of_the_pam_service_applies_to_the_next_login() {
         ),
         "{r}\n{}",
         server.log()
+    );
+}
+
+/// The PAM brokers whose parent is `server`.
+fn brokers_of(server: &Server) -> Vec<i32> {
+    let out = Command::new("pgrep")
+        .args(["-f", "sshd-gsi-pam-helper serve hpccert-e2e"])
+        .output()
+        .unwrap();
+    let parent_of = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(") ")
+            .next()?
+            .split(' ')
+            .nth(1)?
+            .parse::<i32>()
+            .ok()
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|&pid| parent_of(pid) == Some(server.pid().as_raw()))
+        .collect()
+}
+
+/// SIGHUP starts a new broker (which loads the modules as they are now on disk) and the one
+/// it replaces ends once nothing uses it.
+#[test]
+fn sighup_starts_a_new_pam_broker() {
+    let Some(python) = python_with("paramiko") else {
+        return;
+    };
+    let Some((server, token, _pam)) = pam_server("") else {
+        return;
+    };
+    let before = brokers_of(&server);
+    assert_eq!(before.len(), 1, "one broker per server: {before:?}");
+    let from = server.log().len();
+    server.signal(Signal::SIGHUP);
+    assert!(
+        server.wait_log(from, "configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let r = paramiko_pam(&python, &server, &token, "id -un");
+    assert_eq!(r["out"], PAM_ACCOUNT, "{r}\n{}", server.log());
+    // the replaced configuration is let go within seconds of its last connection's end
+    // (server::retire looks every 5 s)
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let now = brokers_of(&server);
+            now.len() == 1 && now != before
+        }),
+        "a new broker, the old one gone: before {before:?}, now {:?}",
+        brokers_of(&server)
     );
 }
