@@ -81,12 +81,13 @@ pub fn broker_main(service: &str) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let wanted = if mode == JOB_ACCOUNT {
-            1
+        // the job and how many descriptors come with it
+        let (job, wanted) = if mode == JOB_ACCOUNT {
+            ("account", 1)
         } else if mode == JOB_SESSION {
-            4
+            ("session", 4)
         } else {
-            0
+            ("", 0)
         };
         if wanted == 0 || fds.len() != wanted {
             // dropping the descriptors closes the job socket: the server reads "no answer"
@@ -102,14 +103,7 @@ pub fn broker_main(service: &str) -> ExitCode {
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
                 let code = match become_job(jobs, &fds) {
-                    Ok(()) => {
-                        let mode = if mode == JOB_ACCOUNT {
-                            "account"
-                        } else {
-                            "session"
-                        };
-                        helper_main(mode)
-                    }
+                    Ok(()) => helper_main(job),
                     Err(e) => {
                         eprintln!("sshd-gsi-pam-helper: setting up a job: {e}");
                         ExitCode::from(1)
@@ -231,9 +225,8 @@ impl Conversation for Silent {
 }
 
 /// A job: read the request on fd 3 (the job socket), run the stacks, answer on fd 3.
-pub fn helper_main(mode: &str) -> ExitCode {
-    // SAFETY: fd 3 is the job socket (become_job, or the server before an exec); nothing
-    // else in this process owns it.
+fn helper_main(mode: &str) -> ExitCode {
+    // SAFETY: fd 3 is the job socket (become_job); nothing else in this process owns it.
     let sock = unsafe { UnixStream::from_raw_fd(3) };
     let reporter = Reporter { sock };
     let body = match crate::pam_proto::read_frame(&reporter.sock) {

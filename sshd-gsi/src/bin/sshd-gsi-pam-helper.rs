@@ -24,8 +24,6 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [serve, service] if serve == "serve" => pam_helper::broker_main(service),
-        // one job without the broker (the request on fd 3): for tests and debugging
-        [mode] if mode == "account" || mode == "session" => pam_helper::helper_main(mode),
         _ => {
             eprintln!(
                 "sshd-gsi-pam-helper: started by sshd-gsi only (usage: sshd-gsi-pam-helper serve SERVICE, jobs on fd 3)"
