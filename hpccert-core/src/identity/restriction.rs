@@ -154,15 +154,19 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("from: {s:?} is not an address or network (CIDR)"))
 }
 
-/// A rule's line: `None` for blank and comment lines.
-pub fn parse_line(raw: &str) -> Result<Option<(Subject, Options)>, String> {
-    let line = raw.trim();
-    if line.is_empty() || line.starts_with('#') {
+/// The subject a list line starts with, after its first word `kind` (one of `kinds`):
+/// `dn "DN"`, `token "ISSUER" "SUBJECT"`, `issuer "ISSUER"` or `account NAME`; and the rest of
+/// the line. `None` when `kind` is not one of `kinds`. Shared by the restrictions and the
+/// suspension list.
+pub(crate) fn take_subject<'a>(
+    kind: &str,
+    rest: &'a str,
+    kinds: &[&str],
+) -> Result<Option<(Subject, &'a str)>, String> {
+    if !kinds.contains(&kind) {
         return Ok(None);
     }
-    let (kind, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    let rest = rest.trim_start();
-    let (subject, mut rest) = match kind {
+    Ok(Some(match kind {
         "dn" => {
             let (dn, rest) = take_quoted(rest).map_err(|e| format!("dn: {e}"))?;
             let dn = DistinguishedName::parse(&dn).map_err(|e| format!("dn: {e}"))?;
@@ -189,11 +193,24 @@ pub fn parse_line(raw: &str) -> Result<Option<(Subject, Options)>, String> {
             let account = AccountName::parse(&rest[..end]).map_err(|e| format!("account: {e}"))?;
             (Subject::Account(account), &rest[end..])
         }
-        other => {
-            return Err(format!(
-                "unknown subject {other:?} (expected dn, token, issuer or account)"
-            ));
-        }
+        _ => return Ok(None),
+    }))
+}
+
+/// A rule's line: `None` for blank and comment lines.
+pub fn parse_line(raw: &str) -> Result<Option<(Subject, Options)>, String> {
+    let line = raw.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (kind, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim_start();
+    let Some((subject, mut rest)) =
+        take_subject(kind, rest, &["dn", "token", "issuer", "account"])?
+    else {
+        return Err(format!(
+            "unknown subject {kind:?} (expected dn, token, issuer or account)"
+        ));
     };
     let mut options = Options::default();
     loop {

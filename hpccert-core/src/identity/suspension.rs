@@ -26,7 +26,8 @@ use crate::identity::dn::DistinguishedName;
 use crate::identity::gridmap::{
     AccountName, LineError, LineFileError, load_line_file, parse_lines, quote_dn,
 };
-use crate::identity::tokenmap::{quote, take_quoted};
+use crate::identity::restriction::{Subject, take_subject};
+use crate::identity::tokenmap::quote;
 
 /// Where the list lives by default.
 pub const DEFAULT_PATH: &str = "/etc/grid-security/hpccert-suspended";
@@ -77,29 +78,15 @@ pub fn parse_line(raw: &str) -> Result<Option<Suspended>, String> {
     }
     let (kind, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let rest = rest.trim_start();
-    let (what, rest) = match kind {
-        "dn" => {
-            let (dn, rest) = take_quoted(rest).map_err(|e| format!("dn: {e}"))?;
-            let dn = DistinguishedName::parse(&dn).map_err(|e| format!("dn: {e}"))?;
-            (Suspended::Dn(dn), rest)
-        }
-        "token" => {
-            let (issuer, rest) = take_quoted(rest).map_err(|e| format!("token issuer: {e}"))?;
-            let (subject, rest) =
-                take_quoted(rest.trim_start()).map_err(|e| format!("token subject: {e}"))?;
-            if issuer.is_empty() || subject.is_empty() {
-                return Err("token: empty issuer or subject".into());
-            }
+    let (what, rest) = match take_subject(kind, rest, &["dn", "token", "account"])? {
+        Some((Subject::Dn(dn), rest)) => (Suspended::Dn(dn), rest),
+        Some((Subject::Token { issuer, subject }, rest)) => {
             (Suspended::Token { issuer, subject }, rest)
         }
-        "account" => {
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            let account = AccountName::parse(&rest[..end]).map_err(|e| format!("account: {e}"))?;
-            (Suspended::Account(account), &rest[end..])
-        }
-        other => {
+        Some((Subject::Account(account), rest)) => (Suspended::Account(account), rest),
+        Some((Subject::Issuer(_), _)) | None => {
             return Err(format!(
-                "unknown entry {other:?} (expected dn, token or account)"
+                "unknown entry {kind:?} (expected dn, token or account)"
             ));
         }
     };
